@@ -1,0 +1,22 @@
+# The README's two commands: `make demo` (main job, simulated robot) and `make test`.
+# Both create or update .venv first (idempotent: seconds when nothing changed).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: env demo test bench clean-env
+
+env:
+	@bash scripts/setup_env.sh
+
+demo: env
+	@$(VENV)/bin/mail-il demo
+
+test: env
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: env
+	@$(VENV)/bin/mail-il bench model --quick
+
+clean-env:
+	rm -rf $(VENV) build

@@ -1,0 +1,38 @@
+"""`mail-il`: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module and exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their subcommand runs, so `mail-il --help` stays fast and a missing
+optional dependency of one job does not break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Kept in the order a user meets them.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mail_policy_node.commands.demo", "the main job: the whole pipeline on the simulated robot"),
+    "bench": ("mail_policy_node.commands.bench", "benchmarks (model, engine): print a table, write JSON"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="mail-il", description="MaIL imitation-learning policies on ROS 2.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        if argv[:1] == [name]:
+            importlib.import_module(module_name).add_arguments(p)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`mail-il` subcommands: one module each, with add_arguments(parser) and run(args)."""

@@ -1,0 +1,127 @@
+"""The one feature specification shared by data, model, engine and robot loop.
+
+A `FeatureSpec` says which cameras (and at what size), which joint state, which action space and
+dimensions, the observation history K, the chunk length J and the action time step. It is stored in
+every checkpoint and checked against the robot's topics, so a policy can never be run on inputs it was
+not trained on. Topic names and message conventions of the stack are defined here too, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# --- names and topics (the stack's conventions; a real robot's bag must follow the same) ---
+FR3_JOINT_NAMES: tuple[str, ...] = tuple(f"fr3_joint{i}" for i in range(1, 8))
+FR3_FINGER_NAMES: tuple[str, ...] = ("fr3_finger_joint1", "fr3_finger_joint2")  # each = half the width [m]
+GRIPPER_NAME = "gripper"  # gripper opening width [m], 0 (closed) .. 0.08 (open)
+
+ACTION_SPACE_JOINT_POSITION = "joint_position"  # absolute joint targets [rad] + gripper width [m]
+ACTION_SPACE_EE_DELTA_POSE = "ee_delta_pose"  # [dx dy dz drx dry drz] base frame [m, rad] + gripper width
+ACTION_SPACES = (ACTION_SPACE_JOINT_POSITION, ACTION_SPACE_EE_DELTA_POSE)
+EE_DELTA_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "drx", "dry", "drz")
+
+TOPIC_JOINT_STATES = "/joint_states"  # sensor_msgs/JointState: FR3_JOINT_NAMES + FR3_FINGER_NAMES
+TOPIC_ACTION_COMMAND = "/mail/action_command"  # sensor_msgs/JointState: names = action names, position = command
+TOPIC_ACTION_CHUNK = "/mail/action_chunk"  # mail_msgs/ActionChunk
+TOPIC_POLICY_STATUS = "/mail/policy_status"  # mail_msgs/PolicyStatus
+TOPIC_CONTROLLER_STATUS = "/mail/controller_status"  # mail_msgs/ControllerStatus
+TOPIC_EPISODE = "/mail/episode"  # std_msgs/String, JSON {"event": "start"|"end", "episode": n, "task": ..., ...}
+
+
+def camera_image_topic(camera: str) -> str:
+    """sensor_msgs/Image (rgb8 preferred; bgr8, mono8 accepted) stamped with acquisition time."""
+    return f"/camera/{camera}/image_raw"
+
+
+def camera_info_topic(camera: str) -> str:
+    return f"/camera/{camera}/camera_info"
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    name: str  # e.g. "agentview", "wrist"
+    height: int = 128  # model input size; frames of another size are resized (see data.images)
+    width: int = 128
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name:
+            raise ValueError(f"camera name must be a non-empty name without '/', got {self.name!r}")
+        if not (16 <= self.height <= 1024 and 16 <= self.width <= 1024):
+            raise ValueError(f"camera {self.name!r}: image size {self.height}x{self.width} outside 16..1024")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    cameras: tuple[CameraSpec, ...] = (CameraSpec("agentview"), CameraSpec("wrist"))
+    use_joint_state: bool = False  # add the joint state (7 joints + gripper width) as an observation token
+    action_space: str = ACTION_SPACE_JOINT_POSITION
+    action_names: tuple[str, ...] = FR3_JOINT_NAMES + (GRIPPER_NAME,)
+    obs_horizon: int = 5  # K: observations per window
+    action_horizon: int = 5  # J: actions per chunk
+    dt: float = 0.1  # seconds between consecutive actions (and observations at training time)
+    goal_embedding_dim: int = 0  # >0: a precomputed goal (language) embedding of this size is an input
+    state_names: tuple[str, ...] = field(default=FR3_JOINT_NAMES + (GRIPPER_NAME,))
+
+    def __post_init__(self):
+        if not self.cameras:
+            raise ValueError("FeatureSpec needs at least one camera")
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate camera names: {names}")
+        if self.action_space not in ACTION_SPACES:
+            raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {self.action_space!r}")
+        if not self.action_names or len(set(self.action_names)) != len(self.action_names):
+            raise ValueError(f"action_names must be non-empty and unique, got {self.action_names}")
+        if self.obs_horizon < 1 or self.action_horizon < 1:
+            raise ValueError(f"K and J must be >= 1, got K={self.obs_horizon} J={self.action_horizon}")
+        if not 0.001 <= self.dt <= 10.0:
+            raise ValueError(f"dt must be in [0.001, 10] s, got {self.dt}")
+        if self.goal_embedding_dim < 0:
+            raise ValueError(f"goal_embedding_dim must be >= 0, got {self.goal_embedding_dim}")
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.state_names)
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cameras)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cameras"] = [asdict(c) for c in self.cameras]
+        d["action_names"] = list(self.action_names)
+        d["state_names"] = list(self.state_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown FeatureSpec fields: {sorted(unknown)}")
+        d = dict(d)
+        if "cameras" in d:
+            d["cameras"] = tuple(CameraSpec(**c) for c in d["cameras"])
+        for key in ("action_names", "state_names"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    def incompatibilities(self, other: "FeatureSpec") -> list[str]:
+        """Reasons why a policy trained on ``self`` cannot replace one trained on ``other`` on the same
+        robot (hot swap): cameras, action space and dimensions must match. Empty list = compatible."""
+        reasons = []
+        if self.camera_names != other.camera_names:
+            reasons.append(f"cameras {list(self.camera_names)} != {list(other.camera_names)}")
+        if self.action_space != other.action_space:
+            reasons.append(f"action space {self.action_space} != {other.action_space}")
+        if self.action_names != other.action_names:
+            reasons.append(f"action dimensions {list(self.action_names)} != {list(other.action_names)}")
+        if self.use_joint_state != other.use_joint_state:
+            reasons.append(f"use_joint_state {self.use_joint_state} != {other.use_joint_state}")
+        return reasons

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Create or update .venv with everything the project needs: ROS 2 Jazzy (PyPI wheels), mail_msgs built
+# into the venv, torch (CPU here), the simulator, bag tools and the project's own packages (editable).
+# Idempotent: each step records a hash of its inputs and is skipped when nothing changed, so a re-run
+# takes seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MAIL_VENV:-$ROOT/.venv}"
+BUILD="$ROOT/build"
+PY="${PYTHON:-python3}"
+cd "$ROOT"
+
+log() { printf '[setup] %s\n' "$*"; }
+# Run a step with its output in build/setup-logs/NAME.log, shown only when it fails.
+quiet() {
+  local name=$1; shift
+  mkdir -p "$BUILD/setup-logs"
+  "$@" >"$BUILD/setup-logs/$name.log" 2>&1 || { log "$name failed:"; tail -40 "$BUILD/setup-logs/$name.log"; exit 1; }
+}
+inputs_hash() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+step_done() { [ -f "$VENV/.stamp-$1" ] && [ "$(cat "$VENV/.stamp-$1")" = "$2" ]; }
+mark_done() { echo "$2" > "$VENV/.stamp-$1"; }
+
+# 1. System libraries: libusb for pyrealsense2. Only touched when missing (needs root, as on CI).
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing libusb-1.0-0 (pyrealsense2 needs it)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
+  else
+    log "warning: libusb-1.0-0 missing and cannot apt-get it; the RealSense camera source will not import"
+  fi
+fi
+
+# 2. The virtual environment and pinned Python packages.
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+h=$(inputs_hash env/requirements.txt)
+if ! step_done pip "$h"; then
+  log "installing pinned packages (env/requirements.txt), about 2 minutes on a fresh machine"
+  quiet pip-upgrade "$VENV/bin/python" -m pip install --disable-pip-version-check 'pip==26.3'
+  quiet pip-install "$VENV/bin/python" -m pip install --disable-pip-version-check -r env/requirements.txt
+  rm -f "$VENV"/.stamp-msgs   # the CMake exports below are rewritten again after a reinstall
+  mark_done pip "$h"
+fi
+
+# 3. mail_msgs, built with plain CMake into the venv. The ROS wheels' exported CMake files name the
+#    interpreter of the machine that built them; point them at this venv's interpreter first.
+h=$(inputs_hash env/requirements.txt mail_msgs/CMakeLists.txt mail_msgs/package.xml mail_msgs/msg/*.msg)
+if ! step_done msgs "$h"; then
+  log "building mail_msgs into the venv"
+  inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  npinc=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
+  grep -rl '/opt/python/cp311-cp311' "$VENV/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i \
+    -e "s#/opt/python/cp311-cp311/include/python3.11#$inc#g" \
+    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g"
+  rm -rf "$BUILD/mail_msgs" && mkdir -p "$BUILD/mail_msgs"
+  (
+    cd "$BUILD/mail_msgs"
+    export AMENT_PREFIX_PATH="$VENV"
+    cmake "$ROOT/mail_msgs" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+      -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >cmake.log 2>&1 \
+      && make -j"$(nproc)" >make.log 2>&1 && make install >install.log 2>&1
+  ) || { log "mail_msgs build failed; see $BUILD/mail_msgs/*.log"; tail -30 "$BUILD"/mail_msgs/*.log; exit 1; }
+  mark_done msgs "$h"
+fi
+
+# 4. The project's own packages, editable, so a change in the tree needs no re-install. "compat" mode
+#    puts the package folders on sys.path through a .pth file, so the checkout's top-level folders of
+#    the same names (ROS package roots) cannot shadow the Python packages as namespace packages.
+h=$(inputs_hash mail_policy_node/setup.py mail_policy_node/setup.cfg mail_bringup/setup.py mail_bringup/setup.cfg)
+if ! step_done project "$h"; then
+  log "installing mail_policy_node and mail_bringup (editable)"
+  quiet pip-project "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps --no-build-isolation \
+    --config-settings editable_mode=compat -e mail_policy_node -e mail_bringup
+  mark_done project "$h"
+fi
+
+log "ready: $VENV ($(du -sh "$VENV" | cut -f1))"
