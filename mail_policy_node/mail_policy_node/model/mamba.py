@@ -1,0 +1,221 @@
+"""Mamba v1 mixer in plain PyTorch, with mamba-ssm's parameter names and shapes.
+
+Parameters (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) match `mamba_ssm.Mamba`, so a state
+dict loads either way. Paths:
+- `forward(x)`: full sequence from a zero state.
+- `forward(x, state)`: continue a sequence of L new tokens from a given state, return the new state.
+- `step(x, state)`: one token.
+- `forward_states(x, state)`: like forward, but also every per-token state (for training the streaming
+  layouts' action branches off an observation trunk; PyTorch only).
+All paths are functional: a given state is never written to. States are fp32 whatever the weights' dtype.
+On CUDA, when mamba-ssm / causal-conv1d import and `use_kernels` is set, the same weights run through
+their kernels (fused forward, causal_conv1d_update, selective_state_update).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import kernels
+from .scan import SCAN_IMPLS, selective_scan
+
+
+@dataclass(frozen=True)
+class MambaConfig:
+    d_model: int = 128  # width of the residual stream
+    d_state: int = 16  # N: SSM state size per inner channel
+    d_conv: int = 4  # length of the depthwise causal convolution
+    expand: int = 2  # d_inner = expand * d_model
+    dt_rank: int = 0  # rank of the dt projection; 0 = ceil(d_model / 16), mamba-ssm's "auto"
+    dt_min: float = 0.001  # Mamba's dt initialisation range (used by init "mamba")
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4  # lower clamp of the initial dt
+    conv_bias: bool = True  # bias of the depthwise convolution (mamba-ssm default)
+    bias: bool = False  # bias of in_proj and out_proj (mamba-ssm default)
+
+    def __post_init__(self):
+        for name in ("d_model", "d_state", "d_conv", "expand"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MambaConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_conv < 2:
+            raise ValueError(f"MambaConfig.d_conv must be >= 2, got {self.d_conv}")
+        if self.dt_rank < 0:
+            raise ValueError(f"MambaConfig.dt_rank must be >= 0 (0 = auto), got {self.dt_rank}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"MambaConfig needs 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def rank(self) -> int:
+        return self.dt_rank or math.ceil(self.d_model / 16)
+
+
+class MambaState(NamedTuple):
+    conv: Tensor  # (B, d_inner, d_conv) fp32: the last d_conv conv inputs, newest last
+    ssm: Tensor  # (B, d_inner, d_state) fp32
+
+
+def init_linear_paper(module: nn.Module) -> None:
+    """The MaIL authors' re-initialisation: every Linear N(0, 0.02), zero bias (overrides dt's bias)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class Mamba(nn.Module):
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.cfg = cfg
+        di, n, r = cfg.d_inner, cfg.d_state, cfg.rank
+        self.in_proj = nn.Linear(cfg.d_model, 2 * di, bias=cfg.bias)
+        self.conv1d = nn.Conv1d(di, di, cfg.d_conv, groups=di, padding=cfg.d_conv - 1, bias=cfg.conv_bias)
+        self.x_proj = nn.Linear(di, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, di, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(di, 1))
+        self.D = nn.Parameter(torch.ones(di))
+        self.out_proj = nn.Linear(di, cfg.d_model, bias=cfg.bias)
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        self.scan_impl = "chunked"  # run-time choice, not part of the weights: "chunked" | "sequential"
+        self.use_kernels = True  # use mamba-ssm kernels for CUDA tensors when they import
+        self._init_dt()
+
+    def _init_dt(self) -> None:
+        """Mamba's own init: dt_proj weight U(-r^-0.5, r^-0.5), bias = softplus^-1(dt), dt log-uniform."""
+        cfg = self.cfg
+        std = cfg.rank ** -0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(cfg.d_inner) * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
+        dt = dt.clamp(min=cfg.dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    # ---- state ----
+    def allocate_inference_cache(self, batch: int, device=None) -> MambaState:
+        cfg = self.cfg
+        device = device if device is not None else self.A_log.device
+        return MambaState(torch.zeros(batch, cfg.d_inner, cfg.d_conv, device=device),
+                          torch.zeros(batch, cfg.d_inner, cfg.d_state, device=device))
+
+    def _A(self) -> Tensor:
+        return -torch.exp(self.A_log.float())  # (d_inner, N)
+
+    def _ssm_inputs(self, xc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """xc (B, L, d_inner) -> dt (B, L, d_inner) without bias, B and C (B, L, N)."""
+        n, r = self.cfg.d_state, self.cfg.rank
+        dt, b, c = torch.split(self.x_proj(xc), [r, n, n], dim=-1)
+        return F.linear(dt, self.dt_proj.weight), b, c
+
+    # ---- full sequence / continuation ----
+    def forward(self, x: Tensor, state: MambaState | None = None, return_state: bool = False):
+        """x (B, L, D) -> y (B, L, D), and the state after the last token if ``return_state``."""
+        if kernels.usable(x, self.use_kernels):
+            if state is None and not return_state and kernels.have_sequence_kernels():
+                return self._kernel_fused(x)
+            if state is None and kernels.have_sequence_kernels():
+                return self._kernel_prefill(x)
+            if state is not None and kernels.have_step_kernels():
+                y, new = self._kernel_continue(x, state)
+                return (y, new) if return_state else y
+        y, conv, ssm = self._torch_forward(x, state, all_states=False)
+        return (y, MambaState(conv, ssm)) if return_state else y
+
+    def forward_states(self, x: Tensor, state: MambaState | None = None) -> tuple[Tensor, MambaState]:
+        """Like forward, but returns the state after every token: conv (B, d_inner, L, d_conv),
+        ssm (B, d_inner, L, N). PyTorch path only (the kernels keep no intermediate states)."""
+        y, conv, ssm = self._torch_forward(x, state, all_states=True)
+        return y, MambaState(conv, ssm)
+
+    def _torch_forward(self, x: Tensor, state: MambaState | None, all_states: bool):
+        cfg = self.cfg
+        batch, length, _ = x.shape
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, d_inner) each
+        xi, z = xi.transpose(1, 2), z.transpose(1, 2)  # (B, d_inner, L)
+        prev = state.conv if state is not None else x.new_zeros(batch, cfg.d_inner, cfg.d_conv, dtype=torch.float32)
+        window = torch.cat([prev.to(xi.dtype), xi], dim=-1)  # (B, d_inner, d_conv + L)
+        xc = F.silu(F.conv1d(window[..., 1:], self.conv1d.weight, self.conv1d.bias, groups=cfg.d_inner))  # (B, d_inner, L)
+        dt, b, c = self._ssm_inputs(xc.transpose(1, 2))
+        y, h = selective_scan(xc, dt.transpose(1, 2), self._A(), b.transpose(1, 2), c.transpose(1, 2), self.D, z,
+                              delta_bias=self.dt_proj.bias, delta_softplus=True,
+                              h0=state.ssm if state is not None else None, return_states=all_states,
+                              impl=self.scan_impl)
+        out = self.out_proj(y.transpose(1, 2))  # (B, L, D)
+        if all_states:
+            conv = window.float().unfold(-1, cfg.d_conv, 1)[:, :, 1:]  # (B, d_inner, L, d_conv)
+        else:
+            conv = window.float()[..., -cfg.d_conv:]  # (B, d_inner, d_conv)
+        return out, conv, h
+
+    # ---- one token ----
+    def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """x (B, D) -> y (B, D), new state."""
+        if kernels.usable(x, self.use_kernels) and kernels.have_step_kernels():
+            y, new = self._kernel_continue(x[:, None], state)
+            return y[:, 0], new
+        cfg = self.cfg
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, d_inner)
+        conv = torch.cat([state.conv[..., 1:], xi.float()[..., None]], dim=-1)  # (B, d_inner, d_conv)
+        w = self.conv1d.weight[:, 0].float()  # (d_inner, d_conv)
+        xc = (conv * w).sum(-1)
+        if self.conv1d.bias is not None:
+            xc = xc + self.conv1d.bias.float()
+        xc = F.silu(xc).to(x.dtype)  # (B, d_inner)
+        dt, b, c = self._ssm_inputs(xc)
+        dt = F.softplus(dt.float() + self.dt_proj.bias.float())  # (B, d_inner)
+        dA = torch.exp(dt[..., None] * self._A())  # (B, d_inner, N)
+        ssm = state.ssm * dA + (dt * xc.float())[..., None] * b.float()[:, None, :]
+        y = torch.einsum("bdn,bn->bd", ssm, c.float()) + self.D.float() * xc.float()
+        y = (y * F.silu(z.float())).to(x.dtype)
+        return self.out_proj(y), MambaState(conv, ssm)
+
+    # ---- CUDA kernels (optional) ----
+    def _xz(self, x: Tensor) -> Tensor:
+        return self.in_proj(x).transpose(1, 2).contiguous()  # (B, 2 d_inner, L)
+
+    def _kernel_fused(self, x: Tensor) -> Tensor:
+        return kernels.mamba_inner_fn(
+            self._xz(x), self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+            self.out_proj.weight, self.out_proj.bias, self._A(), None, None, self.D.float(),
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+
+    def _kernel_prefill(self, x: Tensor) -> tuple[Tensor, MambaState]:
+        cfg = self.cfg
+        xi, z = self._xz(x).chunk(2, dim=1)  # (B, d_inner, L)
+        conv_state = F.pad(xi, (cfg.d_conv - xi.shape[-1], 0)).float()  # pads or crops to d_conv
+        xc = kernels.causal_conv1d_fn(xi, self.conv1d.weight[:, 0], self.conv1d.bias, activation="silu")
+        dt, b, c = self._ssm_inputs(xc.transpose(1, 2))
+        y, last = kernels.selective_scan_fn(
+            xc, dt.transpose(1, 2).contiguous(), self._A(), b.transpose(1, 2).contiguous(),
+            c.transpose(1, 2).contiguous(), self.D.float(), z.contiguous(), delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True, return_last_state=True)
+        return self.out_proj(y.transpose(1, 2)), MambaState(conv_state, last.float())
+
+    def _kernel_continue(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """Token by token through causal_conv1d_update + selective_state_update, on copies of the state."""
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, d_inner)
+        conv = state.conv.to(xi.dtype).clone(memory_format=torch.contiguous_format)  # updated in place
+        ssm = state.ssm.clone(memory_format=torch.contiguous_format)
+        w = self.conv1d.weight[:, 0]
+        ys = []
+        for t in range(x.shape[1]):
+            xc = kernels.causal_conv1d_update(xi[:, t].contiguous(), conv, w, self.conv1d.bias, "silu")
+            dt, b, c = self._ssm_inputs(xc)
+            ys.append(kernels.selective_state_update(
+                ssm, xc, dt.contiguous(), self._A(), b.contiguous(), c.contiguous(), self.D.float(),
+                z=z[:, t].contiguous(), dt_bias=self.dt_proj.bias.float(), dt_softplus=True))
+        y = self.out_proj(torch.stack(ys, dim=1))  # (B, L, D)
+        return y, MambaState(conv.float(), ssm)
+
+
+__all__ = ["MambaConfig", "MambaState", "Mamba", "init_linear_paper", "SCAN_IMPLS"]

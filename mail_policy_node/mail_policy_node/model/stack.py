@@ -1,0 +1,102 @@
+"""A stack of pre-norm residual Mamba blocks with a final LayerNorm, as in the MaIL backbones.
+
+    h = x;  for each layer: h = h + mixer(LayerNorm(h)) [+ add];  out = LayerNorm_f(h)
+
+`add` is ED-Ma's "Mamba aggregation": the encoder's final normalised output, added position by position
+after every decoder layer. Module names (layers.i.norm, layers.i.mixer, norm_f) follow mamba-ssm's
+MixerModel. A stack's state is one `MambaState` per layer; all paths are functional.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .mamba import Mamba, MambaConfig, MambaState
+
+StackState = tuple[MambaState, ...]  # one per layer
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.d_model, eps=1e-5)
+        self.mixer = Mamba(cfg)
+
+
+class MambaStack(nn.Module):
+    def __init__(self, cfg: MambaConfig, n_layers: int):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"a Mamba stack needs n_layers >= 1, got {n_layers}")
+        self.cfg = cfg
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(n_layers))
+        self.norm_f = nn.LayerNorm(cfg.d_model, eps=1e-5)
+
+    def allocate_inference_cache(self, batch: int, device=None) -> StackState:
+        return tuple(b.mixer.allocate_inference_cache(batch, device) for b in self.layers)
+
+    def set_runtime(self, scan_impl: str | None = None, use_kernels: bool | None = None) -> None:
+        for b in self.layers:
+            if scan_impl is not None:
+                b.mixer.scan_impl = scan_impl
+            if use_kernels is not None:
+                b.mixer.use_kernels = use_kernels
+
+    def forward(self, x: Tensor, state: StackState | None = None, return_state: bool = False,
+                add: Tensor | None = None):
+        """x (B, L, D) [+ add (B, L, D)] -> (B, L, D), and the new state if ``return_state``.
+        With ``state`` the L tokens continue that sequence; without, they start from zeros."""
+        new = []
+        h = x
+        for i, b in enumerate(self.layers):
+            if return_state or state is not None:
+                y, s = b.mixer(b.norm(h), None if state is None else state[i], return_state=True)
+                new.append(s)
+            else:
+                y = b.mixer(b.norm(h))
+            h = h + y
+            if add is not None:
+                h = h + add
+        out = self.norm_f(h)
+        return (out, tuple(new)) if return_state else out
+
+    def step(self, x: Tensor, state: StackState, add: Tensor | None = None) -> tuple[Tensor, StackState]:
+        """x (B, D) [+ add (B, D)] -> (B, D), new state."""
+        new = []
+        h = x
+        for b, s in zip(self.layers, state):
+            y, s = b.mixer.step(b.norm(h), s)
+            new.append(s)
+            h = h + y
+            if add is not None:
+                h = h + add
+        return self.norm_f(h), tuple(new)
+
+    def forward_branches(self, trunk: Tensor, branch: Tensor, at: Tensor, state: StackState | None = None,
+                         trunk_add: Tensor | None = None, branch_add: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Run a trunk sequence, and in the same pass one short branch per entry of ``at``, each branch
+        continuing from the trunk's state after token ``at[k]`` without entering the trunk.
+
+        trunk (B, T, D); branch (B, S, M, D): S branches of M tokens; at (S,) long, trunk token index
+        after which branch s starts (-1 = from ``state`` itself). Returns (trunk out (B, T, D), branch
+        out (B, S, M, D)). This is what the streaming layouts train on: the same computation as
+        observe() up to token at[s], then act() on a copy of that state."""
+        bsz, n_br, m, d = branch.shape
+        h, g = trunk, branch.reshape(bsz * n_br, m, d)
+        for i, b in enumerate(self.layers):
+            s0 = None if state is None else state[i]
+            y, states = b.mixer.forward_states(b.norm(h), s0)  # conv (B, Di, T, d_conv), ssm (B, Di, T, N)
+            start = s0 if s0 is not None else b.mixer.allocate_inference_cache(bsz, h.device)
+            conv = torch.cat([start.conv[:, :, None], states.conv], dim=2)  # index 0 = before token 0
+            ssm = torch.cat([start.ssm[:, :, None], states.ssm], dim=2)
+            pick = at + 1
+            bconv = conv[:, :, pick].permute(0, 2, 1, 3).reshape(bsz * n_br, *conv.shape[1:2], conv.shape[-1])
+            bssm = ssm[:, :, pick].permute(0, 2, 1, 3).reshape(bsz * n_br, *ssm.shape[1:2], ssm.shape[-1])
+            gy = b.mixer(b.norm(g), MambaState(bconv, bssm))
+            h, g = h + y, g + gy
+            if trunk_add is not None:
+                h = h + trunk_add
+            if branch_add is not None:
+                g = g + branch_add.reshape(bsz * n_br, m, d)
+        return self.norm_f(h), self.norm_f(g).reshape(bsz, n_br, m, d)
