@@ -14,6 +14,7 @@ import sys
 # name -> (module, one-line help). Kept in the order a user meets them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mail_policy_node.commands.demo", "the main job: the whole pipeline on the simulated robot"),
+    "up": ("mail_bringup.up", "start a bringup profile (real_robot, sim, replay) where ros2 launch is missing"),
     "bench": ("mail_policy_node.commands.bench", "benchmarks (model, engine): print a table, write JSON"),
 }
 

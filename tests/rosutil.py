@@ -1,0 +1,92 @@
+"""Helpers for tests that run real nodes as processes over DDS: start a node, collect messages in this
+process, and wait on conditions (never on fixed sleeps)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+
+def node_process(module: str, name: str, params: dict | None = None, **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
+    for k, v in (params or {}).items():
+        cmd += ["-p", f"{k}:={json.dumps(v)}"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> str:
+    """SIGINT, wait, kill if needed; return the process output."""
+    if proc.poll() is None:
+        proc.send_signal(2)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.stdout.read() if proc.stdout else ""
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Probe:
+    """An rclpy node in this test process, spun in a background thread, that records messages."""
+
+    def __init__(self, name: str = "test_probe"):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        if not rclpy.ok():
+            rclpy.init()
+        self.node = rclpy.create_node(name)
+        self.messages: dict[str, list] = {}
+        self.arrivals: dict[str, list[float]] = {}
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while not self._stop.is_set():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    def subscribe(self, msg_type, topic: str, qos=10) -> list:
+        box = self.messages.setdefault(topic, [])
+        arrivals = self.arrivals.setdefault(topic, [])
+
+        def cb(m):
+            arrivals.append(time.time())
+            box.append(m)
+
+        self.node.create_subscription(msg_type, topic, cb, qos)
+        return box
+
+    def close(self):
+        import rclpy
+
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._executor.remove_node(self.node)
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+@contextmanager
+def probe(name: str = "test_probe"):
+    p = Probe(name)
+    try:
+        yield p
+    finally:
+        p.close()
