@@ -1,0 +1,344 @@
+"""The arm controller core: chunks in, one safe joint command per fixed control cycle out.
+
+Combines the chunk scheduler, the safety filter and the watchdog with the modes of
+mail_msgs/ControllerStatus (DISABLED, ENABLED, HOLDING, ERROR) and a dry-run flag. Time is injected
+(``now`` arguments or a ``clock`` callable), so tests run on simulated time. The ROS node only
+converts messages to these calls:
+
+    ctrl = ArmController(ControllerConfig(...), clock=time.monotonic)
+    ctrl.update_measurement(q, t, gripper_width)   # every joint state
+    ctrl.submit_chunk(chunk)                       # every ActionChunk
+    out = ctrl.step()                              # every cycle; send out.command if out.send
+    ctrl.status()                                  # for ControllerStatus
+
+``ee_delta_pose`` chunks are converted to joint targets when accepted: action i's [dx dy dz] is added
+to the TCP position at the chunk's stamp and [drx dry drz] (a rotation vector in the base frame)
+pre-multiplies the TCP orientation at the stamp (each action relative to the stamp pose, not to the
+previous action). The stamp pose is the FK of the measured joints nearest the stamp. A damped
+least-squares IK seeded from the previous action turns each pose into joints; a chunk whose IK does
+not converge is rejected. Everything downstream is joint space and goes through the safety filter.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..spec import (ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, FR3_JOINT_NAMES,
+                    GRIPPER_NAME)
+from .chunks import Accepted, ActionChunk, ChunkRejection, ChunkScheduler, SchedulerConfig
+from .kinematics import fk, ik, rotvec_to_matrix
+from .limits import N_JOINTS
+from .safety import CommandState, Limit, SafetyConfig, SafetyFilter
+from .watchdog import TripReason, Watchdog, WatchdogConfig
+
+
+class Mode(enum.IntEnum):
+    """Same numbers as mail_msgs/ControllerStatus MODE_*."""
+
+    DISABLED = 0
+    ENABLED = 1
+    HOLDING = 2
+    ERROR = 3
+
+
+def _default_scheduler() -> SchedulerConfig:
+    return SchedulerConfig(names=FR3_JOINT_NAMES + (GRIPPER_NAME,))
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    scheduler: SchedulerConfig = field(default_factory=_default_scheduler)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    dry_run: bool = False  # compute and report commands, never mark them to be sent
+    max_tracking_error: float = 0.15  # [rad] measured vs commanded beyond this -> ERROR (0 disables)
+    max_measurement_age: float = 0.1  # [s] older measurements are not used for the tracking check
+    pose_history: float = 2.0  # [s] of measured joint states kept to find the pose at a chunk stamp
+    jitter_window: int = 2000  # cycles in the jitter percentile
+
+    def __post_init__(self):
+        names = self.scheduler.names
+        if self.scheduler.action_space == ACTION_SPACE_JOINT_POSITION:
+            need = FR3_JOINT_NAMES
+        else:
+            need = EE_DELTA_NAMES
+        extra = set(names) - set(need) - {GRIPPER_NAME}
+        if set(need) - set(names) or extra:
+            raise ValueError(f"action names {list(names)} must be {list(need)} (any order) plus optionally "
+                             f"{GRIPPER_NAME!r} for action space {self.scheduler.action_space}")
+        if not 0.0 <= self.max_tracking_error <= 1.0:
+            raise ValueError(f"max_tracking_error must be in [0, 1] rad, got {self.max_tracking_error}")
+        if not 0.0 < self.max_measurement_age <= 1.0:
+            raise ValueError(f"max_measurement_age must be in (0, 1] s, got {self.max_measurement_age}")
+        if not 0.1 <= self.pose_history <= 60.0:
+            raise ValueError(f"pose_history must be in [0.1, 60] s, got {self.pose_history}")
+        if not 10 <= self.jitter_window <= 1_000_000:
+            raise ValueError(f"jitter_window must be in [10, 1e6], got {self.jitter_window}")
+
+
+@dataclass
+class Counters:
+    chunks_received: int = 0
+    chunks_rejected: int = 0
+    actions_dropped_stale: int = 0
+    watchdog_trips: int = 0
+    limit_hits: int = 0  # cycles in which the filter changed the command (HOLD alone not counted)
+    cycles: int = 0
+    rejections: dict = field(default_factory=lambda: collections.Counter())  # reason -> count
+    limits: dict = field(default_factory=lambda: collections.Counter())  # limit name -> cycles
+
+
+@dataclass
+class CycleOutput:
+    t: float  # [s] time of this cycle
+    mode: Mode
+    command: CommandState  # after the safety filter (q, dq, ddq, gripper)
+    hits: Limit
+    send: bool  # False: disabled, error or dry run -> do not send to the robot
+
+
+@dataclass
+class StatusSnapshot:
+    """Fields of mail_msgs/ControllerStatus (plus per-reason detail the node may log)."""
+
+    mode: Mode
+    reason: str
+    dry_run: bool
+    active_policy_id: str
+    active_sequence: int
+    chunks_received: int
+    chunks_rejected: int
+    actions_dropped_stale: int
+    watchdog_trips: int
+    limit_hits: int
+    commanded_position: list  # 7 joints + gripper width
+    measured_position: list  # 7 joints (+ gripper width when known)
+    cycle_jitter_p99_ms: float
+    rejections: dict
+    limits: dict
+
+
+class ArmController:
+    def __init__(self, config: ControllerConfig | None = None, clock: Callable[[], float] = time.monotonic,
+                 initial_q=None, initial_gripper: float = 0.08):
+        self.config = config or ControllerConfig()
+        self.clock = clock
+        self.filter = SafetyFilter(self.config.safety)
+        self.scheduler = ChunkScheduler(self.config.scheduler)
+        self.watchdog = Watchdog(self.config.watchdog)
+        self.counters = Counters()
+        self.mode = Mode.DISABLED
+        self.reason = "waiting for enable"
+        self._disable_requested = False
+        self._cmd: CommandState | None = (CommandState.at_rest(initial_q, initial_gripper)
+                                          if initial_q is not None else None)
+        self._meas_q: np.ndarray | None = None
+        self._meas_t: float | None = None
+        self._meas_gripper: float | None = None
+        self._history: collections.deque = collections.deque()  # (t, q)
+        self._last_step: float | None = None
+        self._jitter = collections.deque(maxlen=self.config.jitter_window)
+        names = self.config.scheduler.names
+        self._gripper_col = names.index(GRIPPER_NAME) if GRIPPER_NAME in names else None
+        if self.config.scheduler.action_space == ACTION_SPACE_JOINT_POSITION:
+            self._joint_cols = [names.index(n) for n in FR3_JOINT_NAMES]
+        else:
+            self._ee_cols = [names.index(n) for n in EE_DELTA_NAMES]
+
+    # ------------------------------------------------------------ inputs
+    def _now(self, now: float | None) -> float:
+        return float(self.clock() if now is None else now)
+
+    def update_measurement(self, q, t: float | None = None, gripper_width: float | None = None) -> bool:
+        """Latest measured joint positions (7,) at robot time ``t``. Invalid data is ignored (False)."""
+        t = self._now(t)
+        q = np.asarray(q, dtype=float)
+        if q.shape != (N_JOINTS,) or not np.all(np.isfinite(q)) or not math.isfinite(t):
+            return False
+        self._meas_q, self._meas_t = q.copy(), t
+        if gripper_width is not None and math.isfinite(gripper_width):
+            self._meas_gripper = float(gripper_width)
+        self._history.append((t, self._meas_q))
+        while self._history and self._history[0][0] < t - self.config.pose_history:
+            self._history.popleft()
+        if self._cmd is None:
+            self._cmd = CommandState.at_rest(q, self._meas_gripper if self._meas_gripper is not None else 0.08)
+        return True
+
+    def submit_chunk(self, chunk: ActionChunk, now: float | None = None) -> Accepted:
+        """Validate and schedule a chunk. Rejections are counted; nothing else changes."""
+        now = self._now(now)
+        self.counters.chunks_received += 1
+        verdict = self.scheduler.validate(chunk, now)
+        rows = None
+        if verdict.ok:
+            rows = self._to_joint_rows(chunk, now)
+            if rows is None:
+                verdict = Accepted(False, ChunkRejection.IK_FAILED, detail="IK did not converge")
+        if verdict.ok:
+            verdict = self.scheduler.accept(chunk, now, actions=rows)
+        if not verdict.ok:
+            self.counters.chunks_rejected += 1
+            self.counters.rejections[verdict.reason.value] += 1
+            return verdict
+        self.counters.actions_dropped_stale += verdict.dropped_stale
+        self.watchdog.feed(now)
+        return verdict
+
+    def _to_joint_rows(self, chunk: ActionChunk, now: float) -> np.ndarray | None:
+        """Rows of [7 joint targets, gripper width (NaN if none)] in FR3 joint order."""
+        a = np.asarray(chunk.actions, dtype=float)
+        g = a[:, self._gripper_col] if self._gripper_col is not None else np.full(len(a), np.nan)
+        if self.config.scheduler.action_space == ACTION_SPACE_JOINT_POSITION:
+            return np.column_stack([a[:, self._joint_cols], g])
+        q0 = self._q_at(chunk.stamp)
+        if q0 is None:
+            return None
+        T0 = fk(q0)
+        lim = self.config.safety.limits
+        rows, seed = [], q0
+        for d in a[:, self._ee_cols]:
+            T = np.eye(4)
+            T[:3, :3] = rotvec_to_matrix(d[3:6]) @ T0[:3, :3]
+            T[:3, 3] = T0[:3, 3] + d[:3]
+            q, ok = ik(T, seed, lim.q_min, lim.q_max)
+            if not ok:
+                return None
+            rows.append(q)
+            seed = q
+        return np.column_stack([np.array(rows), g])
+
+    def _q_at(self, t: float) -> np.ndarray | None:
+        if not self._history:
+            return None if self._cmd is None else self._cmd.q
+        times = np.array([h[0] for h in self._history])
+        i = int(np.argmin(np.abs(times - t)))
+        return self._history[i][1]
+
+    # ------------------------------------------------------------- modes
+    def enable(self, now: float | None = None) -> tuple[bool, str]:
+        """Explicit enable: from DISABLED, HOLDING (once at rest) or ERROR. Starts from the measured
+        joints (or the last command), clears old chunks and rearms the watchdog."""
+        now = self._now(now)
+        if self._cmd is None:
+            return False, "no joint state received yet"
+        if self.mode == Mode.ENABLED:
+            return True, "already enabled"
+        if not self._cmd.at_standstill:
+            return False, "still decelerating; enable again once at rest"
+        start = self._meas_q if self._meas_q is not None else self._cmd.q
+        self._cmd = CommandState.at_rest(start, self._cmd.gripper)
+        self.scheduler.clear()
+        self.watchdog.rearm(now)
+        self._disable_requested = False
+        self._set_mode(Mode.ENABLED, "enabled")
+        return True, "enabled"
+
+    def disable(self) -> None:
+        """Stop commanding: holds (decelerates) first and becomes DISABLED at rest."""
+        if self.mode in (Mode.ENABLED, Mode.HOLDING):
+            self._disable_requested = True
+            self._set_mode(Mode.HOLDING, "disable requested")
+        elif self.mode != Mode.ERROR:
+            self._set_mode(Mode.DISABLED, "disabled")
+
+    def estop(self) -> None:
+        """E-stop input: hold immediately at the filter's maximum deceleration; needs enable."""
+        self.watchdog.estop()
+        self.counters.watchdog_trips = self.watchdog.trips
+        if self.mode in (Mode.ENABLED, Mode.HOLDING):
+            self._set_mode(Mode.HOLDING, TripReason.ESTOP.value)
+
+    def set_error(self, reason: str) -> None:
+        """The robot reported an error (e.g. a reflex): stop commanding until enable."""
+        self._set_mode(Mode.ERROR, reason)
+        self.scheduler.clear()
+
+    def _set_mode(self, mode: Mode, reason: str) -> None:
+        self.mode, self.reason = mode, reason
+
+    # -------------------------------------------------------------- cycle
+    def step(self, now: float | None = None) -> CycleOutput | None:
+        """One control cycle at time ``now``. None until the first joint state (nothing to command)."""
+        now = self._now(now)
+        if self._last_step is not None:
+            period = now - self._last_step
+            self._jitter.append(abs(period - self.config.safety.cycle_period) * 1e3)
+        self._last_step = now
+        if self._cmd is None:
+            return None
+        self.counters.cycles += 1
+        if self.mode in (Mode.DISABLED, Mode.ERROR):
+            if self._meas_q is not None:  # follow the robot so an enable starts where it is
+                self._cmd = CommandState.at_rest(self._meas_q, self._cmd.gripper)
+            return CycleOutput(now, self.mode, self._cmd, Limit.NONE, False)
+
+        if self._tracking_error_too_large(now):
+            err = float(np.max(np.abs(self._meas_q - self._cmd.q)))
+            self.set_error(f"tracking error {err:.3f} rad")
+            return CycleOutput(now, self.mode, self._cmd, Limit.NONE, False)
+
+        if self.mode == Mode.ENABLED:
+            active = self.scheduler.active
+            trip = self.watchdog.check(now, None if active is None else float(active.times[-1]))
+            self.counters.watchdog_trips = self.watchdog.trips
+            if trip is not None:
+                self._set_mode(Mode.HOLDING, trip.value)
+
+        if self.mode == Mode.HOLDING:
+            result = self.filter.step(self._cmd, None, hold=True)
+        else:
+            row = self.scheduler.target(now)
+            if row is None:
+                result = self.filter.step(self._cmd, None, hold=True)
+            else:
+                grip = None if np.isnan(row[7]) else row[7]
+                result = self.filter.step(self._cmd, row[:7], grip)
+        self._cmd = result.command
+        counted = result.hits & ~Limit.HOLD
+        if counted:
+            self.counters.limit_hits += 1
+            for name in counted.names():
+                self.counters.limits[name] += 1
+        if self.mode == Mode.HOLDING and self._disable_requested and self._cmd.at_standstill:
+            self._disable_requested = False
+            self._set_mode(Mode.DISABLED, "disabled")
+            return CycleOutput(now, self.mode, self._cmd, result.hits, False)
+        return CycleOutput(now, self.mode, self._cmd, result.hits, not self.config.dry_run)
+
+    def _tracking_error_too_large(self, now: float) -> bool:
+        lim = self.config.max_tracking_error
+        if lim <= 0 or self._meas_q is None or self._meas_t is None:
+            return False
+        if now - self._meas_t > self.config.max_measurement_age:
+            return False
+        return bool(np.max(np.abs(self._meas_q - self._cmd.q)) > lim)
+
+    # ------------------------------------------------------------ status
+    @property
+    def command(self) -> CommandState | None:
+        return self._cmd
+
+    def status(self) -> StatusSnapshot:
+        active = self.scheduler.active
+        cmd = [] if self._cmd is None else list(self._cmd.q) + [self._cmd.gripper]
+        meas = [] if self._meas_q is None else list(self._meas_q) + (
+            [self._meas_gripper] if self._meas_gripper is not None else [])
+        jitter = float(np.percentile(self._jitter, 99)) if self._jitter else 0.0
+        c = self.counters
+        return StatusSnapshot(
+            mode=self.mode, reason=self.reason, dry_run=self.config.dry_run,
+            active_policy_id="" if active is None else active.policy_id,
+            active_sequence=0 if active is None else active.sequence,
+            chunks_received=c.chunks_received, chunks_rejected=c.chunks_rejected,
+            actions_dropped_stale=c.actions_dropped_stale, watchdog_trips=c.watchdog_trips,
+            limit_hits=c.limit_hits, commanded_position=cmd, measured_position=meas,
+            cycle_jitter_p99_ms=jitter, rejections=dict(c.rejections), limits=dict(c.limits),
+        )
