@@ -16,8 +16,6 @@ observations, bit for bit, on the same machine and MuJoCo build).
 
 from __future__ import annotations
 
-import os
-
 import mujoco
 import numpy as np
 
@@ -29,11 +27,6 @@ from .tasks import Task, get_task, gripper_width
 GRIPPER_MAX_WIDTH = 0.08
 CONTROL_DT = 0.1
 PHYSICS_DT = 0.002
-
-
-def _ensure_gl_backend() -> None:
-    # Offscreen rendering without a display: EGL (Mesa) works on CPU-only machines here.
-    os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 class TaskEnv:
@@ -74,7 +67,6 @@ class TaskEnv:
         self.joint_upper = m.jnt_range[[m.joint(n).id for n in FR3_JOINT_NAMES], 1].copy()
         self._renderer = None
         if render:
-            _ensure_gl_backend()
             self._renderer = mujoco.Renderer(m, self.image_size[0], self.image_size[1])
             flags = self._renderer.scene.flags
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False

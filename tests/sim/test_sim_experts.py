@@ -1,0 +1,68 @@
+"""Scripted experts: success rates, multimodality, and the memory task's dependence on the cue.
+
+CI runs 10 seeded episodes per task (no rendering). The full check (50 episodes per task, >= 95%) is
+`mail-il demos --task all --check 50`, or this file with MAIL_FULL_EXPERT_CHECK=1.
+"""
+
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from mail_policy_node.sim import TASKS, make_expert, make_task, run_expert_episode
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_expert_succeeds(name):
+    env = make_task(name, render=False)
+    results = [run_expert_episode(env, seed) for seed in range(100, 110)]
+    failed = [r["seed"] for r in results if not r["success"]]
+    assert len(failed) <= 1, f"{name}: expert failed on seeds {failed}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MAIL_FULL_EXPERT_CHECK"), reason="set MAIL_FULL_EXPERT_CHECK=1")
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_expert_success_rate_over_50_episodes(name):
+    env = make_task(name, render=False)
+    ok = sum(run_expert_episode(env, seed)["success"] for seed in range(50))
+    assert ok >= 48, f"{name}: {ok}/50"
+
+
+@pytest.mark.parametrize("name,key", [("push", "side"), ("pick_place", "faces"), ("reach", "approach")])
+def test_expert_is_multimodal(name, key):
+    env = make_task(name, render=False)
+    modes = Counter()
+    for seed in range(8):
+        env.reset(seed)
+        expert = make_expert(env)
+        expert.reset(seed)
+        for _ in range(3):  # the mode is chosen when the plan starts
+            expert.act()
+        modes[expert.mode[key]] += 1
+    assert len(modes) >= 2, f"{name}: expert always chose {dict(modes)}"
+
+
+def test_expert_is_deterministic():
+    env = make_task("push", render=False)
+    a = run_expert_episode(env, 5)
+    b = run_expert_episode(env, 5)
+    assert a == b
+
+
+def test_memory_expert_follows_the_cue():
+    env = make_task("memory", render=False)
+    touched, actions = {}, {}
+    for cue in ("left", "right"):
+        log = []
+        result = run_expert_episode(env, 11, options={"cue": cue}, on_step=lambda o, a, n, i: log.append(a))
+        assert result["success"], f"cue {cue}: expert did not touch the right pad"
+        touched[cue] = env.state()["tcp"][:2]
+        pad = env.state()[f"pad_{cue}"][:2]
+        assert np.linalg.norm(touched[cue] - pad) < 0.04
+        actions[cue] = np.array(log)
+    # Different cue -> different target (left pad has y > 0, right pad y < 0) ...
+    assert touched["left"][1] > 0.05 and touched["right"][1] < -0.05
+    # ... and nothing in the expert's motion gives the cue away while it is still visible.
+    np.testing.assert_array_equal(actions["left"][:10], actions["right"][:10])
