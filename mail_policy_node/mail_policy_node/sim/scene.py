@@ -43,7 +43,7 @@ class CameraDef:
 # the fingers (the wrist camera sits beside the fingers and is tilted 20 deg towards them).
 _TILT = math.radians(25.0)
 CAMERAS: tuple[CameraDef, ...] = (
-    CameraDef("agentview", 50.0, "world", (1.25, 0.0, 0.85), lookat=(0.35, 0.0, 0.12)),
+    CameraDef("agentview", 55.0, "world", (1.0, 0.0, 0.9), lookat=(0.42, 0.0, 0.15)),
     CameraDef(
         "wrist",
         75.0,
