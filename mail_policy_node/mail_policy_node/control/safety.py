@@ -169,19 +169,16 @@ class SafetyFilter:
             q, dq, ddq = self._brake_all(prev)
             return FilterResult(CommandState(q, dq, ddq, gripper), hits | Limit.INVALID_INPUT)
 
-        clamped = np.clip(tgt, self._qmin, self._qmax)
+        clamped = np.minimum(np.maximum(tgt, self._qmin), self._qmax)
         if np.any(clamped != tgt):
             hits |= Limit.POSITION
-        p_target = fk_position(clamped)
+        q, dq, ddq, t_hits = self._track(prev, clamped)
+        hits |= t_hits
+        # one batched FK: the target's TCP, the candidate's, and that at the candidate's stopping point
+        p_target, p_now, p_stop = fk_position(np.stack([clamped, q, q + self._stop_offset(dq, ddq)]))
         if np.any(p_target < self._box_lo) or np.any(p_target > self._box_hi):
             q, dq, ddq = self._brake_all(prev)
             return FilterResult(CommandState(q, dq, ddq, gripper), hits | Limit.WORKSPACE)
-
-        q, dq, ddq, t_hits = self._track(prev, clamped)
-        hits |= t_hits
-        # workspace: TCP of the candidate and of its joint-wise stopping point
-        stop = q + self._stop_offset(dq, ddq)
-        p_now, p_stop = fk_position(np.stack([q, stop]))
         bad_now, bad_stop = self._box_violation(p_now), self._box_violation(p_stop)
         if bad_now > 0 or bad_stop > 0:
             cur = self._box_violation(fk_position(prev.q))
