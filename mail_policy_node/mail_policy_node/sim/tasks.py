@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,8 +58,9 @@ def tcp_pos(model, data) -> np.ndarray:
     return data.site_xpos[model.site("tcp").id].copy()
 
 
-def gripper_width(model, data) -> float:
-    return float(data.qpos[model.joint("finger_joint1").qposadr[0]] + data.qpos[model.joint("finger_joint2").qposadr[0]])
+def gripper_width(model, data, prefix: str = "") -> float:
+    """Sum of the two finger joints; ``prefix`` is franky-sim's robot name prefix ("robot0_")."""
+    return float(sum(data.qpos[model.joint(f"{prefix}finger_joint{i}").qposadr[0]] for i in (1, 2)))
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Task:
 
     name: str = ""
     max_steps: int = 100  # episode limit at dt = 0.1 s
-    params: dict = field(default_factory=dict)
+    robot_prefix: str = ""  # robot joint name prefix in the model ("robot0_" in franky-sim's scene)
 
     def elements(self) -> list[ET.Element]:
         return []
@@ -187,7 +188,7 @@ class PickPlaceTask(Task):
     def evaluate(self, model, data, params):
         cube = data.xpos[model.body("cube").id]
         inside = np.linalg.norm(cube[:2] - np.asarray(params["bowl"][:2])) < BOWL_RADIUS - 0.01 and cube[2] < 0.05
-        released = gripper_width(model, data) > 0.05
+        released = gripper_width(model, data, self.robot_prefix) > 0.05
         return bool(inside and released), False
 
     def object_state(self, model, data, params):

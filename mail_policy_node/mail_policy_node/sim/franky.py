@@ -1,0 +1,187 @@
+"""The same task scene served by franky-sim over the libfranka protocol, in real time.
+
+Why a second path: `TaskEnv` steps physics synchronously with the policy (fast, deterministic,
+for training data and evaluation). The robot stack, however, talks to a Franka through libfranka
+(franky) with its own real-time clock; to exercise the real control path against the same scene,
+franky-sim runs the physics and serves the libfranka protocol, and our controller connects to it
+exactly as to the real arm (``franky.Robot(scene.hostname)``).
+
+Design:
+- Scene: franky-sim's ``MujocoSimulator`` builds its own FR3 (names prefixed ``robot0_``); we add
+  our table, lights, cameras, tcp site and the task's objects to its MJCF tree before it starts
+  (`scene.add_to_franky_scene`). Initial conditions come from `TaskEnv.reset(seed)` (same task
+  parameters and start joints as the synchronous env for that seed).
+- Physics: franky-sim steps at 1 kHz in a background thread (`SimulationServer.run_async`), at about
+  0.9x real time, enforcing no limits (our safety layer is the only guard).
+- Cameras: rendering in the physics process slows it to about 0.2x real time, so frames are rendered
+  from a *copy of the state*: at the camera rate the caller takes `capture_state()` (qpos, mocap
+  poses, time: a few hundred bytes, copied in microseconds) and hands it to a `CameraProcess`, a
+  separate process holding its own MjModel compiled from the same MJCF and its own GL context. The
+  copy is taken while physics runs, so a frame may mix two consecutive 1 ms steps; at 10 Hz cameras
+  this is invisible. The memory task's cue colour is derived from the episode time in the camera
+  process, so the physics thread is never touched.
+- Bind address: libfranka uses fixed ports, so each scene binds its own loopback address
+  (127.<a>.<b>.<c>, derived from the process id) and parallel runs do not collide.
+
+Not done yet: a `TaskEnv`-compatible adapter that sends each action as a franky JointMotion and paces
+`step()` in wall-clock time (the robot node of the stack does this in the real system).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import xml.etree.ElementTree as ET
+from typing import Iterator
+
+import mujoco
+import numpy as np
+
+from .env import make_task
+from .scene import CAMERA_NAMES, add_to_franky_scene
+from .tasks import get_task
+
+ROBOT_PREFIX = "robot0_"
+
+
+def loopback_candidates(seed: int | None = None) -> Iterator[str]:
+    """127.x.y.z addresses, starting at one derived from ``seed`` (default: the process id)."""
+    start = (os.getpid() if seed is None else seed) * 7919 % (250 * 250 * 250)
+    for k in range(250 * 250 * 250):
+        n = (start + k) % (250 * 250 * 250)
+        yield f"127.{1 + n // 62500}.{(n // 250) % 250}.{1 + n % 250}"
+
+
+class FrankySimScene:
+    """A task scene served by franky-sim. Use as a context manager; connect with
+    ``franky.Robot(scene.hostname, realtime_config=RealtimeConfig.Ignore)``."""
+
+    def __init__(self, task: str, seed: int = 0, options: dict | None = None, realtime: bool | float = True):
+        self.task = get_task(task)
+        self.task.robot_prefix = ROBOT_PREFIX
+        self.seed = seed
+        self.realtime = realtime
+        reference = make_task(task, render=False)
+        reference.reset(seed, options)
+        self.params = reference.params
+        self.initial_q = reference.joint_state()[:7].copy()
+        reference.close()
+        self._sim = None
+        self._server = None
+        self.xml: str | None = None
+        self.t0 = 0.0
+
+    def start(self) -> "FrankySimScene":
+        from franky_sim import SimulationServer
+        from franky_sim.mujoco_simulator import MujocoSimulator
+
+        sim = MujocoSimulator()
+        sim.init()
+        sim.add_robot(initial_q=tuple(float(q) for q in self.initial_q), initial_hand_width=0.08)
+        add_to_franky_scene(sim, self.task.elements(), ROBOT_PREFIX)
+        self.xml = ET.tostring(sim.scene, encoding="unicode")
+        server = SimulationServer(sim, hostname_candidates=loopback_candidates())
+        server.init()  # compiles the model and binds the libfranka ports
+        self._sim, self._server = sim, server
+        self.task.apply(sim.model, sim.data, self.params)
+        mujoco.mj_forward(sim.model, sim.data)
+        self.t0 = float(sim.data.time)
+        server.run_async(self.realtime)
+        return self
+
+    @property
+    def hostname(self) -> str:
+        return self._server.robot_servers[0].hostname
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        return self._sim.model
+
+    @property
+    def data(self) -> mujoco.MjData:
+        return self._sim.data
+
+    def capture_state(self) -> dict:
+        """A copy of what the cameras need, taken while physics runs."""
+        d = self._sim.data
+        return {"qpos": d.qpos.copy(), "mocap_pos": d.mocap_pos.copy(), "mocap_quat": d.mocap_quat.copy(),
+                "time": float(d.time) - self.t0}
+
+    def evaluate(self) -> tuple[bool, bool]:
+        return self.task.evaluate(self._sim.model, self._sim.data, self.params)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+    def __enter__(self) -> "FrankySimScene":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _camera_worker(conn, xml: str, task: str, params: dict, cameras, size) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    spec = get_task(task)
+    renderer = mujoco.Renderer(model, size[0], size[1])
+    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+        renderer.scene.flags[flag] = False
+    conn.send("ready")
+    while True:
+        state = conn.recv()
+        if state is None:
+            break
+        data.qpos[:] = state["qpos"]
+        data.mocap_pos[:] = state["mocap_pos"]
+        data.mocap_quat[:] = state["mocap_quat"]
+        spec.update(model, data, params, state["time"])
+        mujoco.mj_forward(model, data)
+        images = {}
+        for cam in cameras:
+            renderer.update_scene(data, camera=cam)
+            images[cam] = renderer.render().copy()
+        conn.send(images)
+    renderer.close()
+
+
+class CameraProcess:
+    """Renders ``cameras`` of a scene (MJCF text) in a separate process from captured states."""
+
+    def __init__(self, xml: str, task: str, params: dict, cameras=CAMERA_NAMES, image_size=(128, 128),
+                 timeout: float = 60.0):
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_camera_worker, args=(child, xml, task, params, tuple(cameras),
+                                                              tuple(image_size)), daemon=True)
+        self._proc.start()
+        self.timeout = timeout
+        if not self._conn.poll(timeout) or self._conn.recv() != "ready":
+            self.close()
+            raise RuntimeError("camera process did not start")
+
+    def render(self, state: dict) -> dict[str, np.ndarray]:
+        self._conn.send(state)
+        if not self._conn.poll(self.timeout):
+            raise TimeoutError("camera process did not answer")
+        return self._conn.recv()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self._proc.join(timeout=5)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join()
+
+    def __enter__(self) -> "CameraProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
