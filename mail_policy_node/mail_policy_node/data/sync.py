@@ -111,3 +111,25 @@ class ObservationSynchronizer:
                 return None
             items[name], stamps[name] = buf.items[best], buf.stamps[best]
         return items, stamps
+
+
+class ClockMapper:
+    """Maps a device clock (e.g. the robot's RobotState.time) onto the host clock that cameras stamp
+    with, so joint states keep the robot's own timing but can be synchronised with images.
+
+    offset = min over recent samples of (host receive time - device time): the sample with the least
+    transport delay bounds the offset best. A window lets slow drift between clocks be followed."""
+
+    def __init__(self, window: int = 1000):
+        from collections import deque
+
+        self._samples: deque[float] = deque(maxlen=window)
+
+    def update(self, device_time: float, host_time: float) -> float:
+        self._samples.append(host_time - device_time)
+        return self.to_host(device_time)
+
+    def to_host(self, device_time: float) -> float:
+        if not self._samples:
+            raise ValueError("ClockMapper has no samples yet")
+        return device_time + min(self._samples)

@@ -50,3 +50,42 @@ def camera_info_msg(intr, stamp: float, frame_id: str) -> CameraInfo:
     m.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     m.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return m
+
+
+def chunk_to_msg(chunk, checkpoint: str = "", inference_time: float = 0.0, frame_id: str = "fr3_link0"):
+    """control.chunks.ActionChunk -> mail_msgs/ActionChunk."""
+    from mail_msgs.msg import ActionChunk as ActionChunkMsg
+
+    actions = np.asarray(chunk.actions, dtype=np.float64)
+    m = ActionChunkMsg()
+    m.header.stamp = to_time(chunk.stamp)
+    m.header.frame_id = frame_id
+    m.policy_id = chunk.policy_id
+    m.checkpoint = checkpoint
+    m.sequence = int(chunk.sequence)
+    m.action_space = chunk.action_space
+    m.dimension_names = list(chunk.names)
+    m.start_offset = to_duration(chunk.start_offset)
+    m.dt = to_duration(chunk.dt)
+    m.horizon, m.dimension = (int(actions.shape[0]), int(actions.shape[1])) if actions.ndim == 2 else (0, 0)
+    m.execute_horizon = int(chunk.execute_horizon)
+    m.actions = actions.reshape(-1).tolist()
+    m.inference_time = to_duration(inference_time)
+    return m
+
+
+def chunk_from_msg(m):
+    """mail_msgs/ActionChunk (rclpy or rosbags) -> control.chunks.ActionChunk.
+
+    Raises ValueError when horizon x dimension does not match the data: a malformed message must be
+    dropped and counted by the caller, never half-read."""
+    from mail_policy_node.control.chunks import ActionChunk
+
+    data = np.asarray(m.actions, dtype=np.float64)
+    if m.horizon * m.dimension != data.size or len(m.dimension_names) != m.dimension:
+        raise ValueError(f"malformed ActionChunk: horizon {m.horizon} x dimension {m.dimension} != "
+                         f"{data.size} values or {len(m.dimension_names)} names")
+    return ActionChunk(stamp=from_time(m.header.stamp), start_offset=from_time(m.start_offset),
+                       dt=from_time(m.dt), actions=data.reshape(m.horizon, m.dimension),
+                       names=tuple(m.dimension_names), action_space=m.action_space, policy_id=m.policy_id,
+                       sequence=int(m.sequence), execute_horizon=int(m.execute_horizon))
