@@ -56,8 +56,10 @@ class FrankySimScene:
     """A task scene served by franky-sim. Use as a context manager; connect with
     ``franky.Robot(scene.hostname, realtime_config=RealtimeConfig.Ignore)``."""
 
-    def __init__(self, task: str, seed: int = 0, options: dict | None = None, realtime: bool | float = True):
+    def __init__(self, task: str, seed: int = 0, options: dict | None = None, realtime: bool | float = True,
+                 hostname: str | None = None):
         self.task = get_task(task)
+        self.requested_hostname = hostname  # bind exactly this address (e.g. a bringup profile's robot_ip)
         self.task.robot_prefix = ROBOT_PREFIX
         self.seed = seed
         self.realtime = realtime
@@ -80,7 +82,8 @@ class FrankySimScene:
         sim.add_robot(initial_q=tuple(float(q) for q in self.initial_q), initial_hand_width=0.08)
         add_to_franky_scene(sim, self.task.elements(), ROBOT_PREFIX)
         self.xml = ET.tostring(sim.scene, encoding="unicode")
-        server = SimulationServer(sim, hostname_candidates=loopback_candidates())
+        candidates = [self.requested_hostname] if self.requested_hostname else loopback_candidates()
+        server = SimulationServer(sim, hostname_candidates=candidates)
         server.init()  # compiles the model and binds the libfranka ports
         self._sim, self._server = sim, server
         self.task.apply(sim.model, sim.data, self.params)
