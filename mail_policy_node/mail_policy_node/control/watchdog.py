@@ -1,7 +1,8 @@
 """Watchdog: decides when the controller must stop executing and hold.
 
 It trips when no fresh chunk was accepted within ``timeout`` seconds, when the active chunk's actions
-are all consumed (after ``consumed_grace``), or immediately on an e-stop. Once tripped it stays tripped
+are all consumed (``consumed_grace`` after the last one was due: without it, the hold would brake
+the arm short of the final action by the tracking lag), or immediately on an e-stop. Once tripped it stays tripped
 until ``rearm`` (the controller calls it on an explicit enable). Checked once per control cycle, so
 a trip is noticed at most one cycle after the deadline.
 """
@@ -22,7 +23,7 @@ class TripReason(str, enum.Enum):
 @dataclass(frozen=True)
 class WatchdogConfig:
     timeout: float = 0.5  # [s] longest allowed gap between accepted chunks
-    consumed_grace: float = 0.0  # [s] after the last action's due time before tripping
+    consumed_grace: float = 0.25  # [s] the last action stays the target this long, so the arm settles on it
 
     def __post_init__(self):
         if not 0.01 <= self.timeout <= 10.0 or not math.isfinite(self.timeout):

@@ -1,0 +1,296 @@
+"""Controller core on simulated time: modes, watchdog, e-stop, counters, ee_delta_pose, and the
+end-to-end property that no chunk stream can make a command break a limit."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mail_policy_node.control.chunks import ActionChunk, ChunkRejection, SchedulerConfig
+from mail_policy_node.control.controller import ArmController, ControllerConfig, Mode
+from mail_policy_node.control.kinematics import fk, fk_position
+from mail_policy_node.control.safety import SafetyConfig, check_command
+from mail_policy_node.control.watchdog import TripReason, Watchdog, WatchdogConfig
+from mail_policy_node.spec import ACTION_SPACE_EE_DELTA_POSE, EE_DELTA_NAMES, FR3_JOINT_NAMES, GRIPPER_NAME
+
+from .conftest import READY_POSE
+
+NAMES = FR3_JOINT_NAMES + (GRIPPER_NAME,)
+
+
+def make(period=0.01, blend="replace", timeout=0.5, dry_run=False, names=NAMES, space="joint_position", grace=0.25,
+         **kw):
+    cfg = ControllerConfig(safety=SafetyConfig(cycle_period=period),
+                           scheduler=SchedulerConfig(names=names, action_space=space, blend=blend),
+                           watchdog=WatchdogConfig(timeout=timeout, consumed_grace=grace), dry_run=dry_run, **kw)
+    c = ArmController(cfg, clock=lambda: pytest.fail("tests pass time explicitly"))
+    c.update_measurement(READY_POSE, 0.0, 0.08)
+    assert c.enable(0.0) == (True, "enabled")
+    return c
+
+
+def joint_chunk(stamp, rows, seq, dt=0.1, offset=0.0, policy="p"):
+    rows = np.atleast_2d(np.asarray(rows, dtype=float))
+    if rows.shape[1] == 7:
+        rows = np.column_stack([rows, np.full(len(rows), 0.04)])
+    return ActionChunk(stamp, offset, dt, rows, NAMES, policy_id=policy, sequence=seq)
+
+
+def test_config_validates_action_names():
+    with pytest.raises(ValueError, match="action names"):
+        ControllerConfig(scheduler=SchedulerConfig(names=("a", "b")))
+    ControllerConfig(scheduler=SchedulerConfig(names=tuple(reversed(FR3_JOINT_NAMES))))  # any order, no gripper
+
+
+def test_nothing_to_command_before_joint_state():
+    c = ArmController(ControllerConfig())
+    assert c.step(0.0) is None
+    assert c.enable(0.0) == (False, "no joint state received yet")
+
+
+def test_disabled_follows_measurement_and_sends_nothing():
+    c = ArmController(ControllerConfig())
+    c.update_measurement(READY_POSE, 0.0)
+    q = READY_POSE + 0.01
+    c.update_measurement(q, 0.01)
+    out = c.step(0.01)
+    assert out.mode == Mode.DISABLED and not out.send
+    np.testing.assert_array_equal(out.command.q, q)
+
+
+def test_executes_a_chunk_and_holds_when_consumed():
+    c = make(timeout=2.0)
+    target = READY_POSE + np.array([0.1, 0, 0, 0, 0, 0, 0.1])
+    assert c.submit_chunk(joint_chunk(0.0, [target] * 5, seq=0), now=0.0).ok
+    t, outs = 0.0, []
+    while t < 1.0:
+        t = round(t + 0.01, 10)
+        outs.append(c.step(t))
+    assert outs[0].send and outs[0].mode == Mode.ENABLED
+    assert c.mode == Mode.HOLDING and c.reason == TripReason.CHUNK_CONSUMED.value
+    assert c.counters.watchdog_trips == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(period=st.sampled_from([0.001, 0.002, 0.005, 0.01, 0.02]), timeout=st.floats(0.05, 2.0),
+       fraction=st.floats(0.0, 0.9))
+def test_watchdog_trips_within_timeout_plus_one_cycle(period, timeout, fraction):
+    c = make(period=period, timeout=timeout)
+    last_chunk = fraction * timeout  # the chunk arrives before the enable's own timeout
+    far = READY_POSE.copy()
+    # a long chunk so only the timeout can trip
+    rows = np.tile(far, (100, 1))
+    t = 0.0
+    n = 0
+    while t < last_chunk:
+        n += 1
+        t = n * period
+        c.step(t)
+    assert c.submit_chunk(joint_chunk(t, rows, seq=1, dt=1.0), now=t).ok
+    fed = t
+    while c.mode == Mode.ENABLED:
+        n += 1
+        t = n * period
+        c.step(t)
+        assert t <= fed + timeout + period + 1e-9
+    assert c.reason == TripReason.CHUNK_TIMEOUT.value
+    assert t > fed + timeout - 1e-9
+
+
+def test_watchdog_unit():
+    w = Watchdog(WatchdogConfig(timeout=0.1, consumed_grace=0.0))
+    assert w.check(0.0, None) == TripReason.CHUNK_TIMEOUT  # never fed
+    w.rearm(1.0)
+    assert w.check(1.05, None) is None
+    assert w.check(1.05, 1.04) == TripReason.CHUNK_CONSUMED
+    assert w.check(1.06, None) == TripReason.CHUNK_CONSUMED  # latched until rearm
+    assert w.estop() == TripReason.ESTOP and w.trips == 2  # already tripped: not counted again
+    with pytest.raises(ValueError):
+        WatchdogConfig(timeout=0.0)
+
+
+def test_estop_decelerates_at_once_and_needs_enable_at_rest():
+    c = make(timeout=5.0)
+    target = READY_POSE + np.array([0.6, 0, 0, 0, 0, 0, 0])
+    c.submit_chunk(joint_chunk(0.0, [target] * 30, seq=0), now=0.0)
+    t = 0.0
+    for _ in range(40):
+        t += 0.01
+        c.step(t)
+    moving = c.command
+    assert abs(moving.dq[0]) > 0.3
+    c.estop()
+    assert c.mode == Mode.HOLDING and c.reason == "estop"
+    bound = c.config.safety.stopping_time_bound(moving.dq, moving.ddq)
+    prev = moving
+    first = c.step(t + 0.01)
+    assert check_command(c.config.safety, moving, first.command) == []
+    assert abs(first.command.dq[0]) < abs(moving.dq[0])  # braking from the first cycle
+    prev = first.command
+    ok, why = c.enable(t + 0.01)
+    assert not ok and "decelerating" in why
+    steps = 1
+    while not c.command.at_standstill:
+        steps += 1
+        out = c.step(t + 0.01 * steps)
+        assert check_command(c.config.safety, prev, out.command) == []
+        prev = out.command
+    assert steps * 0.01 <= bound + 0.01
+    assert c.enable(t + 0.01 * (steps + 1)) == (True, "enabled")
+    assert c.mode == Mode.ENABLED and not c.scheduler.has_target()  # old chunks are gone
+
+
+def test_disable_brakes_then_disables():
+    c = make()
+    c.submit_chunk(joint_chunk(0.0, [READY_POSE + 0.3] * 10, seq=0), now=0.0)
+    for k in range(1, 31):
+        c.step(k * 0.01)
+    c.disable()
+    assert c.mode == Mode.HOLDING
+    k = 31
+    while c.mode != Mode.DISABLED:
+        out = c.step(k * 0.01)
+        k += 1
+        assert k < 200
+    assert not out.send and out.command.at_standstill
+
+
+def test_dry_run_computes_but_never_sends():
+    c = make(dry_run=True)
+    c.submit_chunk(joint_chunk(0.0, [READY_POSE + 0.1] * 5, seq=0), now=0.0)
+    outs = [c.step(k * 0.01) for k in range(1, 50)]
+    assert not any(o.send for o in outs)
+    assert abs(outs[-1].command.q[0] - READY_POSE[0]) > 0.01
+    assert c.status().dry_run
+
+
+def test_tracking_error_goes_to_error_and_enable_restarts_from_measurement():
+    c = make()
+    c.update_measurement(READY_POSE + np.r_[0.5, np.zeros(6)], 0.01)  # e.g. a collision pushed the arm
+    out = c.step(0.01)
+    assert c.mode == Mode.ERROR and "tracking error" in c.reason and not out.send
+    assert c.enable(0.02) == (True, "enabled")
+    np.testing.assert_allclose(c.command.q[0], READY_POSE[0] + 0.5)
+
+
+def test_counters_and_status():
+    c = make()
+    c.submit_chunk(joint_chunk(0.0, [READY_POSE] * 5, seq=0), now=0.25)  # 3 of 5 stale
+    c.submit_chunk(joint_chunk(0.2, [[math.nan] * 7] * 5, seq=1), now=0.25)
+    c.submit_chunk(joint_chunk(0.2, [READY_POSE] * 5, seq=0), now=0.25)  # old sequence
+    for k, t in enumerate([0.26, 0.27, 0.2805, 0.29]):
+        c.step(t)
+    s = c.status()
+    assert (s.chunks_received, s.chunks_rejected, s.actions_dropped_stale) == (3, 2, 3)
+    assert s.rejections == {"non_finite": 1, "old_sequence": 1}
+    assert s.mode == Mode.ENABLED and s.active_policy_id == "p" and s.active_sequence == 0
+    assert len(s.commanded_position) == 8 and len(s.measured_position) == 8
+    assert s.cycle_jitter_p99_ms == pytest.approx(0.5, abs=0.05)  # one period was 10.5 ms, one 9.5 ms
+
+
+def test_all_stale_chunk_is_rejected_and_arm_holds():
+    c = make()
+    v = c.submit_chunk(joint_chunk(0.0, [READY_POSE + 0.2] * 3, seq=0), now=1.0)
+    assert not v.ok and v.reason == ChunkRejection.ALL_STALE
+    out = c.step(1.01)
+    assert out.command.at_standstill
+
+
+def test_ee_delta_pose_chunk_moves_tcp_relative_to_stamp_pose():
+    names = EE_DELTA_NAMES + (GRIPPER_NAME,)
+    c = make(names=names, space=ACTION_SPACE_EE_DELTA_POSE, timeout=5.0, grace=2.0)
+    T0 = fk(READY_POSE)
+    rows = np.array([[0.0, 0.0, -0.01 * (i + 1), 0.0, 0.0, 0.05 * (i + 1), 0.02] for i in range(5)])
+    v = c.submit_chunk(ActionChunk(0.0, 0.1, 0.1, rows, names, ACTION_SPACE_EE_DELTA_POSE, "p", 0), now=0.0)
+    assert v.ok, v
+    t = 0.0
+    for k in range(1, 200):
+        t = k * 0.01
+        c.update_measurement(c.command.q, t)
+        c.step(t)
+    T = fk(c.command.q)
+    np.testing.assert_allclose(T[:3, 3], T0[:3, 3] + [0, 0, -0.05], atol=1e-3)
+    assert c.command.gripper == pytest.approx(0.02)
+
+
+def test_ee_delta_pose_unreachable_is_rejected():
+    names = EE_DELTA_NAMES
+    c = make(names=names, space=ACTION_SPACE_EE_DELTA_POSE)
+    rows = np.array([[1.5, 0, 0, 0, 0, 0]] * 3)
+    v = c.submit_chunk(ActionChunk(0.0, 0.1, 0.1, rows, names, ACTION_SPACE_EE_DELTA_POSE, "p", 0), now=0.0)
+    assert not v.ok and v.reason == ChunkRejection.IK_FAILED
+
+
+@pytest.mark.parametrize("blend", ["replace", "crossfade", "temporal_ensemble"])
+def test_chunk_boundaries_with_disagreeing_chunks_stay_within_the_per_cycle_bound(blend):
+    c = make(blend=blend, timeout=1.0)
+    rng = np.random.default_rng(0)
+    prev, t, seq = c.command, 0.0, 0
+    step_max = 0.0
+    for k in range(1, 400):
+        t = k * 0.01
+        if k % 10 == 1:  # 10 Hz policy whose chunks disagree by up to 0.3 rad
+            rows = READY_POSE + rng.uniform(-0.3, 0.3, 7) + np.linspace(0, 0.05, 8)[:, None]
+            assert c.submit_chunk(joint_chunk(t - 0.03, rows, seq=seq, dt=0.1), now=t).ok
+            seq += 1
+        out = c.step(t)
+        assert check_command(c.config.safety, prev, out.command) == []
+        step_max = max(step_max, float(np.max(np.abs(out.command.q - prev.q))))
+        prev = out.command
+    assert step_max <= c.config.safety.max_joint_step
+
+
+chunk_rows = st.one_of(
+    st.builds(lambda d: READY_POSE + np.array(d), st.lists(st.floats(-0.5, 0.5), min_size=7, max_size=7)),
+    st.builds(lambda d: np.array(d), st.lists(st.floats(-1e3, 1e3), min_size=7, max_size=7)),
+    st.just(np.full(7, np.nan)),
+    st.just(np.r_[READY_POSE[:6], np.inf]),
+)
+
+
+@st.composite
+def chunk_events(draw):
+    n = draw(st.integers(0, 6))
+    rows = np.array([draw(chunk_rows) for _ in range(n)]).reshape(n, 7)
+    rows = np.column_stack([rows, np.full(n, draw(st.floats(-1, 1)))])
+    stamp_shift = draw(st.sampled_from([-5.0, -0.3, -0.05, 0.0, 0.02, 3.0]))
+    dt = draw(st.sampled_from([-0.1, 0.0, 0.01, 0.1, 0.5]))
+    seq = draw(st.integers(0, 20))
+    names = draw(st.sampled_from([NAMES, NAMES[:-1], tuple(reversed(NAMES))]))
+    wait = draw(st.integers(1, 60))
+    estop = draw(st.booleans()) and draw(st.booleans()) and draw(st.booleans())
+    return rows, stamp_shift, dt, seq, names, wait, estop
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blend=st.sampled_from(["replace", "crossfade", "temporal_ensemble"]),
+       period=st.sampled_from([0.002, 0.01]), events=st.lists(chunk_events(), min_size=1, max_size=8))
+def test_no_chunk_stream_can_make_a_command_break_a_limit(blend, period, events):
+    c = make(period=period, blend=blend, timeout=0.3)
+    cfg = c.config.safety
+    prev, k = c.command, 0
+    for rows, shift, dt, seq, names, wait, estop in events:
+        t = k * period
+        chunk = ActionChunk(t + shift, 0.0, dt, rows if rows.shape[1] == len(names) else rows[:, :len(names)],
+                            names, policy_id="p", sequence=seq)
+        c.submit_chunk(chunk, now=t)
+        if estop:
+            c.estop()
+        if c.mode == Mode.HOLDING and c.command.at_standstill:
+            c.enable(t)
+        for _ in range(wait):
+            k += 1
+            out = c.step(k * period)
+            assert check_command(cfg, prev, out.command) == []
+            assert np.all(fk_position(out.command.q) >= np.array(cfg.workspace_min) - 1e-9)
+            prev = out.command
+    c.estop()
+    bound = cfg.stopping_time_bound(prev.dq, prev.ddq)
+    for _ in range(int(math.ceil(bound / period)) + 1):
+        k += 1
+        out = c.step(k * period)
+        assert check_command(cfg, prev, out.command) == []
+        prev = out.command
+    assert prev.at_standstill
