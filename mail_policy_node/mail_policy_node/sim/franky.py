@@ -23,21 +23,25 @@ Design:
 - Bind address: libfranka uses fixed ports, so each scene binds its own loopback address
   (127.<a>.<b>.<c>, derived from the process id) and parallel runs do not collide.
 
-Not done yet: a `TaskEnv`-compatible adapter that sends each action as a franky JointMotion and paces
-`step()` in wall-clock time (the robot node of the stack does this in the real system).
+- Closed loop: `FrankySimEnv` has `TaskEnv`'s reset/step/observation interface but sends each action as
+  a franky ``JointMotion`` (asynchronous, pre-empting the previous one) and a gripper move, and paces
+  `step()` in wall-clock time. It is not deterministic (real-time threads) and each motion is planned
+  by franky to stop at its target, so motion is less smooth than in `TaskEnv`; it checks the libfranka
+  path, not policy quality. The stack's robot node does the same against the real arm.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 import xml.etree.ElementTree as ET
 from typing import Iterator
 
 import mujoco
 import numpy as np
 
-from .env import make_task
+from .env import TaskEnv, make_task
 from .scene import CAMERA_NAMES, add_to_franky_scene
 from .tasks import get_task
 
@@ -57,17 +61,20 @@ class FrankySimScene:
     ``franky.Robot(scene.hostname, realtime_config=RealtimeConfig.Ignore)``."""
 
     def __init__(self, task: str, seed: int = 0, options: dict | None = None, realtime: bool | float = True,
-                 hostname: str | None = None):
+                 hostname: str | None = None, twin: TaskEnv | None = None):
+        """``twin``: a synchronous `TaskEnv` of the same task that draws the initial conditions (it is
+        reset with ``seed``); a temporary one is made when not given."""
         self.task = get_task(task)
         self.requested_hostname = hostname  # bind exactly this address (e.g. a bringup profile's robot_ip)
         self.task.robot_prefix = ROBOT_PREFIX
         self.seed = seed
         self.realtime = realtime
-        reference = make_task(task, render=False)
+        reference = twin if twin is not None else make_task(task, render=False)
         reference.reset(seed, options)
         self.params = reference.params
         self.initial_q = reference.joint_state()[:7].copy()
-        reference.close()
+        if twin is None:
+            reference.close()
         self._sim = None
         self._server = None
         self.xml: str | None = None
@@ -141,6 +148,7 @@ def _camera_worker(conn, xml: str, task: str, params: dict, cameras, size) -> No
         data.qpos[:] = state["qpos"]
         data.mocap_pos[:] = state["mocap_pos"]
         data.mocap_quat[:] = state["mocap_quat"]
+        params = state.get("params", params)
         spec.update(model, data, params, state["time"])
         mujoco.mj_forward(model, data)
         images = {}
@@ -184,6 +192,97 @@ class CameraProcess:
                 self._proc.join()
 
     def __enter__(self) -> "CameraProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FrankySimEnv:
+    """`TaskEnv`'s interface over franky-sim in real time: one fresh scene per episode, the camera
+    process kept across episodes. ``dynamics_factor`` scales franky's velocity/acceleration/jerk limits.
+
+    ``twin`` is a synchronous `TaskEnv` (no rendering) reset with the same seed at every `reset`: the
+    same task parameters and start joints, and privileged state for a scripted expert's plan
+    (``make_expert(env.twin)``); it does not follow the franky-sim arm."""
+
+    def __init__(self, task: str, cameras=CAMERA_NAMES, image_size=(128, 128), dt: float = 0.1,
+                 dynamics_factor: float = 0.3, gripper_speed: float = 0.1):
+        self.task_name = task
+        self.cameras = tuple(cameras)
+        self.image_size = tuple(image_size)
+        self.dt = dt
+        self.dynamics_factor = dynamics_factor
+        self.gripper_speed = gripper_speed
+        self.max_steps = get_task(task).max_steps
+        self.twin = make_task(task, render=False)
+        self.scene: FrankySimScene | None = None
+        self._cameras: CameraProcess | None = None
+        self._robot = None
+        self._gripper = None
+        self._gripper_future = None
+        self._gripper_target = 0.08
+        self.steps = 0
+        self._t_start = 0.0
+
+    def reset(self, seed: int, options: dict | None = None) -> dict:
+        import franky
+
+        self._close_scene()
+        self.scene = FrankySimScene(self.task_name, seed, options, twin=self.twin).start()
+        if self._cameras is None:
+            self._cameras = CameraProcess(self.scene.xml, self.task_name, self.scene.params, self.cameras,
+                                          self.image_size)
+        self._robot = franky.Robot(self.scene.hostname, realtime_config=franky.RealtimeConfig.Ignore)
+        self._robot.relative_dynamics_factor = self.dynamics_factor
+        self._gripper = franky.Gripper(self.scene.hostname)
+        self._gripper_future, self._gripper_target = None, 0.08
+        self.steps = 0
+        self._t_start = time.monotonic()
+        return self.observe()
+
+    def step(self, action) -> tuple[dict, bool, dict]:
+        import franky
+
+        action = np.asarray(action, float).reshape(-1)
+        if action.shape != (8,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be 8 finite values (7 joints + gripper width), got {action}")
+        self._robot.move(franky.JointMotion([float(q) for q in action[:7]]), asynchronous=True)
+        width = float(np.clip(action[7], 0.0, 0.08))
+        idle = self._gripper_future is None or self._gripper_future.wait(0.0)
+        if idle and abs(width - self._gripper_target) > 0.005:
+            self._gripper_future = self._gripper.move_async(width, self.gripper_speed)
+            self._gripper_target = width
+        self.steps += 1
+        time.sleep(max(0.0, self._t_start + self.steps * self.dt - time.monotonic()))
+        success, failed = self.scene.evaluate()
+        truncated = self.steps >= self.max_steps
+        info = {"success": success, "failed": failed, "truncated": truncated and not success, "steps": self.steps}
+        return self.observe(), bool(success or failed or truncated), info
+
+    def observe(self) -> dict:
+        state = self.scene.capture_state()
+        state["params"] = self.scene.params
+        images = self._cameras.render(state)
+        q = np.array(self._robot.current_joint_state.position, float)
+        fingers = [self.scene.model.joint(f"{ROBOT_PREFIX}finger_joint{i}").qposadr[0] for i in (1, 2)]
+        width = float(state["qpos"][fingers].sum())  # franky-sim's reported gripper width is not faithful
+        return {"images": images, "joint_state": np.concatenate([q, [width]]), "time": self.steps * self.dt}
+
+    def _close_scene(self) -> None:
+        self._robot = self._gripper = self._gripper_future = None
+        if self.scene is not None:
+            self.scene.close()
+            self.scene = None
+
+    def close(self) -> None:
+        self._close_scene()
+        self.twin.close()
+        if self._cameras is not None:
+            self._cameras.close()
+            self._cameras = None
+
+    def __enter__(self) -> "FrankySimEnv":
         return self
 
     def __exit__(self, *exc) -> None:
