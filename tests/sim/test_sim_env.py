@@ -54,6 +54,13 @@ def test_step_follows_joint_targets_and_reports(envs):
     assert obs["joint_state"][7] == pytest.approx(0.02, abs=3e-3)
 
 
+def test_feature_spec_matches_the_env(envs):
+    spec = envs["push"].feature_spec(obs_horizon=2)
+    assert spec.camera_names == ("agentview", "wrist") and spec.cameras[0].height == 128
+    assert spec.action_space == "joint_position" and spec.action_dim == 8 and spec.dt == 0.1
+    assert spec.obs_horizon == 2
+
+
 def test_step_rejects_bad_actions(envs):
     env = make_task("reach", render=False)
     with pytest.raises(RuntimeError, match="reset"):

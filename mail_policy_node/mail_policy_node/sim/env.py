@@ -19,7 +19,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from ..spec import FR3_JOINT_NAMES
+from ..spec import FR3_JOINT_NAMES, CameraSpec, FeatureSpec
 from .kinematics import HOME_Q, HOME_YAW, ArmKinematics, down_rotation
 from .scene import ARM_KP, ARM_KV, CAMERA_NAMES, build_scene_xml
 from .tasks import Task, get_task, gripper_width
@@ -87,6 +87,12 @@ class TaskEnv:
     @property
     def max_steps(self) -> int:
         return self.task.max_steps
+
+    def feature_spec(self, **overrides) -> FeatureSpec:
+        """The FeatureSpec this env produces and consumes: its cameras at its image size, the
+        joint_position action space, its dt. ``overrides`` set the remaining fields (K, J, ...)."""
+        cams = tuple(CameraSpec(c, *self.image_size) for c in self.cameras)
+        return FeatureSpec(cameras=cams, dt=self.dt, **overrides)
 
     @property
     def time(self) -> float:
