@@ -1,0 +1,197 @@
+"""The FrankyArm adapter against franky-sim (MuJoCo FR3 speaking the libfranka protocol) on loopback.
+
+franky-sim enforces no limits and raises no reflexes, so these tests check our side: what we stream
+stays inside the limits, the arm arrives where it was sent, a hold stops it, dry run leaves it alone.
+The loop runs in wall-clock time at 100 Hz. The simulator runs at about 0.9x real time on an idle
+machine and much slower on a loaded one, so the tests wait for conditions (with generous timeouts)
+instead of fixed durations, and move slowly enough that the lag stays below the tracking-error limit.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from mail_policy_node.control.chunks import ActionChunk
+from mail_policy_node.control.controller import ArmController, ControllerConfig, Mode
+from mail_policy_node.control.franky_arm import FrankyArm, FrankyArmConfig, check_compatible, run_cycle
+from mail_policy_node.control.limits import FRANKY_DQ_MAX, fr3_limits
+from mail_policy_node.control.safety import SafetyConfig, check_command
+from mail_policy_node.control.watchdog import WatchdogConfig
+from mail_policy_node.spec import FR3_JOINT_NAMES, GRIPPER_NAME
+
+pytestmark = [pytest.mark.franky_sim, pytest.mark.slow]
+
+NAMES = FR3_JOINT_NAMES + (GRIPPER_NAME,)
+PERIOD = 0.01
+ARRIVAL_TOLERANCE = 0.01  # [rad]
+
+
+@pytest.fixture(scope="module")
+def arm(franky_sim):
+    a = FrankyArm(FrankyArmConfig(host=franky_sim, use_gripper=True))
+    a.connect(timeout=20.0)
+    yield a
+    a.close()
+
+
+def loop(ctrl, arm, seconds, chunk_fn=None, on_cycle=None, until=None):
+    """Run the control loop at PERIOD for ``seconds`` or until ``until(arm_state)`` holds (returns True then);
+    chunk_fn(k, now) may return a chunk to submit; on_cycle(out, arm) sees every cycle's output."""
+    start = time.monotonic()
+    k = 0
+    while True:
+        now = time.monotonic()
+        if now - start > seconds:
+            return False
+        if until is not None and until(arm.read_state()):
+            return True
+        if chunk_fn is not None:
+            chunk = chunk_fn(k, now)
+            if chunk is not None:
+                ctrl.submit_chunk(chunk, now)
+        out = run_cycle(ctrl, arm, now)
+        if on_cycle is not None:
+            on_cycle(out, arm)
+        k += 1
+        time.sleep(max(0.0, start + k * PERIOD - time.monotonic()))
+
+
+def controller(arm, timeout=0.5):
+    # slow limits: the simulated arm lags its commands when the machine is loaded
+    safety = SafetyConfig(cycle_period=PERIOD, limits=fr3_limits(velocity_scale=0.25))
+    cfg = ControllerConfig(safety=safety, watchdog=WatchdogConfig(timeout=timeout))
+    assert check_compatible(arm.config, cfg.safety) == []
+    ctrl = ArmController(cfg)
+    s = arm.read_state()
+    ctrl.update_measurement(s.q, s.host_time, s.gripper_width)
+    assert ctrl.enable(s.host_time)[0]
+    return ctrl
+
+
+def settle(arm, timeout=10.0):
+    """Wait until the simulated arm's position is steady (it may lag the commands); returns its state.
+    Position, not dq: at rest franky-sim reports a few 0.01 rad/s on joint 7 against its friction."""
+    deadline = time.monotonic() + timeout
+    last = arm.read_state()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        s = arm.read_state()
+        if np.max(np.abs(s.q - last.q)) < 3e-4:
+            return s
+        last = s
+    return last
+
+
+def test_state_has_robot_time_and_seven_joints(arm):
+    a = arm.read_state()
+    time.sleep(0.1)
+    b = arm.read_state()
+    assert a.q.shape == (7,) and np.all(np.isfinite(a.q))
+    assert b.robot_time > a.robot_time  # the robot's own clock advances
+
+
+def test_joint7_moves_by_0p2_rad_and_arrives(arm):
+    ctrl = controller(arm, timeout=2.0)
+    q0 = arm.read_state().q
+    target = q0.copy()
+    target[6] += 0.2
+    seq = iter(range(10**6))
+
+    def chunks(k, now):
+        if k % 10 == 0:
+            return ActionChunk(now - 0.02, 0.0, 0.1, np.tile(np.r_[target, 0.04], (5, 1)), NAMES, policy_id="t",
+                               sequence=next(seq))
+        return None
+
+    arrived = loop(ctrl, arm, 30.0, chunks, until=lambda st: abs(st.q[6] - target[6]) < 0.5 * ARRIVAL_TOLERANCE)
+    s = settle(arm)
+    err = float(abs(s.q[6] - target[6]))
+    print(f"joint 7 arrival error {err * 1e3:.2f} mrad; other joints {np.max(np.abs(s.q[:6] - q0[:6])) * 1e3:.2f} mrad")
+    assert arrived and err < ARRIVAL_TOLERANCE
+    assert np.max(np.abs(s.q[:6] - q0[:6])) < ARRIVAL_TOLERANCE
+    assert arm.last_error is None and ctrl.mode in (Mode.ENABLED, Mode.HOLDING)
+
+
+def test_streamed_garbage_and_jumps_never_exceed_limits(arm):
+    ctrl = controller(arm, timeout=0.5)
+    cfg = ctrl.config.safety
+    q0 = arm.read_state().q
+    rng = np.random.default_rng(0)
+    seq = iter(range(10**6))
+    prev = [ctrl.command]
+    measured_v, sent_v, violations = [], [], []
+
+    def chunks(k, now):
+        if k % 10:
+            return None
+        kind = k // 10 % 4
+        rows = q0 + rng.uniform(-0.4, 0.4, (6, 7))  # jumps between chunks
+        if kind == 1:
+            rows[2, 3] = np.nan
+        elif kind == 2:
+            rows[:, 6] += 5.0  # beyond the joint range
+        return ActionChunk(now - 0.03, 0.0, 0.1, np.column_stack([rows, np.full(6, 0.03)]), NAMES, policy_id="g",
+                           sequence=next(seq))
+
+    def on_cycle(out, a):
+        if out.send and prev[0] is not None:  # consecutive commands that were both sent
+            violations.extend(check_command(cfg, prev[0], out.command))
+        prev[0] = out.command if out.send else None
+        s = a.read_state()
+        measured_v.append(np.abs(s.dq))
+        sent_v.append(np.abs(a.velocity_for(out.command, s.q)))
+
+    loop(ctrl, arm, 3.0, chunks, on_cycle)
+    ctrl.estop()
+    loop(ctrl, arm, 1.0, None, on_cycle)
+    assert violations == []
+    cap = FRANKY_DQ_MAX * arm.config.relative_dynamics_factor
+    assert np.max(sent_v) <= np.max(cap)
+    assert np.all(np.max(sent_v, axis=0) <= cfg.velocity_limit + arm.config.max_correction + 1e-9)
+    # the simulated arm's own velocity stays near what we commanded (10 % + 0.05 rad/s for its dynamics)
+    assert np.all(np.max(measured_v, axis=0) <= 1.1 * (cfg.velocity_limit + arm.config.max_correction) + 0.05)
+    assert ctrl.counters.chunks_rejected > 0 and ctrl.counters.limit_hits > 0
+
+
+def test_watchdog_hold_stops_the_arm(arm):
+    ctrl = controller(arm, timeout=0.2)
+    q0 = arm.read_state().q
+    target = q0.copy()
+    target[0] += 0.5
+    sent = []
+
+    def chunks(k, now):  # one long chunk, then silence: the watchdog must trip after 0.2 s
+        if k == 0:
+            return ActionChunk(now, 0.0, 0.5, np.tile(np.r_[target, 0.04], (6, 1)), NAMES, policy_id="h", sequence=0)
+        return None
+
+    loop(ctrl, arm, 1.5, chunks, lambda out, a: sent.append(out))
+    assert ctrl.mode == Mode.HOLDING and ctrl.reason == "chunk_timeout"
+    assert any(abs(o.command.dq[0]) > 0.05 for o in sent)  # it was moving when the watchdog tripped
+    assert sent[-1].command.at_standstill
+    held = sent[-1].command.q
+    # keep cycling in HOLDING (as the node does): the lagging simulated arm converges on the held command
+    assert loop(ctrl, arm, 20.0, until=lambda st: np.max(np.abs(st.q - held)) < 0.5 * ARRIVAL_TOLERANCE)
+    assert ctrl.mode == Mode.HOLDING and np.array_equal(ctrl.command.q, held)  # the command never moved
+    s = settle(arm)
+    assert np.max(np.abs(s.q - held)) < ARRIVAL_TOLERANCE
+
+
+def test_dry_run_never_moves_the_robot(arm, franky_sim):
+    dry = FrankyArm(FrankyArmConfig(host=franky_sim, dry_run=True))
+    dry.connect()
+    assert dry.robot is None
+    before = arm.read_state().q
+    cfg = ControllerConfig(safety=SafetyConfig(cycle_period=PERIOD), dry_run=True)
+    ctrl = ArmController(cfg)
+    ctrl.update_measurement(before, 0.0)
+    ctrl.enable(0.0)
+    ctrl.submit_chunk(ActionChunk(0.0, 0.0, 0.1, np.tile(np.r_[before + 0.2, 0.04], (5, 1)), NAMES, policy_id="d"),
+                      0.0)
+    for k in range(1, 60):
+        out = ctrl.step(k * PERIOD)
+        assert not out.send
+        dry.send(out.command)  # even if a caller ignores `send`, dry run touches nothing
+    after = settle(arm).q
+    assert np.max(np.abs(after - before)) < 2e-3
