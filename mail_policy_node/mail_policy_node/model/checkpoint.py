@@ -81,8 +81,11 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 
 
 def _looks_pickled(data: bytes) -> bool:
-    # torch.save writes a zip archive ("PK\x03\x04"); raw pickles start with the PROTO opcode 0x80.
-    return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"
+    """torch.save writes a zip archive ("PK\\x03\\x04"); raw pickles start with PROTO (0x80, 2..5). A
+    safetensors file can also start with 0x80 (its header length), but its header then opens with "{"."""
+    if data[:4] == b"PK\x03\x04":
+        return True
+    return data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and data[8:9] != b"{"
 
 
 def _check_safetensors(data: bytes) -> dict:

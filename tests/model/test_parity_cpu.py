@@ -1,0 +1,38 @@
+"""CPU twin of scripts/gpu/model_parity.py: the same comparison function in degraded mode
+(vectorised scan and PyTorch step path against the sequential reference)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "model_parity.py"
+
+
+@pytest.fixture(scope="module")
+def parity():
+    spec = importlib.util.spec_from_file_location("model_parity", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_degraded_parity_passes(parity):
+    result = parity.run_parity("degraded", batch=2, seqlen=7)
+    failed = [c for c in result["checks"] if not c["passed"]]
+    assert result["ok"], failed
+    names = {c["name"] for c in result["checks"]}
+    assert {"step() token by token vs full forward", "continue from state vs full forward",
+            "ED-Ma streaming observe/act vs reference full forward"} <= names
+
+
+def test_cli_writes_json_and_exits_non_zero_on_failure(parity, tmp_path):
+    out = tmp_path / "parity.json"
+    # tolerance 0: float differences of ~1e-8 must now count as failures
+    assert parity.main(["--mode", "degraded", "--tol", "0", "--batch", "1", "--seqlen", "4", "--out", str(out)]) == 1
+    result = json.loads(out.read_text())
+    assert result["ok"] is False and any(not c["passed"] for c in result["checks"])
+    assert result["environment"]["torch"]
+    if not parity.environment()["sequence_kernels"]:
+        assert parity.main(["--mode", "kernels"]) == 2
