@@ -162,7 +162,8 @@ def build_scene_xml(task_elements: list[ET.Element], timestep: float = 0.002) ->
     # force on the tendon (= half the width) = kp * (width_cmd / 2 - L) - kv * dL
     ET.SubElement(act, "general", name="gripper", tendon="split", ctrlrange="0 0.08",
                   forcerange=f"{-GRIPPER_MAX_FORCE:g} {GRIPPER_MAX_FORCE:g}",
-                  gaintype="fixed", biastype="affine", gainprm=f"{GRIPPER_KP / 2:g}", biasprm=f"0 {-GRIPPER_KP:g} {-GRIPPER_KV:g}")
+                  gaintype="fixed", biastype="affine", gainprm=f"{GRIPPER_KP / 2:g}",
+                  biasprm=f"0 {-GRIPPER_KP:g} {-GRIPPER_KV:g}")
     for tag in ("tendon", "equality", "contact"):
         root.append(copy.deepcopy(fr3.find(tag)))
     return ET.tostring(root, encoding="unicode")

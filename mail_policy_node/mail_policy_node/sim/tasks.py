@@ -207,7 +207,8 @@ class MemoryTask(Task):
         cue = _mocap("cue", (0.72, 0.0, 0.0))
         _visual_geom(cue, name="cue_post", type="cylinder", size="0.012 0.03", pos="0 0 0.03",
                      rgba="0.3 0.3 0.3 1")
-        _visual_geom(cue, name="cue", type="sphere", size="0.03", pos="0 0 0.08", rgba=" ".join(map(str, CUE_OFF_COLOR)))
+        _visual_geom(cue, name="cue", type="sphere", size="0.03", pos="0 0 0.08",
+                     rgba=" ".join(map(str, CUE_OFF_COLOR)))
         pads = []
         for side in ("left", "right"):
             pad = _mocap(f"pad_{side}", (0.5, 0.15 if side == "left" else -0.15, 0.0))
