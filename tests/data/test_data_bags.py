@@ -177,3 +177,25 @@ def test_writer_rejects_bad_input(tmp_path):
         bag.action(0.0, np.zeros(3))
     with pytest.raises(FileNotFoundError, match="metadata.yaml"):
         BagReader(tmp_path)
+
+
+@pytest.mark.parametrize("storage", [StoragePlugin.MCAP, StoragePlugin.SQLITE3])
+def test_custom_types_are_read_from_the_bag_definition(tmp_path, storage):
+    """A type the reader's store lacks (e.g. mail_msgs) is registered from the bag's own definition."""
+    from rosbags.typesys import get_types_from_msg
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    ts.register(get_types_from_msg("std_msgs/Header header\nfloat64[] values\nstring note\n", "mail_test/msg/Tiny"))
+    types = ts.types
+    msg = types["mail_test/msg/Tiny"](
+        header=types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=2, nanosec=3), frame_id="x"),
+        values=np.array([1.0, 2.0]), note="hi")
+    writer = Writer(tmp_path / "tiny", version=9, storage_plugin=storage)
+    writer.open()
+    conn = writer.add_connection("/tiny", "mail_test/msg/Tiny", typestore=ts)
+    writer.write(conn, 5, ts.serialize_cdr(msg, "mail_test/msg/Tiny"))
+    writer.close()
+    with BagReader(tmp_path / "tiny") as bag:
+        (rec,) = list(bag.records())
+    assert rec.msgtype == "mail_test/msg/Tiny" and rec.stamp_ns == 2_000_000_003
+    assert rec.msg.note == "hi" and list(rec.msg.values) == [1.0, 2.0]
