@@ -20,6 +20,10 @@ setup(
     entry_points={
         "console_scripts": [
             "mail-il = mail_policy_node.cli:main",
+            "camera_node = mail_policy_node.nodes.camera_node:main",
+            "policy_node = mail_policy_node.nodes.policy_node:main",
+            "franka_controller_node = mail_policy_node.nodes.franka_controller_node:main",
+            "sim_world_node = mail_policy_node.nodes.sim_world_node:main",
         ],
     },
 )

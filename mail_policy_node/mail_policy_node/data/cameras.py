@@ -151,3 +151,55 @@ def record_realsense_file(path: str, frames: list[np.ndarray], fps: int = 30) ->
     sensor.stop()
     sensor.close()
     del recorder  # the file is finalised when the recorder is released
+
+
+class SimSceneCamera:
+    """Renders one camera of the simulated task scene from state snapshots (the `sim` camera source).
+
+    The physics runs elsewhere (franky-sim in the sim world process); this holds its own MjModel
+    compiled from the same MJCF and renders whenever a state snapshot arrives, so rendering never
+    slows the physics. Snapshot: dict(qpos, mocap_pos, mocap_quat, time) as FrankySimScene captures."""
+
+    def __init__(self, camera: str, width: int = 128, height: int = 128):
+        self.camera, self.width, self.height = camera, width, height
+        self._model = self._data = self._renderer = self._task = None
+        self._params: dict = {}
+
+    def set_scene(self, xml: str, task: str, params: dict) -> None:
+        import os
+
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        import mujoco
+
+        from mail_policy_node.sim.tasks import get_task
+
+        self.close()
+        self._mj = mujoco
+        self._model = mujoco.MjModel.from_xml_string(xml)
+        if mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera) < 0:
+            raise ValueError(f"the simulated scene has no camera {self.camera!r}")
+        self._data = mujoco.MjData(self._model)
+        self._task, self._params = get_task(task), params
+        self._renderer = mujoco.Renderer(self._model, self.height, self.width)
+        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                     mujoco.mjtRndFlag.mjRND_SKYBOX):
+            self._renderer.scene.flags[flag] = False
+
+    @property
+    def ready(self) -> bool:
+        return self._renderer is not None
+
+    def render(self, state: dict) -> np.ndarray:
+        d = self._data
+        d.qpos[:] = state["qpos"]
+        d.mocap_pos[:] = state["mocap_pos"]
+        d.mocap_quat[:] = state["mocap_quat"]
+        self._task.update(self._model, d, self._params, state["time"])
+        self._mj.mj_forward(self._model, d)
+        self._renderer.update_scene(d, camera=self.camera)
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

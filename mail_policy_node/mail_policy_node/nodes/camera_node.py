@@ -7,6 +7,7 @@ the next one. The achieved frame rate is logged every 5 s and published on /came
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -15,7 +16,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Float32
+from std_msgs.msg import Float32, Float64MultiArray, String
 
 from mail_policy_node.nodes.ros_convert import camera_info_msg, image_msg
 from mail_policy_node.spec import camera_image_topic, camera_info_topic
@@ -29,9 +30,9 @@ def make_source(node: Node):
 
         return RealSenseCamera(p["serial"], p["width"], p["height"], p["fps"], p["depth"], p["playback_file"])
     if p["source"] == "sim":
-        from mail_policy_node.sim.camera_source import SimCameraSource
+        from mail_policy_node.data.cameras import SimSceneCamera
 
-        return SimCameraSource(p["camera_name"], p["width"], p["height"], p["fps"])
+        return SimSceneCamera(p["camera_name"], p["width"], p["height"])
     raise ValueError(f"unknown camera source {p['source']!r}; use realsense or sim")
 
 
@@ -55,8 +56,30 @@ class CameraNode(Node):
         self.source = make_source(self)
         self.frames = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._capture, daemon=True)
-        self._thread.start()
+        self._thread = None
+        if self.get_parameter("source").value == "sim":
+            # Rendered from the sim world's state snapshots, stamped with their capture time.
+            from mail_policy_node.nodes.sim_world_node import SCENE_QOS, TOPIC_SIM_SCENE, TOPIC_SIM_STATE
+
+            self.create_subscription(String, TOPIC_SIM_SCENE, self._on_scene, SCENE_QOS)
+            self.create_subscription(Float64MultiArray, TOPIC_SIM_STATE, self._on_sim_state, 2)
+        else:
+            self._thread = threading.Thread(target=self._capture, daemon=True)
+            self._thread.start()
+
+    def _on_scene(self, msg) -> None:
+        scene = json.loads(msg.data)
+        self.source.set_scene(scene["xml"], scene["task"], scene["params"])
+        self.get_logger().info(f"rendering {self.source.camera} of task {scene['task']} seed {scene['seed']}")
+
+    def _on_sim_state(self, msg) -> None:
+        from mail_policy_node.nodes.sim_world_node import unpack_state
+
+        if not self.source.ready:
+            return
+        stamp, state = unpack_state(msg)
+        self.image_pub.publish(image_msg(self.source.render(state), stamp, self.frame_id))
+        self.frames += 1
 
     def _capture(self) -> None:
         """Blocking reads belong to the device, not the executor: a thread publishes each frame."""
@@ -87,8 +110,9 @@ class CameraNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        self._thread.join(timeout=2.0)
-        if not self._thread.is_alive():
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._thread is None or not self._thread.is_alive():
             self.source.close()
         return super().destroy_node()
 

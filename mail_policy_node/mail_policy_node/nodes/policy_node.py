@@ -1,0 +1,209 @@
+"""Policy node: synchronised camera frames and joint state in, mail_msgs/ActionChunk out.
+
+A thin adapter over runtime.PolicyRuntime (synchroniser + streaming InferenceEngine). The control
+tick runs on a timer in its own callback group; setting the `checkpoint` parameter loads, validates
+and warms up the new checkpoint in the parameter service's thread while the old policy keeps
+ticking, and the swap happens at the next chunk boundary. A refused checkpoint rejects the parameter
+change with the reason, and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from mail_msgs.msg import ActionChunk as ActionChunkMsg
+from mail_msgs.msg import PolicyStatus
+from mail_policy_node.engine.engine import EngineConfig
+from mail_policy_node.nodes.ros_convert import chunk_to_msg, from_time, to_duration, to_time
+from mail_policy_node.runtime import LoadedPolicy, PolicyRuntime, RuntimeConfig, load_policy
+from mail_policy_node.spec import (TOPIC_ACTION_CHUNK, TOPIC_JOINT_STATES, TOPIC_POLICY_STATUS,
+                                   camera_image_topic)
+
+READ_ONLY = ParameterDescriptor(read_only=True)
+
+
+class PolicyNode(Node):
+    def __init__(self):
+        super().__init__("policy_node")
+        self.root = self.declare_parameter("checkpoint_root", "", READ_ONLY).value
+        self.declare_parameter("checkpoint", "")
+        device = self.declare_parameter("device", "cpu", READ_ONLY).value
+        history = self.declare_parameter("history_mode", "", READ_ONLY).value  # "": the checkpoint's
+        sampler = self.declare_parameter("sampler", "", READ_ONLY).value  # "": ddpm (paper) / "ddim"
+        self.runtime_config = RuntimeConfig(
+            rate_hz=self.declare_parameter("rate_hz", 10.0, READ_ONLY).value,
+            execution_horizon=self.declare_parameter("execution_horizon", 0, READ_ONLY).value,
+            sync_tolerance=self.declare_parameter("sync_tolerance", 0.03, READ_ONLY).value,
+            max_age=self.declare_parameter("max_age", 0.25, READ_ONLY).value)
+        self.mirror = self.declare_parameter("publish_trajectory", False, READ_ONLY).value
+        self.engine_config = EngineConfig(history=history or None, device=device, sampler=sampler or None)
+        self.state, self.reason = PolicyStatus.STATE_IDLE, "no checkpoint set"
+        self.runtime: PolicyRuntime | None = None
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.chunk_pub = self.create_publisher(ActionChunkMsg, TOPIC_ACTION_CHUNK, reliable)
+        self.status_pub = self.create_publisher(PolicyStatus, TOPIC_POLICY_STATUS, reliable)
+        self.traj_pub = self.create_publisher(JointTrajectory, TOPIC_ACTION_CHUNK + "_trajectory", 10) if self.mirror else None
+        self.inputs = MutuallyExclusiveCallbackGroup()
+        self.control = MutuallyExclusiveCallbackGroup()
+        self._subscribed: set[str] = set()
+        self.create_service(Trigger, "~/reset_episode", self.on_reset, callback_group=self.control)
+        self.create_service(Trigger, "~/pause", self.on_pause, callback_group=self.control)
+        self.create_service(Trigger, "~/resume", self.on_resume, callback_group=self.control)
+        self.create_timer(1.0 / self.runtime_config.rate_hz, self.tick, callback_group=self.control)
+        self.create_timer(0.5, self.publish_status, callback_group=self.inputs)
+
+        name = self.get_parameter("checkpoint").value
+        if name:
+            try:
+                self._start(self._load(name))
+            except Exception as exc:  # the node stays up so a valid checkpoint can be set
+                self.state, self.reason = PolicyStatus.STATE_ERROR, f"checkpoint {name!r} refused: {exc}"
+                self.get_logger().error(self.reason)
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def _load(self, name: str) -> LoadedPolicy:
+        self.get_logger().info(f"loading checkpoint {name!r} from {self.root}")
+        return load_policy(self.root, name, self.engine_config)
+
+    def _start(self, loaded: LoadedPolicy) -> None:
+        self.runtime = PolicyRuntime(loaded, self.runtime_config)
+        self._subscribe(loaded)
+        self.state, self.reason = PolicyStatus.STATE_IDLE, "waiting for every input stream"
+        self.get_logger().info(f"running {loaded.name} ({loaded.policy_id}), {loaded.engine.describe()}")
+
+    def _subscribe(self, loaded: LoadedPolicy) -> None:
+        for cam in loaded.spec.camera_names:
+            if cam not in self._subscribed:
+                self.create_subscription(Image, camera_image_topic(cam), lambda m, c=cam: self.on_image(c, m),
+                                         qos_profile_sensor_data, callback_group=self.inputs)
+                self._subscribed.add(cam)
+        if loaded.spec.use_joint_state and "joints" not in self._subscribed:
+            self.create_subscription(JointState, TOPIC_JOINT_STATES, self.on_joint_state, qos_profile_sensor_data,
+                                     callback_group=self.inputs)
+            self._subscribed.add("joints")
+
+    def on_set_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name != "checkpoint":
+                continue
+            try:
+                loaded = self._load(p.value)
+            except Exception as exc:
+                reason = f"checkpoint {p.value!r} refused: {exc}"
+                self.get_logger().warn(reason)
+                return SetParametersResult(successful=False, reason=reason)
+            if self.runtime is None:
+                self._start(loaded)
+                continue
+            problems = self.runtime.incompatibilities(loaded)
+            if problems:
+                reason = f"checkpoint {p.value!r} incompatible with the running one: " + "; ".join(problems)
+                self.get_logger().warn(reason)
+                return SetParametersResult(successful=False, reason=reason)
+            self.runtime.request_swap(loaded)
+            self.get_logger().info(f"checkpoint {p.value!r} ({loaded.policy_id}) swaps in at the next chunk boundary")
+        return SetParametersResult(successful=True)
+
+    # ---- inputs -----------------------------------------------------------------------------------
+    def on_image(self, camera: str, msg: Image) -> None:
+        if self.runtime is not None:
+            self.runtime.add_image(camera, from_time(msg.header.stamp), msg)
+
+    def on_joint_state(self, msg: JointState) -> None:
+        if self.runtime is not None:
+            self.runtime.add_joint_state(from_time(msg.header.stamp), msg)
+
+    # ---- control tick -----------------------------------------------------------------------------
+    def tick(self) -> None:
+        rt = self.runtime
+        if rt is None:
+            return
+        chunk = rt.tick()
+        if rt.paused:
+            self.state, self.reason = PolicyStatus.STATE_PAUSED, "paused by service"
+        elif rt.sync.missing():
+            self.state, self.reason = PolicyStatus.STATE_IDLE, f"waiting for {', '.join(rt.sync.missing())}"
+        elif rt.chunks:
+            self.state, self.reason = PolicyStatus.STATE_RUNNING, ""
+        if chunk is None:
+            return
+        msg = chunk_to_msg(chunk, checkpoint=rt.policy.name, inference_time=rt.inference[-1])
+        self.chunk_pub.publish(msg)
+        if self.traj_pub is not None:
+            self.traj_pub.publish(trajectory_of(chunk))
+
+    def on_reset(self, request, response):
+        if self.runtime is not None:
+            self.runtime.reset_episode()
+        response.success, response.message = self.runtime is not None, "episode reset"
+        return response
+
+    def on_pause(self, request, response):
+        return self._set_paused(True, response)
+
+    def on_resume(self, request, response):
+        return self._set_paused(False, response)
+
+    def _set_paused(self, paused: bool, response):
+        if self.runtime is not None:
+            self.runtime.paused = paused
+        response.success, response.message = self.runtime is not None, "paused" if paused else "resumed"
+        return response
+
+    # ---- status -----------------------------------------------------------------------------------
+    def publish_status(self) -> None:
+        m = PolicyStatus()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.state, m.reason = self.state, self.reason
+        if self.runtime is not None:
+            s = self.runtime.status()
+            if self.runtime.swap_pending:
+                m.state, m.reason = PolicyStatus.STATE_LOADING, "new checkpoint swaps in at the next chunk boundary"
+            m.policy_id, m.checkpoint, m.history_mode, m.device = s["policy_id"], s["checkpoint"], s["history"], s["device"]
+            m.observations_received, m.chunks_published, m.episode_steps = s["observations"], s["chunks"], s["episode_steps"]
+            m.drop_causes = list(s["drops"])
+            m.drop_counts = [int(v) for v in s["drops"].values()]
+            m.observations_dropped = int(sum(m.drop_counts))
+            m.rate_hz = float(s["rate_hz"])
+            m.latency_p50_ms, m.latency_p99_ms = float(s["latency_p50_ms"]), float(s["latency_p99_ms"])
+            m.inference_p50_ms, m.inference_p99_ms = float(s["inference_p50_ms"]), float(s["inference_p99_ms"])
+        self.status_pub.publish(m)
+
+
+def trajectory_of(chunk) -> JointTrajectory:
+    """The chunk as a JointTrajectory (for visualisation tools): one point per action."""
+    t = JointTrajectory()
+    t.header.stamp = to_time(chunk.stamp)
+    t.joint_names = list(chunk.names)
+    for i, row in enumerate(chunk.actions):
+        t.points.append(JointTrajectoryPoint(positions=[float(x) for x in row],
+                                             time_from_start=to_duration(chunk.start_offset + i * chunk.dt)))
+    return t
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = PolicyNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

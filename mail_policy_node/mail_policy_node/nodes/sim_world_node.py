@@ -1,0 +1,125 @@
+"""Simulated world node: the task scene served by franky-sim over the libfranka protocol.
+
+The controller connects to `hostname` with franky exactly as to a real FR3. This node publishes what
+the simulated cameras need to render the same scene in their own processes: the scene (MJCF, task,
+parameters; transient-local, once) and state snapshots at `state_rate_hz`, stamped with the host time
+of capture (the cameras' acquisition time). It judges the task: episode start/end events with success
+on /mail/episode. One episode per process: the demo restarts the world (with another seed) per episode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
+
+from mail_policy_node.spec import TOPIC_EPISODE
+
+TOPIC_SIM_SCENE = "/sim/scene"
+TOPIC_SIM_STATE = "/sim/state"
+STATE_FIELDS = ("stamp", "time", "qpos", "mocap_pos", "mocap_quat")
+
+
+def pack_state(stamp: float, state: dict) -> Float64MultiArray:
+    """[stamp, time, qpos..., mocap_pos..., mocap_quat...] with the sizes in layout.dim."""
+    parts = [np.array([stamp]), np.array([state["time"]]), state["qpos"].ravel(), state["mocap_pos"].ravel(),
+             state["mocap_quat"].ravel()]
+    m = Float64MultiArray()
+    m.layout.dim = [MultiArrayDimension(label=name, size=len(p), stride=1) for name, p in zip(STATE_FIELDS, parts)]
+    m.data = np.concatenate(parts).tolist()
+    return m
+
+
+def unpack_state(m) -> tuple[float, dict]:
+    sizes = {d.label: d.size for d in m.layout.dim}
+    if tuple(sizes) != STATE_FIELDS or sum(sizes.values()) != len(m.data):
+        raise ValueError(f"malformed sim state: fields {list(sizes)} sizes {sum(sizes.values())} vs {len(m.data)}")
+    data, out, i = np.asarray(m.data), {}, 0
+    for name in STATE_FIELDS:
+        out[name] = data[i:i + sizes[name]]
+        i += sizes[name]
+    out["mocap_pos"] = out["mocap_pos"].reshape(-1, 3)
+    out["mocap_quat"] = out["mocap_quat"].reshape(-1, 4)
+    stamp = float(out.pop("stamp")[0])
+    out["time"] = float(out["time"][0])
+    return stamp, out
+
+
+SCENE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class SimWorldNode(Node):
+    def __init__(self):
+        super().__init__("sim_world")
+        task = self.declare_parameter("task", "reach").value
+        seed = self.declare_parameter("seed", 0).value
+        hostname = self.declare_parameter("hostname", "127.0.0.1").value
+        rate = self.declare_parameter("state_rate_hz", 10.0).value
+        self.timeout = self.declare_parameter("episode_timeout", 0.0).value  # 0: the task's own limit
+
+        from mail_policy_node.sim.franky import FrankySimScene
+
+        self.scene = FrankySimScene(task, seed=seed, hostname=hostname).start()
+        self.task_name, self.seed = task, seed
+        if self.timeout <= 0:
+            self.timeout = 0.1 * self.scene.task.max_steps
+        self.scene_pub = self.create_publisher(String, TOPIC_SIM_SCENE, SCENE_QOS)
+        self.state_pub = self.create_publisher(Float64MultiArray, TOPIC_SIM_STATE, 10)
+        self.episode_pub = self.create_publisher(String, TOPIC_EPISODE, SCENE_QOS)
+        self.scene_pub.publish(String(data=json.dumps(
+            {"task": task, "seed": seed, "params": self.scene.params, "xml": self.scene.xml}, default=_jsonable)))
+        self.t_start = time.time()
+        self.ended = False
+        self._event("start")
+        self.create_timer(1.0 / rate, self.tick)
+        self.get_logger().info(f"task {task} seed {seed} served by franky-sim at {self.scene.hostname}")
+
+    def _event(self, event: str, **fields) -> None:
+        self.episode_pub.publish(String(data=json.dumps(
+            {"event": event, "task": self.task_name, "seed": self.seed, "t": time.time(), **fields})))
+
+    def tick(self) -> None:
+        stamp = time.time()
+        self.state_pub.publish(pack_state(stamp, self.scene.capture_state()))
+        if self.ended:
+            return
+        success, failed = self.scene.evaluate()
+        elapsed = stamp - self.t_start
+        if success or failed or elapsed > self.timeout:
+            self.ended = True
+            self._event("end", success=bool(success), failed=bool(failed), duration=round(elapsed, 3))
+            self.get_logger().info(f"episode end: success={success} after {elapsed:.1f} s")
+
+    def destroy_node(self):
+        self.scene.close()
+        return super().destroy_node()
+
+
+def _jsonable(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = SimWorldNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Policy node as a real process over DDS: chunks from synchronised camera and joint-state topics,
+checkpoint hot swap through the `checkpoint` parameter (refusals keep the old policy running, a valid
+swap lands at a chunk boundary without a missed chunk), status published."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.policy.ckpts import SIZE, make_checkpoint
+from tests.rosutil import node_process, probe, stop_process, wait_for
+
+pytestmark = pytest.mark.ros
+
+
+def set_checkpoint(node, value, timeout=120.0):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(node, "policy_node")
+    assert client.wait_for_services(timeout_sec=30)
+    future = client.set_parameters([Parameter("checkpoint", value=value)])
+    deadline = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert future.done(), "set_parameters did not answer"
+    return future.result().results[0]
+
+
+def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
+    from mail_msgs.msg import ActionChunk, PolicyStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+
+    from mail_policy_node.nodes.ros_convert import image_msg, to_time
+
+    root = tmp_path / "ckpts"
+    make_checkpoint(root / "a", seed=0)
+    make_checkpoint(root / "b", seed=1)
+    make_checkpoint(root / "one_camera", seed=2, cameras=("agentview",))
+    (root / "policy.pt").write_bytes(b"\x80\x04\x95")
+    node = node_process("mail_policy_node.nodes.policy_node", "policy_node",
+                        {"checkpoint_root": str(root), "checkpoint": "a", "rate_hz": 10.0})
+    stop = threading.Event()
+    try:
+        with probe() as p:
+            chunks = p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+            status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
+                    for c in ("agentview", "wrist")}
+            jpub = p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+
+            def sensors():  # cameras at 20 Hz, joint state with each frame
+                k = 0
+                while not stop.is_set():
+                    now = time.time()
+                    for c, pub in pubs.items():
+                        pub.publish(image_msg(np.full((SIZE, SIZE, 3), k % 250, np.uint8), now, c))
+                    js = JointState(name=[f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"],
+                                    position=[0.0] * 7 + [0.02, 0.02])
+                    js.header.stamp = to_time(now + 0.001)
+                    jpub.publish(js)
+                    k += 1
+                    time.sleep(0.05)
+
+            feeder = threading.Thread(target=sensors, daemon=True)
+            feeder.start()
+            wait_for(lambda: len(chunks) >= 3, 90, what="first chunks from checkpoint a")
+            a_id = chunks[-1].policy_id
+
+            refused = {}
+            for name in ("one_camera", "../outside", "policy.pt", "missing"):
+                r = set_checkpoint(p.node, name)
+                refused[name] = (r.successful, r.reason)
+            n_before = len(chunks)
+            wait_for(lambda: len(chunks) >= n_before + 2, 30, what="chunks continue after refusals")
+            assert all(c.policy_id == a_id for c in chunks)
+
+            r = set_checkpoint(p.node, "b")
+            assert r.successful, r.reason
+            wait_for(lambda: chunks[-1].policy_id != a_id, 30, what="chunks from checkpoint b")
+            wait_for(lambda: len(chunks) >= 3 + n_before + 4, 30, what="more chunks")
+            last_status = status[-1]
+            stop.set()
+            feeder.join(timeout=5)
+    finally:
+        stop.set()
+        out = stop_process(node)
+
+    for name, (ok, reason) in refused.items():
+        assert not ok, f"{name} was accepted"
+    assert "cameras" in refused["one_camera"][1]
+    assert "outside" in refused["../outside"][1]
+    assert "folder" in refused["policy.pt"][1] or "pickle" in refused["policy.pt"][1]
+    assert "not found" in refused["missing"][1]
+    seqs = [c.sequence for c in chunks]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"missed or repeated chunks: {seqs}\n{out[-2000:]}"
+    ids = [c.policy_id for c in chunks]
+    switch = ids.index(chunks[-1].policy_id)
+    assert all(i == a_id for i in ids[:switch]) and all(i != a_id for i in ids[switch:])
+    c = chunks[-1]
+    assert (c.horizon, c.dimension, c.execute_horizon) == (3, 8, 3) and len(c.actions) == 24
+    assert c.dimension_names[0] == "fr3_joint1" and c.checkpoint == "b"
+    stamp = c.header.stamp.sec + 1e-9 * c.header.stamp.nanosec
+    assert abs(stamp - time.time()) < 5.0
+    assert last_status.state == PolicyStatus.STATE_RUNNING and last_status.checkpoint == "b"
+    assert last_status.chunks_published >= 1 and last_status.latency_p99_ms > 0
