@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-PROFILES = ("real_robot", "sim", "replay")
+PROFILES = ("real_robot", "sim")  # "replay" (bag player -> policy -> chunk recorder) comes with issue 8
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,9 @@ def profile(name: str, overrides: dict[str, dict] | None = None) -> Profile:
     if name == "real_robot":
         nodes = (_camera("agentview", source="realsense"), _camera("wrist", source="realsense"),
                  POLICY, CONTROLLER)
-    elif name == "sim":
+    else:  # sim
         nodes = (NodeSpec("sim_world", "sim_world_node", "mail_policy_node.nodes.sim_world_node"),
                  _camera("agentview", source="sim"), _camera("wrist", source="sim"), POLICY, CONTROLLER)
-    else:  # replay: recorded cameras and joint state from a bag into the policy node; chunks recorded
-        nodes = (NodeSpec("bag_player", "bag_player_node", "mail_policy_node.nodes.bag_player_node"),
-                 POLICY,
-                 NodeSpec("chunk_recorder", "chunk_recorder_node", "mail_policy_node.nodes.chunk_recorder_node"))
     overrides = overrides or {}
     unknown = set(overrides) - {n.name for n in nodes}
     if unknown:
@@ -93,12 +89,9 @@ LAUNCH_ARGUMENTS: dict[str, dict[str, tuple[str, str]]] = {
                    "checkpoint_root": ("policy_node", "checkpoint_root"),
                    "device": ("policy_node", "device")},
     "sim": {"task": ("sim_world", "task"),
+            "seed": ("sim_world", "seed"),
             "checkpoint": ("policy_node", "checkpoint"),
             "checkpoint_root": ("policy_node", "checkpoint_root")},
-    "replay": {"bag": ("bag_player", "bag"),
-               "output_bag": ("chunk_recorder", "output_bag"),
-               "checkpoint": ("policy_node", "checkpoint"),
-               "checkpoint_root": ("policy_node", "checkpoint_root")},
 }
 
 

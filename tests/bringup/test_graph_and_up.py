@@ -19,6 +19,7 @@ def test_overrides_parse_with_yaml_types():
 
 def test_profiles_apply_overrides_and_refuse_unknown_nodes():
     p = profile("sim", {"policy_node": {"rate_hz": 5.0}})
+    assert p.params_file.is_file()
     assert p.node("policy_node").parameters["rate_hz"] == 5.0
     assert p.params_file.name == "sim.yaml"
     with pytest.raises(ValueError, match="not in profile"):
@@ -71,3 +72,18 @@ def test_supervisor_reports_crash_and_respawns(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "camera_test exited with code -9" in out and "respawning camera_test" in out
     assert sup.failed is None
+
+
+def test_every_profile_node_exists_and_its_yaml_section_matches_its_parameters():
+    import importlib
+
+    import yaml
+
+    for name in PROFILES:
+        prof = profile(name)
+        sections = yaml.safe_load(prof.params_file.read_text())
+        assert set(sections) == {n.name for n in prof.nodes}, f"{prof.params_file.name} sections vs nodes"
+        for n in prof.nodes:
+            module = importlib.import_module(n.module)
+            assert callable(module.main), n.module
+            assert "ros__parameters" in sections[n.name]
