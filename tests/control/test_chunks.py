@@ -158,3 +158,12 @@ def test_targets_are_finite_and_inside_the_convex_hull_of_actions(blend, chunks)
             if t is not None:
                 assert np.all(np.isfinite(t))
                 assert lo - 1e-9 <= t[0] <= hi + 1e-9
+
+
+def test_from_flat_message_fields():
+    flat = np.arange(16, dtype=float)
+    c = ActionChunk.from_flat(1.0, 0.05, 0.1, 2, 8, flat, NAMES, "joint_position", "p", 3)
+    assert c.actions.shape == (2, 8) and c.actions[1, 0] == 8.0 and c.sequence == 3
+    bad = ActionChunk.from_flat(1.0, 0.05, 0.1, 3, 8, flat, NAMES, "joint_position")  # 3 x 8 != 16
+    v = sched().accept(bad, now=1.0)
+    assert not v.ok and v.reason == ChunkRejection.MALFORMED

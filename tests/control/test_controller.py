@@ -129,6 +129,8 @@ def test_estop_decelerates_at_once_and_needs_enable_at_rest():
     assert check_command(c.config.safety, moving, first.command) == []
     assert abs(first.command.dq[0]) < abs(moving.dq[0])  # braking from the first cycle
     prev = first.command
+    assert c.enable(t + 0.01) == (False, "e-stop is active; release it first")
+    c.estop(False)
     ok, why = c.enable(t + 0.01)
     assert not ok and "decelerating" in why
     steps = 1
@@ -138,6 +140,7 @@ def test_estop_decelerates_at_once_and_needs_enable_at_rest():
         assert check_command(c.config.safety, prev, out.command) == []
         prev = out.command
     assert steps * 0.01 <= bound + 0.01
+    assert c.mode == Mode.HOLDING  # releasing the e-stop does not enable
     assert c.enable(t + 0.01 * (steps + 1)) == (True, "enabled")
     assert c.mode == Mode.ENABLED and not c.scheduler.has_target()  # old chunks are gone
 
@@ -279,6 +282,7 @@ def test_no_chunk_stream_can_make_a_command_break_a_limit(blend, period, events)
         if estop:
             c.estop()
         if c.mode == Mode.HOLDING and c.command.at_standstill:
+            c.estop(False)
             c.enable(t)
         for _ in range(wait):
             k += 1

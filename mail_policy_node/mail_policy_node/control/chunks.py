@@ -55,6 +55,21 @@ class ActionChunk:
     def due_times(self) -> np.ndarray:
         return self.stamp + self.start_offset + self.dt * np.arange(len(self.actions))
 
+    @classmethod
+    def from_flat(cls, stamp: float, start_offset: float, dt: float, horizon: int, dimension: int, actions,
+                  names, action_space: str, policy_id: str = "", sequence: int = 0,
+                  execute_horizon: int = 0) -> "ActionChunk":
+        """From mail_msgs/ActionChunk fields (times already in seconds). Never raises on inconsistent
+        sizes: the chunk then carries an empty (0, D) array and is rejected as MALFORMED."""
+        flat = np.asarray(actions, dtype=float).ravel()
+        names = tuple(names)
+        if horizon * dimension == flat.size and dimension == len(names) and dimension > 0:
+            rows = flat.reshape(horizon, dimension)
+        else:
+            rows = np.zeros((0, len(names)))
+        return cls(float(stamp), float(start_offset), float(dt), rows, names, str(action_space), str(policy_id),
+                   int(sequence), int(execute_horizon))
+
 
 @dataclass(frozen=True)
 class SchedulerConfig:

@@ -137,6 +137,7 @@ class ArmController:
         self.mode = Mode.DISABLED
         self.reason = "waiting for enable"
         self._disable_requested = False
+        self._estop_active = False
         self._cmd: CommandState | None = (CommandState.at_rest(initial_q, initial_gripper)
                                           if initial_q is not None else None)
         self._meas_q: np.ndarray | None = None
@@ -229,6 +230,8 @@ class ArmController:
         now = self._now(now)
         if self._cmd is None:
             return False, "no joint state received yet"
+        if self._estop_active:
+            return False, "e-stop is active; release it first"
         if self.mode == Mode.ENABLED:
             return True, "already enabled"
         if not self._cmd.at_standstill:
@@ -249,8 +252,13 @@ class ArmController:
         elif self.mode != Mode.ERROR:
             self._set_mode(Mode.DISABLED, "disabled")
 
-    def estop(self) -> None:
-        """E-stop input: hold immediately at the filter's maximum deceleration; needs enable."""
+    def estop(self, active: bool = True) -> None:
+        """E-stop input. ``active=True``: hold immediately at the filter's maximum deceleration, and refuse
+        enable until ``estop(False)`` (release). Releasing does not enable by itself."""
+        if not active:
+            self._estop_active = False
+            return
+        self._estop_active = True
         self.watchdog.estop()
         self.counters.watchdog_trips = self.watchdog.trips
         if self.mode in (Mode.ENABLED, Mode.HOLDING):
