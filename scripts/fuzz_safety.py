@@ -3,7 +3,7 @@
 
 Episodes with a random configuration (cycle period, limit scales, position range, workspace box)
 feed the filter a mix of smooth random walks, jumps, out-of-range and out-of-box targets, NaN/inf,
-huge values, wrong dimensions and holds. Every command is checked independently
+huge values, wrong dimensions and holds, with plausible, huge or garbage velocity feed-forward. Every command is checked independently
 (``safety.check_command``: position, velocity, acceleration, jerk, per-cycle step, workspace box,
 gripper range) and each episode ends with a hold that must reach standstill within
 ``SafetyConfig.stopping_time_bound``. Prints violations and throughput; writes JSON with --out.
@@ -86,11 +86,14 @@ def fuzz(n: int, seed: int) -> dict:
         s = CommandState.at_rest(READY)
         walk = READY.copy()
         length = int(min(rng.integers(50, 3000), n - done))
-        target, grip = None, None
+        target, grip, v_ff = None, None, None
         for i in range(length):
             if i == 0 or rng.random() < 0.1:  # targets change every ~10 cycles, like interpolated chunks
                 target, grip, walk = random_target(rng, walk)
-            r = f.step(s, target, grip)
+                u = rng.random()  # velocity feed-forward: none, plausible, huge, or garbage
+                v_ff = (None if u < 0.4 else rng.normal(0, 0.5, 7) if u < 0.8 else rng.normal(0, 1e3, 7)
+                        if u < 0.9 else np.array([math.nan] * 7) if u < 0.95 else rng.normal(0, 1, 3))
+            r = f.step(s, target, grip, target_velocity=v_ff)
             bad = check_command(cfg, s, r.command)
             if bad:
                 counts.update(bad)

@@ -167,3 +167,15 @@ def test_from_flat_message_fields():
     bad = ActionChunk.from_flat(1.0, 0.05, 0.1, 3, 8, flat, NAMES, "joint_position")  # 3 x 8 != 16
     v = sched().accept(bad, now=1.0)
     assert not v.ok and v.reason == ChunkRejection.MALFORMED
+
+
+@pytest.mark.parametrize("blend", ["replace", "crossfade", "temporal_ensemble"])
+def test_target_rate_is_the_time_derivative_of_target(blend):
+    s = sched(blend=blend, crossfade_duration=0.2, ensemble_decay=0.3)
+    s.accept(chunk(0.0, np.linspace(0.0, 1.0, 10)), now=0.0)
+    s.accept(chunk(0.1, np.linspace(0.5, -0.5, 10), seq=1), now=0.1)
+    for t in (0.13, 0.22, 0.37):  # inside segments, away from due times where the slope jumps
+        h = 1e-6
+        numeric = (s.target(t + h)[0] - s.target(t - h)[0]) / (2 * h)
+        s.target(t)
+        assert s.target_rate(t)[0] == pytest.approx(numeric, rel=1e-4, abs=1e-6)

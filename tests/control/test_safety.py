@@ -215,3 +215,35 @@ def test_check_command_detects_each_violation(filt):
     assert {"velocity", "acceleration", "jerk", "step"} <= set(check_command(cfg, s, jump))
     out = CommandState(np.r_[READY_POSE[:6], 9.0], np.zeros(7), np.zeros(7))
     assert "position" in check_command(cfg, CommandState.at_rest(out.q), out)
+
+
+def test_velocity_feed_forward_removes_the_lag_of_a_moving_target(filt):
+    def lag(use_ff):
+        s = CommandState.at_rest(READY_POSE)
+        errs = []
+        for k in range(300):
+            t = k * 0.01
+            target = READY_POSE + np.r_[0.2 * np.sin(t), np.zeros(6)]
+            v = np.r_[0.2 * np.cos(t), np.zeros(6)] if use_ff else None
+            r = filt.step(s, target, target_velocity=v)
+            assert check_command(filt.config, s, r.command) == []
+            s = r.command
+            errs.append(abs(s.q[0] - target[0]))
+        return max(errs[100:])
+
+    assert lag(True) < 0.1 * lag(False)
+    assert lag(True) < 2e-3
+
+
+def test_velocity_feed_forward_is_ignored_when_invalid_and_never_pushes_past_a_limit(filt):
+    s = CommandState.at_rest(READY_POSE)
+    for bad in (np.full(7, np.nan), np.ones(3), "x"):
+        r = filt.step(s, READY_POSE, target_velocity=bad)
+        assert r.command.at_standstill
+    target = READY_POSE.copy()
+    target[6] = 9.0  # clamped to the limit; a huge outward feed-forward must not matter
+    for _ in range(400):
+        r = filt.step(s, target, target_velocity=np.full(7, 1e6))
+        assert check_command(filt.config, s, r.command) == []
+        s = r.command
+    assert s.q[6] <= filt.config.limits.q_max[6]

@@ -48,14 +48,14 @@ def configs(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=configs(), plan=st.lists(st.tuples(targets(), st.integers(1, 40), garbage_value), min_size=1,
-                                     max_size=12))
+@given(cfg=configs(), plan=st.lists(st.tuples(targets(), st.integers(1, 40), garbage_value,
+                                               st.one_of(st.none(), targets())), min_size=1, max_size=12))
 def test_commands_never_exceed_limits_and_hold_stops_in_time(cfg, plan):
     f = SafetyFilter(cfg)
     s = CommandState.at_rest(READY_POSE)
-    for target, cycles, grip in plan:
+    for target, cycles, grip, velocity in plan:
         for _ in range(cycles):
-            r = f.step(s, target, grip)
+            r = f.step(s, target, grip, target_velocity=velocity)
             assert check_command(cfg, s, r.command) == [], (target, s)
             s = r.command
     bound = cfg.stopping_time_bound(s.dq, s.ddq)

@@ -132,6 +132,13 @@ class _Scheduled:
         w = (t - self.times[i]) / (self.times[i + 1] - self.times[i])
         return (1.0 - w) * self.actions[i] + w * self.actions[i + 1]
 
+    def rate(self, t: float) -> np.ndarray:
+        """d value / dt at t: the slope of the segment around t, zero outside the due-time span."""
+        if len(self.times) == 1 or t < self.times[0] or t >= self.times[-1]:
+            return np.zeros(self.actions.shape[1])
+        i = int(np.searchsorted(self.times, t, side="right")) - 1
+        return (self.actions[i + 1] - self.actions[i]) / (self.times[i + 1] - self.times[i])
+
     def covers(self, t: float) -> bool:
         return self.times[0] <= t <= self.times[-1]
 
@@ -156,6 +163,13 @@ class _Crossfade:
         if w >= 1.0:
             return self.new.value(t)
         return (1.0 - w) * self.old.value(t) + w * self.new.value(t)
+
+    def rate(self, t: float) -> np.ndarray:
+        w = self.weight(t)
+        if w >= 1.0:
+            return self.new.rate(t)
+        fade = (self.new.value(t) - self.old.value(t)) / self.duration
+        return (1.0 - w) * self.old.rate(t) + w * self.new.rate(t) + fade
 
 
 @dataclass
@@ -264,3 +278,17 @@ class ChunkScheduler:
         weights = np.exp(-m * np.arange(len(members)))
         values = np.stack([ch.value(t) for ch in members])
         return weights @ values / weights.sum()
+
+    def target_rate(self, t: float) -> np.ndarray | None:
+        """Time derivative (D,) of ``target`` at t (velocity feed-forward); call after ``target(t)``.
+        Zero outside due-time spans; the jump when a ``replace`` chunk takes over is not a rate."""
+        if not self._chunks:
+            return None
+        new = self._chunks[-1]
+        if self.config.blend == "crossfade" and self._fade is not None:
+            return self._fade.rate(t)
+        if self.config.blend != "temporal_ensemble" or len(self._chunks) == 1:
+            return new.rate(t)
+        members = [ch for ch in self._chunks if ch is new or ch.covers(t)]
+        weights = np.exp(-self.config.ensemble_decay * np.arange(len(members)))
+        return weights @ np.stack([ch.rate(t) for ch in members]) / weights.sum()

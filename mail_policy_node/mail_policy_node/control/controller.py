@@ -308,7 +308,8 @@ class ArmController:
                 result = self.filter.step(self._cmd, None, hold=True)
             else:
                 grip = None if np.isnan(row[7]) else row[7]
-                result = self.filter.step(self._cmd, row[:7], grip)
+                rate = self.scheduler.target_rate(now)
+                result = self.filter.step(self._cmd, row[:7], grip, target_velocity=rate[:7])
         self._cmd = result.command
         counted = result.hits & ~Limit.HOLD
         if counted:

@@ -153,8 +153,14 @@ class SafetyFilter:
         self._settle_a = self._J * self._dt / 4
 
     # ---------------------------------------------------------------- public
-    def step(self, prev: CommandState, target=None, gripper_target=None, hold: bool = False) -> FilterResult:
+    def step(self, prev: CommandState, target=None, gripper_target=None, hold: bool = False,
+             target_velocity=None) -> FilterResult:
         """Next command from ``prev`` towards joint ``target`` (7,) and gripper width ``gripper_target`` [m].
+
+        ``target_velocity`` (7,) [rad/s], optional: how fast the target itself moves (the slope of the
+        interpolated chunk), used as feed-forward so a moving target is tracked without the lag of a
+        pure position loop. Ignored if not 7 finite numbers; it only shapes the desired velocity, every
+        limit applies as before.
 
         ``target=None`` or ``hold=True`` brakes to a stop (reason HOLD). Invalid targets brake too
         (reason INVALID_INPUT). Never raises on bad input; raises ValueError only if ``prev`` is not a
@@ -175,7 +181,10 @@ class SafetyFilter:
         clamped = np.minimum(np.maximum(tgt, self._qmin), self._qmax)
         if np.any(clamped != tgt):
             hits |= Limit.POSITION
-        q, dq, ddq, t_hits = self._track(prev, clamped)
+        v_ff = self._valid_target(target_velocity) if target_velocity is not None else None
+        if v_ff is not None:
+            v_ff = np.where(clamped != tgt, 0.0, v_ff)  # no feed-forward past a joint limit
+        q, dq, ddq, t_hits = self._track(prev, clamped, v_ff)
         hits |= t_hits
         # one batched FK: the target's TCP, the candidate's, and those half-way and at the end of the
         # candidate's (joint-wise) braking path
@@ -285,13 +294,15 @@ class SafetyFilter:
         lo, hi = self._accel_interval(prev.dq, prev.ddq)
         return self._integrate(prev, self._brake_accel(prev.dq, prev.ddq, lo, hi))
 
-    def _track(self, prev: CommandState, target: np.ndarray):
+    def _track(self, prev: CommandState, target: np.ndarray, v_ff: np.ndarray | None = None):
         c, dt, A, J, V = self.config, self._dt, self._A, self._J, self._V
         dq, ddq = prev.dq, prev.ddq
         e = target - prev.q
         # desired velocity: linear near the target, braking-limited further away, capped by V
         a_b = c.approach_braking_fraction * A
         v_des = np.sign(e) * np.minimum(np.minimum(V, np.sqrt(2 * a_b * np.abs(e))), c.position_gain * np.abs(e))
+        if v_ff is not None:  # follow a moving target: its own velocity plus the correction
+            v_des = np.minimum(np.maximum(v_des + v_ff, -V), V)
         # velocity the joint will reach anyway when its acceleration is ramped to zero (jerk lag)
         v_pred = dq + ddq * np.abs(ddq) / (2 * J)
         t_v = max(A.max() / J.min(), 2 * dt)
