@@ -1,0 +1,149 @@
+"""Training data: episodes from bags -> split, normalisation statistics, window and episode batches.
+
+- Demonstrations are sorted by bag path; ``fraction`` keeps the first ones (the paper's "20 %" = the
+  first 10 of 50), then the last ``val_fraction`` of those (at least one when > 0) are the validation
+  split. The split is by episode, never by window.
+- Windows (history "window", paper layouts): for current step t, observations t-K+1 .. t and the J
+  target actions t .. t+J-1 (the targets start at the current step). With padding, steps before the
+  episode repeat its first observation and steps after it repeat its last action; without, only full
+  windows are used.
+- Episodes (history "stream"): whole sequences; the chunk at step t is actions t .. t+J-1, and a mask
+  marks real steps (episodes of a batch are padded to the longest).
+Batches are numpy dicts; `to_torch` turns them into the model's batch format (images uint8 (B, T, 3, H, W)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import DataConfig
+from .episodes import DatasetError, Episode, EpisodeSettings, find_bags, load_bag_episodes
+
+
+@dataclass
+class Stats:
+    action_mean: np.ndarray
+    action_std: np.ndarray
+    action_min: np.ndarray
+    action_max: np.ndarray
+    state_mean: np.ndarray
+    state_std: np.ndarray
+
+    @classmethod
+    def of(cls, episodes: list[Episode]) -> "Stats":
+        a = np.concatenate([np.asarray(e.actions, np.float64) for e in episodes])
+        s = np.concatenate([np.asarray(e.state, np.float64) for e in episodes])
+        return cls(a.mean(0), a.std(0), a.min(0), a.max(0), s.mean(0), s.std(0))
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(v).tolist() for k, v in self.__dict__.items()}
+
+
+class DemoDataset:
+    def __init__(self, cfg: DataConfig, obs_horizon: int, action_horizon: int, progress: bool = False):
+        self.cfg = cfg
+        self.K, self.J = int(obs_horizon), int(action_horizon)
+        self.settings = EpisodeSettings(tuple(cfg.cameras), tuple(cfg.image_size), float(cfg.dt))
+        bags = find_bags(cfg.bags)
+        n_use = max(1, math.ceil(len(bags) * cfg.fraction - 1e-9))
+        self.all_bags, self.bags = bags, bags[:n_use]
+        self.cache_hits = 0
+        episodes: list[Episode] = []
+        it = self.bags
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(self.bags, desc="bags", unit="bag", leave=False)
+        for bag in it:
+            eps, hit = load_bag_episodes(bag, self.settings, cfg.cache_dir)
+            self.cache_hits += int(hit)
+            episodes.extend(eps)
+        names = {e.action_names for e in episodes}
+        if len(names) > 1:
+            detail = "; ".join(f"{len(n)} values {list(n)}" for n in sorted(names, key=len))
+            raise DatasetError(f"demonstrations disagree on the action dimensions: {detail}")
+        self.action_names = episodes[0].action_names
+        self.native_image_size = episodes[0].info.get("native_image_size", {})  # camera -> recorded (H, W)
+        self.episodes = episodes
+        n_val = 0 if cfg.val_fraction == 0 else max(1, round(len(episodes) * cfg.val_fraction))
+        if n_val >= len(episodes):
+            n_val = len(episodes) - 1  # keep at least one training episode
+        self.train = episodes[: len(episodes) - n_val]
+        self.val = episodes[len(episodes) - n_val:]
+        self.stats = Stats.of(self.train)
+        self.windows = {"train": self._windows(self.train), "val": self._windows(self.val)}
+
+    # ---- windows ----
+    def _windows(self, episodes: list[Episode]) -> np.ndarray:
+        """(N, 2) int: (episode index in the split, current step t)."""
+        rows = []
+        for i, e in enumerate(episodes):
+            n = len(e)
+            ts = range(n) if self.cfg.window_padding else range(self.K - 1, n - self.J + 1)
+            rows.extend((i, t) for t in ts)
+        return np.asarray(rows, np.int64).reshape(-1, 2)
+
+    def n_windows(self, split: str = "train") -> int:
+        return len(self.windows[split])
+
+    def window_indices(self, e: Episode, t: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(e)
+        obs = np.clip(np.arange(t - self.K + 1, t + 1), 0, n - 1)
+        act = np.clip(np.arange(t, t + self.J), 0, n - 1)
+        return obs, act
+
+    def window_batch(self, rows: np.ndarray, split: str = "train") -> dict:
+        eps = self.train if split == "train" else self.val
+        images = {c: [] for c in self.cfg.cameras}
+        state, actions = [], []
+        for i, t in self.windows[split][rows]:
+            e = eps[i]
+            obs, act = self.window_indices(e, int(t))
+            for c in self.cfg.cameras:
+                images[c].append(e.images[c][obs])
+            state.append(e.state[obs])
+            actions.append(e.actions[act])
+        return dict(images={c: np.stack(v) for c, v in images.items()}, state=np.stack(state),
+                    actions=np.stack(actions))
+
+    # ---- whole episodes ----
+    def episode_batch(self, ids: np.ndarray, split: str = "train") -> dict:
+        eps = [(self.train if split == "train" else self.val)[int(i)] for i in ids]
+        b, t_max, a_dim = len(eps), max(len(e) for e in eps), len(self.action_names)
+        h, w = self.cfg.image_size
+        images = {c: np.zeros((b, t_max, h, w, 3), np.uint8) for c in self.cfg.cameras}
+        state = np.zeros((b, t_max, eps[0].state.shape[1]), np.float32)
+        actions = np.zeros((b, t_max, self.J, a_dim), np.float32)
+        mask = np.zeros((b, t_max, self.J), bool)
+        for k, e in enumerate(eps):
+            n = len(e)
+            for c in self.cfg.cameras:
+                images[c][k, :n] = e.images[c]
+            state[k, :n] = e.state
+            steps = np.arange(n)[:, None] + np.arange(self.J)[None]  # (n, J)
+            actions[k, :n] = np.asarray(e.actions)[np.clip(steps, 0, n - 1)]
+            mask[k, :n] = True if self.cfg.window_padding else steps < n
+        return dict(images=images, state=state, actions=actions, action_mask=mask)
+
+    def describe(self) -> dict:
+        return dict(bags_found=len(self.all_bags), bags_used=len(self.bags), episodes=len(self.episodes),
+                    train_episodes=len(self.train), val_episodes=len(self.val),
+                    train_windows=self.n_windows("train"), val_windows=self.n_windows("val"),
+                    train_steps=int(sum(len(e) for e in self.train)), cache_hits=self.cache_hits,
+                    action_names=list(self.action_names), fraction=self.cfg.fraction,
+                    first_bag=str(self.bags[0]), last_bag=str(self.bags[-1]))
+
+
+def to_torch(batch: dict, device: torch.device | str, use_state: bool) -> dict:
+    """numpy batch -> the policy's batch: images (B, T, 3, H, W) uint8, state / actions float32."""
+    out = {"images": {c: torch.from_numpy(np.ascontiguousarray(v)).permute(0, 1, 4, 2, 3).to(device, non_blocking=True)
+                      for c, v in batch["images"].items()},
+           "actions": torch.from_numpy(batch["actions"]).float().to(device)}
+    if use_state:
+        out["state"] = torch.from_numpy(np.asarray(batch["state"], np.float32)).to(device)
+    if "action_mask" in batch:
+        out["action_mask"] = torch.from_numpy(batch["action_mask"]).to(device)
+    return out

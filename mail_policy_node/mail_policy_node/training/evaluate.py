@@ -1,0 +1,174 @@
+"""Closed-loop evaluation of a checkpoint in the simulated tasks, through the inference engine.
+
+Each episode: ``env.reset(seed)``, then every control step the engine observes the rendered frames
+(and joint state); when the current chunk is used up (``exec_horizon`` actions, default J: the paper
+executes the whole chunk, then replans) the engine acts and the next chunk is executed step by step.
+Stepped synchronously (the simulation waits for the policy), episodes spread over worker processes.
+Frames are rendered at the size the demonstrations were recorded at (stored in the checkpoint) and
+resized by the engine with the stack's rule, exactly as in training.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    checkpoint: str
+    task: str
+    seed: int
+    history: str | None  # None = the checkpoint's
+    exec_horizon: int  # actions executed per chunk (0 = J)
+    render_size: tuple[int, int]
+    keep_frames: bool  # keep frames for a rollout picture
+    max_steps: int = 0  # 0 = the task's limit
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _setup(job: EvalJob):
+    key = (job.checkpoint, job.task, job.history, job.render_size)
+    if _WORKER.get("key") != key:
+        from ..engine import EngineConfig, InferenceEngine
+        from ..model.checkpoint import load_checkpoint
+        from ..sim import make_task
+
+        policy = load_checkpoint(job.checkpoint, "cpu")
+        engine = InferenceEngine(policy, EngineConfig(history=job.history, batch=1, device="cpu"))
+        env = make_task(job.task, render=True, image_size=job.render_size, cameras=policy.cfg.spec.camera_names)
+        _WORKER.update(key=key, engine=engine, env=env, spec=policy.cfg.spec)
+    return _WORKER["engine"], _WORKER["env"], _WORKER["spec"]
+
+
+def run_episode(job: EvalJob) -> dict:
+    from ..engine import Observation
+
+    engine, env, spec = _setup(job)
+    horizon = job.exec_horizon or spec.action_horizon
+    obs = env.reset(job.seed)
+    engine.reset(seed=job.seed)
+    frames = [obs["images"]] if job.keep_frames else []
+    queue: list[np.ndarray] = []
+    latencies, step_times = [], []
+    done, info = False, {"success": False, "steps": 0}
+    limit = job.max_steps or env.max_steps
+    t_start = time.perf_counter()
+    while not done and env.steps < limit:
+        t0 = time.perf_counter()
+        engine.observe(Observation(stamp=obs["time"], images=obs["images"],
+                                   state=obs["joint_state"] if spec.use_joint_state else None))
+        if not queue:
+            chunk = engine.act()
+            latencies.append(chunk.latency_s)
+            queue = list(chunk.actions[0][:horizon])
+        action = queue.pop(0)
+        step_times.append(time.perf_counter() - t0)
+        obs, done, info = env.step(action)
+        if job.keep_frames:
+            frames.append(obs["images"])
+    return dict(seed=job.seed, success=bool(info["success"]), failed=bool(info.get("failed", False)),
+                steps=int(info["steps"]), chunk_latency_ms=1e3 * float(np.mean(latencies)),
+                step_ms=1e3 * float(np.mean(step_times)), episode_s=time.perf_counter() - t_start,
+                frames=frames)
+
+
+def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, workers: int = 1,
+             history: str | None = None, exec_horizon: int = 0, pictures: int = 3, threads_per_worker: int = 1,
+             progress: bool = True, max_steps: int = 0) -> tuple[dict, list[dict]]:
+    """Run ``episodes`` seeded episodes (seeds seed .. seed + episodes - 1). Returns (summary, episodes)."""
+    from ..model.checkpoint import load_checkpoint
+
+    policy = load_checkpoint(checkpoint, "cpu")  # validates the checkpoint before any worker starts
+    training = policy.metadata.get("training", {})
+    native = training.get("native_image_size") or {}
+    render = tuple(next(iter(native.values()))) if native else (128, 128)
+    jobs = [EvalJob(str(checkpoint), task, seed + i, history, exec_horizon, render, i < pictures, max_steps)
+            for i in range(episodes)]
+    results = []
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=episodes, desc=f"eval {task}", unit="ep", disable=not progress)
+    if workers <= 1:
+        _worker_init(threads_per_worker)
+        for job in jobs:
+            results.append(run_episode(job))
+            bar.update(1)
+    else:
+        ctx = mp.get_context("spawn")  # each worker has its own GL context and torch threads
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(threads_per_worker,)) as pool:
+            for r in pool.imap_unordered(run_episode, jobs):
+                results.append(r)
+                bar.update(1)
+    bar.close()
+    wall = time.perf_counter() - t0
+    results.sort(key=lambda r: r["seed"])
+    ok = sum(r["success"] for r in results)
+    lo, hi = wilson_interval(ok, len(results))
+    steps = np.array([r["steps"] for r in results], float)
+    succ_steps = steps[[r["success"] for r in results]]
+    summary = dict(
+        checkpoint=str(checkpoint), policy_id=policy.metadata.get("policy_id"), task=task, episodes=len(results),
+        seeds=[seed, seed + episodes - 1], successes=ok, success_rate=ok / max(len(results), 1),
+        wilson95=[lo, hi], failed_early=sum(r["failed"] for r in results),
+        mean_steps=float(steps.mean()), mean_steps_success=float(succ_steps.mean()) if len(succ_steps) else None,
+        chunk_latency_ms=float(np.mean([r["chunk_latency_ms"] for r in results])),
+        step_ms=float(np.mean([r["step_ms"] for r in results])), wall_seconds=wall, workers=workers,
+        history=history or policy.cfg.history, exec_horizon=exec_horizon or policy.cfg.spec.action_horizon,
+        render_size=list(render), describe=policy.describe() | {"training": None},
+    )
+    return summary, results
+
+
+def markdown(summary: dict) -> str:
+    s = summary
+    lo, hi = s["wilson95"]
+    return "\n".join([
+        "| checkpoint | task | history | episodes | success | 95% Wilson | mean steps | chunk latency | step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {s['policy_id']} | {s['task']} | {s['history']} | {s['episodes']} | {s['successes']}/{s['episodes']} "
+        f"({100 * s['success_rate']:.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% | {s['mean_steps']:.1f} | "
+        f"{s['chunk_latency_ms']:.1f} ms | {s['step_ms']:.1f} ms |",
+        "",
+    ])
+
+
+def write_picture(result: dict, path: Path, n: int = 8) -> Path | None:
+    """A strip of ``n`` evenly spaced frames: one row per camera."""
+    import cv2
+
+    frames = result["frames"]
+    if not frames:
+        return None
+    picks = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    strip = np.vstack([np.hstack([frames[i][cam] for i in picks]) for cam in frames[0]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return path

@@ -1,0 +1,308 @@
+"""The training loop: dataset -> policy -> Adam (+ EMA) -> checkpoints that resume bit for bit.
+
+    trainer = Trainer(load_config("mail_bringup/config/train/reach_dma_bc_cpu.yaml"))
+    summary = trainer.run()          # writes OUT/checkpoints/step_*/, OUT/final/, OUT/summary.json
+
+Checkpoint folder = the model library's checkpoint (``config.json`` + ``model.safetensors``: the weights
+to deploy, EMA weights when EMA is on) + ``train_state.safetensors`` (raw weights, EMA shadow, Adam
+moments, RNG state) + ``train_state.json`` (step, optimiser hyper-parameters, training config). No
+pickle anywhere. Batches are a pure function of (seed, step), and the RNG state is restored on resume,
+so a run resumed from step n gives the same weights as one that never stopped (on the same machine).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..model.checkpoint import save_checkpoint
+from ..model.diffusion import EMA, DiffusionConfig
+from ..model.policy import MailPolicy, PolicyConfig
+from ..spec import ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, CameraSpec, FeatureSpec
+from .config import SIZE_PRESETS, ConfigError, TrainConfig
+from .dataset import DemoDataset, to_torch
+
+STATE_WEIGHTS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+
+
+def make_spec(cfg: TrainConfig, action_names: tuple[str, ...]) -> FeatureSpec:
+    h, w = cfg.data.image_size
+    space = ACTION_SPACE_EE_DELTA_POSE if tuple(action_names[:6]) == EE_DELTA_NAMES else ACTION_SPACE_JOINT_POSITION
+    return FeatureSpec(cameras=tuple(CameraSpec(c, h, w) for c in cfg.data.cameras),
+                       use_joint_state=cfg.data.use_joint_state, action_space=space,
+                       action_names=tuple(action_names), obs_horizon=cfg.policy.obs_horizon,
+                       action_horizon=cfg.policy.action_horizon, dt=cfg.data.dt)
+
+
+def make_policy_config(cfg: TrainConfig, spec: FeatureSpec) -> PolicyConfig:
+    p = cfg.policy
+    size = SIZE_PRESETS[p.size]
+    preset = f"{p.variant}_{p.head_name}" + ("_stream" if p.layout == "streaming" else "")
+    backbone = {**size["depths"].get(p.variant, {}), "init": p.init, **p.backbone_overrides}
+    encoder = {**size["encoder"], **p.encoder_overrides}
+    try:
+        return PolicyConfig.make(spec, preset, p.history, DiffusionConfig(**p.diffusion), encoder=encoder, **backbone)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"policy config: {e}") from None
+
+
+def _latest_checkpoint(path: Path) -> Path:
+    if (path / STATE_JSON).is_file():
+        return path
+    steps = sorted((path / "checkpoints").glob("step_*")) if (path / "checkpoints").is_dir() else []
+    steps = [s for s in steps if (s / STATE_JSON).is_file()]
+    if not steps:
+        raise ConfigError(f"nothing to resume in {path}: no {STATE_JSON} there or under {path / 'checkpoints'}")
+    return steps[-1]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        t = cfg.train
+        self.out = Path(cfg.out)
+        self.device = torch.device(t.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"train.device is {t.device!r} but CUDA is not available here")
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.resume_from = None
+        if resume is not None:
+            self.resume_from = _latest_checkpoint(Path(self.out if resume == "auto" else resume))
+            saved = json.loads((self.resume_from / STATE_JSON).read_text())["config"]
+            for section in ("data", "policy"):
+                if saved[section] != cfg.to_dict()[section]:
+                    raise ConfigError(f"cannot resume {self.resume_from}: its {section} config differs from this one "
+                                      f"(saved {saved[section]}, now {cfg.to_dict()[section]})")
+        self.data = DemoDataset(cfg.data, cfg.policy.obs_horizon, cfg.policy.action_horizon, progress=progress)
+        self.stream = cfg.policy.history == "stream"
+        torch.manual_seed(t.seed)
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.spec = make_spec(cfg, self.data.action_names)
+        pcfg = make_policy_config(cfg, self.spec)
+        self.policy = MailPolicy(pcfg, metadata={"trained_by": "mail-il train"})
+        s = self.data.stats
+        self.policy.set_normalization(s.action_mean, s.action_std, s.action_min, s.action_max, s.state_mean,
+                                      s.state_std)
+        self.policy.to(self.device)
+        if hasattr(self.policy.backbone, "set_runtime"):
+            scan = t.scan if t.scan != "auto" else ("sequential" if self.device.type == "cpu" else "chunked")
+            self.policy.backbone.set_runtime(scan_impl=scan, use_kernels=t.kernels == "auto")
+        self.opt = torch.optim.Adam(self.policy.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.use_ema = t.ema == "on" or (t.ema == "auto" and self.policy.is_ddpm)
+        self.ema = EMA(self.policy, t.ema_decay) if self.use_ema else None
+        self.amp = self.device.type == "cuda" and t.amp in ("auto", "bf16")
+        n = len(self.data.train) if self.stream else self.data.n_windows("train")
+        per = t.episodes_per_batch if self.stream else t.batch_size
+        if n == 0:
+            raise ConfigError("no training windows: episodes are shorter than K + J - 1 steps and "
+                              "data.window_padding is off")
+        self.batch = min(per, n)
+        self.steps_per_epoch = math.ceil(n / self.batch)
+        self.total_steps = t.steps if t.steps > 0 else max(1, math.ceil(t.epochs * self.steps_per_epoch))
+        self.step = 0
+        self.history: list[dict] = []
+        if self.resume_from is not None:
+            self._load_state(self.resume_from)
+
+    # ---- batches: a pure function of (seed, step) ----
+    def _rows(self, step: int) -> np.ndarray:
+        n = len(self.data.train) if self.stream else self.data.n_windows("train")
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g).numpy()
+        return np.sort(perm[pos * self.batch:(pos + 1) * self.batch])
+
+    def _batch(self, rows: np.ndarray, split: str) -> tuple[dict, int]:
+        if self.stream:
+            b = self.data.episode_batch(rows, split)
+            samples = int(b["action_mask"][:, :, 0].sum())
+        else:
+            b = self.data.window_batch(rows, split)
+            samples = len(rows)
+        return to_torch(b, self.device, self.spec.use_joint_state), samples
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def train_step(self, step: int) -> tuple[float, int]:
+        self.policy.train()
+        batch, samples = self._batch(self._rows(step), "train")
+        with self._autocast():
+            loss = self.policy(batch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.policy)
+        return float(loss.detach()), samples
+
+    def eval_model(self) -> MailPolicy:
+        """The weights to validate and deploy: the EMA shadow when EMA is on."""
+        if self.ema is None:
+            return self.policy
+        model = copy.deepcopy(self.policy)
+        self.ema.copy_to(model)
+        return model
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        n = len(self.data.val) if self.stream else self.data.n_windows("val")
+        if n == 0:
+            return None
+        model = self.eval_model().eval()
+        per = self.cfg.train.episodes_per_batch if self.stream else self.cfg.train.batch_size
+        rows = np.arange(n)
+        if n > per * self.cfg.train.val_batches:  # evenly spread, fixed subset
+            rows = np.linspace(0, n - 1, per * self.cfg.train.val_batches).round().astype(int)
+        losses, weights = [], []
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.train.seed + 7919)  # the same DDPM noise at every validation
+            for i in range(0, len(rows), per):
+                batch, samples = self._batch(rows[i:i + per], "val")
+                with self._autocast():
+                    losses.append(float(model(batch)))
+                weights.append(samples)
+        return float(np.average(losses, weights=weights))
+
+    # ---- checkpoints ----
+    def save(self, folder: Path, extra: dict | None = None) -> str:
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        meta = dict(training=dict(step=self.step, total_steps=self.total_steps, config=self.cfg.to_dict(),
+                                  dataset=self.data.describe(), normalisation=self.data.stats.to_dict(),
+                                  native_image_size=self.data.native_image_size, **(extra or {})))
+        pid = save_checkpoint(self.eval_model(), tmp, metadata=meta)
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in self.ema.shadow.items()})
+        opt = self.opt.state_dict()
+        for i, st in opt["state"].items():
+            for k, v in st.items():
+                tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        save_file(tensors, str(tmp / STATE_WEIGHTS))
+        state = dict(step=self.step, total_steps=self.total_steps, ema_updates=self.ema.updates if self.ema else None,
+                     param_groups=opt["param_groups"], config=self.cfg.to_dict(), history=self.history,
+                     policy_id=pid)
+        (tmp / STATE_JSON).write_text(json.dumps(state, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return pid
+
+    def _load_state(self, folder: Path) -> None:
+        state = json.loads((folder / STATE_JSON).read_text())
+        tensors = load_file(str(folder / STATE_WEIGHTS))
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.policy.load_state_dict(model, strict=True)
+        if self.ema is not None:
+            for k in self.ema.shadow:
+                self.ema.shadow[k].copy_(tensors[f"ema.{k}"])
+            self.ema.updates = int(state["ema_updates"])
+        opt_state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, i, name = k.split(".", 2)
+                opt_state.setdefault(int(i), {})[name] = v.to(self.device) if name != "step" else v
+        groups = state["param_groups"]
+        for g in groups:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        self.opt.load_state_dict({"state": opt_state, "param_groups": groups})
+        torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+
+    def _prune(self) -> None:
+        folders = sorted((self.out / "checkpoints").glob("step_*"))
+        for old in folders[: -self.cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # ---- the loop ----
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+        log = open(self.out / "log.jsonl", "a")
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
+                   disable=not self.progress, dynamic_ncols=True)
+        t0, cpu0, samples, smooth, val = time.perf_counter(), time.process_time(), 0, None, None
+        start_step = self.step
+        window_t, window_samples = time.perf_counter(), 0
+        try:
+            while self.step < self.total_steps:
+                loss, n = self.train_step(self.step)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss} at step {self.step}")
+                self.step += 1
+                samples += n
+                window_samples += n
+                smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
+                last = self.step == self.total_steps
+                if self.step % t.val_every == 0 or last:
+                    val = self.validate()
+                    rec = dict(step=self.step, loss=smooth, val_loss=val, elapsed_s=time.perf_counter() - t0)
+                    self.history.append(rec)
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                if self.step % t.log_every == 0 or last:
+                    now = time.perf_counter()
+                    rate = window_samples / max(now - window_t, 1e-9)
+                    window_t, window_samples = now, 0
+                    bar.set_postfix(loss=f"{smooth:.4f}", val=f"{val:.4f}" if val is not None else "-",
+                                    samples_s=f"{rate:.0f}")
+                    bar.update(self.step - bar.n)
+                if self.step % t.ckpt_every == 0 or last:
+                    self.save(self.out / "checkpoints" / f"step_{self.step:07d}")
+                    self._prune()
+        finally:
+            bar.close()
+            log.close()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        final = self.out / "final"
+        shutil.rmtree(final, ignore_errors=True)
+        last_ckpt = self.out / "checkpoints" / f"step_{self.step:07d}"
+        if last_ckpt.is_dir():
+            shutil.copytree(last_ckpt, final)
+        else:
+            self.save(final)
+        from ..model.backbones import count_parameters
+        from ..model.checkpoint import policy_id
+
+        summary = dict(
+            out=str(self.out), final_checkpoint=str(final), policy_id=policy_id(final),
+            steps=self.step, steps_this_run=self.step - start_step, total_steps=self.total_steps,
+            epochs=self.step / self.steps_per_epoch, batch=self.batch,
+            sample_unit="episode steps" if self.stream else "windows",
+            train_seconds=elapsed, samples_per_second=samples / max(elapsed, 1e-9), cpu_seconds=cpu,
+            samples_per_cpu_second=samples / max(cpu, 1e-9),
+            final_train_loss=smooth, final_val_loss=val, history=self.history,
+            parameters=dict(total=count_parameters(self.policy), encoder=count_parameters(self.policy.encoder),
+                            backbone=count_parameters(self.policy.backbone)),
+            ema=self.use_ema, device=str(self.device), amp_bf16=self.amp, threads=torch.get_num_threads(),
+            describe=self.policy.describe(), dataset=self.data.describe(), config=self.cfg.to_dict(),
+        )
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        return summary

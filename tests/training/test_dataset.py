@@ -1,0 +1,136 @@
+"""Dataset: alignment against what DemoBagWriter recorded, episode cutting, cache, split, errors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from mail_policy_node.training import episodes as episodes_mod
+from mail_policy_node.training.config import DataConfig
+from mail_policy_node.training.dataset import DemoDataset
+from mail_policy_node.training.episodes import DatasetError, EpisodeSettings, load_bag_episodes
+
+from .conftest import CAMERAS, write_bag
+
+SETTINGS = EpisodeSettings(CAMERAS, (32, 32), 0.1)
+
+
+def _data(bags, cache, **kw) -> DataConfig:
+    return DataConfig(bags=[str(b) for b in bags], image_size=[32, 32], cache_dir=str(cache), **kw)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_episode_rows_line_up_with_recorded_steps(tmp_path, storage):
+    bag = write_bag(tmp_path / "b", lengths=(12,), storage=storage)
+    (ep,), hit = load_bag_episodes(bag, SETTINGS, None)
+    assert not hit and len(ep) == 12
+    steps = np.arange(12)
+    np.testing.assert_allclose(ep.actions[:, 0], steps)  # action k was recorded at step k
+    np.testing.assert_allclose(ep.actions[:, 1], steps + 0.1, atol=1e-6)
+    np.testing.assert_allclose(ep.state[:, 0], steps / 100, atol=1e-7)  # same-stamp joint state
+    for ci, cam in enumerate(CAMERAS):
+        np.testing.assert_array_equal(ep.images[cam][:, 0, 0, 0], (10 * steps + ci) % 256)
+    assert ep.info["success"] is True and ep.info["task"] == "synthetic"
+
+
+def test_windows_and_episode_sequences(tmp_path):
+    bag = write_bag(tmp_path / "b", lengths=(10,))
+    ds = DemoDataset(_data([bag], tmp_path / "cache", val_fraction=0.0), obs_horizon=3, action_horizon=4)
+    assert ds.n_windows() == 10  # padded: one window per step
+    b = ds.window_batch(np.arange(10))
+    assert b["images"]["wrist"].shape == (10, 3, 32, 32, 3) and b["actions"].shape == (10, 4, 8)
+    for t in range(10):
+        obs = np.clip(np.arange(t - 2, t + 1), 0, 9)  # first frame repeated before the start
+        act = np.clip(np.arange(t, t + 4), 0, 9)  # targets start at the current step; last action repeated
+        np.testing.assert_array_equal(b["images"]["agentview"][t, :, 0, 0, 0], (10 * obs) % 256)
+        np.testing.assert_allclose(b["state"][t, :, 0], obs / 100, atol=1e-7)
+        np.testing.assert_allclose(b["actions"][t, :, 0], act)
+    full = DemoDataset(_data([bag], tmp_path / "cache", val_fraction=0.0, window_padding=False), 3, 4)
+    assert full.n_windows() == 10 - (3 + 4 - 1) + 1  # K + J - 1 steps per window
+    np.testing.assert_allclose(full.window_batch(np.array([0]))["actions"][0, :, 0], [2, 3, 4, 5])
+
+    e = ds.episode_batch(np.array([0]))
+    assert e["actions"].shape == (1, 10, 4, 8)
+    np.testing.assert_allclose(e["actions"][0, :, :, 0], np.clip(np.arange(10)[:, None] + np.arange(4), 0, 9))
+    np.testing.assert_array_equal(e["images"]["wrist"][0, :, 0, 0, 0], (10 * np.arange(10) + 1) % 256)
+
+
+def test_episode_batch_pads_shorter_episodes_and_masks_them(bag_dir, tmp_path):
+    ds = DemoDataset(_data([bag_dir], tmp_path / "cache", val_fraction=0.0), 1, 3)
+    e = ds.episode_batch(np.array([0, 4]))  # lengths 8 and 12
+    assert e["actions"].shape[:2] == (2, 12)
+    assert e["action_mask"][0, :8].all() and not e["action_mask"][0, 8:].any() and e["action_mask"][1].all()
+
+
+def test_one_bag_with_several_episodes_is_cut_at_events_and_failed_ones_dropped(tmp_path):
+    bag = write_bag(tmp_path / "b", lengths=(5, 7, 6), success=[True, False, True])
+    eps, _ = load_bag_episodes(bag, SETTINGS, None)
+    assert [len(e) for e in eps] == [5, 6]
+    np.testing.assert_allclose(eps[1].actions[:, 0], np.arange(6))
+    kept = load_bag_episodes(bag, EpisodeSettings(CAMERAS, (32, 32), 0.1, skip_failed=False), None)[0]
+    assert [len(e) for e in kept] == [5, 7, 6]
+    no_events = write_bag(tmp_path / "n", lengths=(4, 5), events=False, gap_s=3.0)  # cut at the time gap
+    assert [len(e) for e in load_bag_episodes(no_events, SETTINGS, None)[0]] == [4, 5]
+
+
+def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
+    bag = write_bag(tmp_path / "b", lengths=(6,))
+    cache = tmp_path / "cache"
+    first, hit = load_bag_episodes(bag, SETTINGS, cache)
+    assert not hit and len(list(cache.iterdir())) == 1
+    calls = []
+    real = episodes_mod.read_bag
+    monkeypatch.setattr(episodes_mod, "read_bag", lambda *a: calls.append(a) or real(*a))
+    again, hit = load_bag_episodes(bag, SETTINGS, cache)
+    assert hit and not calls  # no decoding
+    np.testing.assert_array_equal(again[0].images["wrist"], first[0].images["wrist"])
+    assert isinstance(again[0].images["wrist"], np.memmap) or again[0].images["wrist"].base is not None
+
+    _, hit = load_bag_episodes(bag, EpisodeSettings(CAMERAS, (48, 48), 0.1), cache)  # settings changed
+    assert not hit and len(calls) == 1
+    entries = list(cache.iterdir())
+    assert len(entries) == 1  # the stale entry of this bag was removed
+
+    data_file = next(p for p in bag.iterdir() if p.suffix == ".mcap")
+    st = data_file.stat()
+    os.utime(data_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the bag changed on disk
+    _, hit = load_bag_episodes(bag, SETTINGS, cache)
+    assert not hit and len(calls) == 2
+
+
+def test_split_by_episode_fraction_and_statistics(bag_dir, tmp_path):
+    ds = DemoDataset(_data([bag_dir], tmp_path / "cache", val_fraction=0.2), 2, 3)
+    assert [len(e) for e in ds.train] == [8, 9, 10, 11] and [len(e) for e in ds.val] == [12]
+    assert ds.n_windows("train") == 8 + 9 + 10 + 11 and ds.n_windows("val") == 12
+    assert {e.source for e in ds.train}.isdisjoint({e.source for e in ds.val})
+    train_actions = np.concatenate([e.actions for e in ds.train])
+    np.testing.assert_allclose(ds.stats.action_mean, train_actions.mean(0), rtol=1e-6)  # training split only
+    np.testing.assert_allclose(ds.stats.action_max[0], 10)
+
+    part = DemoDataset(_data([bag_dir], tmp_path / "cache", val_fraction=0.0, fraction=0.4), 2, 3)
+    assert [e.source.rsplit("/", 1)[-1] for e in part.episodes] == ["ep0", "ep1"]  # the first 40 %
+    assert part.cache_hits == 2
+
+
+def test_empty_bag_is_a_clear_error(tmp_path):
+    bag = write_bag(tmp_path / "empty", lengths=(0,))
+    with pytest.raises(DatasetError, match="empty: no messages on /mail/action_command"):
+        DemoDataset(_data([bag], tmp_path / "cache"), 1, 2)
+    with pytest.raises(DatasetError, match="no rosbag2 folders"):
+        (tmp_path / "nothing").mkdir()
+        DemoDataset(_data([tmp_path / "nothing"], tmp_path / "c2"), 1, 2)
+
+
+def test_missing_topic_names_the_topic(tmp_path):
+    bag = write_bag(tmp_path / "b", cameras=("agentview",))
+    with pytest.raises(DatasetError, match="/camera/wrist/image_raw"):
+        DemoDataset(_data([bag], tmp_path / "cache"), 1, 2)
+
+
+def test_mismatched_action_dimensions_across_bags(tmp_path):
+    a = write_bag(tmp_path / "a")
+    b = write_bag(tmp_path / "b", action_names=tuple(f"j{i}" for i in range(7)))
+    with pytest.raises(DatasetError, match="disagree on the action dimensions.*7 values.*8 values"):
+        DemoDataset(_data([a, b], tmp_path / "cache"), 1, 2)

@@ -1,0 +1,104 @@
+"""Training: normalisation in the checkpoint, determinism, exact resume, config and CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mail_policy_node.commands import train as train_cmd
+from mail_policy_node.model.checkpoint import load_checkpoint
+from mail_policy_node.training.config import ConfigError, TrainConfig, apply_overrides, load_config
+from mail_policy_node.training.trainer import Trainer
+
+from .conftest import tiny_config, write_bag
+
+
+def _train(bag_dir, tmp_path, name, resume=None, **over):
+    cfg = TrainConfig.from_dict(tiny_config([bag_dir], tmp_path / name, tmp_path / "cache", **over))
+    trainer = Trainer(cfg, resume=resume, progress=False)
+    return trainer, trainer.run()
+
+
+def _weights(folder) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_normalisation_is_computed_on_train_split_stored_and_applied(bag_dir, tmp_path):
+    trainer, summary = _train(bag_dir, tmp_path, "run")
+    policy = load_checkpoint(summary["final_checkpoint"])
+    train_actions = np.concatenate([e.actions for e in trainer.data.train])
+    np.testing.assert_allclose(policy.action_mean.numpy(), train_actions.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(policy.action_std.numpy(), train_actions.std(0).clip(1e-6), rtol=1e-5)
+    normed = policy.normalize_actions(torch.as_tensor(train_actions))
+    np.testing.assert_allclose(normed.mean(0).numpy(), 0, atol=1e-4)
+    assert policy.metadata["training"]["normalisation"]["action_mean"][0] == pytest.approx(train_actions[:, 0].mean())
+    assert (tmp_path / "run" / "summary.json").is_file() and summary["steps"] == 3
+    assert summary["final_val_loss"] is not None and np.isfinite(summary["final_train_loss"])
+
+
+def test_two_runs_with_one_seed_give_identical_weights(bag_dir, tmp_path):
+    _, a = _train(bag_dir, tmp_path, "a")
+    _, b = _train(bag_dir, tmp_path, "b")
+    assert _same(_weights(tmp_path / "a" / "final"), _weights(tmp_path / "b" / "final"))
+    _, c = _train(bag_dir, tmp_path, "c", train__seed=1)
+    assert not _same(_weights(tmp_path / "a" / "final"), _weights(tmp_path / "c" / "final"))
+
+
+@pytest.mark.parametrize("head,layout,history", [("DDPM", "paper", "window"), ("BC", "streaming", "stream")])
+def test_resume_continues_exactly(bag_dir, tmp_path, head, layout, history):
+    over = dict(policy__head=head, policy__layout=layout, policy__history=history, train__steps=4,
+                train__ckpt_every=2, train__episodes_per_batch=2)
+    _train(bag_dir, tmp_path, "straight", **over)
+    trainer, _ = _train(bag_dir, tmp_path, "split", **{**over, "train__steps": 2})
+    assert trainer.use_ema == (head == "DDPM")
+    state = json.loads((tmp_path / "split" / "checkpoints" / "step_0000002" / "train_state.json").read_text())
+    assert state["step"] == 2 and state["param_groups"][0]["lr"] == 5e-4
+    assert not list((tmp_path / "split").rglob("*.pt"))  # no pickles anywhere
+    resumed, summary = _train(bag_dir, tmp_path, "split", resume="auto", **over)
+    assert summary["steps_this_run"] == 2 and summary["steps"] == 4
+    final = _weights(tmp_path / "straight" / "final")
+    assert _same(final, _weights(tmp_path / "split" / "final"))
+    raw_a = load_file(str(tmp_path / "straight" / "final" / "train_state.safetensors"))
+    raw_b = load_file(str(tmp_path / "split" / "final" / "train_state.safetensors"))
+    assert _same(raw_a, raw_b)  # raw weights, EMA shadow, Adam moments, RNG state
+
+
+def test_resume_refuses_a_different_model(bag_dir, tmp_path):
+    _train(bag_dir, tmp_path, "run")
+    with pytest.raises(ConfigError, match="policy config differs"):
+        _train(bag_dir, tmp_path, "run", resume="auto", policy__action_horizon=4)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown keys in train: \\['stepz'\\]"):
+        TrainConfig.from_dict({"train": {"stepz": 3}})
+    with pytest.raises(ConfigError, match="policy.backbone must be one of"):
+        TrainConfig.from_dict({"policy": {"backbone": "S4"}})
+    with pytest.raises(ConfigError, match="needs policy.layout 'streaming'"):
+        TrainConfig.from_dict({"policy": {"history": "stream"}})
+    d = apply_overrides({"train": {"steps": 1}}, ["train.steps=7", "policy.head=BC", "data.image_size=[64, 64]"])
+    assert d == {"train": {"steps": 7}, "policy": {"head": "BC"}, "data": {"image_size": [64, 64]}}
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("policy: {head: BC}\ntrain: {steps: 5}\n")
+    cfg = load_config(cfg_file, ["train.device=cuda"])
+    assert cfg.policy.head == "BC" and cfg.train.steps == 5 and cfg.train.device == "cuda"
+
+
+def test_cli_trains_and_reports_clear_errors(bag_dir, tmp_path, capsys):
+    cfg = tiny_config([bag_dir], tmp_path / "cli", tmp_path / "cache")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    assert train_cmd.main([str(path), "train.steps=1", "--no-progress"]) == 0
+    assert "checkpoint:" in capsys.readouterr().out
+    broken = write_bag(tmp_path / "broken" / "b", cameras=("agentview",))
+    assert train_cmd.main([str(path), f"data.bags=[{broken.parent}]", "--no-progress"]) == 2
+    assert "lacks topic(s) ['/camera/wrist/image_raw']" in capsys.readouterr().err
+    assert train_cmd.main([str(path), "train.epochs=0", "train.steps=0"]) == 2
