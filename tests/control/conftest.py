@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 READY_POSE = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])  # TCP at about (0.31, 0, 0.49) m
-SIM_HOST = "127.0.0.1"
+# A loopback address of our own (all of 127/8 is loopback on Linux), so a franky-sim another engineer
+# runs on 127.0.0.1 is never the one these tests connect to and move.
+SIM_HOST = f"127.77.{os.getpid() // 250 % 250 + 1}.{os.getpid() % 250 + 1}"
 
 
 def pytest_configure(config):
@@ -50,6 +52,8 @@ def franky_sim():
             break
         except Exception:
             time.sleep(0.2)
+    if robot is not None and proc.poll() is not None:  # connected, but not to our process
+        robot = None
     if robot is None:
         err = proc.stderr.read() if proc.poll() is not None else "no connection within 30 s"
         proc.kill()
