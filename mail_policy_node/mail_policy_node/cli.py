@@ -14,7 +14,10 @@ import sys
 # name -> (module, one-line help). Kept in the order a user meets them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mail_policy_node.commands.demo", "the main job: the whole pipeline on the simulated robot"),
-    "up": ("mail_bringup.up", "start a bringup profile (real_robot, sim, replay) where ros2 launch is missing"),
+    "demos": ("mail_policy_node.commands.demos", "record scripted-expert demonstrations in simulation as rosbag2"),
+    "train": ("mail_policy_node.commands.train", "train a policy from rosbag2 demonstrations (one YAML config)"),
+    "eval": ("mail_policy_node.commands.eval", "closed-loop success rate of a checkpoint in the simulated tasks"),
+    "up": ("mail_bringup.up", "start a bringup profile (real_robot, sim) where ros2 launch is missing"),
     "bench": ("mail_policy_node.commands.bench", "benchmarks (model, engine): print a table, write JSON"),
 }
 

@@ -1,51 +1,123 @@
-"""`mail-il demo`: the README's main job on the simulated robot, no hardware needed.
+"""`mail-il demo`: the README's main job, on the simulated robot, no hardware needed.
 
-Stages, each reported as it finishes: environment check (ROS 2 graph, mail_msgs over DDS) and, as the
-stack grows, demonstrations -> training -> closed loop through the ROS stack against franky-sim.
+1. demonstrations: the scripted expert solves the task in simulation, recorded as rosbag2 (mcap);
+2. training: a small D-Ma policy from those bags (CPU);
+3. closed loop through the whole ROS stack: franky-sim serving the FR3 over the libfranka protocol,
+   camera nodes rendering the scene, the policy node and the Franka controller node, each a process
+   talking over DDS; a few episodes, then success rate, latency and safety figures.
+
+Each stage keeps its output under --out and is skipped when it is already there (same settings), so a
+second run goes straight to the closed loop.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+TRAIN_CONFIG = Path(__file__).resolve().parents[3] / "mail_bringup" / "config" / "train" / "reach_dma_bc_cpu.yaml"
+
 
 def add_arguments(parser) -> None:
+    parser.add_argument("--task", default="reach", help="simulated task (reach, push, pick_place, memory)")
+    parser.add_argument("--demos", type=int, default=60, help="expert demonstrations to record")
+    parser.add_argument("--episodes", type=int, default=3, help="closed-loop episodes through the ROS stack")
+    parser.add_argument("--train-config", default=str(TRAIN_CONFIG), help="training config YAML")
+    parser.add_argument("--train-steps", type=int, default=0, help="override the config's training steps")
+    parser.add_argument("--workers", type=int, default=2, help="processes for recording demonstrations")
     parser.add_argument("--out", default="runs/demo", help="folder for everything the demo produces")
+    parser.add_argument("--echo", action="store_true", help="show the nodes' output")
 
 
-def check_dds(timeout: float = 30.0) -> dict:
-    """Two processes exchange an ActionChunk over DDS on a private domain."""
-    from mail_policy_node import rosenv
+def _mail_il(*args: str) -> None:
+    cmd = [sys.executable, "-m", "mail_policy_node.cli", *args]
+    print("[demo]   $ mail-il " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
 
-    env = rosenv.ros_environment()
-    code = ("import rclpy, sys; from mail_msgs.msg import ActionChunk; rclpy.init(); n=rclpy.create_node('demo_talker');"
-            "p=n.create_publisher(ActionChunk,'/mail/demo_check',10); import time; t=time.time()\n"
-            "while time.time()-t<%f:\n m=ActionChunk(); m.sequence=7; p.publish(m); rclpy.spin_once(n,timeout_sec=0.05)" % timeout)
-    listen = ("import rclpy, sys; from mail_msgs.msg import ActionChunk; rclpy.init(); n=rclpy.create_node('demo_listener');"
-              "got=[]; n.create_subscription(ActionChunk,'/mail/demo_check',got.append,10); import time; t=time.time()\n"
-              "while not got and time.time()-t<%f: rclpy.spin_once(n,timeout_sec=0.1)\n"
-              "sys.exit(0 if got and got[0].sequence==7 else 3)" % timeout)
-    t0 = time.monotonic()
-    talker = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        rc = subprocess.run([sys.executable, "-c", listen], env=env, timeout=timeout + 10).returncode
-    finally:
-        talker.terminate()
-        talker.wait(timeout=10)
-    return {"ok": rc == 0, "seconds": round(time.monotonic() - t0, 2), "domain_id": int(env["ROS_DOMAIN_ID"])}
+
+def _stamp(path: Path, settings: dict) -> bool:
+    """True if `path` was produced with the same settings (then the stage is skipped)."""
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    marker = path / ".mail-demo-stage"
+    if marker.is_file() and marker.read_text() == key:
+        return True
+    return False
+
+
+def _mark(path: Path, settings: dict) -> None:
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    (path / ".mail-demo-stage").write_text(key)
 
 
 def run(args) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {}
-    print("[demo] 1/1 ROS 2 graph: two processes exchange mail_msgs/ActionChunk over DDS ...", flush=True)
-    report["dds"] = check_dds()
-    print(f"[demo]     {'ok' if report['dds']['ok'] else 'FAILED'} in {report['dds']['seconds']} s", flush=True)
-    (out / "demo_report.json").write_text(json.dumps(report, indent=2))
+    from mail_bringup.closed_loop import run_closed_loop
+
+    out = Path(args.out).resolve()
+    t_start = time.monotonic()
+    timings = {}
+
+    demos = out / "demos"
+    settings = dict(task=args.task, n=args.demos, seed=0)
+    print(f"[demo] 1/3 {args.demos} expert demonstrations of '{args.task}' as rosbag2 ...", flush=True)
+    t = time.monotonic()
+    if _stamp(demos, settings):
+        print("[demo]   already recorded", flush=True)
+    else:
+        shutil.rmtree(demos, ignore_errors=True)
+        demos.mkdir(parents=True)
+        _mail_il("demos", "--task", args.task, "--episodes", str(args.demos), "--seed", "0",
+                 "--out", str(demos), "--workers", str(args.workers))
+        _mark(demos, settings)
+    timings["demos_s"] = round(time.monotonic() - t, 1)
+
+    train = out / "train"
+    overrides = [f"data.bags=[{demos / args.task}]", f"out={train}"]
+    if args.train_steps:
+        overrides.append(f"train.steps={args.train_steps}")
+    settings = dict(config=Path(args.train_config).read_text(), overrides=overrides)
+    print("[demo] 2/3 training a small D-Ma policy on the CPU ...", flush=True)
+    t = time.monotonic()
+    if (train / "final").is_dir() and _stamp(train, settings):
+        print("[demo]   already trained", flush=True)
+    else:
+        shutil.rmtree(train, ignore_errors=True)
+        _mail_il("train", args.train_config, *overrides, "--no-progress")
+        _mark(train, settings)
+    timings["train_s"] = round(time.monotonic() - t, 1)
+
+    root = out / "checkpoints"
+    ckpt = root / f"{args.task}_dma"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    shutil.copytree(train / "final", ckpt)
+    print(f"[demo] 3/3 {args.episodes} closed-loop episodes through the ROS stack against franky-sim ...", flush=True)
+    t = time.monotonic()
+    report = run_closed_loop(str(root), ckpt.name, task=args.task, seeds=tuple(range(1000, 1000 + args.episodes)),
+                             echo=args.echo)
+    timings["closed_loop_s"] = round(time.monotonic() - t, 1)
+    summary = report.summary()
+    summary["timings"] = {**timings, "total_s": round(time.monotonic() - t_start, 1)}
+    (out / "demo_report.json").write_text(json.dumps(summary, indent=2))
+    print_summary(summary)
     print(f"[demo] report: {out / 'demo_report.json'}")
-    return 0 if all(stage.get("ok", True) for stage in report.values()) else 1
+    return 0
+
+
+def print_summary(s: dict) -> None:
+    rows = [
+        ("task / checkpoint", f"{s['task']} / {s['checkpoint']}"),
+        ("success rate", f"{s['successes']}/{s['episodes']} ({100 * s['success_rate']:.0f} %)"),
+        ("end-to-end latency p50 / p99", f"{s['latency_p50_ms']} / {s['latency_p99_ms']} ms (camera stamp -> chunk)"),
+        ("inference p50", f"{s['inference_p50_ms']} ms"),
+        ("largest commanded |dq| / limit", f"{s['max_velocity_ratio']}"),
+        ("safety filter limit hits", str(s["limit_hits"])),
+        ("watchdog trips / chunks rejected", f"{s['watchdog_trips']} / {s['chunks_rejected']}"),
+        ("time: demos / train / closed loop", " / ".join(f"{s['timings'][k]} s" for k in
+                                                           ("demos_s", "train_s", "closed_loop_s"))),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print("\n".join(f"[demo] {a.ljust(width)}  {b}" for a, b in rows), flush=True)

@@ -118,9 +118,11 @@ class ClockMapper:
     with, so joint states keep the robot's own timing but can be synchronised with images.
 
     offset = min over recent samples of (host receive time - device time): the sample with the least
-    transport delay bounds the offset best. A window lets slow drift between clocks be followed."""
+    transport delay bounds the offset best. The window is short (20 samples: 0.2 s of 100 Hz joint
+    states) so a device clock that runs at another rate is followed closely: franky-sim's clock runs at
+    about 0.9x real time, and a long window let stamps fall seconds behind the cameras'.""" 
 
-    def __init__(self, window: int = 1000):
+    def __init__(self, window: int = 20):
         from collections import deque
 
         self._samples: deque[float] = deque(maxlen=window)

@@ -3,8 +3,10 @@
 The controller connects to `hostname` with franky exactly as to a real FR3. This node publishes what
 the simulated cameras need to render the same scene in their own processes: the scene (MJCF, task,
 parameters; transient-local, once) and state snapshots at `state_rate_hz`, stamped with the host time
-of capture (the cameras' acquisition time). It judges the task: episode start/end events with success
-on /mail/episode. One episode per process: the demo restarts the world (with another seed) per episode.
+of capture (the cameras' acquisition time). It judges the task: events on /mail/episode: "ready" when
+served, "start" when the arm first moves (so camera start-up and policy loading do not eat the
+episode's time limit), "end" with success. One episode per process: the demo restarts the world (with
+another seed) per episode.
 """
 
 from __future__ import annotations
@@ -62,11 +64,16 @@ class SimWorldNode(Node):
         hostname = self.declare_parameter("hostname", "127.0.0.1").value
         rate = self.declare_parameter("state_rate_hz", 10.0).value
         self.timeout = self.declare_parameter("episode_timeout", 0.0).value  # 0: the task's own limit
+        self.motion_timeout = self.declare_parameter("motion_timeout", 60.0).value  # ready -> first motion
 
         from mail_policy_node.sim.franky import FrankySimScene
 
         self.scene = FrankySimScene(task, seed=seed, hostname=hostname).start()
         self.task_name, self.seed = task, seed
+        from mail_policy_node.sim.franky import ROBOT_PREFIX
+
+        model = self.scene.model
+        self._arm_qpos = [model.jnt_qposadr[model.joint(f"{ROBOT_PREFIX}fr3_joint{i}").id] for i in range(1, 8)]
         if self.timeout <= 0:
             self.timeout = 0.1 * self.scene.task.max_steps
         self.scene_pub = self.create_publisher(String, TOPIC_SIM_SCENE, SCENE_QOS)
@@ -74,9 +81,10 @@ class SimWorldNode(Node):
         self.episode_pub = self.create_publisher(String, TOPIC_EPISODE, SCENE_QOS)
         self.scene_pub.publish(String(data=json.dumps(
             {"task": task, "seed": seed, "params": self.scene.params, "xml": self.scene.xml}, default=_jsonable)))
-        self.t_start = time.time()
+        self.t_ready = time.time()
+        self.t_start = None  # set when the arm first moves
         self.ended = False
-        self._event("start")
+        self._event("ready")
         self.create_timer(1.0 / rate, self.tick)
         self.get_logger().info(f"task {task} seed {seed} served by franky-sim at {self.scene.hostname}")
 
@@ -88,6 +96,16 @@ class SimWorldNode(Node):
         stamp = time.time()
         self.state_pub.publish(pack_state(stamp, self.scene.capture_state()))
         if self.ended:
+            return
+        if self.t_start is None:
+            q = self.scene.data.qpos[self._arm_qpos]
+            moved = np.max(np.abs(q - self.scene.initial_q)) > 2e-3
+            if moved:
+                self.t_start = stamp
+                self._event("start")
+            elif stamp - self.t_ready > self.motion_timeout:
+                self.ended = True
+                self._event("end", success=False, failed=True, duration=0.0, reason="the arm never moved")
             return
         success, failed = self.scene.evaluate()
         elapsed = stamp - self.t_start

@@ -1,0 +1,210 @@
+"""Closed-loop episodes of the `sim` profile through the whole ROS stack, with numbers.
+
+Policy and camera nodes run for the whole session; each episode starts a fresh simulated world
+(franky-sim with the task at a new seed) and a fresh controller connected to it, resets the policy's
+episode, and waits for the world's end-of-episode event. Measured on the way: success, episode
+duration, end-to-end latency (camera acquisition stamp -> chunk publication, from PolicyStatus), and
+safety figures from every command the controller sent (largest velocity relative to the filter's
+limit, limit hits, watchdog trips, rejected chunks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    duration_s: float
+    chunks: int
+    max_velocity_ratio: float  # max over sent commands of |dq_i| / dq_max_i (<= 1: within limits)
+    limit_hits: int
+    watchdog_trips: int
+    chunks_rejected: int
+
+
+@dataclass
+class ClosedLoopReport:
+    task: str
+    checkpoint: str
+    episodes: list = field(default_factory=list)
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    inference_p50_ms: float = 0.0
+    controller_jitter_p99_ms: float = 0.0
+
+    def summary(self) -> dict:
+        n = len(self.episodes)
+        wins = sum(e.success for e in self.episodes)
+        return dict(task=self.task, checkpoint=self.checkpoint, episodes=n, successes=wins,
+                    success_rate=wins / n if n else 0.0,
+                    latency_p50_ms=round(self.latency_p50_ms, 1), latency_p99_ms=round(self.latency_p99_ms, 1),
+                    inference_p50_ms=round(self.inference_p50_ms, 1),
+                    controller_jitter_p99_ms=round(self.controller_jitter_p99_ms, 2),
+                    max_velocity_ratio=round(max((e.max_velocity_ratio for e in self.episodes), default=0.0), 3),
+                    limit_hits=sum(e.limit_hits for e in self.episodes),
+                    watchdog_trips=sum(e.watchdog_trips for e in self.episodes),
+                    chunks_rejected=sum(e.chunks_rejected for e in self.episodes),
+                    per_episode=[asdict(e) for e in self.episodes])
+
+
+class _Observer:
+    """An rclpy node in this process that watches the stack and calls its services."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+        from std_srvs.srv import Trigger
+
+        from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
+
+        rclpy.init()
+        self.node = rclpy.create_node("mail_closed_loop")
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.events, self.chunks, self.commands = [], [], []
+        self.policy_status = self.controller_status = None
+        self.node.create_subscription(String, "/mail/episode", lambda m: self.events.append(json.loads(m.data)), latched)
+        self.node.create_subscription(ActionChunk, "/mail/action_chunk", lambda m: self.chunks.append(m.sequence), reliable)
+        self.node.create_subscription(JointState, "/mail/action_command",
+                                      lambda m: self.commands.append(np.asarray(m.velocity[:7])), 100)
+        self.node.create_subscription(PolicyStatus, "/mail/policy_status", lambda m: setattr(self, "policy_status", m), reliable)
+        self.node.create_subscription(ControllerStatus, "/mail/controller_status",
+                                      lambda m: setattr(self, "controller_status", m), 10)
+        self.reset_client = self.node.create_client(Trigger, "/policy_node/reset_episode")
+        self._trigger = Trigger
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while not self._stop.is_set():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    def reset_policy(self, timeout: float = 30.0) -> bool:
+        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+            return False
+        future = self.reset_client.call_async(self._trigger.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return bool(future.done() and future.result().success)
+
+    def close(self):
+        import rclpy
+
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", seeds=(0, 1, 2),
+                    image_size: int = 128, log=print, echo: bool = False) -> ClosedLoopReport:
+    from mail_bringup.graph import Profile, profile
+    from mail_bringup.up import Supervisor
+    from mail_policy_node import rosenv
+    from mail_policy_node.control.limits import fr3_limits
+
+    env = rosenv.ros_environment()
+    os.environ.update(env)  # the observer in this process joins the same private graph
+    host = f"127.0.{int(env['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
+    cam = {"width": image_size, "height": image_size}
+    base = profile("sim", {"policy_node": {"checkpoint_root": os.path.abspath(checkpoint_root), "checkpoint": checkpoint},
+                           "camera_agentview": cam, "camera_wrist": cam,
+                           "franka_controller": {"robot_ip": host, "auto_enable": True}})
+    import yaml
+
+    ctrl_params = yaml.safe_load(base.params_file.read_text())["franka_controller"]["ros__parameters"]
+    dq_max = fr3_limits(velocity_scale=ctrl_params["velocity_scale"]).dq_max
+    persistent = Profile("sim", base.params_file, tuple(n for n in base.nodes if n.name in
+                                                        ("policy_node", "camera_agentview", "camera_wrist")))
+    report = ClosedLoopReport(task, checkpoint)
+    obs = _Observer()
+    stack = Supervisor(persistent, env=env, echo=echo)
+    stack.start()
+    try:
+        wait_until(lambda: obs.policy_status is not None, 120, "the policy node")
+        if obs.policy_status.state == 3:
+            raise RuntimeError(f"policy node refused the checkpoint: {obs.policy_status.reason}")
+        for seed in seeds:
+            world = Profile("sim", base.params_file, tuple(
+                _with(n, seed=seed, task=task, hostname=host) if n.name == "sim_world" else n
+                for n in base.nodes if n.name in ("sim_world", "franka_controller")))
+            report.episodes.append(_episode(obs, world, env, seed, dq_max, log, echo, stack))
+        s = obs.policy_status
+        report.latency_p50_ms, report.latency_p99_ms, report.inference_p50_ms = \
+            s.latency_p50_ms, s.latency_p99_ms, s.inference_p50_ms
+    finally:
+        stack.stop()
+        obs.close()
+    return report
+
+
+def _with(node, **params):
+    from mail_bringup.graph import NodeSpec
+
+    return NodeSpec(node.name, node.executable, node.module, {**node.parameters, **params}, node.respawn, node.package)
+
+
+def _episode(obs, world, env, seed, dq_max, log, echo, stack) -> EpisodeResult:
+    from mail_bringup.up import Supervisor
+
+    n_events = len(obs.events)
+    sup = Supervisor(world, env=env, echo=echo, max_restarts=0)
+    sup.start()
+    try:
+        wait_until(lambda: any(e["event"] == "ready" and e["seed"] == seed for e in obs.events[n_events:]), 120,
+                   f"simulated world ready (seed {seed})")
+        if not obs.reset_policy():
+            raise RuntimeError("policy reset service did not answer")
+        c0, k0 = len(obs.chunks), len(obs.commands)
+
+        def ended():
+            sup.poll()
+            stack.poll()
+            if sup.failed:
+                raise RuntimeError(f"episode {seed}: {sup.failed}")
+            return any(e["event"] == "end" and e["seed"] == seed for e in obs.events[n_events:])
+
+        wait_until(ended, 300, f"episode end (seed {seed})")
+        end = [e for e in obs.events[n_events:] if e["event"] == "end"][-1]
+        if end.get("reason"):
+            ps = obs.policy_status
+            log(f"[demo]   episode seed {seed}: {end['reason']}; policy: state {ps.state} {ps.reason!r}, "
+                f"drops {dict(zip(ps.drop_causes, ps.drop_counts))}")
+        cs = obs.controller_status
+        cmds = np.array(obs.commands[k0:]) if len(obs.commands) > k0 else np.zeros((1, 7))
+        result = EpisodeResult(seed=seed, success=bool(end["success"]), duration_s=float(end.get("duration", 0.0)),
+                               chunks=len(obs.chunks) - c0,
+                               max_velocity_ratio=float(np.max(np.abs(cmds) / dq_max)),
+                               limit_hits=int(cs.limit_hits) if cs else 0,
+                               watchdog_trips=int(cs.watchdog_trips) if cs else 0,
+                               chunks_rejected=int(cs.chunks_rejected) if cs else 0)
+        log(f"[demo]   episode seed {seed}: {'success' if result.success else 'failure'} in {result.duration_s} s, "
+            f"{result.chunks} chunks, max |dq|/limit {result.max_velocity_ratio:.2f}")
+        return result
+    finally:
+        sup.stop()
