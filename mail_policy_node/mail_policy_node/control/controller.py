@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..spec import (ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, FR3_JOINT_NAMES,
+from ..spec import (ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, FR3_JOINT_NAMES,
                     GRIPPER_NAME)
 from .chunks import Accepted, ActionChunk, ChunkRejection, ChunkScheduler, SchedulerConfig
 from .kinematics import fk, ik, rotvec_to_matrix
