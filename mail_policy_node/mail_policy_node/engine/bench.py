@@ -1,0 +1,238 @@
+"""Engine benchmark: one control step, camera frames in to action chunk out, p50 / p99.
+
+The paper's model sizes (model/presets.py), two 128x128 cameras, random weights, DDPM-16 and BC heads.
+Per variant (D-Ma, ED-Ma), head and K, four ways to produce the same kind of chunk:
+- ``reference``: what MaIL's own code does, paper layout: re-encode the K frames of every camera and run
+  the full sequence once per denoising step (engine/reference.py; no cache of any kind);
+- ``paper``: the engine on the paper layout (each frame encoded once, backbone by full recompute);
+- ``window``: the engine, streaming layout, history window (prefix once per step, act per denoising step);
+- ``stream``: the engine, streaming layout, history stream (one new step per control step).
+And the stream step at episode positions 10, 100, 1000 (its cost must stay flat). Peak memory: CUDA
+allocator peak per configuration; on the CPU the process's peak RSS (monotonic over the run).
+
+Run: ``mail-il bench engine [--device cpu|cuda] [--quick] [--out engine_bench.json]``, or
+``python -m mail_policy_node.engine.bench ...``. Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+from ..model.diffusion import DiffusionConfig
+from ..model.policy import MailPolicy, PolicyConfig
+from ..spec import CameraSpec, FeatureSpec
+from .engine import EngineConfig, InferenceEngine
+from .inputs import Observation, check_observation
+from .reference import EpisodeLog, reference_chunk
+
+MODES = ("reference", "paper", "window", "stream")
+
+
+def bench_policy(variant: str, head: str, k: int, layout: str, history: str, size: int = 128, seed: int = 0,
+                 **encoder) -> MailPolicy:
+    """A random policy at the paper's size for the benchmark (normalisation: zero mean, unit std)."""
+    torch.manual_seed(seed)
+    spec = FeatureSpec(cameras=(CameraSpec("agentview", size, size), CameraSpec("wrist", size, size)),
+                       obs_horizon=k, action_horizon=5)
+    preset = f"{variant}_{head}" + ("_stream" if layout == "streaming" else "")
+    cfg = PolicyConfig.make(spec, preset, history=history, diffusion=DiffusionConfig(steps=16), encoder=encoder)
+    policy = MailPolicy(cfg)
+    a = spec.action_dim
+    policy.set_normalization(torch.zeros(a), torch.ones(a), torch.full((a,), -3.0), torch.full((a,), 3.0))
+    return policy.eval()
+
+
+def _frames(spec: FeatureSpec, rng: np.random.Generator, batch: int) -> dict:
+    return {c.name: rng.integers(0, 256, (batch, c.height, c.width, 3), dtype=np.uint8) for c in spec.cameras}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _stats(times: list[float]) -> dict:
+    ms = np.asarray(times) * 1e3
+    return dict(p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()),
+                n=len(ms))
+
+
+def time_engine(engine: InferenceEngine, steps: int, warmup: int, skip: int = 0, seed: int = 0) -> dict:
+    """Time engine.step() (observe + act) after ``skip`` observe-only steps and ``warmup`` untimed steps."""
+    rng = np.random.default_rng(seed)
+    spec, b = engine.spec, engine.config.batch
+    engine.reset()
+    i = 0
+
+    def obs():
+        nonlocal i
+        i += 1
+        return Observation(stamp=i * spec.dt, images=_frames(spec, rng, b))
+
+    for _ in range(skip):
+        engine.observe(obs())
+    for _ in range(warmup):
+        engine.step(obs())
+    times = []
+    for _ in range(steps):
+        o = obs()
+        t0 = time.perf_counter()
+        engine.step(o)  # ends with the chunk on the host: no extra sync needed
+        times.append(time.perf_counter() - t0)
+    return _stats(times)
+
+
+@torch.no_grad()
+def time_reference(policy: MailPolicy, steps: int, warmup: int, batch: int, device: torch.device,
+                   seed: int = 0) -> dict:
+    """Time MaIL's way: per control step, validate the frames, re-encode K of them, full recompute."""
+    rng = np.random.default_rng(seed)
+    spec = policy.cfg.spec
+    log = EpisodeLog()
+    times = []
+    for n in range(warmup + steps):
+        t0 = time.perf_counter()
+        log.add(check_observation(Observation(stamp=n * spec.dt, images=_frames(spec, rng, batch)), spec, batch))
+        log.steps = log.steps[-spec.obs_horizon:]
+        reference_chunk(policy, log, "window").cpu()
+        if n >= warmup:
+            times.append(time.perf_counter() - t0)
+    return _stats(times)
+
+
+def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants=("d_ma", "ed_ma"),
+              heads=("ddpm", "bc"), ks=(1, 5, 10), lengths=(10, 100, 1000), weights: str = "float32",
+              cuda_graphs: bool = True, steps: int | None = None, log=print) -> dict:
+    dev = torch.device(device)
+    steps = steps or (5 if quick else 30)
+    warmup = 2 if quick else 5
+    if quick:
+        variants, heads, ks, lengths = variants, heads, (1, 5), (10, 100)
+    rows, flat = [], []
+    for variant in variants:
+        for head in heads:
+            for k in ks:
+                for mode in MODES:
+                    layout = "paper" if mode in ("reference", "paper") else "streaming"
+                    history = "stream" if mode == "stream" else "window"
+                    policy = bench_policy(variant, head, k, layout, history)
+                    _reset_peak(dev)
+                    if mode == "reference":
+                        ref = policy.to(dev)
+                        ref.backbone.set_runtime(use_kernels=True)
+                        stats = time_reference(ref, steps, warmup, batch, dev)
+                    else:
+                        engine = InferenceEngine(policy, EngineConfig(batch=batch, device=device, weights=weights,
+                                                                      cuda_graphs=cuda_graphs, history=history))
+                        stats = time_engine(engine, steps, warmup)
+                        del engine
+                    row = dict(variant=variant, head=head, K=k, mode=mode, peak_mb=_peak_mb(dev), **stats)
+                    rows.append(row)
+                    log(f"{variant:6s} {head:5s} K={k:<3d} {mode:10s} p50 {row['p50_ms']:9.2f} ms  "
+                        f"p99 {row['p99_ms']:9.2f} ms  peak {row['peak_mb']:8.1f} MB")
+            # stream cost against the episode position (K does not matter for stream; the middle K is used)
+            k = ks[len(ks) // 2]
+            engine = InferenceEngine(bench_policy(variant, head, k, "streaming", "stream"),
+                                     EngineConfig(batch=batch, device=device, weights=weights,
+                                                  cuda_graphs=cuda_graphs, history="stream"))
+            for length in lengths:
+                stats = time_engine(engine, steps, warmup=0, skip=max(0, length - 1))
+                flat.append(dict(variant=variant, head=head, K=k, episode_step=length, **stats))
+                log(f"{variant:6s} {head:5s} stream at step {length:<5d} p50 {stats['p50_ms']:9.2f} ms  "
+                    f"p99 {stats['p99_ms']:9.2f} ms")
+            del engine
+    return dict(device=str(dev), device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else
+                platform.processor() or platform.machine(), torch=torch.__version__, threads=torch.get_num_threads(),
+                batch=batch, weights=weights, cuda_graphs=cuda_graphs, quick=quick, steps=steps,
+                rows=rows, stream_length=flat, summary=summarise(rows, flat, dev))
+
+
+def summarise(rows: list[dict], flat: list[dict], device: torch.device) -> dict:
+    """Speed-ups against the reference and the targets of issue 4."""
+    by = {(r["variant"], r["head"], r["K"], r["mode"]): r for r in rows}
+    speed = []
+    for (v, h, k, mode), r in by.items():
+        if mode != "reference":
+            continue
+        for m in ("paper", "window", "stream"):
+            if (v, h, k, m) in by:
+                speed.append(dict(variant=v, head=h, K=k, mode=m,
+                                  speedup_p50=r["p50_ms"] / by[(v, h, k, m)]["p50_ms"]))
+    flatness = []
+    for v, h in {(f["variant"], f["head"]) for f in flat}:
+        pts = {f["episode_step"]: f["p50_ms"] for f in flat if (f["variant"], f["head"]) == (v, h)}
+        lo, hi = min(pts), max(pts)
+        flatness.append(dict(variant=v, head=h, ratio=pts[hi] / pts[lo], steps=(lo, hi)))
+    want = 20.0 if device.type == "cuda" else 5.0
+    k5 = [s for s in speed if s["K"] == 5 and s["head"] == "ddpm" and s["mode"] in ("window", "stream")]
+    targets = dict(
+        ddpm_k5_streaming_speedup_min=min((s["speedup_p50"] for s in k5), default=None), ddpm_k5_target=want,
+        stream_flat_ratio_max=max((f["ratio"] for f in flatness), default=None), stream_flat_target=1.10)
+    if device.type == "cuda":
+        p99 = [r["p99_ms"] for r in rows if r["mode"] in ("window", "stream")]
+        targets.update(streaming_p99_ms_max=max(p99, default=None), p99_target_ms=5.0)
+    return dict(speedups=speed, flatness=flatness, targets=targets)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    p.add_argument("--quick", action="store_true", help="a short CPU run: K 1 and 5, episode steps 10 and 100, 5 steps")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--variants", default="d_ma,ed_ma")
+    p.add_argument("--heads", default="ddpm,bc")
+    p.add_argument("--ks", default="1,5,10")
+    p.add_argument("--lengths", default="10,100,1000")
+    p.add_argument("--steps", type=int, default=None, help="timed control steps per row (default 30, quick 5)")
+    p.add_argument("--weights", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--no-cuda-graphs", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--out", default="engine_bench.json", help="JSON output path")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ints = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731
+    result = run_bench(device=args.device, quick=args.quick, batch=args.batch, variants=tuple(args.variants.split(",")),
+                       heads=tuple(args.heads.split(",")), ks=ints(args.ks), lengths=ints(args.lengths),
+                       weights=args.weights, cuda_graphs=not args.no_cuda_graphs, steps=args.steps)
+    print("\nspeed-up of the engine over the reference (p50):")
+    for s in result["summary"]["speedups"]:
+        print(f"  {s['variant']:6s} {s['head']:5s} K={s['K']:<3d} {s['mode']:7s} x{s['speedup_p50']:.2f}")
+    print("stream step cost, last / first episode position (p50):")
+    for f in result["summary"]["flatness"]:
+        print(f"  {f['variant']:6s} {f['head']:5s} steps {f['steps']}: x{f['ratio']:.3f}")
+    print("targets:", json.dumps(result["summary"]["targets"]))
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=2)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="engine-bench", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The streaming inference engine: observations in, de-normalised, time-stamped action chunks out.
+
+One object serves the ROS policy node, the simulated evaluation and the rosbag replay:
+
+    engine = InferenceEngine(policy, EngineConfig(history="stream"))
+    engine.reset(goal=None)                        # episode start (all rows, or some rows)
+    engine.observe(Observation(stamp, images, state))  # every control step (every dt)
+    chunk = engine.act()                           # whenever a chunk is wanted
+    chunk = engine.step(observation)               # observe + act
+
+It owns every cache, all in static tensors allocated once:
+- one token per control step from its camera frames (each frame encoded once), in a ring of K steps
+  (history "window"), or folded straight into the recurrent state (history "stream");
+- the per-layer conv and SSM states of every Mamba stack (fp32, also with bf16 weights).
+
+How each control step runs, by backbone path and history:
+| path | history | observe(obs) | act() |
+| --- | --- | --- | --- |
+| cached (streaming layouts) | window | encode frames, push the step's tokens into the ring | prefix state from a zero state over [goal, ring] once, then every denoising step runs only the action tokens from it |
+| cached (streaming layouts) | stream | encode frames, advance the episode state by the step's tokens | every denoising step runs only the action tokens from the episode state |
+| recompute (paper layouts, Transformers; or forced) | window | encode frames, push into the ring | full forward over [time, goal, ring, actions] per denoising step |
+
+A window with fewer than K observations since reset is filled by repeating the first one.
+On CUDA the observe and act work (the whole denoising loop included) are captured as CUDA graphs with
+no host synchronisation inside; the only sync is reading the finished chunk back.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..control.chunks import ActionChunk
+from ..model.mamba_backbones import StreamState
+from ..model.policy import MailPolicy
+from .errors import EngineError
+from .graphs import StepGraph, copy_tree_, set_rows_
+from .inputs import Observation, check_observation
+
+HISTORIES = ("window", "stream")
+PATHS = ("auto", "cached", "recompute")
+WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    history: str | None = None  # "window" | "stream"; None = the policy's own (PolicyConfig.history)
+    path: str = "auto"  # "auto": cached observe/act for streaming layouts, full recompute otherwise
+    batch: int = 1  # rows stepped together (robots, evaluation episodes)
+    device: str = "cpu"  # "cpu" or "cuda[:n]"
+    weights: str = "float32"  # "float32" or "bfloat16" (recurrent states and the sampler stay fp32)
+    cuda_graphs: bool = True  # capture observe and act as CUDA graphs (CUDA only)
+    use_kernels: bool = True  # mamba-ssm / causal-conv1d kernels for CUDA tensors when importable
+    sampler: str | None = None  # DDPM head: "ddpm" (ancestral) or "ddim"; None = the policy's default
+    start_offset_s: float = 0.0  # action i is due at newest stamp + start_offset_s + i * dt
+    seed: int = 0  # the engine's noise generator (DDPM)
+
+    def __post_init__(self):
+        if self.history is not None and self.history not in HISTORIES:
+            raise ValueError(f"EngineConfig.history must be one of {HISTORIES} or None, got {self.history!r}")
+        if self.path not in PATHS:
+            raise ValueError(f"EngineConfig.path must be one of {PATHS}, got {self.path!r}")
+        if self.batch < 1:
+            raise ValueError(f"EngineConfig.batch must be >= 1, got {self.batch}")
+        if self.weights not in WEIGHT_DTYPES:
+            raise ValueError(f"EngineConfig.weights must be one of {tuple(WEIGHT_DTYPES)}, got {self.weights!r}")
+        if self.sampler not in (None, "ddpm", "ddim"):
+            raise ValueError(f"EngineConfig.sampler must be 'ddpm', 'ddim' or None, got {self.sampler!r}")
+        if not np.isfinite(self.start_offset_s) or abs(self.start_offset_s) > 10.0:
+            raise ValueError(f"EngineConfig.start_offset_s must be finite and within 10 s, got {self.start_offset_s}")
+
+
+@dataclass
+class EngineChunk:
+    """One action chunk per batch row, in robot units, with the time each action is due."""
+
+    actions: np.ndarray  # (B, J, A) float32, robot units
+    due: np.ndarray  # (B, J) [s]: stamp + start_offset + i * dt
+    stamp: np.ndarray  # (B,) [s] newest observation stamp the chunk was computed from
+    start_offset: float  # [s]
+    dt: float  # [s]
+    names: tuple[str, ...]  # A action dimension names
+    action_space: str
+    latency_s: float  # compute time of the newest observe() plus act(): frames in to chunk out
+    timing: dict = field(default_factory=dict)  # observe_s, act_s
+    steps: int = 0  # observations since reset (smallest over rows)
+
+    def to_action_chunk(self, row: int = 0, policy_id: str = "", sequence: int = 0) -> ActionChunk:
+        """The controller's chunk (control.chunks.ActionChunk) for one row."""
+        return ActionChunk(stamp=float(self.stamp[row]), start_offset=self.start_offset, dt=self.dt,
+                           actions=self.actions[row].astype(np.float64), names=self.names,
+                           action_space=self.action_space, policy_id=policy_id, sequence=sequence)
+
+
+def sample_chunk(policy: MailPolicy, run, batch: int, noise: Tensor | None, sampler: str | None) -> Tensor:
+    """The policy's head on a backbone callable ``run(embedded actions, time embedding) -> (B, J, D)``:
+    BC read-out, or the DDPM / DDIM loop over explicit noise. -> (B, J, A) in robot units, fp32.
+    (Adapter: the model library names this MailPolicy._sample.)"""
+    return policy._sample(run, batch, noise, None, sampler)
+
+
+def _prepare_policy(policy: MailPolicy, cfg: EngineConfig) -> MailPolicy:
+    """The engine's own copy on the device, eval mode, weights in the requested dtype. Mamba's A_log and
+    D, the normalisation and the DDPM schedule stay fp32."""
+    problems = policy.normalization_problems()
+    if problems:
+        raise ValueError("the policy has no usable normalisation: " + "; ".join(problems))
+    dtype = WEIGHT_DTYPES[cfg.weights]
+    policy = copy.deepcopy(policy).to(cfg.device).eval()
+    if dtype != torch.float32:
+        for name in ("encoder", "backbone", "action_out", "action_in", "time_emb"):
+            module = getattr(policy, name, None)
+            if module is not None:
+                module.to(dtype)
+        for name, p in policy.backbone.named_parameters():
+            if name.endswith("A_log") or name.endswith(".D"):
+                p.data = p.data.float()
+    if hasattr(policy.backbone, "set_runtime"):
+        policy.backbone.set_runtime(use_kernels=cfg.use_kernels)
+    for p in policy.parameters():
+        p.requires_grad_(False)
+    return policy
+
+
+class InferenceEngine:
+    def __init__(self, policy: MailPolicy, config: EngineConfig | None = None):
+        cfg = config or EngineConfig()
+        pc = policy.cfg
+        history = cfg.history or pc.history
+        streaming = pc.backbone.layout == "streaming"
+        cached = streaming and cfg.path != "recompute"
+        if cfg.path == "cached" and not streaming:
+            raise ValueError(f"path 'cached' needs a streaming layout; this policy has {pc.backbone.layout!r} "
+                             f"({pc.backbone.variant}) and runs by full recompute")
+        if history == "stream" and not cached:
+            raise ValueError("history 'stream' needs a streaming layout on the cached path")
+        device = torch.device(cfg.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {cfg.device!r} asked for, but CUDA is not available here")
+        self.config, self.history, self.cached = cfg, history, cached
+        self.policy = _prepare_policy(policy, cfg)
+        self.spec = pc.spec
+        self.device = device
+        self.is_ddpm = self.policy.is_ddpm
+        self.sampler = cfg.sampler or pc.diffusion.sampler
+        self._alloc()
+        capture = device.type == "cuda" and cfg.cuda_graphs
+        self._observe_graph = StepGraph(self._observe_step, capture)
+        self._act_graph = StepGraph(self._act_step, capture, pool=self._observe_graph.pool())
+        self.reset()
+
+    @classmethod
+    def from_checkpoint(cls, folder, config: EngineConfig | None = None) -> "InferenceEngine":
+        from ..model.checkpoint import load_checkpoint
+
+        return cls(load_checkpoint(folder, "cpu"), config)
+
+    # ---- static buffers ----
+    def _alloc(self) -> None:
+        spec, b, dev = self.spec, self.config.batch, self.device
+        p = self.policy
+        d = p.cfg.backbone.d_model
+        wdtype = WEIGHT_DTYPES[self.config.weights]
+        pin = dev.type == "cuda"
+        self._img = {c.name: torch.zeros(b, c.height, c.width, 3, dtype=torch.uint8, device=dev) for c in spec.cameras}
+        self._img_host = {c.name: torch.zeros(b, c.height, c.width, 3, dtype=torch.uint8, pin_memory=pin)
+                          for c in spec.cameras}
+        self._joint = torch.zeros(b, spec.state_dim, device=dev) if spec.use_joint_state else None
+        self._fresh = torch.ones(b, dtype=torch.bool, device=dev)  # rows whose next observation is their first
+        self._goal_tok = torch.zeros(b, 1, d, dtype=wdtype, device=dev) if spec.goal_embedding_dim else None
+        tokens = p.cfg.encoder.tokens_per_step
+        self._ring = (torch.zeros(b, spec.obs_horizon, tokens, d, dtype=wdtype, device=dev)
+                      if self.history == "window" else None)
+        self._state = p.init_state(b, dev) if self.history == "stream" else None
+        shape = (b, spec.action_horizon, spec.action_dim)
+        self._noise = torch.zeros(p.ddpm.noise_shape(shape, self.sampler), device=dev) if self.is_ddpm else None
+        self._out = torch.zeros(shape, device=dev)
+        self._gen = torch.Generator(device=dev)
+        self._gen.manual_seed(self.config.seed)
+        self._h2d_done = torch.cuda.Event() if pin else None  # host staging buffers free again
+        # host bookkeeping
+        self._goal = np.full((b, spec.goal_embedding_dim), np.nan, dtype=np.float32)
+        self._count = np.zeros(b, dtype=np.int64)
+        self._last_stamp = np.full(b, -np.inf)
+        self._observe_s = 0.0
+
+    # ---- the per-step work (static tensors only; captured as CUDA graphs on CUDA) ----
+    def _observe_step(self) -> None:
+        p = self.policy
+        feats = torch.stack([p.encode_frame(c, self._img[c].permute(0, 3, 1, 2)) for c in self.spec.camera_names],
+                            dim=1)  # (B, n_cameras, F)
+        tok = p.obs_tokens(feats[:, None], None if self._joint is None else self._joint[:, None])  # (B, P, D)
+        if self.history == "window":
+            new = tok[:, None].to(self._ring.dtype)  # (B, 1, P, D)
+            rolled = torch.cat([self._ring[:, 1:], new], dim=1)
+            self._ring.copy_(torch.where(self._fresh[:, None, None, None], new.expand_as(self._ring), rolled))
+        else:
+            copy_tree_(self._state, p.observe(tok, self._state))
+
+    def _window_tokens(self) -> Tensor:
+        tokens = self._ring.flatten(1, 2)  # (B, K * P, D)
+        if self._goal_tok is not None:
+            tokens = torch.cat([self._goal_tok, tokens], dim=1)
+        return tokens
+
+    def _act_step(self) -> None:
+        p, b = self.policy, self.config.batch
+        if self.history == "stream":
+            state = self._state
+        elif self.cached:
+            state = p.observe(self._window_tokens(), p.init_state(b, self.device))
+        if self.cached:
+            def run(x, t):
+                return p.backbone.act(state, x, t)
+        else:
+            tokens = self._window_tokens()
+
+            def run(x, t):
+                return p.backbone(tokens, x, t)
+        self._out.copy_(sample_chunk(p, run, b, self._noise, self.sampler))
+
+    # ---- episode ----
+    def reset(self, goal=None, rows=None, seed: int | None = None) -> None:
+        """Start a new episode for all rows, or for ``rows`` (indices) only; the other rows go on.
+        ``goal``: the episode's goal embedding, (G,) or (len(rows), G); else the first observation's.
+        ``seed`` reseeds the engine's noise generator (seeded once from EngineConfig.seed at construction)."""
+        b = self.config.batch
+        idx = np.arange(b) if rows is None else np.unique(np.asarray(rows, dtype=np.int64).reshape(-1))
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= b:
+            raise ValueError(f"reset rows must be indices in 0..{b - 1}, got {rows!r}")
+        if seed is not None:
+            self._gen.manual_seed(int(seed))
+        self._count[idx] = 0
+        self._last_stamp[idx] = -np.inf
+        self._goal[idx] = np.nan
+        self._observe_s = 0.0
+        rows_t = torch.as_tensor(idx, device=self.device)
+        self._fresh[rows_t] = True
+        if self._ring is not None:
+            self._ring[rows_t] = 0
+        if self._state is not None:
+            set_rows_(self._state, self.policy.init_state(b, self.device), rows_t)
+        if goal is not None:
+            g = np.asarray(goal, dtype=np.float64)
+            g = np.broadcast_to(g, (idx.size, g.shape[-1])) if g.ndim == 1 else g
+            self._set_goal(idx, g)
+
+    def _set_goal(self, idx: np.ndarray, goal: np.ndarray) -> None:
+        gdim = self.spec.goal_embedding_dim
+        if not gdim:
+            raise EngineError("bad_goal", "the policy takes no goal embedding")
+        if goal.shape != (idx.size, gdim):
+            raise EngineError("bad_goal", f"goal must have shape ({gdim},) or ({idx.size}, {gdim}), got {goal.shape}")
+        if not np.isfinite(goal).all():
+            raise EngineError("nan_input", "goal embedding holds NaN or inf")
+        self._goal[idx] = goal
+        rows_t = torch.as_tensor(idx, device=self.device)
+        with torch.no_grad():
+            tok = self.policy.goal_token(torch.as_tensor(self._goal, device=self.device))  # (B, 1, D)
+            self._goal_tok[rows_t] = tok[rows_t].to(self._goal_tok.dtype)
+            if self._state is not None:  # the goal token opens the episode's sequence
+                b = self.config.batch
+                start = self.policy.observe(self._goal_tok, self.policy.init_state(b, self.device))
+                set_rows_(self._state, start, rows_t)
+
+    # ---- control step ----
+    def observe(self, obs: Observation) -> None:
+        """Take one control step's observation for every row; raises `EngineError` (nothing changed)."""
+        t0 = time.perf_counter()
+        c = check_observation(obs, self.spec, self.config.batch)
+        fresh = self._count == 0
+        late = ~fresh & (c.stamps <= self._last_stamp)
+        if late.any():
+            raise EngineError("bad_stamp", f"rows {np.flatnonzero(late).tolist()}: stamp {c.stamps[late].tolist()} not "
+                                           f"newer than the previous {self._last_stamp[late].tolist()}")
+        set_goal = None
+        if self.spec.goal_embedding_dim:
+            unset = np.isnan(self._goal).any(axis=1)
+            if c.goal is not None:
+                changed = ~unset & (np.abs(c.goal - self._goal) > 1e-6).any(axis=1)
+                if changed.any():
+                    raise EngineError("goal_changed", f"rows {np.flatnonzero(changed).tolist()} got a different goal "
+                                                      "mid-episode; reset() them with the new goal")
+                if (unset & ~fresh).any():
+                    raise EngineError("goal_changed", "a goal arrived after the episode started without one")
+                set_goal = np.flatnonzero(unset)
+            elif unset.any():
+                raise EngineError("missing_goal", f"rows {np.flatnonzero(unset).tolist()} have no goal embedding "
+                                                  "(pass it to reset() or with the first observation)")
+        # validated: from here on the caches change
+        if set_goal is not None and set_goal.size:
+            self._set_goal(set_goal, c.goal[set_goal].astype(np.float64))
+        if self._h2d_done is not None:
+            self._h2d_done.synchronize()  # the previous step's uploads have left the staging buffers
+        for name, arr in c.images.items():
+            self._img_host[name].numpy()[...] = arr
+            self._img[name].copy_(self._img_host[name], non_blocking=True)
+        if self._h2d_done is not None:
+            self._h2d_done.record()
+        if self._joint is not None:
+            self._joint.copy_(torch.from_numpy(c.state), non_blocking=True)
+        self._fresh.copy_(torch.from_numpy(fresh), non_blocking=True)
+        self._observe_graph()
+        self._count += 1
+        self._last_stamp = c.stamps
+        self._observe_s = time.perf_counter() - t0
+
+    def act(self, noise: Tensor | np.ndarray | None = None) -> EngineChunk:
+        """An action chunk for every row from the observations so far; the caches are not changed.
+        ``noise`` (DDPM): explicit draws of shape `noise_shape`; default: the engine's generator."""
+        t0 = time.perf_counter()
+        if (self._count == 0).any():
+            raise EngineError("no_observation", f"rows {np.flatnonzero(self._count == 0).tolist()} have no "
+                                                "observation since reset()")
+        if self._noise is not None:
+            if noise is None:
+                self._noise.normal_(generator=self._gen)
+            else:
+                noise = torch.as_tensor(noise, dtype=torch.float32)
+                if tuple(noise.shape) != tuple(self._noise.shape):
+                    raise EngineError("bad_noise", f"noise must have shape {tuple(self._noise.shape)}, "
+                                                   f"got {tuple(noise.shape)}")
+                self._noise.copy_(noise)
+        self._act_graph()
+        actions = self._out.to("cpu", copy=True).numpy()  # the one host synchronisation
+        act_s = time.perf_counter() - t0
+        if not np.isfinite(actions).all():
+            raise EngineError("nan_output", f"the chunk holds NaN or inf in rows "
+                                            f"{np.flatnonzero(~np.isfinite(actions).all(axis=(1, 2))).tolist()}")
+        j, dt, off = self.spec.action_horizon, self.spec.dt, self.config.start_offset_s
+        stamp = self._last_stamp.copy()
+        due = stamp[:, None] + off + dt * np.arange(j)[None]
+        chunk = EngineChunk(actions=actions, due=due, stamp=stamp, start_offset=off, dt=dt,
+                            names=self.spec.action_names, action_space=self.spec.action_space,
+                            latency_s=self._observe_s + act_s, timing=dict(observe_s=self._observe_s, act_s=act_s),
+                            steps=int(self._count.min()))
+        self._observe_s = 0.0
+        return chunk
+
+    def step(self, obs: Observation, noise: Tensor | np.ndarray | None = None) -> EngineChunk:
+        """observe(obs) then act(): one control step, frames in, chunk out."""
+        self.observe(obs)
+        return self.act(noise)
+
+    # ---- introspection ----
+    @property
+    def noise_shape(self) -> tuple[int, ...] | None:
+        return None if self._noise is None else tuple(self._noise.shape)
+
+    @property
+    def stream_state(self) -> StreamState | None:
+        """The episode state (history "stream"); a live view of the engine's buffers, do not modify."""
+        return self._state
+
+    def describe(self) -> dict:
+        b = self.policy.cfg.backbone
+        return dict(variant=b.variant, layout=b.layout, head=b.head, history=self.history,
+                    path="cached" if self.cached else "recompute", sampler=self.sampler if self.is_ddpm else None,
+                    batch=self.config.batch, device=str(self.device), weights=self.config.weights,
+                    cuda_graphs=self._act_graph.captured, K=self.spec.obs_horizon, J=self.spec.action_horizon,
+                    dt=self.spec.dt, start_offset_s=self.config.start_offset_s,
+                    policy_id=self.policy.metadata.get("policy_id", ""))
