@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -172,11 +172,13 @@ class _Crossfade:
         return (1.0 - w) * self.old.rate(t) + w * self.new.rate(t) + fade
 
 
-@dataclass
 class ChunkScheduler:
-    config: SchedulerConfig
-    _chunks: list[_Scheduled] = field(default_factory=list)  # oldest first; last = active
-    _fade: _Crossfade | None = None
+    """Holds the accepted chunks and answers "what is the target at time t"."""
+
+    def __init__(self, config: SchedulerConfig):
+        self.config = config
+        self._chunks: list[_Scheduled] = []  # oldest first; last = active
+        self._fade: _Crossfade | None = None  # crossfade in progress
 
     # ------------------------------------------------------------ accepting
     def validate(self, chunk: ActionChunk, now: float) -> Accepted:
