@@ -111,7 +111,7 @@ def test_split_by_episode_fraction_and_statistics(bag_dir, tmp_path):
 
     part = DemoDataset(_data([bag_dir], tmp_path / "cache", val_fraction=0.0, fraction=0.4), 2, 3)
     assert [e.source.rsplit("/", 1)[-1] for e in part.episodes] == ["ep0", "ep1"]  # the first 40 %
-    assert part.cache_hits == 2
+    assert part.cache_hits == 5 and part.episodes_found == 5
 
 
 def test_empty_bag_is_a_clear_error(tmp_path):

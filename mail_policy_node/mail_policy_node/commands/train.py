@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
         trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
         d = trainer.data.describe()
-        print(f"data: {d['episodes']} episodes from {d['bags_used']}/{d['bags_found']} bags "
+        print(f"data: {d['episodes']}/{d['episodes_found']} episodes from {d['bags']} bags "
               f"({d['train_episodes']} train / {d['val_episodes']} val, {d['train_windows']} train windows, "
-              f"cache hits {d['cache_hits']}/{d['bags_used']})", file=sys.stderr)
+              f"cache hits {d['cache_hits']}/{d['bags']})", file=sys.stderr)
         summary = trainer.run()
     except (ConfigError, DatasetError) as e:
         print(f"mail-il train: {e}", file=sys.stderr)

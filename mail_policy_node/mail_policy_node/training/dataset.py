@@ -1,7 +1,7 @@
 """Training data: episodes from bags -> split, normalisation statistics, window and episode batches.
 
-- Demonstrations are sorted by bag path; ``fraction`` keeps the first ones (the paper's "20 %" = the
-  first 10 of 50), then the last ``val_fraction`` of those (at least one when > 0) are the validation
+- Demonstrations (episodes) are ordered by bag path, then by time inside a bag; ``fraction`` keeps the
+  first ones (the paper's "20 %" = the first 10 of 50), then the last ``val_fraction`` of those (at least one when > 0) are the validation
   split. The split is by episode, never by window.
 - Windows (history "window", paper layouts): for current step t, observations t-K+1 .. t and the J
   target actions t .. t+J-1 (the targets start at the current step). With padding, steps before the
@@ -48,9 +48,7 @@ class DemoDataset:
         self.cfg = cfg
         self.K, self.J = int(obs_horizon), int(action_horizon)
         self.settings = EpisodeSettings(tuple(cfg.cameras), tuple(cfg.image_size), float(cfg.dt))
-        bags = find_bags(cfg.bags)
-        n_use = max(1, math.ceil(len(bags) * cfg.fraction - 1e-9))
-        self.all_bags, self.bags = bags, bags[:n_use]
+        self.bags = find_bags(cfg.bags)
         self.cache_hits = 0
         episodes: list[Episode] = []
         it = self.bags
@@ -61,6 +59,8 @@ class DemoDataset:
             eps, hit = load_bag_episodes(bag, self.settings, cfg.cache_dir)
             self.cache_hits += int(hit)
             episodes.extend(eps)
+        self.episodes_found = len(episodes)
+        episodes = episodes[: max(1, math.ceil(len(episodes) * cfg.fraction - 1e-9))]  # the first demonstrations
         names = {e.action_names for e in episodes}
         if len(names) > 1:
             detail = "; ".join(f"{len(n)} values {list(n)}" for n in sorted(names, key=len))
@@ -129,12 +129,12 @@ class DemoDataset:
         return dict(images=images, state=state, actions=actions, action_mask=mask)
 
     def describe(self) -> dict:
-        return dict(bags_found=len(self.all_bags), bags_used=len(self.bags), episodes=len(self.episodes),
+        return dict(bags=len(self.bags), episodes_found=self.episodes_found, episodes=len(self.episodes),
                     train_episodes=len(self.train), val_episodes=len(self.val),
                     train_windows=self.n_windows("train"), val_windows=self.n_windows("val"),
                     train_steps=int(sum(len(e) for e in self.train)), cache_hits=self.cache_hits,
                     action_names=list(self.action_names), fraction=self.cfg.fraction,
-                    first_bag=str(self.bags[0]), last_bag=str(self.bags[-1]))
+                    first_episode=self.episodes[0].source, last_episode=self.episodes[-1].source)
 
 
 def to_torch(batch: dict, device: torch.device | str, use_state: bool) -> dict:

@@ -18,6 +18,7 @@ import math
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -125,21 +126,23 @@ class Trainer:
         perm = torch.randperm(n, generator=g).numpy()
         return np.sort(perm[pos * self.batch:(pos + 1) * self.batch])
 
-    def _batch(self, rows: np.ndarray, split: str) -> tuple[dict, int]:
+    def _numpy_batch(self, rows: np.ndarray, split: str) -> tuple[dict, int]:
         if self.stream:
             b = self.data.episode_batch(rows, split)
-            samples = int(b["action_mask"][:, :, 0].sum())
-        else:
-            b = self.data.window_batch(rows, split)
-            samples = len(rows)
+            return b, int(b["action_mask"][:, :, 0].sum())
+        return self.data.window_batch(rows, split), len(rows)
+
+    def _batch(self, rows: np.ndarray, split: str) -> tuple[dict, int]:
+        b, samples = self._numpy_batch(rows, split)
         return to_torch(b, self.device, self.spec.use_joint_state), samples
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
-    def train_step(self, step: int) -> tuple[float, int]:
+    def train_step(self, prepared: tuple[dict, int]) -> tuple[float, int]:
+        """One optimiser step on a numpy batch from `_numpy_batch` (prepared ahead by a thread)."""
         self.policy.train()
-        batch, samples = self._batch(self._rows(step), "train")
+        batch, samples = to_torch(prepared[0], self.device, self.spec.use_joint_state), prepared[1]
         with self._autocast():
             loss = self.policy(batch)
         self.opt.zero_grad(set_to_none=True)
@@ -251,9 +254,14 @@ class Trainer:
         t0, cpu0, samples, smooth, val = time.perf_counter(), time.process_time(), 0, None, None
         start_step = self.step
         window_t, window_samples = time.perf_counter(), 0
+        prefetch = ThreadPoolExecutor(1)  # gathers the next batch while this one trains
+        upcoming = prefetch.submit(self._numpy_batch, self._rows(self.step), "train")
         try:
             while self.step < self.total_steps:
-                loss, n = self.train_step(self.step)
+                prepared = upcoming.result()
+                if self.step + 1 < self.total_steps:
+                    upcoming = prefetch.submit(self._numpy_batch, self._rows(self.step + 1), "train")
+                loss, n = self.train_step(prepared)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss} at step {self.step}")
                 self.step += 1
@@ -278,6 +286,7 @@ class Trainer:
                     self.save(self.out / "checkpoints" / f"step_{self.step:07d}")
                     self._prune()
         finally:
+            prefetch.shutdown(cancel_futures=True)
             bar.close()
             log.close()
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
