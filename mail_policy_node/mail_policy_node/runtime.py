@@ -31,15 +31,15 @@ JOINT_STREAM = "joint_state"
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    rate_hz: float = 10.0  # control ticks per second; should be 1 / spec.dt for the policy's training
+    rate_hz: float = 10.0  # control ticks per second (= 1 / spec.dt); 0: a tick per new observation set
     execution_horizon: int = 0  # ticks between published chunks (0: the policy's J, as in the paper)
     sync_tolerance: float = 0.03  # [s] largest stamp difference inside one observation set
     max_age: float = 0.25  # [s] older observation sets are not used
     max_future: float = 0.5  # [s] messages stamped further ahead of this clock are dropped
 
     def __post_init__(self):
-        if not 0.5 <= self.rate_hz <= 200:
-            raise ValueError(f"rate_hz must be in [0.5, 200], got {self.rate_hz}")
+        if not (self.rate_hz == 0 or 0.5 <= self.rate_hz <= 200):
+            raise ValueError(f"rate_hz must be 0 (every observation set) or in [0.5, 200], got {self.rate_hz}")
         if self.execution_horizon < 0:
             raise ValueError(f"execution_horizon must be >= 0, got {self.execution_horizon}")
 

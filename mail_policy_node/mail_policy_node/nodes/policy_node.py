@@ -58,7 +58,10 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/reset_episode", self.on_reset, callback_group=self.control)
         self.create_service(Trigger, "~/pause", self.on_pause, callback_group=self.control)
         self.create_service(Trigger, "~/resume", self.on_resume, callback_group=self.control)
-        self.create_timer(1.0 / self.runtime_config.rate_hz, self.tick, callback_group=self.control)
+        if self.runtime_config.rate_hz > 0:
+            self.create_timer(1.0 / self.runtime_config.rate_hz, self.tick, callback_group=self.control)
+        # rate_hz 0: a tick as soon as an observation set is complete (the reference camera's frame
+        # arrives last or its partners are already there), which removes up to a timer period of latency
         self.create_timer(0.5, self.publish_status, callback_group=self.inputs)
 
         name = self.get_parameter("checkpoint").value
@@ -85,7 +88,7 @@ class PolicyNode(Node):
         for cam in loaded.spec.camera_names:
             if cam not in self._subscribed:
                 self.create_subscription(Image, camera_image_topic(cam), lambda m, c=cam: self.on_image(c, m),
-                                         qos_profile_sensor_data, callback_group=self.inputs)
+                                         qos_profile_sensor_data, callback_group=self.control)
                 self._subscribed.add(cam)
         if loaded.spec.use_joint_state and "joints" not in self._subscribed:
             self.create_subscription(JointState, TOPIC_JOINT_STATES, self.on_joint_state, qos_profile_sensor_data,
@@ -118,6 +121,8 @@ class PolicyNode(Node):
     def on_image(self, camera: str, msg: Image) -> None:
         if self.runtime is not None:
             self.runtime.add_image(camera, from_time(msg.header.stamp), msg)
+            if self.runtime_config.rate_hz == 0:
+                self.tick()
 
     def on_joint_state(self, msg: JointState) -> None:
         if self.runtime is not None:
