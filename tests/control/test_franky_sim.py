@@ -237,3 +237,78 @@ def test_streamed_sine_is_tracked_closely_on_the_robot_clock(arm):
           f"max {errors.max() * 1e3:.2f} mrad")
     assert arm.poll_error() is None and ctrl.mode == Mode.ENABLED
     assert errors.max() < 0.01
+
+
+_ERROR_SCRIPT = r"""
+import json, os, signal, subprocess, sys, time
+import numpy as np
+import franky
+from mail_policy_node.control.controller import ArmController, ControllerConfig
+from mail_policy_node.control.franky_arm import FrankyArm, FrankyArmConfig, run_cycle
+
+exe, host = sys.argv[1], sys.argv[2]
+sim = subprocess.Popen([exe, "-s", "mujoco", "--hostname", host], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+result = {}
+try:
+    arm = FrankyArm(FrankyArmConfig(host=host, use_gripper=False))
+    arm.connect(timeout=30.0)
+    ctrl = ArmController(ControllerConfig())
+    s = arm.read_state()
+    ctrl.update_measurement(s.q, s.host_time)
+    ctrl.enable(s.host_time)
+    v = np.zeros(7)
+    v[6] = 100.0  # far beyond franky's velocity limit: its planner fails inside the motion thread
+    arm.robot.move(franky.JointMotion(franky.JointState(s.q, v)), asynchronous=True)
+    deadline = time.monotonic() + 5.0
+    err = None
+    while err is None and time.monotonic() < deadline:
+        err = arm.poll_error()
+        time.sleep(0.01)
+    result["error"] = err
+    ctrl.set_error(err or "none")
+    result["mode_after_error"] = int(ctrl.mode)
+    result["recovered"] = arm.recover()
+    s = arm.read_state()
+    ctrl.update_measurement(s.q, s.host_time)
+    result["enabled"] = ctrl.enable(s.host_time)[0]
+    out = run_cycle(ctrl, arm)
+    time.sleep(0.05)
+    result["sent_after_recovery"] = bool(out.send)
+    result["error_after_recovery"] = arm.poll_error()
+finally:
+    print(json.dumps(result), flush=True)
+    sim.send_signal(signal.SIGINT)
+    try:
+        sim.wait(5)
+    except subprocess.TimeoutExpired:
+        sim.kill()
+    os._exit(0)  # franky 2.0.0: tearing down a Robot after a failed async motion can hang or crash
+"""
+
+
+def test_motion_errors_surface_through_poll_error_and_recover(franky_sim, tmp_path):
+    """Runs in its own process with its own simulator: with franky-control 2.0.0, destroying a Robot
+    whose asynchronous motion failed (then recovered and moved again) hangs or segfaults, which must
+    not take the test session down."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import _franky_sim_command
+
+    script = tmp_path / "error_path.py"
+    script.write_text(_ERROR_SCRIPT)
+    host = "127.78.%d.%d" % (os.getpid() // 250 % 250 + 1, os.getpid() % 250 + 1)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
+        os.path.abspath(__import__("mail_policy_node").__file__))), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, str(script), _franky_sim_command()[0], host], capture_output=True,
+                          text=True, timeout=120, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, proc.stdout + proc.stderr
+    r = json.loads(lines[-1])
+    assert r["error"] and "error" in r["error"].lower()
+    assert r["mode_after_error"] == int(Mode.ERROR)
+    assert r["recovered"] and r["enabled"] and r["sent_after_recovery"]
+    assert r["error_after_recovery"] is None

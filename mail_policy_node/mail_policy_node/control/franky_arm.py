@@ -209,8 +209,13 @@ class FrankyArm:
 def run_cycle(controller, arm: FrankyArm, now: float | None = None):
     """One control cycle wiring the controller to the arm: read, step, send, collect errors.
 
-    Returns the controller's CycleOutput (None before the first joint state)."""
-    state = arm.read_state()
+    Returns the controller's CycleOutput (None before the first joint state, or when the state could
+    not be read: then the controller is put into ERROR)."""
+    try:
+        state = arm.read_state()
+    except Exception as exc:  # e.g. franky's network exception when the robot stops answering
+        controller.set_error(f"state read failed: {exc}")
+        return None
     now = state.host_time if now is None else now
     controller.update_measurement(state.q, now, state.gripper_width)
     out = controller.step(now)
