@@ -90,3 +90,42 @@ def test_malformed_and_nan_chunks_are_rejected_and_counted(controller):
         pub.publish(nan)
         wait_for(lambda: status[-1].chunks_rejected >= 2, 5, what="rejections counted")
         assert status[-1].commanded_position[:7] == pytest.approx(START, abs=1e-6)  # never moved
+
+
+def test_estop_holds_and_blocks_enable_until_released(controller):
+    from mail_msgs.msg import ActionChunk, ControllerStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
+
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    with probe() as p:
+        status = p.subscribe(ControllerStatus, "/mail/controller_status")
+        pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk", reliable)
+        estop = p.node.create_publisher(Bool, "/mail/estop", reliable)
+        enable = p.node.create_client(Trigger, "/franka_controller/enable")
+
+        def call_enable():
+            assert enable.wait_for_service(timeout_sec=10)
+            fut = enable.call_async(Trigger.Request())
+            wait_for(fut.done, 10, what="enable answer")
+            return fut.result()
+
+        wait_for(lambda: status and pub.get_subscription_count() > 0 and estop.get_subscription_count() > 0,
+                 30, what="controller up")
+        goal = list(np.array(START) + 0.2)
+        for seq in range(5):  # moving
+            pub.publish(make_chunk_msg(seq, time.time(), [goal + [0.04]] * 5))
+            time.sleep(0.1)
+        wait_for(lambda: status[-1].mode == ControllerStatus.MODE_ENABLED, 5, what="enabled by the first chunk")
+        estop.publish(Bool(data=True))
+        wait_for(lambda: status[-1].mode == ControllerStatus.MODE_HOLDING, 2, what="e-stop hold")
+        time.sleep(1.0)  # at rest by now (the hold decelerates within limits)
+        refused = call_enable()
+        estop.publish(Bool(data=False))
+        wait_for(lambda: status[-1].reason != "", 2, what="status after release")
+        time.sleep(0.3)
+        accepted = call_enable()
+        wait_for(lambda: status[-1].mode == ControllerStatus.MODE_ENABLED, 3, what="enabled after release")
+    assert not refused.success, refused.message
+    assert accepted.success, accepted.message

@@ -101,15 +101,7 @@ class FrankaControllerNode(Node):
 
     # ---- callbacks: hand data to the core --------------------------------------------------------
     def on_chunk(self, msg: ActionChunkMsg) -> None:
-        try:
-            chunk = chunk_from_msg(msg)
-        except ValueError as exc:
-            with self.lock:
-                self.ctrl.counters.chunks_received += 1
-                self.ctrl.counters.chunks_rejected += 1
-                self.ctrl.counters.rejections["malformed"] += 1
-            self.get_logger().warn(str(exc), throttle_duration_sec=5.0)
-            return
+        chunk = chunk_from_msg(msg)
         with self.lock:
             if self.auto_enable and self.ctrl.mode.name == "DISABLED":
                 # once, on the first chunk: a later disable, hold or error needs the enable service
@@ -122,10 +114,14 @@ class FrankaControllerNode(Node):
                                    throttle_duration_sec=2.0)
 
     def on_estop(self, msg: Bool) -> None:
+        """True: hold at once and refuse enable; False: release (the arm stays held until ~/enable)."""
+        with self.lock:
+            self.ctrl.estop(bool(msg.data))
         if msg.data:
-            with self.lock:
-                self.ctrl.estop()
-            self.get_logger().error("E-STOP: holding; call ~/enable to resume")
+            self.get_logger().error("E-STOP: holding; publish false to release, then call ~/enable",
+                                    throttle_duration_sec=1.0)
+        else:
+            self.get_logger().info("e-stop released; call ~/enable to resume")
 
     def on_enable(self, request, response):
         with self.lock:

@@ -75,17 +75,12 @@ def chunk_to_msg(chunk, checkpoint: str = "", inference_time: float = 0.0, frame
 
 
 def chunk_from_msg(m):
-    """mail_msgs/ActionChunk (rclpy or rosbags) -> control.chunks.ActionChunk.
-
-    Raises ValueError when horizon x dimension does not match the data: a malformed message must be
-    dropped and counted by the caller, never half-read."""
+    """mail_msgs/ActionChunk (rclpy or rosbags) -> control.chunks.ActionChunk. Never raises: a chunk
+    whose sizes do not add up comes back malformed and is rejected (and counted) by the scheduler."""
     from mail_policy_node.control.chunks import ActionChunk
 
-    data = np.asarray(m.actions, dtype=np.float64)
-    if m.horizon * m.dimension != data.size or len(m.dimension_names) != m.dimension:
-        raise ValueError(f"malformed ActionChunk: horizon {m.horizon} x dimension {m.dimension} != "
-                         f"{data.size} values or {len(m.dimension_names)} names")
-    return ActionChunk(stamp=from_time(m.header.stamp), start_offset=from_time(m.start_offset),
-                       dt=from_time(m.dt), actions=data.reshape(m.horizon, m.dimension),
-                       names=tuple(m.dimension_names), action_space=m.action_space, policy_id=m.policy_id,
-                       sequence=int(m.sequence), execute_horizon=int(m.execute_horizon))
+    return ActionChunk.from_flat(stamp=from_time(m.header.stamp), start_offset=from_time(m.start_offset),
+                                 dt=from_time(m.dt), horizon=int(m.horizon), dimension=int(m.dimension),
+                                 actions=m.actions, names=tuple(m.dimension_names), action_space=m.action_space,
+                                 policy_id=m.policy_id, sequence=int(m.sequence),
+                                 execute_horizon=int(m.execute_horizon))
