@@ -47,6 +47,7 @@ class PolicyNode(Node):
         self.engine_config = EngineConfig(history=history or None, device=device, sampler=sampler or None)
         self.state, self.reason = PolicyStatus.STATE_IDLE, "no checkpoint set"
         self.runtime: PolicyRuntime | None = None
+        self._logged_causes: set[str] = set()  # each drop cause is logged once, then only counted
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.chunk_pub = self.create_publisher(ActionChunkMsg, TOPIC_ACTION_CHUNK, reliable)
@@ -176,6 +177,9 @@ class PolicyNode(Node):
                 m.state, m.reason = PolicyStatus.STATE_LOADING, "new checkpoint swaps in at the next chunk boundary"
             m.policy_id, m.checkpoint, m.history_mode, m.device = s["policy_id"], s["checkpoint"], s["history"], s["device"]
             m.observations_received, m.chunks_published, m.episode_steps = s["observations"], s["chunks"], s["episode_steps"]
+            for cause in set(s["drops"]) - self._logged_causes:
+                self._logged_causes.add(cause)
+                self.get_logger().warn(f"dropping inputs: {cause} (counted in PolicyStatus, logged once)")
             m.drop_causes = list(s["drops"])
             m.drop_counts = [int(v) for v in s["drops"].values()]
             m.observations_dropped = int(sum(m.drop_counts))
