@@ -15,11 +15,18 @@ size are returned unchanged (no copy, no resampling).
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
 SUPPORTED_ENCODINGS = tuple(_CHANNELS)
+
+
+def _cv2():
+    """OpenCV, imported on first use: raw frames at the model size need none of it, so the engine runs
+    where OpenCV is not installed (e.g. the GPU image)."""
+    import cv2
+
+    return cv2
 
 
 class ImageDecodeError(ValueError):
@@ -53,6 +60,7 @@ def compressed_msg_to_rgb(msg) -> np.ndarray:
     if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
         raise ImageDecodeError(f"compressed image format {msg.format!r} not supported (jpeg or png)")
     buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
+    cv2 = _cv2()
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # always 3-channel BGR, grey inputs included
     if img is None:
         raise ImageDecodeError(f"could not decode {len(buf)} bytes of {msg.format!r}")
@@ -73,6 +81,7 @@ def resize_to_model(img: np.ndarray, height: int, width: int) -> np.ndarray:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
     if img.shape[:2] == (height, width):
         return img
+    cv2 = _cv2()
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
 
 
@@ -80,6 +89,7 @@ def encode_compressed(img: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> 
     """RGB (H, W, 3) uint8 -> jpeg/png bytes (for tests and recorders of CompressedImage)."""
     bgr = np.ascontiguousarray(img[:, :, ::-1])
     ext = ".png" if fmt == "png" else ".jpg"
+    cv2 = _cv2()
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext == ".jpg" else []
     ok, buf = cv2.imencode(ext, bgr, params)
     if not ok:
