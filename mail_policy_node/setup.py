@@ -24,6 +24,8 @@ setup(
             "policy_node = mail_policy_node.nodes.policy_node:main",
             "franka_controller_node = mail_policy_node.nodes.franka_controller_node:main",
             "sim_world_node = mail_policy_node.nodes.sim_world_node:main",
+            "bag_player_node = mail_policy_node.nodes.bag_player_node:main",
+            "chunk_recorder_node = mail_policy_node.nodes.chunk_recorder_node:main",
         ],
     },
 )

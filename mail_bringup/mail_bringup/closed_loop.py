@@ -164,9 +164,9 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
 
 
 def _with(node, **params):
-    from mail_bringup.graph import NodeSpec
+    from dataclasses import replace
 
-    return NodeSpec(node.name, node.executable, node.module, {**node.parameters, **params}, node.respawn, node.package)
+    return replace(node, parameters={**node.parameters, **params})
 
 
 def _episode(obs, world, env, seed, dq_max, log, echo, stack) -> EpisodeResult:

@@ -7,11 +7,11 @@ Both use the same YAML parameter files from `mail_bringup/config/`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-PROFILES = ("real_robot", "sim")  # "replay" (bag player -> policy -> chunk recorder) comes with issue 8
+PROFILES = ("real_robot", "sim", "replay")
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class NodeSpec:
     parameters: dict = field(default_factory=dict)  # overrides on top of the profile's YAML file
     respawn: bool = False  # restart the process if it exits (never for the controller: it must hold)
     package: str = "mail_policy_node"
+    ends_profile: bool = False  # its normal exit (code 0) ends the whole profile (e.g. a bag played out)
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,19 @@ def profile(name: str, overrides: dict[str, dict] | None = None) -> Profile:
     if name == "real_robot":
         nodes = (_camera("agentview", source="realsense"), _camera("wrist", source="realsense"),
                  POLICY, CONTROLLER)
-    else:  # sim
+    elif name == "sim":
         nodes = (NodeSpec("sim_world", "sim_world_node", "mail_policy_node.nodes.sim_world_node"),
                  _camera("agentview", source="sim"), _camera("wrist", source="sim"), POLICY, CONTROLLER)
+    else:  # replay: a recorded bag's cameras and joint states into the policy node, its chunks recorded
+        nodes = (NodeSpec("bag_player", "bag_player_node", "mail_policy_node.nodes.bag_player_node",
+                          ends_profile=True),
+                 POLICY,
+                 NodeSpec("chunk_recorder", "chunk_recorder_node", "mail_policy_node.nodes.chunk_recorder_node"))
     overrides = overrides or {}
     unknown = set(overrides) - {n.name for n in nodes}
     if unknown:
         raise ValueError(f"overrides name nodes not in profile {name!r}: {sorted(unknown)}")
-    nodes = tuple(NodeSpec(n.name, n.executable, n.module, {**n.parameters, **overrides.get(n.name, {})},
-                           n.respawn, n.package) for n in nodes)
+    nodes = tuple(replace(n, parameters={**n.parameters, **overrides.get(n.name, {})}) for n in nodes)
     return Profile(name, CONFIG_DIR / f"{name}.yaml", nodes)
 
 
@@ -92,6 +97,10 @@ LAUNCH_ARGUMENTS: dict[str, dict[str, tuple[str, str]]] = {
             "seed": ("sim_world", "seed"),
             "checkpoint": ("policy_node", "checkpoint"),
             "checkpoint_root": ("policy_node", "checkpoint_root")},
+    "replay": {"bag": ("bag_player", "bag"),
+               "output_bag": ("chunk_recorder", "output_bag"),
+               "checkpoint": ("policy_node", "checkpoint"),
+               "checkpoint_root": ("policy_node", "checkpoint_root")},
 }
 
 

@@ -53,6 +53,7 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.nodes = {n.name: _Managed(n) for n in prof.nodes}
         self.failed: str | None = None
+        self.finished = False  # a node whose exit ends the profile has exited normally
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ class Supervisor:
         now = time.monotonic()
         for m in self.nodes.values():
             if m.proc is None:
-                if now >= m.next_start:
+                if now >= m.next_start and not self.finished:
                     self._spawn(m)
                 continue
             rc = m.proc.poll()
@@ -86,7 +87,10 @@ class Supervisor:
                 continue
             self._say(f"{m.spec.name} exited with code {rc}; last output:\n    " + "\n    ".join(list(m.tail)[-5:]))
             m.proc = None
-            if m.spec.respawn and m.restarts < self.max_restarts:
+            if rc == 0 and m.spec.ends_profile:
+                self.finished = True
+                m.next_start = float("inf")
+            elif m.spec.respawn and m.restarts < self.max_restarts:
                 m.restarts += 1
                 m.next_start = now + min(10.0, 0.5 * 2 ** m.restarts)
                 self._say(f"respawning {m.spec.name} (restart {m.restarts}/{self.max_restarts})")
@@ -123,7 +127,8 @@ class Supervisor:
         self.start()
         t_end = None if duration is None else time.monotonic() + duration
         try:
-            while not stop.is_set() and self.failed is None and (t_end is None or time.monotonic() < t_end):
+            while not stop.is_set() and self.failed is None and not self.finished and \
+                    (t_end is None or time.monotonic() < t_end):
                 self.poll()
                 stop.wait(0.2)
         finally:

@@ -1,0 +1,100 @@
+"""Bag player node: publishes a recorded rosbag2 (mcap or sqlite3) in real time into a running stack.
+
+Camera images, camera info and joint states are published with their recorded types and relative
+timing; header stamps are shifted by one constant so the newest message is "now" when it is published
+(the policy's max-age check then sees them as live), which keeps every time difference between streams
+exactly as recorded. Other topics are skipped unless listed. Publishing starts once a subscriber of
+every camera topic exists (bounded wait), so the beginning of the recording is not lost.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
+from std_msgs.msg import String
+
+from mail_policy_node.nodes.ros_convert import from_time, to_time
+from mail_policy_node.spec import TOPIC_EPISODE, TOPIC_JOINT_STATES
+
+REPLAYED_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
+                  "sensor_msgs/msg/JointState")
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image."""
+    package, _, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+class BagPlayerNode(Node):
+    def __init__(self):
+        super().__init__("bag_player")
+        self.bag = self.declare_parameter("bag", "").value
+        self.rate = self.declare_parameter("rate", 1.0).value
+        self.wait_for = self.declare_parameter("wait_for_subscribers", 10.0).value
+        if not self.bag:
+            raise ValueError("bag_player needs the `bag` parameter (a rosbag2 folder)")
+        self.done = False
+
+    def play(self) -> int:
+        from rosbags.rosbag2 import Reader
+
+        with Reader(self.bag) as reader:
+            conns = [c for c in reader.connections
+                     if c.msgtype in REPLAYED_TYPES or c.topic in (TOPIC_EPISODE,)]
+            if not conns:
+                raise ValueError(f"{self.bag} has no camera, joint-state or episode topics to replay")
+            pubs = {}
+            for c in conns:
+                cls = String if c.topic == TOPIC_EPISODE else message_class(c.msgtype)
+                qos = 10 if c.topic == TOPIC_EPISODE else qos_profile_sensor_data
+                pubs[c.topic] = (self.create_publisher(cls, c.topic, qos), cls)
+            cameras = [p for t, (p, cls) in pubs.items() if t.endswith("/image_raw")]
+            deadline = time.monotonic() + self.wait_for
+            while any(p.get_subscription_count() == 0 for p in cameras) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            t0_wall, t0_bag, shift, n = None, None, None, 0
+            for conn, t_ns, raw in reader.messages(connections=conns):
+                pub, cls = pubs[conn.topic]
+                msg = deserialize_message(bytes(raw), cls)
+                t_bag = t_ns * 1e-9
+                if t0_bag is None:
+                    t0_wall, t0_bag = time.time(), t_bag
+                    shift = t0_wall - t_bag
+                delay = t0_wall + (t_bag - t0_bag) / self.rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                if hasattr(msg, "header"):
+                    msg.header.stamp = to_time(from_time(msg.header.stamp) + shift)
+                pub.publish(msg)
+                n += 1
+            self.get_logger().info(f"replayed {n} messages from {self.bag} "
+                                   f"({(t_bag - t0_bag) if t0_bag is not None else 0:.1f} s of recording)")
+        self.done = True
+        return n
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = BagPlayerNode()
+    try:
+        node.play()
+        # stay up briefly so late subscribers drain their queues, then exit (the profile ends)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

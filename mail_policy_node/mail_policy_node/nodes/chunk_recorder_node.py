@@ -1,0 +1,68 @@
+"""Chunk recorder node: writes the stack's ActionChunks, PolicyStatus and commanded actions into a new
+rosbag2 (mcap), so `mail-il replay` can score what the live policy node produced."""
+
+from __future__ import annotations
+
+import threading
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import JointState
+
+from mail_msgs.msg import ActionChunk, PolicyStatus
+from mail_policy_node.spec import TOPIC_ACTION_CHUNK, TOPIC_ACTION_COMMAND, TOPIC_POLICY_STATUS
+
+RECORDED = ((TOPIC_ACTION_CHUNK, ActionChunk, "mail_msgs/msg/ActionChunk"),
+            (TOPIC_POLICY_STATUS, PolicyStatus, "mail_msgs/msg/PolicyStatus"),
+            (TOPIC_ACTION_COMMAND, JointState, "sensor_msgs/msg/JointState"))
+
+
+class ChunkRecorderNode(Node):
+    def __init__(self):
+        super().__init__("chunk_recorder")
+        path = self.declare_parameter("output_bag", "").value
+        if not path:
+            raise ValueError("chunk_recorder needs the `output_bag` parameter (a folder that does not exist yet)")
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        from mail_policy_node.data.rosbag_types import typestore
+
+        self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.lock = threading.Lock()
+        self.count = 0
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        for topic, cls, msgtype in RECORDED:
+            conn = self.writer.add_connection(topic, msgtype, typestore=typestore())
+            self.create_subscription(cls, topic, lambda m, c=conn: self.write(c, m), reliable)
+
+    def write(self, conn, msg) -> None:
+        stamp = msg.header.stamp
+        with self.lock:
+            self.writer.write(conn, stamp.sec * 1_000_000_000 + stamp.nanosec, serialize_message(msg))
+            self.count += 1
+
+    def destroy_node(self):
+        with self.lock:
+            self.writer.close()
+        self.get_logger().info(f"recorded {self.count} messages")
+        return super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = ChunkRecorderNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
