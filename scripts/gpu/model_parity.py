@@ -8,7 +8,7 @@ On a CUDA machine with mamba-ssm and causal-conv1d ("kernels" mode) it checks, f
     kernel forward;
   - whole backbones (D-Ma 16 layers, ED-Ma streaming observe/act) with kernels against the reference;
   - bf16 drift of the kernels (measured, with a loose bound) and of bf16 step vs bf16 full forward.
-Without CUDA or mamba-ssm ("degraded" mode, for CI) the candidate is the vectorised (chunked) scan and
+Without CUDA or mamba-ssm ("degraded" mode, for CI) the candidate is the vectorised (parallel prefix) scan and
 the PyTorch step path on CPU. Errors are max |a - b| / max(1, max |b|) (absolute for values below 1).
 
 Usage: python scripts/gpu/model_parity.py --out parity.json [--mode auto|kernels|degraded]
@@ -84,7 +84,7 @@ def _candidate(module: torch.nn.Module, device: str, use_kernels: bool, dtype=to
     for m in cand.modules():
         if isinstance(m, Mamba):
             m.use_kernels = use_kernels
-            m.scan_impl = "chunked"
+            m.scan_impl = "parallel"
     return cand
 
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--mode", choices=("auto", "kernels", "degraded"), default="auto",
-                   help="kernels: CUDA + mamba-ssm (fails if missing); degraded: CPU chunked vs sequential")
+                   help="kernels: CUDA + mamba-ssm (fails if missing); degraded: CPU parallel scan vs sequential")
     p.add_argument("--tol", type=float, default=1e-5, help="fp32 tolerance (scaled max error)")
     p.add_argument("--bf16-tol", type=float, default=5e-2, help="loose bound on bf16 drift")
     p.add_argument("--batch", type=int, default=4)

@@ -94,10 +94,12 @@ def test_ed_mamba_stepwise_with_aggregation_matches_full():
     torch.testing.assert_close(torch.stack(outs, 1), full, **TOL)
 
 
+@pytest.mark.parametrize("scan", ["sequential", "parallel"])
 @pytest.mark.parametrize("variant, head", STREAMING)
-def test_streaming_observe_act_equals_full_forward(variant, head):
+def test_streaming_observe_act_equals_full_forward(variant, head, scan):
     cfg = tiny_backbone(variant, "streaming", head)
     model = build(cfg)
+    model.set_runtime(scan_impl=scan)
     obs, act, time = backbone_inputs(cfg)
     with torch.no_grad():
         full = model(obs, act, time)
@@ -114,11 +116,13 @@ def test_streaming_observe_act_equals_full_forward(variant, head):
             assert torch.equal(s.ssm, s0.ssm) and torch.equal(s.conv, s0.conv)  # act never mutates
 
 
+@pytest.mark.parametrize("scan", ["sequential", "parallel"])
 @pytest.mark.parametrize("variant, head", STREAMING)
-def test_whole_episode_training_equals_per_step_forward(variant, head):
+def test_whole_episode_training_equals_per_step_forward(variant, head, scan):
     """forward_episode (trunk + branches) == the streaming forward on the prefix up to each step."""
     cfg = tiny_backbone(variant, "streaming", head)
     model = build(cfg)
+    model.set_runtime(scan_impl=scan)
     steps, p = 5, cfg.obs_tokens_per_step
     obs = torch.randn(2, 1 + steps * p, cfg.d_model)  # goal + 5 steps of 2 tokens
     at = torch.arange(steps) * p + p  # last token of each step (goal at index 0)

@@ -83,19 +83,19 @@ def test_causal():
         torch.testing.assert_close(block(x)[:, :5], block(x2)[:, :5], atol=0, rtol=0)
 
 
-def test_sequential_reference_and_chunked_agree_with_gradients():
+def test_sequential_reference_and_parallel_agree_with_gradients():
     block = small()
     x = torch.randn(2, 10, 16)
     out = {}
-    for impl in ("sequential", "chunked"):
+    for impl in ("sequential", "parallel"):
         block.zero_grad()
         block.scan_impl = impl
         y = block(x)
         y.pow(2).sum().backward()
         out[impl] = (y.detach(), {k: p.grad.clone() for k, p in block.named_parameters()})
-    torch.testing.assert_close(out["chunked"][0], out["sequential"][0], **TOL)
+    torch.testing.assert_close(out["parallel"][0], out["sequential"][0], **TOL)
     for k in out["sequential"][1]:
-        torch.testing.assert_close(out["chunked"][1][k], out["sequential"][1][k], **TOL)
+        torch.testing.assert_close(out["parallel"][1][k], out["sequential"][1][k], **TOL)
 
 
 def test_bf16_weights_keep_fp32_states():

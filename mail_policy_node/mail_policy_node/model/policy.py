@@ -234,10 +234,13 @@ class MailPolicy(nn.Module):
         """A chunk (B, J, A) in robot units from a prefix state; the state is not changed."""
         self._check_norm()
         batch = state.stacks[0][0].ssm.shape[0]
-        return self._sample(lambda x, t: self.backbone.act(state, x, t), batch, noise, generator, sampler)
+        return self.sample_with(lambda x, t: self.backbone.act(state, x, t), batch, noise, generator, sampler)
 
-    def _sample(self, run, batch: int, noise, generator, sampler) -> Tensor:
-        """run(embedded actions or None, time embedding or None) -> backbone outputs (B, J, D)."""
+    def sample_with(self, run, batch: int, noise: Tensor | None = None, generator: torch.Generator | None = None,
+                    sampler: str | None = None) -> Tensor:
+        """A chunk (B, J, A) in robot units, where ``run(embedded actions or None, time embedding or None)
+        -> backbone outputs (B, J, D)`` is any backbone call (full recompute, or act() on a prefix state).
+        BC: one call. DDPM: the sampler's loop, noise from ``noise`` (see DDPM.noise_shape) or ``generator``."""
         if not self.is_ddpm:
             return self.unnormalize_actions(self.action_out(run(None, None)).float())
         sampler = sampler or self.cfg.diffusion.sampler
@@ -253,6 +256,8 @@ class MailPolicy(nn.Module):
                   device=self.action_mean.device)
         x = self.ddpm.sample(denoise, shape, **kw) if sampler == "ddpm" else self.ddpm.sample_ddim(denoise, shape, **kw)
         return self.unnormalize_actions(x)
+
+    _sample = sample_with  # older name, kept for callers
 
     # ---- inference: LeRobot-like ----
     def reset(self) -> None:
@@ -275,7 +280,7 @@ class MailPolicy(nn.Module):
         obs = self._tokens(batch)
         if self.streaming and use_cache:
             return self.act(self.observe(obs, self.init_state(obs.shape[0], obs.device)), noise, generator, sampler)
-        return self._sample(lambda x, t: self.backbone(obs, x, t), obs.shape[0], noise, generator, sampler)
+        return self.sample_with(lambda x, t: self.backbone(obs, x, t), obs.shape[0], noise, generator, sampler)
 
 
 def with_overrides(cfg: PolicyConfig, **backbone) -> PolicyConfig:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .mamba import Mamba, MambaConfig, MambaState
+from .scan import SCAN_IMPLS
 
 StackState = tuple[MambaState, ...]  # one per layer
 
@@ -37,6 +38,9 @@ class MambaStack(nn.Module):
         return tuple(b.mixer.allocate_inference_cache(batch, device) for b in self.layers)
 
     def set_runtime(self, scan_impl: str | None = None, use_kernels: bool | None = None) -> None:
+        """scan_impl: "auto" | "parallel" | "sequential"; use_kernels: mamba-ssm kernels on CUDA."""
+        if scan_impl is not None and scan_impl not in SCAN_IMPLS + ("auto",):
+            raise ValueError(f"scan_impl must be one of {SCAN_IMPLS + ('auto',)}, got {scan_impl!r}")
         for b in self.layers:
             if scan_impl is not None:
                 b.mixer.scan_impl = scan_impl
