@@ -1,0 +1,388 @@
+"""Play recorded bags through the policy node's own logic (`runtime.PolicyRuntime`), without ROS.
+
+Every checkpoint gets a `PolicyRuntime` whose clock is the bag's clock, so observation sets are built
+exactly as on the robot: messages go into the same `ObservationSynchronizer` (cameras + joint state,
+header stamps, sync tolerance, max age), a control tick runs every dt of the checkpoint, and the engine
+sees every complete set. Time moves through the bag in log-time order:
+
+- a tick at bag time t sees every message logged at or before t; ticks sit on the grid
+  episode start + k * dt + ``tick_phase`` (a frame stamped on the grid is in; rate 0: a tick after every
+  image, as the node's ``rate_hz: 0``);
+- /mail/episode "start" resets every runtime (engine caches and synchroniser) and starts a new tick
+  grid; "end" closes the episode after the ticks due up to it. A bag without start events is one episode;
+- /mail/action_command messages are kept per episode as the recorded actions, reordered to each
+  checkpoint's action names.
+
+Compressed images are decoded when read (the live node only takes raw images, which stay raw here
+too and are decoded in the tick as there). Frames that cannot be decoded are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..data.bags import COMPRESSED_IMAGE, IMAGE, BagReader, EpisodeEventRecord, JointStateRecord, MissingTopicError
+from ..data.images import ImageDecodeError, compressed_msg_to_rgb
+from ..engine.engine import EngineConfig
+from ..runtime import LoadedPolicy, PolicyRuntime, RuntimeConfig, joint_state_vector, load_policy
+from .topics import TopicMap
+
+NS = 1_000_000_000
+
+
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint that cannot be replayed on a bag (action names, joint names), with the reason."""
+
+
+def seconds(ns: int) -> float:
+    """Nanoseconds -> seconds exactly as the node converts a header stamp (sec + nanosec * 1e-9)."""
+    return (ns // NS) + (ns % NS) * 1e-9
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    execution_horizon: int = 1  # ticks between chunks; 1: a chunk every control step (overlaps for the
+    #                             consistency metric); 0: the checkpoint's J, the live node's default
+    sync_tolerance: float = 0.03  # [s] as the policy node's parameter
+    max_age: float = 0.25  # [s] as the policy node's parameter
+    rate_hz: float | None = None  # control ticks per second; None: 1 / dt of each checkpoint; 0: per image
+    tick_phase: float = 0.002  # [s] ticks fall this long after the grid, so frames stamped on it are in
+    realtime: bool = False  # pace the replay to the recorded timing instead of as fast as possible
+    match_tolerance: float | None = None  # [s] a recorded action matches a due time this close; None: dt / 2
+    gap_factor: float = 1.5  # an interval longer than this many median periods of a stream is a gap
+    history: str | None = None  # engine history override; None: the checkpoint's
+    sampler: str | None = None  # DDPM sampler override
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.execution_horizon < 0:
+            raise ValueError(f"execution_horizon must be >= 0, got {self.execution_horizon}")
+        if self.tick_phase < 0 or self.gap_factor <= 1:
+            raise ValueError(f"need tick_phase >= 0 and gap_factor > 1, got {self.tick_phase}, {self.gap_factor}")
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(history=self.history, sampler=self.sampler, device=self.device)
+
+
+@dataclass
+class EpisodeReplay:
+    """One checkpoint on one episode of one bag: its chunks and the actions recorded meanwhile."""
+
+    bag: str
+    index: int  # episode index within the bag (order of appearance)
+    info: dict  # merged "start" / "end" event fields
+    start_s: float  # bag time the episode opened / closed [s]
+    end_s: float
+    action_names: tuple[str, ...]
+    chunk_stamp: np.ndarray  # (N,) newest observation stamp of each chunk [s]
+    chunk_due: np.ndarray  # (N, J) [s]
+    chunk_actions: np.ndarray  # (N, J, A) robot units
+    latency_s: np.ndarray  # (N,) engine time frames in -> chunk out
+    recorded_t: np.ndarray  # (M,) recorded action stamps [s]
+    recorded: np.ndarray  # (M, A) recorded actions in the checkpoint's order
+    ticks: int = 0
+    observations: int = 0  # observation sets the engine took
+    tick_s: float = 0.0  # wall time spent in ticks (decode + engine)
+    drops: dict = field(default_factory=dict)  # runtime drops and synchroniser outcomes in this episode
+
+
+@dataclass
+class StreamLog:
+    """Stamps of one input stream, per episode, for gap reporting."""
+
+    topic: str
+    stamps: list[list[float]] = field(default_factory=list)
+    bad_frames: int = 0
+
+
+@dataclass
+class BagReplay:
+    path: str
+    storage: str
+    duration_s: float  # first to last message of the replayed topics
+    wall_s: float
+    episodes: dict[str, list[EpisodeReplay]]  # checkpoint label -> episodes
+    streams: dict[str, StreamLog]  # topic -> stamps
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Lane:
+    """One checkpoint in a replay."""
+
+    label: str
+    path: str
+    loaded: LoadedPolicy
+
+    @property
+    def spec(self):
+        return self.loaded.spec
+
+
+def load_lanes(checkpoints: Sequence[str | Path], config: ReplayConfig) -> list[Lane]:
+    """Load each checkpoint folder (validated and warmed up as the policy node does); labels are the
+    folder names, made unique."""
+    lanes, used = [], set()
+    for ck in checkpoints:
+        folder = Path(ck).resolve()
+        loaded = load_policy(str(folder.parent), folder.name, config.engine_config())
+        label = folder.name if folder.name not in ("final", "checkpoint") else f"{folder.parent.name}/{folder.name}"
+        base, n = label, 2
+        while label in used:
+            label, n = f"{base}#{n}", n + 1
+        used.add(label)
+        lanes.append(Lane(label, str(folder), loaded))
+    return lanes
+
+
+# ------------------------------------------------------------------------------------------------
+def check_bag(bag: BagReader, lanes: Sequence[Lane], topics: TopicMap) -> list[str]:
+    """Raise MissingTopicError / IncompatibleCheckpointError before replaying; returns the topics to read."""
+    wanted: dict[str, str] = {}
+    for lane in lanes:
+        needed = topics.needed(lane.spec)
+        missing = [t for t in needed if t not in bag.topics]
+        if missing:
+            what = ", ".join(f"{t} ({needed[t]})" for t in missing)
+            raise MissingTopicError(f"bag {bag.path} lacks topic(s) {missing} that checkpoint {lane.label!r} needs: "
+                                    f"{what}; the bag has {sorted(bag.topics)}")
+        for t in needed:
+            if t != topics.action and bag.topics[t] not in (IMAGE, COMPRESSED_IMAGE) and "camera" in needed[t]:
+                raise IncompatibleCheckpointError(f"{t} ({needed[t]}) carries {bag.topics[t]}, not an image type")
+        wanted.update(needed)
+    first_action = next(iter(bag.records([topics.action])), None)
+    if first_action is None or not isinstance(first_action, JointStateRecord):
+        raise MissingTopicError(f"bag {bag.path} has no sensor_msgs/JointState messages on {topics.action} "
+                                "(the recorded actions)")
+    for lane in lanes:
+        lacking = [n for n in lane.spec.action_names if n not in first_action.names]
+        if lacking:
+            raise IncompatibleCheckpointError(
+                f"checkpoint {lane.label!r} predicts actions {list(lane.spec.action_names)} "
+                f"({lane.spec.action_space}); the bag's {topics.action} has {list(first_action.names)} "
+                f"(missing {lacking})")
+    joint_lanes = [lane for lane in lanes if lane.spec.use_joint_state]
+    if joint_lanes:
+        first_joint = next(iter(bag.records([topics.joint_states])), None)
+        for lane in joint_lanes:
+            try:
+                joint_state_vector(SimpleNamespace(name=first_joint.names, position=first_joint.position), lane.spec)
+            except (ValueError, AttributeError) as e:
+                raise IncompatibleCheckpointError(f"checkpoint {lane.label!r}: {topics.joint_states}: {e}") from None
+    return list(wanted) + ([topics.episode] if topics.episode in bag.topics else [])
+
+
+class _Run:
+    """The state of one lane while a bag plays."""
+
+    def __init__(self, lane: Lane, config: ReplayConfig, clock: _Clock):
+        spec = lane.spec
+        rate = 1.0 / spec.dt if config.rate_hz is None else config.rate_hz
+        self.lane = lane
+        self.period_ns = int(round(NS / rate)) if rate > 0 else 0
+        self.phase_ns = int(round(config.tick_phase * NS))
+        self.runtime = PolicyRuntime(lane.loaded, RuntimeConfig(
+            rate_hz=rate, execution_horizon=config.execution_horizon, sync_tolerance=config.sync_tolerance,
+            max_age=config.max_age), clock=clock)
+        self.next_tick_ns: int | None = None
+        self.chunks: list = []
+        self.ticks = self.observations = 0
+        self.tick_s = 0.0
+        self._counts0: dict = {}
+        self._obs0 = 0
+
+    def _counts(self) -> dict:
+        c = dict(self.runtime.drops)
+        c.update({f"sync_{k}": v for k, v in self.runtime.sync.counts.items()})
+        return c
+
+    def open(self, t_ns: int) -> None:
+        self.runtime.reset_episode()
+        self.next_tick_ns = t_ns + self.phase_ns if self.period_ns else None
+        self.chunks, self.ticks, self.tick_s = [], 0, 0.0
+        self._counts0, self._obs0 = self._counts(), self.runtime.observations
+
+    def tick(self) -> None:
+        t0 = time.perf_counter()
+        chunk = self.runtime.tick()
+        self.tick_s += time.perf_counter() - t0
+        self.ticks += 1
+        if chunk is not None:
+            self.chunks.append((chunk, self.runtime.inference[-1]))
+
+    def close(self) -> dict:
+        now = self._counts()
+        drops = {k: v - self._counts0.get(k, 0) for k, v in now.items() if v - self._counts0.get(k, 0)}
+        return dict(ticks=self.ticks, observations=self.runtime.observations - self._obs0, tick_s=self.tick_s,
+                    drops=drops)
+
+
+def _first_start(bag: BagReader, topic: str) -> bool:
+    if topic not in bag.topics:
+        return False
+    return any(isinstance(r, EpisodeEventRecord) and r.event.get("event") == "start" for r in bag.records([topic]))
+
+
+def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = TopicMap(),
+               config: ReplayConfig = ReplayConfig(), progress: Callable[[str], None] | None = None) -> BagReplay:
+    """Replay one bag through every lane; see the module doc for the timing rules."""
+    clock = _Clock()
+    runs = [_Run(lane, config, clock) for lane in lanes]
+    cams = {topics.camera_topic(c): c for lane in lanes for c in lane.spec.camera_names}
+    episodes: dict[str, list[EpisodeReplay]] = {lane.label: [] for lane in lanes}
+    with BagReader(path) as bag:
+        read = check_bag(bag, lanes, topics)
+        storage = "sqlite3" if any(Path(bag.path).glob("*.db3")) else "mcap"
+        has_starts = _first_start(bag, topics.episode)
+        streams = {t: StreamLog(t) for t in read if t != topics.episode}
+        state = SimpleNamespace(open=False, close_at=None, info={}, start_ns=0, index=0, rec_t=[], rec=[],
+                                names=None)
+        first_ns = last_ns = None
+        wall0 = time.perf_counter()
+
+        def pace(t_ns: int) -> None:
+            if config.realtime:
+                delay = (t_ns - first_ns) / NS - (time.perf_counter() - wall0)
+                if delay > 0:
+                    time.sleep(delay)
+
+        def run_ticks(limit_ns: int, inclusive: bool) -> None:
+            for r in runs:
+                while r.next_tick_ns is not None and (r.next_tick_ns <= limit_ns if inclusive else r.next_tick_ns < limit_ns):
+                    pace(r.next_tick_ns)
+                    clock.now = seconds(r.next_tick_ns)
+                    r.tick()
+                    r.next_tick_ns += r.period_ns
+
+        def open_episode(t_ns: int, info: dict) -> None:
+            state.open, state.close_at, state.info, state.start_ns = True, None, dict(info), t_ns
+            state.rec_t, state.rec = [], []
+            for log in streams.values():
+                log.stamps.append([])
+            for r in runs:
+                r.open(t_ns)
+
+        def close_episode(t_ns: int) -> None:
+            for r in runs:
+                stats = r.close()
+                names = r.lane.spec.action_names
+                order = [state.names.index(n) for n in names] if state.names else []
+                rec = np.asarray([p[order] for p in state.rec], float).reshape(-1, len(names))
+                j, a = r.lane.spec.action_horizon, len(names)
+                ch = [c for c, _ in r.chunks]
+                episodes[r.lane.label].append(EpisodeReplay(
+                    bag=str(path), index=state.index, info={k: v for k, v in state.info.items() if k != "event"},
+                    start_s=seconds(state.start_ns), end_s=seconds(t_ns), action_names=tuple(names),
+                    chunk_stamp=np.asarray([c.stamp for c in ch], float),
+                    chunk_due=np.asarray([[c.stamp + c.start_offset + i * c.dt for i in range(j)] for c in ch],
+                                         float).reshape(-1, j),
+                    chunk_actions=np.asarray([c.actions for c in ch], float).reshape(-1, j, a),
+                    latency_s=np.asarray([lat for _, lat in r.chunks], float),
+                    recorded_t=np.asarray(state.rec_t, float), recorded=rec, **stats))
+                r.next_tick_ns = None
+            state.open, state.close_at = False, None
+            state.index += 1
+            if progress:
+                progress(f"{path}: episode {state.index - 1} done")
+
+        records = bag.records(read, decode_images=False)
+        for t_ns, group in itertools.groupby(records, key=lambda rec: rec.log_time_ns):
+            group = list(group)
+            if first_ns is None:
+                first_ns = t_ns
+                if not has_starts:
+                    open_episode(t_ns, {})
+            last_ns = t_ns
+            if state.open and state.close_at is not None:
+                run_ticks(state.close_at, inclusive=True)
+                close_episode(state.close_at)
+            if state.open:
+                run_ticks(t_ns, inclusive=False)
+            pace(t_ns)
+            clock.now = seconds(t_ns)
+            events = [r.event for r in group if isinstance(r, EpisodeEventRecord)]
+            for ev in events:
+                if ev.get("event") == "start":
+                    if state.open:
+                        close_episode(t_ns)
+                    open_episode(t_ns, ev)
+            if state.open:
+                for rec in group:
+                    if not isinstance(rec, EpisodeEventRecord):
+                        _feed(rec, runs, cams, topics, streams, state)
+            for ev in events:
+                if ev.get("event") == "end" and state.open:
+                    state.info.update(ev)
+                    state.close_at = t_ns
+        if state.open:
+            end = state.close_at if state.close_at is not None else last_ns
+            run_ticks(end, inclusive=True)
+            close_episode(end)
+        wall = time.perf_counter() - wall0
+    duration = 0.0 if first_ns is None else (last_ns - first_ns) / NS
+    return BagReplay(str(path), storage, duration, wall, episodes, streams)
+
+
+def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, state) -> None:
+    """Hand one message to every runtime, as the node's subscription callbacks do."""
+    topic = rec.topic
+    if topic == topics.action:
+        if state.names is None:
+            state.names = list(rec.names)
+        if list(rec.names) != state.names or len(rec.position) != len(state.names):
+            streams[topic].bad_frames += 1  # an action message with other dimensions: not comparable
+            return
+        t = seconds(rec.stamp_ns) if rec.stamp_ns else seconds(rec.log_time_ns)
+        state.rec_t.append(t)
+        state.rec.append(np.asarray(rec.position, float))
+        streams[topic].stamps[-1].append(t)
+        return
+    stamp = seconds(rec.stamp_ns) if rec.stamp_ns is not None else seconds(rec.log_time_ns)
+    if topic in cams:
+        msg = rec.msg
+        if rec.msgtype == COMPRESSED_IMAGE:
+            try:
+                rgb = compressed_msg_to_rgb(msg)
+            except ImageDecodeError:
+                streams[topic].bad_frames += 1
+                return
+            msg = _RgbFrame(rgb)
+        streams[topic].stamps[-1].append(stamp)
+        for r in runs:
+            used = [cam for cam in r.lane.spec.camera_names if topics.camera_topic(cam) == topic]
+            for cam in used:
+                r.runtime.add_image(cam, stamp, msg)
+            if used and r.period_ns == 0:  # rate 0: the node ticks on every image it takes
+                r.tick()
+        return
+    if topic == topics.joint_states and isinstance(rec, JointStateRecord):
+        streams[topic].stamps[-1].append(stamp)
+        msg = SimpleNamespace(name=rec.names, position=rec.position)
+        for r in runs:
+            r.runtime.add_joint_state(stamp, msg)
+
+
+class _RgbFrame:
+    """A decoded frame in the shape of a sensor_msgs/Image (rgb8), for the runtime's synchroniser."""
+
+    encoding = "rgb8"
+    is_bigendian = 0
+
+    def __init__(self, rgb: np.ndarray):
+        self.height, self.width = rgb.shape[:2]
+        self.step = 3 * self.width
+        self.data = np.ascontiguousarray(rgb)
