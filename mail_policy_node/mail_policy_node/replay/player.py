@@ -9,7 +9,8 @@ sees every complete set. Time moves through the bag in log-time order:
   episode start + k * dt + ``tick_phase`` (a frame stamped on the grid is in; rate 0: a tick after every
   image, as the node's ``rate_hz: 0``);
 - /mail/episode "start" resets every runtime (engine caches and synchroniser) and starts a new tick
-  grid; "end" closes the episode after the ticks due up to it. A bag without start events is one episode;
+  grid; "end" at t closes the episode after the ticks up to t + ``tick_phase`` (frames logged with the
+  end event still count). A bag without start events is one episode;
 - /mail/action_command messages are kept per episode as the recorded actions, reordered to each
   checkpoint's action names.
 
@@ -252,6 +253,7 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
         state = SimpleNamespace(open=False, close_at=None, info={}, start_ns=0, index=0, rec_t=[], rec=[],
                                 names=None)
         first_ns = last_ns = None
+        phase_ns = int(round(config.tick_phase * NS))
         wall0 = time.perf_counter()
 
         def pace(t_ns: int) -> None:
@@ -308,7 +310,8 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                     open_episode(t_ns, {})
             last_ns = t_ns
             if state.open and state.close_at is not None:
-                run_ticks(state.close_at, inclusive=True)
+                end_tick = state.close_at + phase_ns  # the tick for frames logged with the end event
+                run_ticks(end_tick, inclusive=True) if end_tick < t_ns else run_ticks(t_ns, inclusive=False)
                 close_episode(state.close_at)
             if state.open:
                 run_ticks(t_ns, inclusive=False)
@@ -330,7 +333,7 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                     state.close_at = t_ns
         if state.open:
             end = state.close_at if state.close_at is not None else last_ns
-            run_ticks(end, inclusive=True)
+            run_ticks(end + phase_ns, inclusive=True)
             close_episode(end)
         wall = time.perf_counter() - wall0
     duration = 0.0 if first_ns is None else (last_ns - first_ns) / NS
