@@ -9,7 +9,9 @@ On a CUDA machine with mamba-ssm and causal-conv1d ("kernels" mode) it checks, f
   - whole backbones (D-Ma 16 layers, ED-Ma streaming observe/act) with kernels against the reference;
   - bf16 drift of the kernels (measured, with a loose bound) and of bf16 step vs bf16 full forward.
 Without CUDA or mamba-ssm ("degraded" mode, for CI) the candidate is the vectorised (parallel prefix) scan and
-the PyTorch step path on CPU. Errors are max |a - b| / max(1, max |b|) (absolute for values below 1).
+the PyTorch step path on CPU. Errors are max |a - b| / max(1, max |b|) (absolute for values below 1):
+one block within --tol (1e-5), 16-layer backbones within --stack-tol (1e-4), bf16 drift reported with a
+loose sanity bound (--bf16-tol).
 
 Usage: python scripts/gpu/model_parity.py --out parity.json [--mode auto|kernels|degraded]
 Exit status: 0 all checks passed, 1 a parity check failed, 2 the requested mode cannot run here.
@@ -96,11 +98,14 @@ def _reference(module: torch.nn.Module):
     return ref
 
 
-def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 5e-2, batch: int = 4,
-               seqlen: int = 11, seed: int = 0) -> dict:
-    """Run every check; returns a JSON-able dict with "ok" and "checks". mode: "kernels" | "degraded"."""
+def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25, batch: int = 4,
+               seqlen: int = 11, seed: int = 0, stack_tol: float = 1e-4) -> dict:
+    """Run every check; returns a JSON-able dict with "ok" and "checks". mode: "kernels" | "degraded".
+    ``tol`` bounds single-block checks, ``stack_tol`` whole 16-layer backbones (rounding accumulates over
+    residual layers), ``bf16_tol`` is a loose sanity bound on bf16 drift, which is reported either way."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     use_k = mode == "kernels"
     device = "cuda" if use_k else "cpu"
     rep = Report()
@@ -158,8 +163,8 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 5e-2
     fn = lambda m, o: m(o, act.to(o.device), tim.to(o.device))  # noqa: E731
     yb_ref, gb_ref = _grads(_reference(bb), obs, fn, wb)
     yb_c, gb_c = _grads(_candidate(bb, device, use_k), obs.to(device), fn, wb)
-    rep.add("D-Ma 16 layers (paper layout) forward vs reference", yb_c, yb_ref, tol)
-    rep.add_many("D-Ma 16 layers gradients vs reference", _pairs(gb_c, gb_ref), tol)
+    rep.add("D-Ma 16 layers (paper layout) forward vs reference", yb_c, yb_ref, stack_tol)
+    rep.add_many("D-Ma 16 layers gradients vs reference", _pairs(gb_c, gb_ref), stack_tol)
 
     ed = build_backbone(backbone_preset("ed_ma_ddpm_stream"))
     ed_ref, ed_c = _reference(ed), _candidate(ed, device, use_k)
@@ -169,9 +174,10 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 5e-2
         s = ed_c.observe(obs[:, :2].to(device), s)
         s = ed_c.observe(obs[:, 2:].to(device), s)
         y_act = ed_c.act(s, act.to(device), tim.to(device))
-        rep.add("ED-Ma streaming observe/act vs reference full forward", y_act, y_ref_ed, tol)
-        rep.add("ED-Ma streaming full forward vs reference", ed_c(obs.to(device), act.to(device), tim.to(device)),
-                y_ref_ed, tol)
+        rep.add("ED-Ma streaming observe/act vs reference full forward", y_act, y_ref_ed, stack_tol)
+        y_full_ed = ed_c(obs.to(device), act.to(device), tim.to(device))
+        rep.add("ED-Ma streaming full forward vs reference", y_full_ed, y_ref_ed, stack_tol)
+        rep.add("ED-Ma streaming observe/act vs full forward, same device", y_act, y_full_ed, tol)
 
     # --- bf16 drift (measured; the bound is loose and only catches gross errors) ---
     with torch.no_grad():
@@ -190,8 +196,8 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 5e-2
         yb16 = bbb(obs.to(device, torch.bfloat16), act.to(device, torch.bfloat16), tim.to(device, torch.bfloat16))
         rep.add("bf16 D-Ma 16 layers vs fp32 reference (drift)", yb16, yb_ref, bf16_tol)
 
-    return dict(ok=rep.ok, mode=mode, device=device, tol=tol, bf16_tol=bf16_tol, batch=batch, seqlen=seqlen,
-                seed=seed, checks=rep.checks)
+    return dict(ok=rep.ok, mode=mode, device=device, tol=tol, stack_tol=stack_tol, bf16_tol=bf16_tol, batch=batch,
+                seqlen=seqlen, seed=seed, checks=rep.checks)
 
 
 def environment() -> dict:
@@ -212,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--mode", choices=("auto", "kernels", "degraded"), default="auto",
                    help="kernels: CUDA + mamba-ssm (fails if missing); degraded: CPU parallel scan vs sequential")
-    p.add_argument("--tol", type=float, default=1e-5, help="fp32 tolerance (scaled max error)")
-    p.add_argument("--bf16-tol", type=float, default=5e-2, help="loose bound on bf16 drift")
+    p.add_argument("--tol", type=float, default=1e-5, help="fp32 tolerance for one block (scaled max error)")
+    p.add_argument("--stack-tol", type=float, default=1e-4, help="fp32 tolerance for 16-layer backbones")
+    p.add_argument("--bf16-tol", type=float, default=0.25, help="loose sanity bound on bf16 drift")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seqlen", type=int, default=11)
     p.add_argument("--seed", type=int, default=0)
@@ -226,12 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernels mode needs CUDA, mamba_ssm and causal_conv1d; found {env}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    result = run_parity(mode, args.tol, args.bf16_tol, args.batch, args.seqlen, args.seed)
+    result = run_parity(mode, args.tol, args.bf16_tol, args.batch, args.seqlen, args.seed, args.stack_tol)
     result.update(environment=env, seconds=round(time.perf_counter() - t0, 2))
     width = max(len(c["name"]) for c in result["checks"])
     print(f"mode {mode} on {result['device']}  ({env})")
     for c in result["checks"]:
-        tol = "-" if c["tol"] is None else f"{c['tol']:.0e}"
+        tol = "-" if c["tol"] is None else f"{c['tol']:.2g}"
         print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']:<{width}}  max_abs {c['max_abs']:.3e}  "
               f"scaled {c['scaled']:.3e}  tol {tol}")
     print("ALL PASSED" if result["ok"] else "PARITY FAILURE")
