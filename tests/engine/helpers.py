@@ -55,7 +55,8 @@ class Episode:
     def __init__(self, spec: FeatureSpec, batch: int = 2, seed: int = 0, frame: tuple[int, int] = (SIZE, SIZE)):
         self.spec, self.batch, self.frame = spec, batch, frame
         self.rng = np.random.default_rng(seed)
-        self.goal = self.rng.normal(size=(batch, spec.goal_embedding_dim)) if spec.goal_embedding_dim else None
+        goal_rng = np.random.default_rng(1000)  # one goal per row, the same for every seed
+        self.goal = goal_rng.normal(size=(batch, spec.goal_embedding_dim)) if spec.goal_embedding_dim else None
 
     def observation(self, i: int, with_goal: bool = True) -> Observation:
         h, w = self.frame

@@ -137,8 +137,9 @@ def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants
                     policy = bench_policy(variant, head, k, layout, history)
                     _reset_peak(dev)
                     if mode == "reference":
-                        ref = policy.to(dev)
-                        ref.backbone.set_runtime(use_kernels=True)
+                        ref = policy.to(dev)  # the same scan as the engine: the faster one for short sequences
+                        if hasattr(ref.backbone, "set_runtime"):
+                            ref.backbone.set_runtime(scan_impl="sequential", use_kernels=True)
                         stats = time_reference(ref, steps, warmup, batch, dev)
                     else:
                         engine = InferenceEngine(policy, EngineConfig(batch=batch, device=device, weights=weights,

@@ -56,6 +56,8 @@ class EngineConfig:
     weights: str = "float32"  # "float32" or "bfloat16" (recurrent states and the sampler stay fp32)
     cuda_graphs: bool = True  # capture observe and act as CUDA graphs (CUDA only)
     use_kernels: bool = True  # mamba-ssm / causal-conv1d kernels for CUDA tensors when importable
+    scan: str = "auto"  # PyTorch selective scan: "sequential", "chunked"; "auto" = sequential (the engine
+    #                     runs a few tokens per call, where the loop beats the O(T^2) chunked form on CPU)
     sampler: str | None = None  # DDPM head: "ddpm" (ancestral) or "ddim"; None = the policy's default
     start_offset_s: float = 0.0  # action i is due at newest stamp + start_offset_s + i * dt
     seed: int = 0  # the engine's noise generator (DDPM)
@@ -69,6 +71,8 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.batch must be >= 1, got {self.batch}")
         if self.weights not in WEIGHT_DTYPES:
             raise ValueError(f"EngineConfig.weights must be one of {tuple(WEIGHT_DTYPES)}, got {self.weights!r}")
+        if self.scan not in ("auto", "sequential", "chunked"):
+            raise ValueError(f"EngineConfig.scan must be 'auto', 'sequential' or 'chunked', got {self.scan!r}")
         if self.sampler not in (None, "ddpm", "ddim"):
             raise ValueError(f"EngineConfig.sampler must be 'ddpm', 'ddim' or None, got {self.sampler!r}")
         if not np.isfinite(self.start_offset_s) or abs(self.start_offset_s) > 10.0:
@@ -121,7 +125,8 @@ def _prepare_policy(policy: MailPolicy, cfg: EngineConfig) -> MailPolicy:
             if name.endswith("A_log") or name.endswith(".D"):
                 p.data = p.data.float()
     if hasattr(policy.backbone, "set_runtime"):
-        policy.backbone.set_runtime(use_kernels=cfg.use_kernels)
+        policy.backbone.set_runtime(scan_impl="sequential" if cfg.scan == "auto" else cfg.scan,
+                                    use_kernels=cfg.use_kernels)
     for p in policy.parameters():
         p.requires_grad_(False)
     return policy
