@@ -56,8 +56,8 @@ class EngineConfig:
     weights: str = "float32"  # "float32" or "bfloat16" (recurrent states and the sampler stay fp32)
     cuda_graphs: bool = True  # capture observe and act as CUDA graphs (CUDA only)
     use_kernels: bool = True  # mamba-ssm / causal-conv1d kernels for CUDA tensors when importable
-    scan: str = "auto"  # PyTorch selective scan: "sequential", "chunked"; "auto" = sequential (the engine
-    #                     runs a few tokens per call, where the loop beats the O(T^2) chunked form on CPU)
+    scan: str = "auto"  # PyTorch selective scan (no kernels): "sequential" | "parallel" | "auto" (the model's
+    #                     choice: sequential on CPU, which is faster for the engine's few-token calls)
     sampler: str | None = None  # DDPM head: "ddpm" (ancestral) or "ddim"; None = the policy's default
     start_offset_s: float = 0.0  # action i is due at newest stamp + start_offset_s + i * dt
     seed: int = 0  # the engine's noise generator (DDPM)
@@ -71,8 +71,8 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.batch must be >= 1, got {self.batch}")
         if self.weights not in WEIGHT_DTYPES:
             raise ValueError(f"EngineConfig.weights must be one of {tuple(WEIGHT_DTYPES)}, got {self.weights!r}")
-        if self.scan not in ("auto", "sequential", "chunked"):
-            raise ValueError(f"EngineConfig.scan must be 'auto', 'sequential' or 'chunked', got {self.scan!r}")
+        if self.scan not in ("auto", "sequential", "parallel"):
+            raise ValueError(f"EngineConfig.scan must be 'auto', 'sequential' or 'parallel', got {self.scan!r}")
         if self.sampler not in (None, "ddpm", "ddim"):
             raise ValueError(f"EngineConfig.sampler must be 'ddpm', 'ddim' or None, got {self.sampler!r}")
         if not np.isfinite(self.start_offset_s) or abs(self.start_offset_s) > 10.0:
@@ -103,9 +103,8 @@ class EngineChunk:
 
 def sample_chunk(policy: MailPolicy, run, batch: int, noise: Tensor | None, sampler: str | None) -> Tensor:
     """The policy's head on a backbone callable ``run(embedded actions, time embedding) -> (B, J, D)``:
-    BC read-out, or the DDPM / DDIM loop over explicit noise. -> (B, J, A) in robot units, fp32.
-    (Adapter: the model library names this MailPolicy._sample.)"""
-    return policy._sample(run, batch, noise, None, sampler)
+    BC read-out, or the DDPM / DDIM loop over explicit noise. -> (B, J, A) in robot units, fp32."""
+    return policy.sample_with(run, batch, noise, None, sampler)
 
 
 def _prepare_policy(policy: MailPolicy, cfg: EngineConfig) -> MailPolicy:
@@ -125,8 +124,7 @@ def _prepare_policy(policy: MailPolicy, cfg: EngineConfig) -> MailPolicy:
             if name.endswith("A_log") or name.endswith(".D"):
                 p.data = p.data.float()
     if hasattr(policy.backbone, "set_runtime"):
-        policy.backbone.set_runtime(scan_impl="sequential" if cfg.scan == "auto" else cfg.scan,
-                                    use_kernels=cfg.use_kernels)
+        policy.backbone.set_runtime(scan_impl=cfg.scan, use_kernels=cfg.use_kernels)
     for p in policy.parameters():
         p.requires_grad_(False)
     return policy

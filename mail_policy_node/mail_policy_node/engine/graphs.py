@@ -49,17 +49,25 @@ class StepGraph:
         self.graph: torch.cuda.CUDAGraph | None = None
         if not capture:
             return
+        # warm up and capture on one side stream (per-stream cuDNN workspaces are then allocated before
+        # capture); "thread_local": other threads of the process (a ROS executor) may use CUDA meanwhile
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.no_grad():
             for _ in range(warmup):
                 fn()
+        side.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, pool=pool, stream=side, capture_error_mode="thread_local"), torch.no_grad():
+                fn()
+        except Exception as e:
+            raise RuntimeError(f"CUDA graph capture of {getattr(fn, '__name__', fn)} failed: {e}. Something in it "
+                               "synchronises with the host or copies from host memory; run with cuda_graphs off "
+                               "to use the same step eagerly") from e
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool), torch.no_grad():
-            fn()
-        torch.cuda.synchronize()
+        self.graph = graph
 
     @property
     def captured(self) -> bool:
