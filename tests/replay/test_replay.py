@@ -174,3 +174,19 @@ def test_realtime_paces_to_the_recording(tmp_path, ckpts):
     lanes = load_lanes([ckpts["a"]], ReplayConfig())
     result = replay_bag(tmp_path / "bag", lanes, config=ReplayConfig(realtime=True))
     assert result.duration_s == pytest.approx(0.5) and result.wall_s >= 0.5
+
+
+def test_rate_zero_ticks_on_every_image_like_the_node(tmp_path, ckpts):
+    """rate_hz 0: a tick after each image; each set is complete one frame later, and the chunks are the
+    same (the final set, with no image after it, is never used)."""
+    written = write_bag(tmp_path / "bag", episodes=(6,), events=False)
+    lanes = load_lanes([ckpts["a"]], ReplayConfig())
+    (ep,) = replay_bag(tmp_path / "bag", lanes, config=ReplayConfig(rate_hz=0)).episodes["a"]
+    direct = direct_chunks(ckpts["a"], written, 0)
+    assert len(ep.chunk_actions) == 5 and np.array_equal(ep.chunk_actions.astype(np.float32), direct[:5])
+
+
+def test_joint_names_the_checkpoint_needs(tmp_path, ckpts):
+    write_bag(tmp_path / "bag", episodes=(3,), cameras=("agentview", "wrist"), drop={"joint_states": (0, 1, 2)})
+    with pytest.raises(MissingTopicError, match="/joint_states"):
+        replay_bag(tmp_path / "bag", load_lanes([ckpts["a"]], ReplayConfig()))

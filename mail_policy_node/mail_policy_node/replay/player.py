@@ -161,9 +161,11 @@ def check_bag(bag: BagReader, lanes: Sequence[Lane], topics: TopicMap) -> list[s
             what = ", ".join(f"{t} ({needed[t]})" for t in missing)
             raise MissingTopicError(f"bag {bag.path} lacks topic(s) {missing} that checkpoint {lane.label!r} needs: "
                                     f"{what}; the bag has {sorted(bag.topics)}")
-        for t in needed:
-            if t != topics.action and bag.topics[t] not in (IMAGE, COMPRESSED_IMAGE) and "camera" in needed[t]:
-                raise IncompatibleCheckpointError(f"{t} ({needed[t]}) carries {bag.topics[t]}, not an image type")
+        for cam in lane.spec.camera_names:
+            t = topics.camera_topic(cam)
+            if bag.topics[t] not in (IMAGE, COMPRESSED_IMAGE):
+                raise IncompatibleCheckpointError(f"{t} (camera {cam!r} of checkpoint {lane.label!r}) carries "
+                                                  f"{bag.topics[t]}, not sensor_msgs/Image or CompressedImage")
         wanted.update(needed)
     first_action = next(iter(bag.records([topics.action])), None)
     if first_action is None or not isinstance(first_action, JointStateRecord):
@@ -179,10 +181,13 @@ def check_bag(bag: BagReader, lanes: Sequence[Lane], topics: TopicMap) -> list[s
     joint_lanes = [lane for lane in lanes if lane.spec.use_joint_state]
     if joint_lanes:
         first_joint = next(iter(bag.records([topics.joint_states])), None)
+        if not isinstance(first_joint, JointStateRecord):
+            raise MissingTopicError(f"bag {bag.path} has no sensor_msgs/JointState messages on {topics.joint_states} "
+                                    f"(the joint state that checkpoint {joint_lanes[0].label!r} takes)")
         for lane in joint_lanes:
             try:
                 joint_state_vector(SimpleNamespace(name=first_joint.names, position=first_joint.position), lane.spec)
-            except (ValueError, AttributeError) as e:
+            except ValueError as e:
                 raise IncompatibleCheckpointError(f"checkpoint {lane.label!r}: {topics.joint_states}: {e}") from None
     return list(wanted) + ([topics.episode] if topics.episode in bag.topics else [])
 

@@ -230,7 +230,9 @@ def write(out: str | Path, result: dict, bags: Sequence[BagReplay], lanes: Seque
                             np.zeros((0, lane.spec.action_horizon, lane.spec.action_dim)),
                             episode=np.concatenate([np.full(len(e.chunk_stamp), i) for i, e in enumerate(eps)])
                             if eps else np.zeros(0, int))
-    if lanes:
+    if lanes:  # one figure over the checkpoints that share the first one's action dimensions
+        names = lanes[0].spec.action_names
         paths["histogram"] = out / "plots" / "error_histograms.png"
-        plot_histograms(paths["histogram"], errors, lanes[0].spec.action_names)
+        plot_histograms(paths["histogram"], {lane.label: errors[lane.label] for lane in lanes
+                                             if lane.spec.action_names == names}, names)
     return paths
