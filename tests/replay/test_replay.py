@@ -190,3 +190,41 @@ def test_joint_names_the_checkpoint_needs(tmp_path, ckpts):
     write_bag(tmp_path / "bag", episodes=(3,), cameras=("agentview", "wrist"), drop={"joint_states": (0, 1, 2)})
     with pytest.raises(MissingTopicError, match="/joint_states"):
         replay_bag(tmp_path / "bag", load_lanes([ckpts["a"]], ReplayConfig()))
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_compressed_size_from_the_header(fmt):
+    from mail_policy_node.data.images import ImageDecodeError, encode_compressed
+    from mail_policy_node.replay.player import compressed_size
+
+    img = np.zeros((40, 48, 3), np.uint8)
+    assert compressed_size(encode_compressed(img, fmt)) == (48, 40)
+    with pytest.raises(ImageDecodeError):
+        compressed_size(b"\xff\xd8" + bytes(30))
+
+
+def test_undecodable_frames_are_counted_not_fatal(tmp_path, ckpts):
+    """A compressed frame with garbage after a valid header: the tick cannot decode it ("bad_image"),
+    one with no header at all is counted on its stream; the replay goes on."""
+    from rosbags.rosbag2 import Reader, Writer
+
+    from mail_policy_node.data.bags import STORAGES
+    from tests.replay.bagmaker import TS
+
+    write_bag(tmp_path / "src", episodes=(6,), encoding="jpeg", events=False)
+    with Reader(tmp_path / "src") as src, Writer(tmp_path / "bag", version=9, storage_plugin=STORAGES["mcap"]) as dst:
+        conns = {c.id: dst.add_connection(c.topic, c.msgtype, typestore=TS) for c in src.connections}
+        wrist = 0
+        for c, t, raw in src.messages():
+            if c.topic == "/camera/wrist/image_raw":
+                msg = TS.deserialize_cdr(raw, c.msgtype)
+                if wrist in (2, 4):
+                    keep = 200 if wrist == 2 else 0  # 2: header kept, body garbage; 4: nothing readable
+                    msg.data = np.concatenate([msg.data[:keep], np.full(300, 7, np.uint8)])
+                    raw = TS.serialize_cdr(msg, c.msgtype)
+                wrist += 1
+            dst.write(conns[c.id], t, raw)
+    _, summary = run_replay([tmp_path / "bag"], load_lanes([ckpts["a"]], ReplayConfig()))
+    assert summary["bags"][0]["streams"]["/camera/wrist/image_raw"]["bad_frames"] == 1
+    overall = summary["checkpoints"][0]["overall"]
+    assert overall["drops"]["bad_image"] == 1 and overall["observations"] == 4

@@ -14,8 +14,9 @@ sees every complete set. Time moves through the bag in log-time order:
 - /mail/action_command messages are kept per episode as the recorded actions, reordered to each
   checkpoint's action names.
 
-Compressed images are decoded when read (the live node only takes raw images, which stay raw here
-too and are decoded in the tick as there). Frames that cannot be decoded are counted, never fatal.
+Images stay encoded until a tick uses them, as in the node (raw ones as read; compressed ones, which
+the live node does not take, likewise). A frame the tick cannot decode is a "bad_image" drop; a
+compressed frame without a readable header is counted per stream. Neither stops the replay.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..data.bags import COMPRESSED_IMAGE, IMAGE, BagReader, EpisodeEventRecord, JointStateRecord, MissingTopicError
-from ..data.images import ImageDecodeError, compressed_msg_to_rgb
+from ..data.images import ImageDecodeError
 from ..engine.engine import EngineConfig
 from ..runtime import LoadedPolicy, PolicyRuntime, RuntimeConfig, joint_state_vector, load_policy
 from .topics import TopicMap
@@ -364,11 +365,10 @@ def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, st
         msg = rec.msg
         if rec.msgtype == COMPRESSED_IMAGE:
             try:
-                rgb = compressed_msg_to_rgb(msg)
+                msg = _CompressedFrame(msg)
             except ImageDecodeError:
                 streams[topic].bad_frames += 1
                 return
-            msg = _RgbFrame(rgb)
         streams[topic].stamps[-1].append(stamp)
         for r in runs:
             used = [cam for cam in r.lane.spec.camera_names if topics.camera_topic(cam) == topic]
@@ -384,13 +384,34 @@ def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, st
             r.runtime.add_joint_state(stamp, msg)
 
 
-class _RgbFrame:
-    """A decoded frame in the shape of a sensor_msgs/Image (rgb8), for the runtime's synchroniser."""
+def compressed_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG or JPEG header, without decoding; ImageDecodeError if it has none."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(data):
+            if data[i] != 0xFF:
+                break
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+                i += 2
+                continue
+            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    raise ImageDecodeError(f"no PNG or JPEG header with an image size in {len(data)} bytes")
 
-    encoding = "rgb8"
-    is_bigendian = 0
 
-    def __init__(self, rgb: np.ndarray):
-        self.height, self.width = rgb.shape[:2]
-        self.step = 3 * self.width
-        self.data = np.ascontiguousarray(rgb)
+class _CompressedFrame:
+    """A sensor_msgs/CompressedImage kept compressed until a tick uses it (raw images are decoded
+    there too, by the runtime): the synchroniser buffers every frame, the engine takes one per tick.
+    Width and height come from the header, for the runtime's empty-frame check."""
+
+    def __init__(self, msg):
+        self.format = msg.format
+        self.data = msg.data
+        self.width, self.height = compressed_size(bytes(msg.data))
