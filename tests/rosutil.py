@@ -90,3 +90,27 @@ def probe(name: str = "test_probe"):
         yield p
     finally:
         p.close()
+
+
+@contextmanager
+def private_domain():
+    """Run the block in a ROS domain of its own (processes started and probes created inside it).
+    For tests that SIGKILL nodes: a killed participant lingers in its domain until its lease expires,
+    which disturbed discovery for the next test in the same domain."""
+    import os
+
+    from mail_policy_node.rosenv import derive_domain_id
+
+    old = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = str(derive_domain_id(int(old or 0) + 37 + private_domain.count))
+    private_domain.count += 1
+    try:
+        yield int(os.environ["ROS_DOMAIN_ID"])
+    finally:
+        if old is None:
+            os.environ.pop("ROS_DOMAIN_ID", None)
+        else:
+            os.environ["ROS_DOMAIN_ID"] = old
+
+
+private_domain.count = 0
