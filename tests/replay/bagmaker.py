@@ -71,11 +71,11 @@ def image_msg(rgb: np.ndarray, encoding: str, ns: int):
         data=np.ascontiguousarray(data, np.uint8).reshape(-1))
 
 
-def write_bag(path, *, storage="mcap", encoding="rgb8", episodes=(8,), size=(32, 32), events=True,
+def write_bag(path, *, storage="mcap", encoding="rgb8", episodes=(8,), size=(32, 32), events=True, starts=True,
               cameras=("agentview", "wrist"), topics: dict | None = None, drop: dict | None = None,
               action_names=ACTION_NAMES) -> dict:
     """Write episodes of ``episodes[i]`` control steps each (observation and action k stamped k * dt
-    after the episode's start; 1 s between episodes). ``topics`` maps camera / "joint_states" / "action"
+    after the episode's start; 1 s between episodes; ``starts`` False: only "end" events). ``topics`` maps camera / "joint_states" / "action"
     to other topic names; ``drop`` maps the same keys to steps whose message is left out (every episode).
     Returns {"frames": {camera: [[rgb per step] per episode]}, "states", "actions", "stamps_ns"} as written."""
     topics = topics or {}
@@ -97,7 +97,7 @@ def write_bag(path, *, storage="mcap", encoding="rgb8", episodes=(8,), size=(32,
 
         t0 = BASE_NS
         for e, steps in enumerate(episodes):
-            if events:
+            if events and starts:
                 put(TOPIC_EPISODE, t0, "std_msgs/msg/String",
                     TS.types["std_msgs/msg/String"](data=json.dumps({"event": "start", "episode": e})))
             for c in cameras:

@@ -228,3 +228,10 @@ def test_undecodable_frames_are_counted_not_fatal(tmp_path, ckpts):
     assert summary["bags"][0]["streams"]["/camera/wrist/image_raw"]["bad_frames"] == 1
     overall = summary["checkpoints"][0]["overall"]
     assert overall["drops"]["bad_image"] == 1 and overall["observations"] == 4
+
+
+def test_end_events_alone_split_the_bag(tmp_path, ckpts):
+    written = write_bag(tmp_path / "bag", episodes=(4, 3), starts=False)
+    eps = replay_bag(tmp_path / "bag", load_lanes([ckpts["a"]], ReplayConfig())).episodes["a"]
+    assert [len(e.recorded) for e in eps] == [4, 3] and eps[1].info["episode"] == 1
+    assert np.array_equal(eps[1].chunk_actions.astype(np.float32), direct_chunks(ckpts["a"], written, 1))

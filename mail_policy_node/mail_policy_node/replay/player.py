@@ -10,7 +10,8 @@ sees every complete set. Time moves through the bag in log-time order:
   image, as the node's ``rate_hz: 0``);
 - /mail/episode "start" resets every runtime (engine caches and synchroniser) and starts a new tick
   grid; "end" at t closes the episode after the ticks up to t + ``tick_phase`` (frames logged with the
-  end event still count). A bag without start events is one episode;
+  end event still count). A bag without start events is one episode (or, with "end" events, split
+  at them); an episode in which nothing was recorded or observed is left out;
 - /mail/action_command messages are kept per episode as the recorded actions, reordered to each
   checkpoint's action names.
 
@@ -285,6 +286,11 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                 r.open(t_ns)
 
         def close_episode(t_ns: int) -> None:
+            state.open, state.close_at = False, None
+            if not state.rec and not any(r.runtime.observations > r._obs0 for r in runs):
+                for r in runs:  # nothing recorded, nothing observed (e.g. a tail after the last "end")
+                    r.next_tick_ns = None
+                return
             for r in runs:
                 stats = r.close()
                 names = r.lane.spec.action_names
@@ -302,7 +308,6 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                     latency_s=np.asarray([lat for _, lat in r.chunks], float),
                     recorded_t=np.asarray(state.rec_t, float), recorded=rec, **stats))
                 r.next_tick_ns = None
-            state.open, state.close_at = False, None
             state.index += 1
             if progress:
                 progress(f"{path}: episode {state.index - 1} done")
@@ -312,13 +317,13 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
             group = list(group)
             if first_ns is None:
                 first_ns = t_ns
-                if not has_starts:
-                    open_episode(t_ns, {})
             last_ns = t_ns
             if state.open and state.close_at is not None:
                 end_tick = state.close_at + phase_ns  # the tick for frames logged with the end event
                 run_ticks(end_tick, inclusive=True) if end_tick < t_ns else run_ticks(t_ns, inclusive=False)
                 close_episode(state.close_at)
+            if not has_starts and not state.open:  # without start events, an "end" splits the bag
+                open_episode(t_ns, {})
             if state.open:
                 run_ticks(t_ns, inclusive=False)
             pace(t_ns)
