@@ -52,23 +52,29 @@ def test_launch_translation_routes_arguments_to_nodes():
 
 
 @pytest.mark.ros
-def test_supervisor_reports_crash_and_respawns(tmp_path, capsys):
-    from mail_policy_node.data.cameras import record_realsense_file
+def test_supervisor_reports_crash_and_respawns(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
     from mail_bringup.up import Supervisor
+    from mail_policy_node.data.cameras import record_realsense_file
+    from tests.rosutil import private_domain
 
     rec = tmp_path / "c.db3"
     record_realsense_file(str(rec), [np.full((32, 32, 3), k, np.uint8) for k in range(5)])
     cam = NodeSpec("camera_test", "camera_node", "mail_policy_node.nodes.camera_node",
                    {"camera_name": "test", "source": "realsense", "playback_file": str(rec)}, respawn=True)
-    sup = Supervisor(Profile("test", tmp_path / "none.yaml", (cam,)), echo=False)
-    sup.start()
-    try:
-        wait_for(lambda: sup.alive("camera_test"), 10, what="node start")
-        sup.kill("camera_test", signal.SIGKILL)
-        wait_for(lambda: (sup.poll(), sup.nodes["camera_test"].restarts == 1)[1], 15, what="crash noticed")
-        wait_for(lambda: (sup.poll(), sup.alive("camera_test"))[1], 15, what="respawn")
-    finally:
-        sup.stop()
+    # SIGKILL below: keep the killed participant's leftovers out of the other tests' graph
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", str(Path(__file__).parents[1] / "nodes" / "udp_only.xml"))
+    with private_domain():
+        sup = Supervisor(Profile("test", tmp_path / "none.yaml", (cam,)), echo=False)
+        sup.start()
+        try:
+            wait_for(lambda: sup.alive("camera_test"), 10, what="node start")
+            sup.kill("camera_test", signal.SIGKILL)
+            wait_for(lambda: (sup.poll(), sup.nodes["camera_test"].restarts == 1)[1], 15, what="crash noticed")
+            wait_for(lambda: (sup.poll(), sup.alive("camera_test"))[1], 15, what="respawn")
+        finally:
+            sup.stop()
     out = capsys.readouterr().out
     assert "camera_test exited with code -9" in out and "respawning camera_test" in out
     assert sup.failed is None
