@@ -208,7 +208,7 @@ class _Run:
             max_age=config.max_age), clock=clock)
         self.next_tick_ns: int | None = None
         self.chunks: list = []
-        self.ticks = self.observations = 0
+        self.ticks = 0
         self.tick_s = 0.0
         self._counts0: dict = {}
         self._obs0 = 0
@@ -223,6 +223,10 @@ class _Run:
         self.next_tick_ns = t_ns + self.phase_ns if self.period_ns else None
         self.chunks, self.ticks, self.tick_s = [], 0, 0.0
         self._counts0, self._obs0 = self._counts(), self.runtime.observations
+
+    def observed(self) -> bool:
+        """Whether the engine took an observation since the episode opened."""
+        return self.runtime.observations > self._obs0
 
     def tick(self) -> None:
         t0 = time.perf_counter()
@@ -270,12 +274,17 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                     time.sleep(delay)
 
         def run_ticks(limit_ns: int, inclusive: bool) -> None:
-            for r in runs:
-                while r.next_tick_ns is not None and (r.next_tick_ns <= limit_ns if inclusive else r.next_tick_ns < limit_ns):
-                    pace(r.next_tick_ns)
-                    clock.now = seconds(r.next_tick_ns)
-                    r.tick()
-                    r.next_tick_ns += r.period_ns
+            """Every lane's ticks before ``limit_ns`` (or at it), in time order across lanes."""
+            while True:
+                due = [r for r in runs if r.next_tick_ns is not None
+                       and (r.next_tick_ns <= limit_ns if inclusive else r.next_tick_ns < limit_ns)]
+                if not due:
+                    return
+                r = min(due, key=lambda run: run.next_tick_ns)
+                pace(r.next_tick_ns)
+                clock.now = seconds(r.next_tick_ns)
+                r.tick()
+                r.next_tick_ns += r.period_ns
 
         def open_episode(t_ns: int, info: dict) -> None:
             state.open, state.close_at, state.info, state.start_ns = True, None, dict(info), t_ns
@@ -287,7 +296,7 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
 
         def close_episode(t_ns: int) -> None:
             state.open, state.close_at = False, None
-            if not state.rec and not any(r.runtime.observations > r._obs0 for r in runs):
+            if not state.rec and not any(r.observed() for r in runs):
                 for r in runs:  # nothing recorded, nothing observed (e.g. a tail after the last "end")
                     r.next_tick_ns = None
                 return
