@@ -195,7 +195,7 @@ def test_joint_names_the_checkpoint_needs(tmp_path, ckpts):
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 def test_compressed_size_from_the_header(fmt):
     from mail_policy_node.data.images import ImageDecodeError, encode_compressed
-    from mail_policy_node.replay.player import compressed_size
+    from mail_policy_node.replay.frames import compressed_size
 
     img = np.zeros((40, 48, 3), np.uint8)
     assert compressed_size(encode_compressed(img, fmt)) == (48, 40)
