@@ -47,12 +47,14 @@ class Probe:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
-        if not rclpy.ok():
-            rclpy.init()
-        self.node = rclpy.create_node(name)
+        # A context of its own, initialised now: it joins the domain in the environment at this moment
+        # (tests may switch domains) whatever another test left initialised in this process.
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
         self.messages: dict[str, list] = {}
         self.arrivals: dict[str, list[float]] = {}
-        self._executor = SingleThreadedExecutor()
+        self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -80,7 +82,7 @@ class Probe:
         self._thread.join(timeout=2)
         self._executor.remove_node(self.node)
         self.node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(context=self.context)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demos": ("mail_policy_node.commands.demos", "record scripted-expert demonstrations in simulation as rosbag2"),
     "train": ("mail_policy_node.commands.train", "train a policy from rosbag2 demonstrations (one YAML config)"),
     "eval": ("mail_policy_node.commands.eval", "closed-loop success rate of a checkpoint in the simulated tasks"),
+    "replay": ("mail_policy_node.commands.replay", "replay rosbags through checkpoints: predicted vs recorded actions, latency, gaps"),
     "up": ("mail_bringup.up", "start a bringup profile (real_robot, sim, replay) where ros2 launch is missing"),
     "bench": ("mail_policy_node.commands.bench", "benchmarks (model, engine): print a table, write JSON"),
 }
