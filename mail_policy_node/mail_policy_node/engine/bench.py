@@ -55,11 +55,6 @@ def _frames(spec: FeatureSpec, rng: np.random.Generator, batch: int) -> dict:
     return {c.name: rng.integers(0, 256, (batch, c.height, c.width, 3), dtype=np.uint8) for c in spec.cameras}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -90,7 +85,8 @@ def advance_stream(engine: InferenceEngine, steps: int, chunk: int = 100, seed: 
     left = steps
     while left > 0:
         n = min(chunk, left)
-        tokens = torch.randn(engine.config.batch, n * per, d, generator=gen).to(engine.device, p.action_out.weight.dtype)
+        tokens = torch.randn(engine.config.batch, n * per, d, generator=gen)
+        tokens = tokens.to(engine.device, p.action_out.weight.dtype)
         new = p.observe(tokens, state)
         for a, b in zip(_leaves(state), _leaves(new)):
             a.copy_(b)
@@ -130,22 +126,55 @@ def time_engine(engine: InferenceEngine, steps: int, warmup: int, skip: int = 0,
     return _stats(times)
 
 
-@torch.no_grad()
-def time_reference(policy: MailPolicy, steps: int, warmup: int, batch: int, device: torch.device,
-                   seed: int = 0) -> dict:
-    """Time MaIL's way: per control step, validate the frames, re-encode K of them, full recompute."""
-    rng = np.random.default_rng(seed)
-    spec = policy.cfg.spec
-    log = EpisodeLog()
-    times = []
-    for n in range(warmup + steps):
+class _EngineRunner:
+    """One engine stepped with fresh random frames; ``step()`` returns the seconds of engine.step()."""
+
+    def __init__(self, engine: InferenceEngine, skip: int = 0, seed: int = 0):
+        self.engine, self.rng, self.i = engine, np.random.default_rng(seed), 0
+        engine.reset()
+        if skip:
+            engine.observe(self._obs())  # the first observation opens the episode
+            advance_stream(engine, skip - 1)
+
+    def _obs(self) -> Observation:
+        self.i += 1
+        return Observation(stamp=self.i * self.engine.spec.dt,
+                           images=_frames(self.engine.spec, self.rng, self.engine.config.batch))
+
+    def step(self) -> float:
+        o = self._obs()
         t0 = time.perf_counter()
-        log.add(check_observation(Observation(stamp=n * spec.dt, images=_frames(spec, rng, batch)), spec, batch))
-        log.steps = log.steps[-spec.obs_horizon:]
-        reference_chunk(policy, log, "window").cpu()
-        if n >= warmup:
-            times.append(time.perf_counter() - t0)
-    return _stats(times)
+        self.engine.step(o)  # ends with the chunk on the host: no extra sync needed
+        return time.perf_counter() - t0
+
+
+class _ReferenceRunner:
+    """MaIL's way: per control step, validate the frames, re-encode the K latest, full recompute."""
+
+    def __init__(self, policy: MailPolicy, batch: int, seed: int = 0):
+        self.policy, self.batch, self.rng = policy, batch, np.random.default_rng(seed)
+        self.i, self.log = 0, EpisodeLog()
+
+    @torch.no_grad()
+    def step(self) -> float:
+        spec = self.policy.cfg.spec
+        self.i += 1
+        o = Observation(stamp=self.i * spec.dt, images=_frames(spec, self.rng, self.batch))
+        t0 = time.perf_counter()
+        self.log.add(check_observation(o, spec, self.batch))
+        self.log.steps = self.log.steps[-spec.obs_horizon:]
+        reference_chunk(self.policy, self.log, "window").cpu()
+        return time.perf_counter() - t0
+
+
+def _interleaved(runners: dict, steps: int) -> dict:
+    """Time the runners round-robin, one step each per round, so that a change of machine load (the CPU
+    machines are shared) hits every runner alike and the ratios stay meaningful."""
+    times = {name: [] for name in runners}
+    for _ in range(steps):
+        for name, r in runners.items():
+            times[name].append(r.step())
+    return {name: _stats(t) for name, t in times.items()}
 
 
 def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants=("d_ma", "ed_ma"),
@@ -157,44 +186,49 @@ def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants
     warmup = 1 if quick else 5
     if quick:  # a smoke run of every mode: K 1 and 5, episode positions 10 and 50
         ks, lengths = (1, 5), (10, 50)
+    ecfg = lambda history: EngineConfig(batch=batch, device=device, weights=weights,  # noqa: E731
+                                        cuda_graphs=cuda_graphs, history=history)
     rows, flat = [], []
     for variant in variants:
         for head in heads:
             for k in ks:
+                runners, peaks = {}, {}
                 for mode in MODES:
                     layout = "paper" if mode in ("reference", "paper") else "streaming"
                     history = "stream" if mode == "stream" else "window"
                     policy = bench_policy(variant, head, k, layout, history)
                     _reset_peak(dev)
-                    if mode == "reference":
-                        ref = policy.to(dev)  # the model's own runtime choices (scan "auto", kernels on CUDA)
-                        stats = time_reference(ref, steps, warmup, batch, dev)
+                    if mode == "reference":  # the model's own runtime choices (scan "auto", kernels on CUDA)
+                        runners[mode] = _ReferenceRunner(policy.to(dev), batch)
                     else:
-                        engine = InferenceEngine(policy, EngineConfig(batch=batch, device=device, weights=weights,
-                                                                      cuda_graphs=cuda_graphs, history=history))
-                        stats = time_engine(engine, steps, warmup)
-                        del engine
-                    row = dict(variant=variant, head=head, K=k, mode=mode, peak_mb=_peak_mb(dev), **stats)
+                        runners[mode] = _EngineRunner(InferenceEngine(policy, ecfg(history)))
+                    for _ in range(warmup):
+                        runners[mode].step()
+                    peaks[mode] = _peak_mb(dev)
+                for mode, stats in _interleaved(runners, steps).items():
+                    row = dict(variant=variant, head=head, K=k, mode=mode, peak_mb=peaks[mode], **stats)
                     rows.append(row)
                     log(f"{variant:6s} {head:5s} K={k:<3d} {mode:10s} p50 {row['p50_ms']:9.2f} ms  "
                         f"p99 {row['p99_ms']:9.2f} ms  peak {row['peak_mb']:8.1f} MB")
+                del runners
             # stream cost against the episode position (K does not matter for stream; the middle K is used)
             k = ks[len(ks) // 2]
-            engine = InferenceEngine(bench_policy(variant, head, k, "streaming", "stream"),
-                                     EngineConfig(batch=batch, device=device, weights=weights,
-                                                  cuda_graphs=cuda_graphs, history="stream"))
-            for length in lengths:
-                stats = time_engine(engine, steps, warmup=1, skip=max(0, length - 1))
-                flat.append(dict(variant=variant, head=head, K=k, episode_step=length, **stats))
-                log(f"{variant:6s} {head:5s} stream at step {length:<5d} p50 {stats['p50_ms']:9.2f} ms  "
+            policy = bench_policy(variant, head, k, "streaming", "stream")
+            runners = {n: _EngineRunner(InferenceEngine(policy, ecfg("stream")), skip=max(0, n - 1)) for n in lengths}
+            for r in runners.values():
+                r.step()
+            for n, stats in _interleaved(runners, steps).items():
+                flat.append(dict(variant=variant, head=head, K=k, episode_step=n, **stats))
+                log(f"{variant:6s} {head:5s} stream at step {n:<5d} p50 {stats['p50_ms']:9.2f} ms  "
                     f"p99 {stats['p99_ms']:9.2f} ms")
-            del engine
+            del runners
     return dict(device=str(dev), device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else
                 platform.processor() or platform.machine(), torch=torch.__version__, threads=torch.get_num_threads(),
                 batch=batch, weights=weights, cuda_graphs=cuda_graphs, quick=quick, steps=steps,
                 note="step = observe (frames in) + act (chunk on the host); reference = MaIL's way (re-encode K "
-                     "frames, full recompute per denoising step); stream positions reached by random tokens fed "
-                     "into the state (advance_stream); CPU peak_mb is the process peak RSS (monotonic)",
+                     "frames, full recompute per denoising step); modes timed round-robin; stream positions "
+                     "reached by random tokens fed into the state (advance_stream); peak_mb: CUDA allocator peak "
+                     "while building and warming each runner, on the CPU the process peak RSS (monotonic)",
                 rows=rows, stream_length=flat, summary=summarise(rows, flat, dev))
 
 
@@ -227,7 +261,8 @@ def summarise(rows: list[dict], flat: list[dict], device: torch.device) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
-    p.add_argument("--quick", action="store_true", help="a short CPU run: K 1 and 5, episode positions 10 and 50, 3 timed steps")
+    p.add_argument("--quick", action="store_true",
+                   help="a short CPU run: K 1 and 5, episode positions 10 and 50, 3 timed steps")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--variants", default="d_ma,ed_ma")
     p.add_argument("--heads", default="ddpm,bc")

@@ -14,11 +14,13 @@ It owns every cache, all in static tensors allocated once:
 - the per-layer conv and SSM states of every Mamba stack (fp32, also with bf16 weights).
 
 How each control step runs, by backbone path and history:
-| path | history | observe(obs) | act() |
-| --- | --- | --- | --- |
-| cached (streaming layouts) | window | encode frames, push the step's tokens into the ring | prefix state from a zero state over [goal, ring] once, then every denoising step runs only the action tokens from it |
-| cached (streaming layouts) | stream | encode frames, advance the episode state by the step's tokens | every denoising step runs only the action tokens from the episode state |
-| recompute (paper layouts, Transformers; or forced) | window | encode frames, push into the ring | full forward over [time, goal, ring, actions] per denoising step |
+- cached (streaming layouts), window: observe() encodes the frames and pushes the step's tokens into the
+  ring; act() computes the prefix state over [goal, ring] from a zero state once, then every denoising
+  step runs only the action tokens from it.
+- cached (streaming layouts), stream: observe() encodes the frames and advances the episode state by the
+  step's tokens; every denoising step of act() runs only the action tokens from that state.
+- recompute (paper layouts, Transformer baselines, or forced), window: observe() as above; act() runs
+  the full [time, goal, ring, actions] sequence once per denoising step.
 
 A window with fewer than K observations since reset is filled by repeating the first one.
 On CUDA the observe and act work (the whole denoising loop included) are captured as CUDA graphs with
