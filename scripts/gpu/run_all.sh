@@ -7,7 +7,7 @@ export PYTHONPATH="$PWD/mail_policy_node:${PYTHONPATH:-}"
 OUT="${OUT:-results/gpu}"
 mkdir -p "$OUT"
 status=0
-run() { echo "=== $*"; "$@" || { echo "=== FAILED ($?): $*"; status=1; }; }
+run() { echo "=== $*"; timeout "${STEP_LIMIT:-240}" "$@" || { echo "=== FAILED ($?): $*"; status=1; }; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 run python3 scripts/gpu/model_parity.py --out "$OUT/gpu_model_parity.json"
 [ -f scripts/gpu/engine_parity.py ] && run python3 scripts/gpu/engine_parity.py --out "$OUT/gpu_engine_parity.json"
