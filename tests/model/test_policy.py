@@ -11,35 +11,45 @@ from .tiny import policy_batch, tiny_policy, tiny_spec
 
 PAPER = [f"{v}_{h}" for v in ("d_ma", "ed_ma", "d_tr", "ed_tr") for h in ("bc", "ddpm")]
 STREAM = [f"{v}_{h}_stream" for v in ("d_ma", "ed_ma") for h in ("bc", "ddpm")]
-ONE_CAM = FeatureSpec(cameras=(CameraSpec("agentview", 32, 32),), use_joint_state=True, obs_horizon=2,
-                      action_horizon=2)
+ONE_CAM = FeatureSpec(cameras=(CameraSpec("agentview", 32, 32),), use_joint_state=True, obs_horizon=1,
+                      action_horizon=2)  # the overfit tests' spec: as small as the layouts allow
+
+
+def fixed_draw_loss(policy: MailPolicy, batch: dict, draws: int = 8) -> float:
+    """Mean loss over fixed seeds, so DDPM's random steps and noise are the same before and after."""
+    with torch.no_grad():
+        losses = []
+        for seed in range(draws):
+            torch.manual_seed(1000 + seed)
+            losses.append(policy(batch).item())
+    return sum(losses) / draws
 
 
 def overfit(policy: MailPolicy, batch: dict, steps: int, train_encoder: bool) -> tuple[float, float]:
-    policy.encoder.requires_grad_(train_encoder)  # the encoder is exercised once below; it dominates CPU time
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=3e-3, foreach=True)
-    losses = []
+    """Adam on one batch; returns the fixed-draw loss before and after."""
+    policy.encoder.requires_grad_(train_encoder)  # exercised once below; it dominates CPU time
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-2, foreach=True)
+    before = fixed_draw_loss(policy, batch)
+    torch.manual_seed(0)
     for _ in range(steps):
         loss = policy(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-    return losses[0], sum(losses[-10:]) / 10
+    return before, fixed_draw_loss(policy, batch)
 
 
 @pytest.mark.parametrize("preset", PAPER + STREAM)
 def test_tiny_model_overfits_tiny_batch(preset):
     stream = preset.endswith("_stream")
     policy = tiny_policy(preset, "stream" if stream else "window", spec=ONE_CAM, dropout=0.0).train()
-    batch = policy_batch(policy, batch=2, steps=3 if stream else None, episode=stream)
+    batch = policy_batch(policy, batch=1, steps=3 if stream else None, episode=stream)
     bc = policy.cfg.backbone.head == "bc"
-    first, last = overfit(policy, batch, 80 if bc else 60, train_encoder=preset == "d_ma_bc")
-    if bc:  # MSE on normalised actions (targets have variance ~1)
-        assert last < 0.1, f"{preset}: BC loss {first:.3f} -> {last:.4f}"
-    else:  # epsilon MSE starts near 1 and cannot reach 0 with random steps: demand a clear drop
-        assert last < 0.7 * first and last < 0.75, f"{preset}: DDPM loss {first:.3f} -> {last:.4f}"
+    before, after = overfit(policy, batch, 40 if bc else 60, train_encoder=preset == "d_ma_bc")
+    if bc:  # MSE on normalised actions, targets of variance ~1
+        assert after < 0.05, f"{preset}: BC loss {before:.3f} -> {after:.4f}"
+    else:  # epsilon MSE at random steps cannot reach 0 on a tiny budget: demand a clear drop
+        assert after < 0.6 * before, f"{preset}: DDPM loss {before:.3f} -> {after:.4f}"
 
 
 @pytest.mark.parametrize("preset", ["d_ma_ddpm_stream", "ed_ma_ddpm_stream", "ed_ma_bc_stream"])
@@ -57,12 +67,12 @@ def test_cached_prefix_equals_full_recompute_with_same_noise(preset, sampler):
 @pytest.mark.parametrize("preset", ["d_ma_ddpm_stream", "ed_ma_bc_stream"])
 def test_stream_history_equals_recompute_over_the_whole_prefix(preset):
     policy = tiny_policy(preset, "stream").eval()
-    ep = policy_batch(policy, steps=4)
+    ep = policy_batch(policy, steps=3)
     policy.reset()
     with torch.no_grad():
         all_tokens = policy._tokens(ep)  # goal + every step's tokens
         p = policy.cfg.encoder.tokens_per_step
-        for k in range(4):
+        for k in range(3):
             step = dict(images={c: v[:, k:k + 1] for c, v in ep["images"].items()}, state=ep["state"][:, k:k + 1],
                         goal=ep["goal"])
             got = policy.predict_chunk(step, generator=torch.Generator().manual_seed(k))
