@@ -19,7 +19,7 @@ TOL = 1e-5
 def test_due_times_latency_and_controller_chunk():
     policy = tiny_policy("d_ma", "bc")
     spec = policy.cfg.spec
-    e = InferenceEngine(policy, EngineConfig(start_offset_s=0.05))
+    e = InferenceEngine(policy, EngineConfig(start_offset_s=0.05, path="cached"))
     o = Episode(spec, 1).observation(3)
     chunk = e.step(Observation(12.5, {k: v[0] for k, v in o.images.items()}, o.state[0], o.goal[0]))
     assert chunk.actions.shape == (1, spec.action_horizon, spec.action_dim)

@@ -24,7 +24,7 @@ LONG = tiny_spec(cameras=1)
 @pytest.mark.parametrize("head", ["bc", "ddpm"])
 def test_window_cached_equals_recompute(variant, head):
     policy = tiny_policy(variant, head, spec=LONG)
-    actions, noise, log = run_episode(policy, "window", STEPS)
+    actions, noise, log = run_episode(policy, "window", STEPS, path="cached")
     policy.backbone.set_runtime(scan_impl="parallel")
     ref = reference_window_chunks(policy, log, noise)
     assert actions.shape == ref.shape == (STEPS, 2, 4, 8)

@@ -52,7 +52,8 @@ WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 @dataclass(frozen=True)
 class EngineConfig:
     history: str | None = None  # "window" | "stream"; None = the policy's own (PolicyConfig.history)
-    path: str = "auto"  # "auto": cached observe/act for streaming layouts, full recompute otherwise
+    path: str = "auto"  # "auto": cached observe/act for streaming layouts (except BC in history window, which
+    #                     evaluates the network once anyway), full recompute otherwise; or force one
     batch: int = 1  # rows stepped together (robots, evaluation episodes)
     device: str = "cpu"  # "cpu" or "cuda[:n]"
     weights: str = "float32"  # "float32" or "bfloat16" (recurrent states and the sampler stay fp32)
@@ -138,7 +139,10 @@ class InferenceEngine:
         pc = policy.cfg
         history = cfg.history or pc.history
         streaming = pc.backbone.layout == "streaming"
-        cached = streaming and cfg.path != "recompute"
+        # "auto": the cached path where it saves work. A BC head in history window evaluates the network
+        # once per step, so splitting it into prefix + actions only adds a pass: it runs by recompute.
+        is_ddpm = pc.backbone.head == "ddpm"
+        cached = streaming and (cfg.path == "cached" or (cfg.path == "auto" and (history == "stream" or is_ddpm)))
         if cfg.path == "cached" and not streaming:
             raise ValueError(f"path 'cached' needs a streaming layout; this policy has {pc.backbone.layout!r} "
                              f"({pc.backbone.variant}) and runs by full recompute")
