@@ -11,13 +11,12 @@ import json
 import threading
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float64MultiArray, String
 
+from mail_policy_node.nodes import run
 from mail_policy_node.nodes.ros_convert import camera_info_msg, image_msg
 from mail_policy_node.spec import camera_image_topic, camera_info_topic
 
@@ -118,15 +117,7 @@ class CameraNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = CameraNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(CameraNode, args)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import threading
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import JointState
 
 from mail_msgs.msg import ActionChunk, PolicyStatus
+from mail_policy_node.nodes import run
 from mail_policy_node.spec import TOPIC_ACTION_CHUNK, TOPIC_ACTION_COMMAND, TOPIC_POLICY_STATUS
 
 RECORDED = ((TOPIC_ACTION_CHUNK, ActionChunk, "mail_msgs/msg/ActionChunk"),
@@ -53,15 +52,7 @@ class ChunkRecorderNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = ChunkRecorderNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(ChunkRecorderNode, args)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -26,6 +24,7 @@ from std_srvs.srv import Trigger
 
 from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import ControllerStatus
+from mail_policy_node.nodes import run
 from mail_policy_node.control.chunks import SchedulerConfig
 from mail_policy_node.control.controller import ArmController, ControllerConfig
 from mail_policy_node.control.franky_arm import FrankyArm, FrankyArmConfig, run_cycle
@@ -197,17 +196,7 @@ class FrankaControllerNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = FrankaControllerNode()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(FrankaControllerNode, args, threads=2)
 
 
 if __name__ == "__main__":

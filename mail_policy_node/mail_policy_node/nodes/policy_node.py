@@ -9,10 +9,8 @@ change with the reason, and nothing else changes.
 
 from __future__ import annotations
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -21,6 +19,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import PolicyStatus
+from mail_policy_node.nodes import run
 from mail_policy_node.engine.engine import EngineConfig
 from mail_policy_node.nodes.ros_convert import chunk_to_msg, from_time, to_duration, to_time
 from mail_policy_node.runtime import LoadedPolicy, PolicyRuntime, RuntimeConfig, load_policy
@@ -201,17 +200,7 @@ def trajectory_of(chunk) -> JointTrajectory:
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(PolicyNode, args, threads=3)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ import json
 import time
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
+from mail_policy_node.nodes import run
 from mail_policy_node.spec import TOPIC_EPISODE
 
 TOPIC_SIM_SCENE = "/sim/scene"
@@ -128,15 +127,7 @@ def _jsonable(o):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = SimWorldNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(SimWorldNode, args)
 
 
 if __name__ == "__main__":
