@@ -134,7 +134,7 @@ class DemoBagWriter:
 
     def episode_event(self, event: str, t: float, **fields) -> None:
         ns, _ = self._stamp(t)
-        payload = json.dumps({"event": event, **fields}, sort_keys=True, default=_json_default)
+        payload = json.dumps({"event": event, **fields}, sort_keys=True, default=json_default)
         self._write(TOPIC_EPISODE, ns, self._ts.types[STRING](data=payload), STRING)
 
     def image(self, camera: str, t: float, rgb: np.ndarray) -> None:
@@ -183,7 +183,8 @@ class DemoBagWriter:
         self._write(TOPIC_ACTION_COMMAND, ns, msg, JOINT_STATE)
 
 
-def _json_default(o):
+def json_default(o):
+    """`default=` for json.dumps: numpy scalars and arrays as plain numbers and lists."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

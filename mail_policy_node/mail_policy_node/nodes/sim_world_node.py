@@ -19,6 +19,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
+from mail_policy_node.data.bags import json_default
 from mail_policy_node.nodes import run
 from mail_policy_node.spec import TOPIC_EPISODE
 
@@ -79,7 +80,7 @@ class SimWorldNode(Node):
         self.state_pub = self.create_publisher(Float64MultiArray, TOPIC_SIM_STATE, 10)
         self.episode_pub = self.create_publisher(String, TOPIC_EPISODE, SCENE_QOS)
         self.scene_pub.publish(String(data=json.dumps(
-            {"task": task, "seed": seed, "params": self.scene.params, "xml": self.scene.xml}, default=_jsonable)))
+            {"task": task, "seed": seed, "params": self.scene.params, "xml": self.scene.xml}, default=json_default)))
         self.t_ready = time.time()
         self.t_start = None  # set when the arm first moves
         self.ended = False
@@ -116,14 +117,6 @@ class SimWorldNode(Node):
     def destroy_node(self):
         self.scene.close()
         return super().destroy_node()
-
-
-def _jsonable(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def main(args=None):
