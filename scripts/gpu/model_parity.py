@@ -5,7 +5,7 @@ On a CUDA machine with mamba-ssm and causal-conv1d ("kernels" mode) it checks, f
   - the fused kernel forward of our block, and mamba_ssm.Mamba itself loaded with our state dict,
     against the CPU fp32 reference (sequential scan): outputs and gradients;
   - prefill with state return, step() and continue-from-state through the kernels against the full
-    kernel forward;
+    kernel forward; every continue implementation (Mamba.CONTINUE_IMPLS), also from a random state;
   - whole backbones (D-Ma 16 layers, ED-Ma streaming observe/act) with kernels against the reference;
   - bf16 drift of the kernels (measured, with a loose bound) and of bf16 step vs bf16 full forward.
 Without CUDA or mamba-ssm ("degraded" mode, for CI) the candidate is the vectorised (parallel prefix) scan and
@@ -155,6 +155,23 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25
         yb = cand(xd[:, cut:], sa)
         rep.add("continue from state vs full forward", torch.cat([ya, yb], 1), y_full, tol)
         rep.add("continue leaves the given state untouched", sa.ssm, sa_copy.ssm, 0.0)
+        # every continue-from-state implementation (kernels: selective_scan_fn + closed-form initial state,
+        # or one selective_state_update per token), from a reachable and from an arbitrary state; degraded
+        # mode runs the same code with PyTorch stand-ins for the kernels
+        cand.kernel_emulation = not use_k
+        st_rand = type(sa)(torch.randn_like(sa.conv), torch.randn_like(sa.ssm))
+        ref_b, ref_sb = ref(x[:, cut:], type(sa)(*(t.cpu() for t in st_rand)), return_state=True)
+        for impl in Mamba.CONTINUE_IMPLS:
+            cand.continue_impl = impl
+            yb, sb = cand(xd[:, cut:], sa, return_state=True)
+            rep.add(f"continue [{impl}] vs full forward", torch.cat([ya, yb], 1), y_full, tol)
+            rep.add(f"continue [{impl}] ssm state vs reference", sb.ssm, st_ref.ssm, tol)
+            rep.add(f"continue [{impl}] conv state vs reference", sb.conv, st_ref.conv, tol)
+            yr, sr = cand(xd[:, cut:], st_rand, return_state=True)
+            rep.add(f"continue [{impl}] from a random state vs reference", yr, ref_b, tol)
+            rep.add(f"continue [{impl}] from a random state: ssm state vs reference", sr.ssm, ref_sb.ssm, tol)
+            rep.add(f"continue [{impl}] leaves the given state untouched", sa.ssm, sa_copy.ssm, 0.0)
+        cand.continue_impl, cand.kernel_emulation = "auto", False
 
     # --- whole backbones ---
     bb = build_backbone(backbone_preset("d_ma_ddpm"))
@@ -192,6 +209,14 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25
             ys.append(yt)
         rep.add("bf16 step() vs bf16 full forward (drift)", torch.stack(ys, 1), yb_full, bf16_tol)
         rep.add("bf16 state after step() vs fp32 reference state (drift)", state.ssm, st_ref.ssm, bf16_tol)
+        cutb = seqlen // 2
+        yba, sba = cb(xb[:, :cutb], return_state=True)
+        for impl in Mamba.CONTINUE_IMPLS:
+            cb.continue_impl = impl
+            ybb = cb(xb[:, cutb:], sba)
+            rep.add(f"bf16 continue [{impl}] vs bf16 full forward (drift)", torch.cat([yba, ybb], 1), yb_full,
+                    bf16_tol)
+        cb.continue_impl = "auto"
         bbb = _candidate(bb, device, use_k, dtype=torch.bfloat16)
         yb16 = bbb(obs.to(device, torch.bfloat16), act.to(device, torch.bfloat16), tim.to(device, torch.bfloat16))
         rep.add("bf16 D-Ma 16 layers vs fp32 reference (drift)", yb16, yb_ref, bf16_tol)
@@ -202,7 +227,8 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25
 
 def environment() -> dict:
     env = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.cuda.is_available(),
-               sequence_kernels=kernels.have_sequence_kernels(), step_kernels=kernels.have_step_kernels())
+               sequence_kernels=kernels.have_sequence_kernels(), step_kernels=kernels.have_step_kernels(),
+               continue_kernels=kernels.have_continue_kernels())
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     for name in ("mamba_ssm", "causal_conv1d"):

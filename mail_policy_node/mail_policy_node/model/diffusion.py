@@ -88,6 +88,7 @@ class DDPM(nn.Module):
             post_ct=(1 - ab_prev) * alphas.sqrt() / (1 - ab),  # coefficient of x_t
         ).items():
             self.register_buffer(name, value.float(), persistent=False)
+        self.register_buffer("_one", torch.ones(()), persistent=False)  # alpha_bar after the last DDIM step
 
     def noise_shape(self, shape: tuple[int, ...], sampler: str = "ddpm") -> tuple[int, ...]:
         """Shape of the explicit noise a sampler consumes: initial draw + one per step (DDIM: 1)."""
@@ -139,7 +140,7 @@ class DDPM(nn.Module):
         for k, t in enumerate(ts):
             eps = denoise(x, torch.full((shape[0],), t, device=x.device, dtype=torch.long)).float()
             x0 = self._x0(x, eps, t, low, high)
-            ab_next = self.alpha_bar[ts[k + 1]] if k + 1 < len(ts) else x.new_tensor(1.0)
+            ab_next = self.alpha_bar[ts[k + 1]] if k + 1 < len(ts) else self._one  # no host copy: graph-capturable
             eps = (x - self.alpha_bar[t].sqrt() * x0) / (1 - self.alpha_bar[t]).sqrt()  # consistent with clamp
             x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
         return x

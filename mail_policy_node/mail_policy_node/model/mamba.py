@@ -9,7 +9,8 @@ dict loads either way. Paths:
   layouts' action branches off an observation trunk; PyTorch only).
 All paths are functional: a given state is never written to. States are fp32 whatever the weights' dtype.
 On CUDA, when mamba-ssm / causal-conv1d import and `use_kernels` is set, the same weights run through
-their kernels (fused forward, causal_conv1d_update, selective_state_update).
+their kernels (fused forward; continue/step: causal_conv1d_fn, then selective_scan_fn or
+selective_state_update, see `_kernel_continue`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class Mamba(nn.Module):
         # sequential on CPU, where it measured faster for ~11-token sequences, backward 2-4x; see scan.py)
         self.scan_impl = "auto"
         self.use_kernels = True  # use mamba-ssm kernels for CUDA tensors when they import
+        # continue-from-state / step() with kernels: "auto" | "scan" | "state_update" (see _kernel_continue)
+        self.continue_impl = "auto"
+        # run that kernel path with PyTorch stand-ins for the kernels, on any device (tests on CPU)
+        self.kernel_emulation = False
         self._init_dt()
 
     def _init_dt(self) -> None:
@@ -127,14 +132,13 @@ class Mamba(nn.Module):
     # ---- full sequence / continuation ----
     def forward(self, x: Tensor, state: MambaState | None = None, return_state: bool = False):
         """x (B, L, D) -> y (B, L, D), and the state after the last token if ``return_state``."""
-        if kernels.usable(x, self.use_kernels):
-            if state is None and not return_state and kernels.have_sequence_kernels():
-                return self._kernel_fused(x)
-            if state is None and kernels.have_sequence_kernels():
-                return self._kernel_prefill(x)
-            if state is not None and kernels.have_step_kernels():
-                y, new = self._kernel_continue(x, state)
+        if state is not None:
+            ops = self._continue_ops(x)
+            if ops is not None:
+                y, new = self._kernel_continue(x, state, ops)
                 return (y, new) if return_state else y
+        elif kernels.usable(x, self.use_kernels) and kernels.have_sequence_kernels():
+            return self._kernel_prefill(x) if return_state else self._kernel_fused(x)
         y, conv, ssm = self._torch_forward(x, state, all_states=False)
         return (y, MambaState(conv, ssm)) if return_state else y
 
@@ -172,8 +176,9 @@ class Mamba(nn.Module):
     # ---- one token ----
     def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
         """x (B, D) -> y (B, D), new state."""
-        if kernels.usable(x, self.use_kernels) and kernels.have_step_kernels():
-            y, new = self._kernel_continue(x[:, None], state)
+        ops = self._continue_ops(x)
+        if ops is not None:
+            y, new = self._kernel_continue(x[:, None], state, ops)
             return y[:, 0], new
         cfg = self.cfg
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, d_inner)
@@ -213,21 +218,74 @@ class Mamba(nn.Module):
             delta_softplus=True, return_last_state=True)
         return self.out_proj(y.transpose(1, 2)), MambaState(conv_state, last.float())
 
-    def _kernel_continue(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
-        """Token by token through causal_conv1d_update + selective_state_update, on copies of the state."""
-        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, d_inner)
-        conv = state.conv.to(xi.dtype).clone(memory_format=torch.contiguous_format)  # updated in place
-        ssm = state.ssm.clone(memory_format=torch.contiguous_format)
-        w = self.conv1d.weight[:, 0]
-        ys = []
-        for t in range(x.shape[1]):
-            xc = kernels.causal_conv1d_update(xi[:, t].contiguous(), conv, w, self.conv1d.bias, "silu")
-            dt, b, c = self._ssm_inputs(xc)
-            ys.append(kernels.selective_state_update(
-                ssm, xc, dt.contiguous(), self._A(), b.contiguous(), c.contiguous(), self.D.float(),
-                z=z[:, t].contiguous(), dt_bias=self.dt_proj.bias.float(), dt_softplus=True))
-        y = self.out_proj(torch.stack(ys, dim=1))  # (B, L, D)
-        return y, MambaState(conv.float(), ssm)
+    CONTINUE_IMPLS = ("auto", "scan", "state_update")
+    # "auto" loops selective_state_update up to this many tokens, and uses the scan beyond: per layer,
+    # state_update launches about 11 + L kernels, scan about 25 whatever L (see _kernel_continue)
+    STATE_UPDATE_MAX_LEN = 8
+
+    def _continue_ops(self, x: Tensor) -> kernels.KernelOps | None:
+        """Which kernels the continue-from-state path runs: the CUDA ones, their PyTorch stand-ins
+        (``kernel_emulation``, any device: for tests), or None (the plain PyTorch path)."""
+        if self.kernel_emulation:
+            return kernels.TORCH_OPS
+        if kernels.usable(x, self.use_kernels) and kernels.have_continue_kernels():
+            return kernels.cuda_ops()
+        return None
+
+    def _kernel_continue(self, x: Tensor, state: MambaState, ops: kernels.KernelOps) -> tuple[Tensor, MambaState]:
+        """Continue from ``state`` over L tokens, the per-sequence work done once for all of them:
+        in_proj, the depthwise conv over [conv state, x] (causal_conv1d_fn, SiLU fused), x_proj, dt_proj
+        and A once; then the SSM either
+        - "scan": no token loop: one selective_scan_fn from a zero state, plus the initial state's part in
+          closed form (the SSM is linear in its state and A is constant over time):
+              h_t = exp(A * sum_{s<=t} delta_s) * h0 + h_t^zero,   y_t += <exp(A * sum delta) * h0, C_t>,
+          added before the SiLU(z) gate, which is therefore applied here and not in the kernel;
+        - "state_update": one selective_state_update per token on a copy of the ssm state (no other
+          per-token work).
+        "auto": state_update for up to STATE_UPDATE_MAX_LEN tokens, scan beyond. The given state is never
+        written to. Kernel launches per call (fp32 weights, no biases on in/out_proj): shared part 11 (in_proj,
+        cat, conv, copy + x_proj, dt_proj, exp + neg for A, copy + out_proj), then state_update: clone, L
+        updates, stack; scan: 2 copies (B, C), the scan, 12 elementwise for the initial state's part."""
+        cfg = self.cfg
+        batch, length, _ = x.shape
+        k, di, n, r = cfg.d_conv, cfg.d_inner, cfg.d_state, cfg.rank
+        if length == 0:
+            return self.out_proj(x.new_zeros(batch, 0, di)), state
+        xi, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L) views
+        # conv over the last d_conv - 1 inputs of the state followed by the L new ones; the first d_conv - 1
+        # outputs of the window are not needed. New conv state: the last d_conv inputs.
+        window = torch.cat([state.conv[..., 1:].to(xi.dtype), xi], dim=-1)  # (B, d_inner, d_conv - 1 + L)
+        xc = ops.causal_conv1d_fn(window, self.conv1d.weight[:, 0], self.conv1d.bias, activation="silu")
+        xc = xc[..., k - 1:]  # (B, d_inner, L), stride(-1) == 1
+        conv = window[..., -k:].float()
+        # x_proj / dt_proj in the layouts of mamba_ssm's mamba_inner_fn
+        x_dbl = F.linear(xc.transpose(1, 2).reshape(batch * length, di), self.x_proj.weight)  # (B L, r + 2N)
+        dt = (self.dt_proj.weight @ x_dbl[:, :r].t()).view(di, batch, length).permute(1, 0, 2)  # (B, d_inner, L)
+        A = -torch.exp(self.A_log.float())  # (d_inner, N), once per call
+        D, dt_bias = self.D.float(), self.dt_proj.bias.float()
+        impl = self.continue_impl
+        if impl == "auto":
+            impl = "state_update" if length <= self.STATE_UPDATE_MAX_LEN else "scan"
+        if impl == "state_update":
+            bc = x_dbl.view(batch, length, r + 2 * n)
+            ssm = state.ssm.float().clone(memory_format=torch.contiguous_format)  # updated in place
+            ys = [ops.selective_state_update(ssm, xc[:, :, t], dt[:, :, t], A, bc[:, t, r:r + n],
+                                             bc[:, t, r + n:], D, z=z[:, :, t], dt_bias=dt_bias, dt_softplus=True)
+                  for t in range(length)]
+            y = torch.stack(ys, dim=1)  # (B, L, d_inner)
+            return self.out_proj(y), MambaState(conv, ssm)
+        if impl != "scan":
+            raise ValueError(f"continue_impl must be one of {self.CONTINUE_IMPLS}, got {impl!r}")
+        b = x_dbl[:, r:r + n].view(batch, length, n).transpose(1, 2).contiguous()  # (B, N, L)
+        c = x_dbl[:, r + n:].view(batch, length, n).transpose(1, 2).contiguous()
+        y0, last0 = ops.selective_scan_fn(xc, dt, A, b, c, D, None, delta_bias=dt_bias, delta_softplus=True,
+                                          return_last_state=True)  # from a zero state, D-skip included, no gate
+        delta = F.softplus(dt.float() + dt_bias[:, None])  # (B, d_inner, L), as the kernel computes it
+        carried = torch.exp(delta.cumsum(-1)[:, :, None, :] * A[:, :, None]) * state.ssm.float()[..., None]
+        y = y0.float() + (carried * c.float()[:, None]).sum(2)  # (B, d_inner, L)
+        y = (y * F.silu(z.float())).to(x.dtype)
+        ssm = carried[..., -1] + last0.float()  # (B, d_inner, N)
+        return self.out_proj(y.transpose(1, 2)), MambaState(conv, ssm)
 
 
 __all__ = ["MambaConfig", "MambaState", "Mamba", "init_linear_paper", "SCAN_IMPLS"]

@@ -6,6 +6,7 @@ time embedding (DDPM). Streaming layouts add the primitives the engine calls:
 
     state = backbone.init_state(batch, device)            # StreamState, zeros
     state = backbone.observe(obs_tokens (B, L, D), state)  # advance the observation prefix by L tokens
+                                                           # (state None: from zeros)
     out = backbone.act(state, actions, time)               # (B, J, D); never modifies ``state``
 
 and ``forward_episode`` to train on whole episodes: one observation trunk, and after every control
@@ -76,9 +77,10 @@ class _MambaBackbone(nn.Module):
         self._need_streaming()
         return StreamState(tuple(s.allocate_inference_cache(batch, device) for s in self.stacks()))
 
-    def set_runtime(self, scan_impl: str | None = None, use_kernels: bool | None = None) -> None:
+    def set_runtime(self, scan_impl: str | None = None, use_kernels: bool | None = None,
+                    continue_impl: str | None = None) -> None:
         for s in self.stacks():
-            s.set_runtime(scan_impl, use_kernels)
+            s.set_runtime(scan_impl, use_kernels, continue_impl)
 
 
 class DMamba(_MambaBackbone):
@@ -105,9 +107,10 @@ class DMamba(_MambaBackbone):
             seq = torch.cat(head + [obs, self._slots(actions, batch)], 1)  # (B, L, D)
         return self.stack(seq)[:, -j:]
 
-    def observe(self, obs: Tensor, state: StreamState) -> StreamState:
+    def observe(self, obs: Tensor, state: StreamState | None) -> StreamState:
+        """state None: start from zeros (on CUDA, through the sequence kernels)."""
         self._need_streaming()
-        _, s = self.stack(obs, state.stacks[0], return_state=True)
+        _, s = self.stack(obs, None if state is None else state.stacks[0], return_state=True)
         return StreamState((s,))
 
     def act(self, state: StreamState, actions: Tensor | None = None, time: Tensor | None = None) -> Tensor:
@@ -168,9 +171,10 @@ class EDMamba(_MambaBackbone):
         enc_out = self.encoder(enc_seq)
         return self.decoder(dec_seq, add=enc_out)[:, -j:]
 
-    def observe(self, obs: Tensor, state: StreamState) -> StreamState:
+    def observe(self, obs: Tensor, state: StreamState | None) -> StreamState:
+        """state None: start from zeros (on CUDA, through the sequence kernels)."""
         self._need_streaming()
-        enc_state, dec_state = state.stacks
+        enc_state, dec_state = (None, None) if state is None else state.stacks
         enc_out, enc_state = self.encoder(obs, enc_state, return_state=True)
         dec_in = self.state_tokens.expand(obs.shape[0], obs.shape[1], -1)
         _, dec_state = self.decoder(dec_in, dec_state, return_state=True, add=enc_out)

@@ -37,11 +37,17 @@ class MambaStack(nn.Module):
     def allocate_inference_cache(self, batch: int, device=None) -> StackState:
         return tuple(b.mixer.allocate_inference_cache(batch, device) for b in self.layers)
 
-    def set_runtime(self, scan_impl: str | None = None, use_kernels: bool | None = None) -> None:
-        """scan_impl: "auto" | "parallel" | "sequential"; use_kernels: mamba-ssm kernels on CUDA."""
+    def set_runtime(self, scan_impl: str | None = None, use_kernels: bool | None = None,
+                    continue_impl: str | None = None) -> None:
+        """scan_impl: "auto" | "parallel" | "sequential"; use_kernels: mamba-ssm kernels on CUDA;
+        continue_impl: "auto" | "scan" | "state_update", the kernel path that continues from a state."""
         if scan_impl is not None and scan_impl not in SCAN_IMPLS + ("auto",):
             raise ValueError(f"scan_impl must be one of {SCAN_IMPLS + ('auto',)}, got {scan_impl!r}")
+        if continue_impl is not None and continue_impl not in Mamba.CONTINUE_IMPLS:
+            raise ValueError(f"continue_impl must be one of {Mamba.CONTINUE_IMPLS}, got {continue_impl!r}")
         for b in self.layers:
+            if continue_impl is not None:
+                b.mixer.continue_impl = continue_impl
             if scan_impl is not None:
                 b.mixer.scan_impl = scan_impl
             if use_kernels is not None:
