@@ -13,7 +13,7 @@ demo: env
 	@$(VENV)/bin/mail-il demo
 
 test: env
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@PY=$(PY) bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 bench: env
 	@$(VENV)/bin/mail-il bench model --quick

@@ -3,8 +3,12 @@ folder), applied before any test imports rclpy."""
 
 import os
 import tempfile
+from pathlib import Path
 
 from mail_policy_node import rosenv
+
+# UDP only for the suite (see udp_only.xml); set before rosenv, which only sets the profile if unset
+os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(Path(__file__).with_name("udp_only.xml"))
 
 _log_dir = tempfile.mkdtemp(prefix="mail-ros-log-")
 rosenv.apply_ros_environment(domain_id=int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID")

@@ -52,9 +52,7 @@ def test_launch_translation_routes_arguments_to_nodes():
 
 
 @pytest.mark.ros
-def test_supervisor_reports_crash_and_respawns(tmp_path, capsys, monkeypatch):
-    from pathlib import Path
-
+def test_supervisor_reports_crash_and_respawns(tmp_path, capsys):
     from mail_bringup.up import Supervisor
     from mail_policy_node.data.cameras import record_realsense_file
     from tests.rosutil import private_domain
@@ -63,8 +61,7 @@ def test_supervisor_reports_crash_and_respawns(tmp_path, capsys, monkeypatch):
     record_realsense_file(str(rec), [np.full((32, 32, 3), k, np.uint8) for k in range(5)])
     cam = NodeSpec("camera_test", "camera_node", "mail_policy_node.nodes.camera_node",
                    {"camera_name": "test", "source": "realsense", "playback_file": str(rec)}, respawn=True)
-    # SIGKILL below: keep the killed participant's leftovers out of the other tests' graph
-    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", str(Path(__file__).parents[1] / "nodes" / "udp_only.xml"))
+    # SIGKILL below: keep the killed participant out of the other tests' graph
     with private_domain():
         sup = Supervisor(Profile("test", tmp_path / "none.yaml", (cam,)), echo=False)
         sup.start()

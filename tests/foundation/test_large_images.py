@@ -16,10 +16,20 @@ pytestmark = pytest.mark.ros
 N = 90
 
 
-def test_640x480_images_arrive_complete_and_intact():
+def test_640x480_images_arrive_complete_and_intact(monkeypatch):
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
+    from mail_policy_node.rosenv import FASTDDS_PROFILE
+    from tests.rosutil import private_domain
+
+    # the stack's own shared-memory profile (the rest of the suite runs over UDP), in a domain of its own
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
+    with private_domain():
+        _exchange(Image, qos_profile_sensor_data)
+
+
+def _exchange(Image, qos_profile_sensor_data):
     with probe() as p:
         got = p.subscribe(Image, "/camera/big/image_raw", qos_profile_sensor_data)
         peer = subprocess.Popen([sys.executable, str(Path(__file__).with_name("image_peer.py")), str(N)])

@@ -6,7 +6,6 @@ not resume by itself when the policy comes back."""
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,7 @@ STATUS_PERIOD = 0.1
 
 
 @pytest.fixture
-def domain(monkeypatch):
-    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", str(Path(__file__).with_name("udp_only.xml")))
+def domain():
     with private_domain() as d:
         yield d
 

@@ -196,7 +196,9 @@ class FrankaControllerNode(Node):
 
 
 def main(args=None):
-    run(FrankaControllerNode, args, threads=2)
+    # one executor thread: every callback is short and only takes the core's lock; a second thread
+    # made rclpy's MultiThreadedExecutor spin on callbacks blocked behind that lock (a core burnt)
+    run(FrankaControllerNode, args)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
 """Policy node: synchronised camera frames and joint state in, mail_msgs/ActionChunk out.
 
 A thin adapter over runtime.PolicyRuntime (synchroniser + streaming InferenceEngine). The control
-tick runs on a timer in its own callback group; setting the `checkpoint` parameter loads, validates
-and warms up the new checkpoint in the parameter service's thread while the old policy keeps
-ticking, and the swap happens at the next chunk boundary. A refused checkpoint rejects the parameter
-change with the reason, and nothing else changes.
+tick runs in a thread of its own, at `rate_hz` or (rate_hz 0) whenever a frame arrives, so it can use
+a set as soon as it is complete. Input callbacks are reentrant and only store messages. Setting the `checkpoint`
+parameter loads, validates and warms up the new checkpoint in the parameter service's thread while
+inputs keep flowing and the old policy keeps ticking; the swap happens at the next chunk boundary. A
+refused checkpoint rejects the parameter change with the reason, and nothing else changes.
+
+Why no executor timer for the tick: rclpy's MultiThreadedExecutor wakes again and again for a timer
+whose mutually exclusive group is busy, which burnt a whole core per node during inference.
 """
 
 from __future__ import annotations
 
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+import threading
+import time
+
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -43,6 +50,13 @@ class PolicyNode(Node):
             sync_tolerance=self.declare_parameter("sync_tolerance", 0.03, READ_ONLY).value,
             max_age=self.declare_parameter("max_age", 0.25, READ_ONLY).value)
         self.mirror = self.declare_parameter("publish_trajectory", False, READ_ONLY).value
+        # CPU inference threads: 1 by default. On a loaded 2-core machine torch's default (all cores,
+        # spin-waiting) was measured 20x slower per step than one thread.
+        threads = self.declare_parameter("cpu_threads", 1, READ_ONLY).value
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         self.engine_config = EngineConfig(history=history or None, device=device, sampler=sampler or None)
         self.state, self.reason = PolicyStatus.STATE_IDLE, "no checkpoint set"
         self.runtime: PolicyRuntime | None = None
@@ -52,17 +66,16 @@ class PolicyNode(Node):
         self.chunk_pub = self.create_publisher(ActionChunkMsg, TOPIC_ACTION_CHUNK, reliable)
         self.status_pub = self.create_publisher(PolicyStatus, TOPIC_POLICY_STATUS, reliable)
         self.traj_pub = self.create_publisher(JointTrajectory, TOPIC_ACTION_CHUNK + "_trajectory", 10) if self.mirror else None
-        self.inputs = MutuallyExclusiveCallbackGroup()
-        self.control = MutuallyExclusiveCallbackGroup()
+        self.inputs = ReentrantCallbackGroup()  # never blocked, so the executor never spins on it
         self._subscribed: set[str] = set()
-        self.create_service(Trigger, "~/reset_episode", self.on_reset, callback_group=self.control)
-        self.create_service(Trigger, "~/pause", self.on_pause, callback_group=self.control)
-        self.create_service(Trigger, "~/resume", self.on_resume, callback_group=self.control)
-        if self.runtime_config.rate_hz > 0:
-            self.create_timer(1.0 / self.runtime_config.rate_hz, self.tick, callback_group=self.control)
-        # rate_hz 0: a tick as soon as an observation set is complete (the reference camera's frame
-        # arrives last or its partners are already there), which removes up to a timer period of latency
+        self.create_service(Trigger, "~/reset_episode", self.on_reset, callback_group=self.inputs)
+        self.create_service(Trigger, "~/pause", self.on_pause, callback_group=self.inputs)
+        self.create_service(Trigger, "~/resume", self.on_resume, callback_group=self.inputs)
         self.create_timer(0.5, self.publish_status, callback_group=self.inputs)
+        self._stop = threading.Event()
+        self._frame_arrived = threading.Event()  # rate_hz 0: wakes the tick thread
+        self._ticker = threading.Thread(target=self._tick_loop, name="tick", daemon=True)
+        self._ticker.start()
 
         name = self.get_parameter("checkpoint").value
         if name:
@@ -88,7 +101,7 @@ class PolicyNode(Node):
         for cam in loaded.spec.camera_names:
             if cam not in self._subscribed:
                 self.create_subscription(Image, camera_image_topic(cam), lambda m, c=cam: self.on_image(c, m),
-                                         qos_profile_sensor_data, callback_group=self.control)
+                                         qos_profile_sensor_data, callback_group=self.inputs)
                 self._subscribed.add(cam)
         if loaded.spec.use_joint_state and "joints" not in self._subscribed:
             self.create_subscription(JointState, TOPIC_JOINT_STATES, self.on_joint_state, qos_profile_sensor_data,
@@ -121,19 +134,39 @@ class PolicyNode(Node):
     def on_image(self, camera: str, msg: Image) -> None:
         if self.runtime is not None:
             self.runtime.add_image(camera, from_time(msg.header.stamp), msg)
-            if self.runtime_config.rate_hz == 0:
-                self.tick()
+            self._frame_arrived.set()
 
     def on_joint_state(self, msg: JointState) -> None:
         if self.runtime is not None:
             self.runtime.add_joint_state(from_time(msg.header.stamp), msg)
 
     # ---- control tick -----------------------------------------------------------------------------
+    def _tick_loop(self) -> None:
+        if self.runtime_config.rate_hz == 0:  # a tick per arriving frame; the runtime skips incomplete sets
+            while not self._stop.is_set():
+                if self._frame_arrived.wait(0.1):
+                    self._frame_arrived.clear()
+                    self.tick()
+            return
+        period = 1.0 / self.runtime_config.rate_hz
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            self.tick()
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                next_t = time.monotonic()  # overran: no burst of catch-up ticks
+
     def tick(self) -> None:
         rt = self.runtime
         if rt is None:
             return
         chunk = rt.tick()
+        self._publish(rt, chunk)
+
+    def _publish(self, rt, chunk) -> None:
         if rt.paused:
             self.state, self.reason = PolicyStatus.STATE_PAUSED, "paused by service"
         elif rt.sync.missing():
@@ -188,6 +221,12 @@ class PolicyNode(Node):
         self.status_pub.publish(m)
 
 
+    def destroy_node(self):
+        self._stop.set()
+        self._ticker.join(timeout=2.0)
+        return super().destroy_node()
+
+
 def trajectory_of(chunk) -> JointTrajectory:
     """The chunk as a JointTrajectory (for visualisation tools): one point per action."""
     t = JointTrajectory()
@@ -200,7 +239,7 @@ def trajectory_of(chunk) -> JointTrajectory:
 
 
 def main(args=None):
-    run(PolicyNode, args, threads=3)
+    run(PolicyNode, args, threads=2)
 
 
 if __name__ == "__main__":
