@@ -28,7 +28,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--demos", type=int, default=60, help="expert demonstrations to record")
     parser.add_argument("--episodes", type=int, default=3, help="closed-loop episodes through the ROS stack")
     parser.add_argument("--train-config", default=str(TRAIN_CONFIG), help="training config YAML")
-    parser.add_argument("--train-steps", type=int, default=0, help="override the config's training steps")
+    parser.add_argument("--train-steps", type=int, default=1000,
+                        help="training steps (the demo budget; 0 = the config's own, 2000 for the measured recipe)")
     parser.add_argument("--workers", type=int, default=2, help="processes for recording demonstrations")
     parser.add_argument("--out", default="runs/demo", help="folder for everything the demo produces")
     parser.add_argument("--echo", action="store_true", help="show the nodes' output")
