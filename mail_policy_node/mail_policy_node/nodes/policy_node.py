@@ -2,8 +2,8 @@
 
 A thin adapter over runtime.PolicyRuntime (synchroniser + streaming InferenceEngine). The control
 tick runs in a thread of its own, at `rate_hz` or (rate_hz 0) whenever a frame arrives, so it can use
-a set as soon as it is complete. Input callbacks are reentrant and only store messages. Setting the `checkpoint`
-parameter loads, validates and warms up the new checkpoint in the parameter service's thread while
+a set as soon as it is complete. Input callbacks are reentrant and only store messages. Setting the
+`checkpoint` parameter loads, validates and warms up the new checkpoint in the parameter service's thread while
 inputs keep flowing and the old policy keeps ticking; the swap happens at the next chunk boundary. A
 refused checkpoint rejects the parameter change with the reason, and nothing else changes.
 
@@ -13,10 +13,10 @@ whose mutually exclusive group is busy, which burnt a whole core per node during
 
 from __future__ import annotations
 
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import threading
 import time
 
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -26,8 +26,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import PolicyStatus
-from mail_policy_node.nodes import run
 from mail_policy_node.engine.engine import EngineConfig
+from mail_policy_node.nodes import run
 from mail_policy_node.nodes.ros_convert import chunk_to_msg, from_time, to_duration, to_time
 from mail_policy_node.runtime import LoadedPolicy, PolicyRuntime, RuntimeConfig, load_policy
 from mail_policy_node.spec import (TOPIC_ACTION_CHUNK, TOPIC_JOINT_STATES, TOPIC_POLICY_STATUS,
@@ -65,7 +65,8 @@ class PolicyNode(Node):
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.chunk_pub = self.create_publisher(ActionChunkMsg, TOPIC_ACTION_CHUNK, reliable)
         self.status_pub = self.create_publisher(PolicyStatus, TOPIC_POLICY_STATUS, reliable)
-        self.traj_pub = self.create_publisher(JointTrajectory, TOPIC_ACTION_CHUNK + "_trajectory", 10) if self.mirror else None
+        self.traj_pub = (self.create_publisher(JointTrajectory, TOPIC_ACTION_CHUNK + "_trajectory", 10)
+                         if self.mirror else None)
         self.inputs = ReentrantCallbackGroup()  # never blocked, so the executor never spins on it
         self._subscribed: set[str] = set()
         self.create_service(Trigger, "~/reset_episode", self.on_reset, callback_group=self.inputs)
