@@ -34,18 +34,21 @@ def test_controller_holds_when_the_policy_dies_or_hangs(tmp_path, fault, domain)
     from mail_policy_node.nodes.ros_convert import image_msg
 
     make_checkpoint(tmp_path / "tiny", seed=0, joint=False)
-    policy = node_process("mail_policy_node.nodes.policy_node", "policy_node",
-                          {"checkpoint_root": str(tmp_path), "checkpoint": "tiny", "rate_hz": 10.0})
-    controller = node_process("mail_policy_node.nodes.franka_controller_node", "franka_controller",
-                              {"dry_run": True, "auto_enable": True, "watchdog_timeout": WATCHDOG,
-                               "dry_run_start": START, "max_tracking_error": 0.0})
     stop = threading.Event()
+    policy = controller = None
     try:
+        # the probe joins the graph first: with localhost discovery a participant that comes up after
+        # many others on the host was seen to hear nobody (its announcements still went out)
         with probe() as p:
             chunks = p.subscribe(ActionChunk, "/mail/action_chunk",
                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
             status = p.subscribe(ControllerStatus, "/mail/controller_status")
             commands = p.subscribe(JointState, "/mail/action_command")
+            policy = node_process("mail_policy_node.nodes.policy_node", "policy_node",
+                                  {"checkpoint_root": str(tmp_path), "checkpoint": "tiny", "rate_hz": 10.0})
+            controller = node_process("mail_policy_node.nodes.franka_controller_node", "franka_controller",
+                                      {"dry_run": True, "auto_enable": True, "watchdog_timeout": WATCHDOG,
+                                       "dry_run_start": START, "max_tracking_error": 0.0})
             pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
                     for c in ("agentview", "wrist")}
 
@@ -80,9 +83,9 @@ def test_controller_holds_when_the_policy_dies_or_hangs(tmp_path, fault, domain)
             feeder.join(timeout=5)
     finally:
         stop.set()
-        if fault == "hung":
+        if fault == "hung" and policy is not None:
             policy.send_signal(signal.SIGCONT)
-        outputs = stop_process(policy), stop_process(controller)
+        outputs = [stop_process(proc) if proc is not None else "" for proc in (policy, controller)]
         print("policy output:\n" + outputs[0][-1500:] + "\ncontroller output:\n" + outputs[1][-1500:])
     hold_after_last_chunk = t_hold_seen - t_last_chunk
     # the watchdog trips WATCHDOG after the last chunk (or when its actions ran out, whichever is first);

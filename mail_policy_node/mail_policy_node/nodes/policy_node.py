@@ -164,8 +164,12 @@ class PolicyNode(Node):
         rt = self.runtime
         if rt is None:
             return
-        chunk = rt.tick()
-        self._publish(rt, chunk)
+        try:
+            chunk = rt.tick()
+            self._publish(rt, chunk)
+        except Exception as exc:  # a failing tick must not end the tick thread; shutdown races end here too
+            if not self._stop.is_set():
+                self.get_logger().error(f"tick failed: {exc!r}", throttle_duration_sec=5.0)
 
     def _publish(self, rt, chunk) -> None:
         if rt.paused:
