@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: env demo test bench clean-env
+.PHONY: env demo test test-faults bench clean-env
 
 env:
 	@bash scripts/setup_env.sh
@@ -14,6 +14,9 @@ demo: env
 
 test: env
 	@PY=$(PY) bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+test-faults: env
+	@$(PY) -m pytest -m ros tests/nodes/test_fault_injection.py $(PYTEST_ARGS)
 
 bench: env
 	@$(VENV)/bin/mail-il bench model --quick
