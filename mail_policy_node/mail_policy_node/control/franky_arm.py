@@ -95,6 +95,7 @@ class FrankyArm:
         self._last_gripper: float | None = None
         self._gripper_future = None
         self.sent = 0
+        self.last_state: ArmState | None = None  # the latest read_state(), for publishers (no second read)
         self.last_error: str | None = None
         self._v_cap = FRANKY_DQ_MAX * config.relative_dynamics_factor * 0.98
 
@@ -148,7 +149,8 @@ class FrankyArm:
             cmd = self._last_cmd
             q = np.zeros(N_JOINTS) if cmd is None else cmd.q.copy()
             dq = np.zeros(N_JOINTS) if cmd is None else cmd.dq.copy()
-            return ArmState(q, dq, now, now, None if cmd is None else cmd.gripper)
+            self.last_state = ArmState(q, dq, now, now, None if cmd is None else cmd.gripper)
+            return self.last_state
         s = self.robot.state
         width = None
         if self.gripper is not None:
@@ -156,7 +158,9 @@ class FrankyArm:
                 width = float(self.gripper.width)
             except Exception:
                 width = None
-        return ArmState(np.array(s.q, dtype=float), np.array(s.dq, dtype=float), float(s.time.to_sec()), now, width)
+        self.last_state = ArmState(np.array(s.q, dtype=float), np.array(s.dq, dtype=float), float(s.time.to_sec()),
+                                   now, width)
+        return self.last_state
 
     # ---------------------------------------------------------- commanding
     def velocity_for(self, cmd: CommandState, q_measured: np.ndarray | None) -> np.ndarray:

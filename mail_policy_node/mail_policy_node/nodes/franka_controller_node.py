@@ -143,7 +143,9 @@ class FrankaControllerNode(Node):
         while not self._stop.is_set():
             with self.lock:
                 out = run_cycle(self.ctrl, self.arm, now=time.time())
-            state = self.arm.read_state() if cycle % self.joint_every == 0 else None
+            # the state run_cycle just read: a second read per cycle would query the robot (and the
+            # gripper's width) twice on the control path
+            state = self.arm.last_state if cycle % self.joint_every == 0 else None
             if state is not None:
                 self.publish_joint_state(state)
             if out is not None:
