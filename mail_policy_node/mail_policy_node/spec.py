@@ -80,6 +80,13 @@ class FeatureSpec:
             raise ValueError(f"goal_embedding_dim must be >= 0, got {self.goal_embedding_dim}")
 
     @property
+    def action_lead_s(self) -> float:
+        """When a recorded action is due after the observation it was recorded with: one dt. The demos
+        record the joint target the arm reaches one step later (sim.env ramps to it over dt), so the
+        engine stamps action i due at stamp + (i + 1) * dt and replay scores recorded actions there."""
+        return self.dt
+
+    @property
     def action_dim(self) -> int:
         return len(self.action_names)
 

@@ -62,7 +62,8 @@ class EngineConfig:
     scan: str = "auto"  # PyTorch selective scan (no kernels): "sequential" | "parallel" | "auto" (the model's
     #                     choice: sequential on CPU, which is faster for the engine's few-token calls)
     sampler: str | None = None  # DDPM head: "ddpm" (ancestral) or "ddim"; None = the policy's default
-    start_offset_s: float = 0.0  # action i is due at newest stamp + start_offset_s + i * dt
+    start_offset_s: float | None = None  # action i is due at newest stamp + start_offset_s + i * dt; None: the
+    #                                       recording convention, one dt (FeatureSpec.action_lead_s)
     seed: int = 0  # the engine's noise generator (DDPM)
 
     def __post_init__(self):
@@ -78,7 +79,7 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.scan must be 'auto', 'sequential' or 'parallel', got {self.scan!r}")
         if self.sampler not in (None, "ddpm", "ddim"):
             raise ValueError(f"EngineConfig.sampler must be 'ddpm', 'ddim' or None, got {self.sampler!r}")
-        if not np.isfinite(self.start_offset_s) or abs(self.start_offset_s) > 10.0:
+        if self.start_offset_s is not None and (not np.isfinite(self.start_offset_s) or abs(self.start_offset_s) > 10.0):
             raise ValueError(f"EngineConfig.start_offset_s must be finite and within 10 s, got {self.start_offset_s}")
 
 
@@ -154,6 +155,8 @@ class InferenceEngine:
         self.config, self.history, self.cached = cfg, history, cached
         self.policy = _prepare_policy(policy, cfg)
         self.spec = pc.spec
+        self.start_offset_s = (self.spec.action_lead_s if cfg.start_offset_s is None
+                               else float(cfg.start_offset_s))
         self.device = device
         self.is_ddpm = self.policy.is_ddpm
         self.sampler = cfg.sampler or pc.diffusion.sampler
@@ -341,7 +344,7 @@ class InferenceEngine:
         if not np.isfinite(actions).all():
             raise EngineError("nan_output", f"the chunk holds NaN or inf in rows "
                                             f"{np.flatnonzero(~np.isfinite(actions).all(axis=(1, 2))).tolist()}")
-        j, dt, off = self.spec.action_horizon, self.spec.dt, self.config.start_offset_s
+        j, dt, off = self.spec.action_horizon, self.spec.dt, self.start_offset_s
         stamp = self._last_stamp.copy()
         due = stamp[:, None] + off + dt * np.arange(j)[None]
         chunk = EngineChunk(actions=actions, due=due, stamp=stamp, start_offset=off, dt=dt,
@@ -372,5 +375,5 @@ class InferenceEngine:
                     path="cached" if self.cached else "recompute", sampler=self.sampler if self.is_ddpm else None,
                     batch=self.config.batch, device=str(self.device), weights=self.config.weights,
                     cuda_graphs=self._act_graph.captured, K=self.spec.obs_horizon, J=self.spec.action_horizon,
-                    dt=self.spec.dt, start_offset_s=self.config.start_offset_s,
+                    dt=self.spec.dt, start_offset_s=self.start_offset_s,
                     policy_id=self.policy.metadata.get("policy_id", ""))

@@ -89,7 +89,7 @@ class EpisodeReplay:
     chunk_due: np.ndarray  # (N, J) [s]
     chunk_actions: np.ndarray  # (N, J, A) robot units
     latency_s: np.ndarray  # (N,) engine time frames in -> chunk out
-    recorded_t: np.ndarray  # (M,) recorded action stamps [s]
+    recorded_t: np.ndarray  # (M,) recorded actions' due times [s]: stamp + FeatureSpec.action_lead_s
     recorded: np.ndarray  # (M, A) recorded actions in the checkpoint's order
     ticks: int = 0
     observations: int = 0  # observation sets the engine took
@@ -316,7 +316,7 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                                          float).reshape(-1, j),
                     chunk_actions=np.asarray([c.actions for c in ch], float).reshape(-1, j, a),
                     latency_s=np.asarray([lat for _, lat in r.chunks], float),
-                    recorded_t=np.asarray(state.rec_t, float), recorded=rec, **stats))
+                    recorded_t=np.asarray(state.rec_t, float) + r.lane.spec.action_lead_s, recorded=rec, **stats))
                 r.next_tick_ns = None
             state.index += 1
             if progress:
