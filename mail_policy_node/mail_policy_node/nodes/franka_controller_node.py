@@ -102,8 +102,10 @@ class FrankaControllerNode(Node):
     def on_chunk(self, msg: ActionChunkMsg) -> None:
         chunk = chunk_from_msg(msg)
         with self.lock:
-            if self.auto_enable and self.ctrl.mode.name == "DISABLED":
-                # once, on the first chunk: a later disable, hold or error needs the enable service
+            if (self.auto_enable and self.ctrl.mode.name == "DISABLED"
+                    and self.ctrl.scheduler.validate(chunk, time.time()).ok):
+                # once, on the first chunk that can run (a stale start-up chunk would only arm the
+                # watchdog); a later disable, hold or error needs the enable service
                 ok, why = self.ctrl.enable(now=time.time())
                 self.auto_enable = not ok
                 self.get_logger().info(f"auto enable on first chunk: {why}")
