@@ -171,6 +171,7 @@ class SimSceneCamera:
         os.environ.setdefault("MUJOCO_GL", "egl")
         import mujoco
 
+        from mail_policy_node.sim.scene import scene_renderer
         from mail_policy_node.sim.tasks import get_task
 
         self.close()
@@ -180,10 +181,7 @@ class SimSceneCamera:
             raise ValueError(f"the simulated scene has no camera {self.camera!r}")
         self._data = mujoco.MjData(self._model)
         self._task, self._params = get_task(task), params
-        self._renderer = mujoco.Renderer(self._model, self.height, self.width)
-        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                     mujoco.mjtRndFlag.mjRND_SKYBOX):
-            self._renderer.scene.flags[flag] = False
+        self._renderer = scene_renderer(self._model, self.height, self.width)
 
     @property
     def ready(self) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..spec import FR3_JOINT_NAMES, CameraSpec, FeatureSpec
 from .kinematics import HOME_Q, HOME_YAW, ArmKinematics, down_rotation
-from .scene import ARM_KP, ARM_KV, CAMERA_NAMES, build_scene_xml
+from .scene import ARM_KP, ARM_KV, CAMERA_NAMES, build_scene_xml, scene_renderer
 from .tasks import Task, get_task, gripper_width
 
 GRIPPER_MAX_WIDTH = 0.08
@@ -67,11 +67,7 @@ class TaskEnv:
         self.joint_upper = m.jnt_range[[m.joint(n).id for n in FR3_JOINT_NAMES], 1].copy()
         self._renderer = None
         if render:
-            self._renderer = mujoco.Renderer(m, self.image_size[0], self.image_size[1])
-            flags = self._renderer.scene.flags
-            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-            flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
+            self._renderer = scene_renderer(m, self.image_size[0], self.image_size[1])
         self._next_seed = int(seed)
         self.seed: int | None = None
         self.params: dict = {}

@@ -43,7 +43,7 @@ import mujoco
 import numpy as np
 
 from .env import TaskEnv, make_task
-from .scene import CAMERA_NAMES, add_to_franky_scene
+from .scene import CAMERA_NAMES, add_to_franky_scene, scene_renderer
 from .tasks import get_task
 
 ROBOT_PREFIX = "robot0_"
@@ -158,9 +158,7 @@ def _camera_worker(conn, xml: str, task: str, params: dict, cameras, size) -> No
     model = mujoco.MjModel.from_xml_string(xml)
     data = mujoco.MjData(model)
     spec = get_task(task)
-    renderer = mujoco.Renderer(model, size[0], size[1])
-    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
-        renderer.scene.flags[flag] = False
+    renderer = scene_renderer(model, size[0], size[1])
     conn.send("ready")
     while True:
         state = conn.recv()

@@ -188,3 +188,57 @@ def add_to_franky_scene(sim, task_elements: list[ET.Element], robot_prefix: str 
         if cam.body == "world":
             sim.worldbody.append(camera_element(cam))
     sim.worldbody.extend(copy.deepcopy(e) for e in task_elements)
+
+
+RENDER_CELL = 0.006  # [m] vertex-clustering grid for the robot's visual meshes (see simplify_visual_meshes)
+
+
+def simplify_visual_meshes(model, cell: float = RENDER_CELL) -> tuple[int, int]:
+    """Coarsen, in place, the meshes that only non-colliding geoms use (the FR3's visual meshes: 240k
+    triangles, which the CPU rasteriser took 35 ms a frame to draw at 128x128): vertices snap to the
+    centroid of their ``cell``-sized grid cell and triangles that collapse are dropped. Meant for a
+    model used for rendering only (or whose visual meshes do not take part in physics: collision
+    geometry and inertias are untouched). Every renderer of the simulated scenes goes through
+    ``scene_renderer``, so demonstrations and the camera nodes see the same images.
+    Returns (triangles before, after)."""
+    import mujoco
+
+    mesh_geoms = [g for g in range(model.ngeom) if model.geom_type[g] == mujoco.mjtGeom.mjGEOM_MESH]
+    colliding = {int(model.geom_dataid[g]) for g in mesh_geoms if model.geom_contype[g] or model.geom_conaffinity[g]}
+    visual = sorted({int(model.geom_dataid[g]) for g in mesh_geoms} - colliding)
+    before = after = 0
+    for mid in visual:
+        v0, nv = model.mesh_vertadr[mid], model.mesh_vertnum[mid]
+        f0, nf = model.mesh_faceadr[mid], model.mesh_facenum[mid]
+        verts = model.mesh_vert[v0:v0 + nv]
+        _, cluster, counts = np.unique(np.floor(verts / cell).astype(np.int64), axis=0, return_inverse=True,
+                                       return_counts=True)
+        cluster = cluster.ravel()
+        centroids = np.zeros((len(counts), 3))
+        np.add.at(centroids, cluster, verts)
+        centroids /= counts[:, None]
+        faces = model.mesh_face[f0:f0 + nf]
+        c = cluster[faces]
+        keep = (c[:, 0] != c[:, 1]) & (c[:, 1] != c[:, 2]) & (c[:, 0] != c[:, 2])
+        _, first = np.unique(np.sort(c[keep], axis=1), axis=0, return_index=True)  # one of each duplicate
+        rows = np.flatnonzero(keep)[np.sort(first)]
+        # faces keep their own vertex indices: moving every vertex onto its centroid merges them
+        model.mesh_vert[v0:v0 + nv] = centroids[cluster]
+        for table in (model.mesh_face, model.mesh_facenormal, model.mesh_facetexcoord):
+            if len(table) == len(model.mesh_face):
+                table[f0:f0 + len(rows)] = table[f0 + rows].copy()
+        model.mesh_facenum[mid] = len(rows)
+        before, after = before + int(nf), after + len(rows)
+    return before, after
+
+
+def scene_renderer(model, height: int, width: int):
+    """The one way the simulated scenes are rendered (demonstrations, evaluation, camera nodes):
+    simplified visual meshes, no shadows, reflections or skybox. Modifies ``model``'s visual meshes."""
+    import mujoco
+
+    simplify_visual_meshes(model)
+    renderer = mujoco.Renderer(model, height, width)
+    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+        renderer.scene.flags[flag] = False
+    return renderer
