@@ -2,13 +2,16 @@
 
 A thin adapter over runtime.PolicyRuntime (synchroniser + streaming InferenceEngine). The control
 tick runs in a thread of its own, at `rate_hz` or (rate_hz 0) whenever a frame arrives, so it can use
-a set as soon as it is complete. Input callbacks are reentrant and only store messages. Setting the
-`checkpoint` parameter loads, validates and warms up the new checkpoint in the parameter service's thread while
-inputs keep flowing and the old policy keeps ticking; the swap happens at the next chunk boundary. A
-refused checkpoint rejects the parameter change with the reason, and nothing else changes.
+a set as soon as it is complete. The camera and joint-state subscriptions live on a companion node
+(`<name>_inputs`) with its own single-threaded executor thread; their callbacks only store messages.
+Setting the `checkpoint` parameter loads, validates and warms up the new checkpoint in the parameter
+callback, which blocks only this node's executor: inputs keep flowing and the old policy keeps
+ticking; the swap happens at the next chunk boundary. A refused checkpoint rejects the parameter
+change with the reason, and nothing else changes.
 
-Why no executor timer for the tick: rclpy's MultiThreadedExecutor wakes again and again for a timer
-whose mutually exclusive group is busy, which burnt a whole core per node during inference.
+Why single-threaded executors and no executor timer for the tick: rclpy's MultiThreadedExecutor burnt
+most of a core on its own wake-ups (78 % for 100 Hz joint states + 20 Hz images, see nodes.run), and
+the GIL it held made inference 4x slower than the same engine outside the node.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import threading
 import time
 
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -27,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import PolicyStatus
 from mail_policy_node.engine.engine import EngineConfig
-from mail_policy_node.nodes import run
+from mail_policy_node.nodes import run, topic_remaps
 from mail_policy_node.nodes.ros_convert import chunk_to_msg, from_time, to_duration, to_time
 from mail_policy_node.runtime import LoadedPolicy, PolicyRuntime, RuntimeConfig, load_policy
 from mail_policy_node.spec import (TOPIC_ACTION_CHUNK, TOPIC_JOINT_STATES, TOPIC_POLICY_STATUS,
@@ -67,12 +69,17 @@ class PolicyNode(Node):
         self.status_pub = self.create_publisher(PolicyStatus, TOPIC_POLICY_STATUS, reliable)
         self.traj_pub = (self.create_publisher(JointTrajectory, TOPIC_ACTION_CHUNK + "_trajectory", 10)
                          if self.mirror else None)
-        self.inputs = ReentrantCallbackGroup()  # never blocked, so the executor never spins on it
+        # Inputs keep flowing while a checkpoint loads in this node's parameter callback. The
+        # companion takes this process's topic remappings but not its node name.
+        self.inputs = Node(f"{self.get_name()}_inputs", namespace=self.get_namespace(), context=self.context,
+                           cli_args=topic_remaps(), use_global_arguments=False, start_parameter_services=False,
+                           enable_rosout=False)
+        self.companion_nodes = (self.inputs,)
         self._subscribed: set[str] = set()
-        self.create_service(Trigger, "~/reset_episode", self.on_reset, callback_group=self.inputs)
-        self.create_service(Trigger, "~/pause", self.on_pause, callback_group=self.inputs)
-        self.create_service(Trigger, "~/resume", self.on_resume, callback_group=self.inputs)
-        self.create_timer(0.5, self.publish_status, callback_group=self.inputs)
+        self.create_service(Trigger, "~/reset_episode", self.on_reset)
+        self.create_service(Trigger, "~/pause", self.on_pause)
+        self.create_service(Trigger, "~/resume", self.on_resume)
+        self.create_timer(0.5, self.publish_status)
         self._stop = threading.Event()
         self._frame_arrived = threading.Event()  # rate_hz 0: wakes the tick thread
         self._ticker = threading.Thread(target=self._tick_loop, name="tick", daemon=True)
@@ -101,12 +108,12 @@ class PolicyNode(Node):
     def _subscribe(self, loaded: LoadedPolicy) -> None:
         for cam in loaded.spec.camera_names:
             if cam not in self._subscribed:
-                self.create_subscription(Image, camera_image_topic(cam), lambda m, c=cam: self.on_image(c, m),
-                                         qos_profile_sensor_data, callback_group=self.inputs)
+                self.inputs.create_subscription(Image, camera_image_topic(cam), lambda m, c=cam: self.on_image(c, m),
+                                                qos_profile_sensor_data)
                 self._subscribed.add(cam)
         if loaded.spec.use_joint_state and "joints" not in self._subscribed:
-            self.create_subscription(JointState, TOPIC_JOINT_STATES, self.on_joint_state, qos_profile_sensor_data,
-                                     callback_group=self.inputs)
+            self.inputs.create_subscription(JointState, TOPIC_JOINT_STATES, self.on_joint_state,
+                                            qos_profile_sensor_data)
             self._subscribed.add("joints")
 
     def on_set_parameters(self, params) -> SetParametersResult:
@@ -229,6 +236,7 @@ class PolicyNode(Node):
     def destroy_node(self):
         self._stop.set()
         self._ticker.join(timeout=2.0)
+        self.inputs.destroy_node()
         return super().destroy_node()
 
 
@@ -244,7 +252,7 @@ def trajectory_of(chunk) -> JointTrajectory:
 
 
 def main(args=None):
-    run(PolicyNode, args, threads=2)
+    run(PolicyNode, args)
 
 
 if __name__ == "__main__":
