@@ -118,11 +118,13 @@ class ClockMapper:
     with, so joint states keep the robot's own timing but can be synchronised with images.
 
     offset = min over recent samples of (host receive time - device time): the sample with the least
-    transport delay bounds the offset best. The window is short (20 samples: 0.2 s of 100 Hz joint
-    states) so a device clock that runs at another rate is followed closely: franky-sim's clock runs at
-    about 0.9x real time, and a long window let stamps fall seconds behind the cameras'.""" 
+    transport delay bounds the offset best. The window is short (5 samples: 50 ms of 100 Hz joint
+    states) so a device clock that runs at another rate is followed closely: franky-sim's clock runs
+    at 0.7-1.0x real time depending on the CPU load, and with 20 samples the mapped stamps fell
+    160 ms behind the moment the state was read, so the policy waited that long for joint states to
+    match its camera frames.""" 
 
-    def __init__(self, window: int = 20):
+    def __init__(self, window: int = 5):
         from collections import deque
 
         self._samples: deque[float] = deque(maxlen=window)
