@@ -29,6 +29,9 @@ class EpisodeResult:
     limit_hits: int
     watchdog_trips: int
     chunks_rejected: int
+    start_distance: float | None = None  # task distance to done [m] when the episode began (sim.tasks)
+    final_distance: float | None = None  # ... when it ended
+    min_distance: float | None = None  # closest the episode came
 
 
 @dataclass
@@ -202,9 +205,13 @@ def _episode(obs, world, env, seed, dq_max, log, echo, stack) -> EpisodeResult:
                                max_velocity_ratio=float(np.max(np.abs(cmds) / dq_max)),
                                limit_hits=int(cs.limit_hits) if cs else 0,
                                watchdog_trips=int(cs.watchdog_trips) if cs else 0,
-                               chunks_rejected=int(cs.chunks_rejected) if cs else 0)
+                               chunks_rejected=int(cs.chunks_rejected) if cs else 0,
+                               start_distance=end.get("start_distance"), final_distance=end.get("final_distance"),
+                               min_distance=end.get("min_distance"))
+        dist = (f", goal distance {result.start_distance:.3f} -> {result.final_distance:.3f} m"
+                if result.start_distance is not None and result.final_distance is not None else "")
         log(f"[demo]   episode seed {seed}: {'success' if result.success else 'failure'} in {result.duration_s} s, "
-            f"{result.chunks} chunks, max |dq|/limit {result.max_velocity_ratio:.2f}")
+            f"{result.chunks} chunks, max |dq|/limit {result.max_velocity_ratio:.2f}{dist}")
         return result
     finally:
         sup.stop()

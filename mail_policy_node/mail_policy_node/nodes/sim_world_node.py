@@ -83,6 +83,8 @@ class SimWorldNode(Node):
             {"task": task, "seed": seed, "params": self.scene.params, "xml": self.scene.xml}, default=json_default)))
         self.t_ready = time.time()
         self.t_start = None  # set when the arm first moves
+        self.start_distance = self.scene.goal_distance()  # task distance to done [m] (None: the task has none)
+        self.min_distance = self.start_distance
         self.ended = False
         self._event("ready")
         self.create_timer(1.0 / rate, self.tick)
@@ -108,10 +110,14 @@ class SimWorldNode(Node):
                 self._event("end", success=False, failed=True, duration=0.0, reason="the arm never moved")
             return
         success, failed = self.scene.evaluate()
+        distance = self.scene.goal_distance()
+        if distance is not None:
+            self.min_distance = min(self.min_distance, distance)
         elapsed = stamp - self.t_start
         if success or failed or elapsed > self.timeout:
             self.ended = True
-            self._event("end", success=bool(success), failed=bool(failed), duration=round(elapsed, 3))
+            self._event("end", success=bool(success), failed=bool(failed), duration=round(elapsed, 3),
+                        start_distance=self.start_distance, final_distance=distance, min_distance=self.min_distance)
             self.get_logger().info(f"episode end: success={success} after {elapsed:.1f} s")
 
     def destroy_node(self):

@@ -141,6 +141,9 @@ class FrankySimScene:
     def evaluate(self) -> tuple[bool, bool]:
         return self.task.evaluate(self._sim.model, self._sim.data, self.params)
 
+    def goal_distance(self) -> float | None:
+        return self.task.goal_distance(self._sim.model, self._sim.data, self.params)
+
     def close(self) -> None:
         if self._server is not None:
             self._server.cleanup()

@@ -91,6 +91,11 @@ class Task:
         """Privileged state for scripted experts and tests."""
         return {}
 
+    def goal_distance(self, model, data, params: dict) -> float | None:
+        """How far the task is from done [m] (what success thresholds), or None where no distance
+        says it (memory). Closed-loop runs report it at the start and end of an episode."""
+        return None
+
 
 @dataclass
 class ReachTask(Task):
@@ -110,7 +115,10 @@ class ReachTask(Task):
         data.mocap_pos[model.body("target").mocapid[0]] = params["target"]
 
     def evaluate(self, model, data, params):
-        return bool(np.linalg.norm(tcp_pos(model, data) - params["target"]) < self.tolerance), False
+        return bool(self.goal_distance(model, data, params) < self.tolerance), False
+
+    def goal_distance(self, model, data, params):
+        return float(np.linalg.norm(tcp_pos(model, data) - params["target"]))
 
     def object_state(self, model, data, params):
         return {"target": np.array(params["target"])}
@@ -143,8 +151,11 @@ class PushTask(Task):
         data.mocap_pos[model.body("goal").mocapid[0]] = params["goal"]
 
     def evaluate(self, model, data, params):
+        return bool(self.goal_distance(model, data, params) < self.tolerance), False
+
+    def goal_distance(self, model, data, params):
         block = data.xpos[model.body("block").id]
-        return bool(np.linalg.norm(block[:2] - np.asarray(params["goal"][:2])) < self.tolerance), False
+        return float(np.linalg.norm(block[:2] - np.asarray(params["goal"][:2])))
 
     def object_state(self, model, data, params):
         body = model.body("block").id
@@ -185,9 +196,13 @@ class PickPlaceTask(Task):
         _set_free_pose(model, data, "cube_joint", params["cube"], params["cube_yaw"])
         data.mocap_pos[model.body("bowl").mocapid[0]] = params["bowl"]
 
+    def goal_distance(self, model, data, params):
+        cube = data.xpos[model.body("cube").id]
+        return float(np.linalg.norm(cube[:2] - np.asarray(params["bowl"][:2])))
+
     def evaluate(self, model, data, params):
         cube = data.xpos[model.body("cube").id]
-        inside = np.linalg.norm(cube[:2] - np.asarray(params["bowl"][:2])) < BOWL_RADIUS - 0.01 and cube[2] < 0.05
+        inside = self.goal_distance(model, data, params) < BOWL_RADIUS - 0.01 and cube[2] < 0.05
         released = gripper_width(model, data, self.robot_prefix) > 0.05
         return bool(inside and released), False
 
