@@ -62,6 +62,8 @@ def test_services_share_one_ros_graph():
         assert "${GPU_HOST_IP" in env["ROS_STATIC_PEERS"] and "${RT_HOST_IP" in env["ROS_STATIC_PEERS"]
         mounted = dict(v.split(":")[:2] for v in service["volumes"])
         assert mounted["./dds"] == "/opt/mail/docker/dds"
+        assert mounted["../mail_bringup/config"] == "/opt/mail/mail_bringup/config"  # MAIL_PARAMS_DIR
+        assert (DOCKER / "../mail_bringup/config").resolve() == CONFIG_DIR
         profile_file = env["FASTRTPS_DEFAULT_PROFILES_FILE"]
         assert profile_file.startswith("/opt/mail/docker/dds/")
         assert (DOCKER / "dds" / profile_file.rsplit("/", 1)[1]).is_file()
