@@ -177,13 +177,14 @@ def test_realtime_paces_to_the_recording(tmp_path, ckpts):
 
 
 def test_rate_zero_ticks_on_every_image_like_the_node(tmp_path, ckpts):
-    """rate_hz 0: a tick after each image; each set is complete one frame later, and the chunks are the
-    same (the final set, with no image after it, is never used)."""
+    """rate_hz 0: a tick after each image, once the messages logged with it are in (as the node's tick
+    thread finds them): every set gives its chunk at once, the final one included."""
     written = write_bag(tmp_path / "bag", episodes=(6,), events=False)
     lanes = load_lanes([ckpts["a"]], ReplayConfig())
     (ep,) = replay_bag(tmp_path / "bag", lanes, config=ReplayConfig(rate_hz=0)).episodes["a"]
     direct = direct_chunks(ckpts["a"], written, 0)
-    assert len(ep.chunk_actions) == 5 and np.array_equal(ep.chunk_actions.astype(np.float32), direct[:5])
+    assert len(direct) == 6
+    assert len(ep.chunk_actions) == 6 and np.array_equal(ep.chunk_actions.astype(np.float32), direct)
 
 
 def test_joint_names_the_checkpoint_needs(tmp_path, ckpts):

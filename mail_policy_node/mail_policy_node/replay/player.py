@@ -345,9 +345,16 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                         close_episode(t_ns)
                     open_episode(t_ns, ev)
             if state.open:
+                took_image: set[int] = set()
                 for rec in group:
                     if not isinstance(rec, EpisodeEventRecord):
-                        _feed(rec, runs, cams, topics, streams, state)
+                        took_image |= _feed(rec, runs, cams, topics, streams, state)
+                # rate 0: the node ticks on every image it takes, once the messages published with it
+                # (same log time: the other camera, the joint state) are in, as they are by the time
+                # its tick thread runs
+                for i in sorted(took_image):
+                    if runs[i].period_ns == 0:
+                        runs[i].tick()
             for ev in events:
                 if ev.get("event") == "end" and state.open:
                     state.info.update(ev)
@@ -361,20 +368,21 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
     return BagReplay(str(path), storage, duration, wall, episodes, streams)
 
 
-def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, state) -> None:
-    """Hand one message to every runtime, as the node's subscription callbacks do."""
+def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, state) -> set[int]:
+    """Hand one message to every runtime, as the node's subscription callbacks do; returns the indices
+    of the runs that took it as a camera frame."""
     topic = rec.topic
     if topic == topics.action:
         if state.names is None:
             state.names = list(rec.names)
         if list(rec.names) != state.names or len(rec.position) != len(state.names):
             streams[topic].bad_frames += 1  # an action message with other dimensions: not comparable
-            return
+            return set()
         t = seconds(rec.stamp_ns) if rec.stamp_ns else seconds(rec.log_time_ns)
         state.rec_t.append(t)
         state.rec.append(np.asarray(rec.position, float))
         streams[topic].stamps[-1].append(t)
-        return
+        return set()
     stamp = seconds(rec.stamp_ns) if rec.stamp_ns is not None else seconds(rec.log_time_ns)
     if topic in cams:
         msg = rec.msg
@@ -383,17 +391,17 @@ def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, st
                 msg = CompressedFrame(msg)
             except ImageDecodeError:
                 streams[topic].bad_frames += 1
-                return
+                return set()
         streams[topic].stamps[-1].append(stamp)
-        for r in runs:
-            used = [cam for cam in r.lane.spec.camera_names if topics.camera_topic(cam) == topic]
-            for cam in used:
+        took = set()
+        for i, r in enumerate(runs):
+            for cam in [cam for cam in r.lane.spec.camera_names if topics.camera_topic(cam) == topic]:
                 r.runtime.add_image(cam, stamp, msg)
-            if used and r.period_ns == 0:  # rate 0: the node ticks on every image it takes
-                r.tick()
-        return
+                took.add(i)
+        return took
     if topic == topics.joint_states and isinstance(rec, JointStateRecord):
         streams[topic].stamps[-1].append(stamp)
         msg = SimpleNamespace(name=rec.names, position=rec.position)
         for r in runs:
             r.runtime.add_joint_state(stamp, msg)
+    return set()
