@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,7 @@ from ..control.chunks import ActionChunk
 from ..model.mamba_backbones import StreamState
 from ..model.policy import MailPolicy
 from .errors import EngineError
+from .fused_act import FusedDDPM, fused_ddpm_usable
 from .graphs import StepGraph, copy_tree_, set_rows_
 from .inputs import Observation, check_observation
 
@@ -65,6 +67,9 @@ class EngineConfig:
     start_offset_s: float | None = None  # action i is due at newest stamp + start_offset_s + i * dt; None: the
     #                                       recording convention, one dt (FeatureSpec.action_lead_s)
     seed: int = 0  # the engine's noise generator (DDPM)
+    fused: bool = True  # CUDA + Triton: the cached path through one fused kernel per Mamba block, and the
+    #                     DDPM loop with a precomputed time-embedding table and a one-launch head (fused_act.py)
+    camera_streams: bool = True  # CUDA: encode the cameras' frames concurrently, one CUDA stream per camera
 
     def __post_init__(self):
         if self.history is not None and self.history not in HISTORIES:
@@ -128,7 +133,8 @@ def _prepare_policy(policy: MailPolicy, cfg: EngineConfig) -> MailPolicy:
             if name.endswith("A_log") or name.endswith(".D"):
                 p.data = p.data.float()
     if hasattr(policy.backbone, "set_runtime"):
-        policy.backbone.set_runtime(scan_impl=cfg.scan, use_kernels=cfg.use_kernels)
+        policy.backbone.set_runtime(scan_impl=cfg.scan, use_kernels=cfg.use_kernels,
+                                    fused="auto" if cfg.fused else "off")
     for p in policy.parameters():
         p.requires_grad_(False)
     return policy
@@ -160,11 +166,33 @@ class InferenceEngine:
         self.device = device
         self.is_ddpm = self.policy.is_ddpm
         self.sampler = cfg.sampler or pc.diffusion.sampler
+        # the cached DDPM loop through the fused kernels (CUDA + Triton), else the policy's own sampler
+        self._fused_ddpm = (FusedDDPM(self.policy, cfg.batch) if cached and cfg.fused
+                            and fused_ddpm_usable(self.policy, device, self.sampler) else None)
+        self._zero_from_none = device.type == "cuda" and cfg.fused
+        n_cam = len(self.spec.cameras)
+        self._cam_streams = ([torch.cuda.Stream(device) for _ in range(n_cam - 1)]
+                             if device.type == "cuda" and cfg.camera_streams and n_cam > 1 else [])
         self._alloc()
-        capture = device.type == "cuda" and cfg.cuda_graphs
+        self.fused_error: str | None = None
+        try:
+            self._build_graphs()
+        except Exception as e:  # a Triton build or launch failure of the fused path: run without it
+            if not (device.type == "cuda" and cfg.fused):
+                raise
+            self.fused_error = f"{type(e).__name__}: {e}"
+            warnings.warn(f"fused CUDA path unavailable, running the kernel path without it: {self.fused_error}")
+            if hasattr(self.policy.backbone, "set_runtime"):
+                self.policy.backbone.set_runtime(fused="off")
+            self._fused_ddpm, self._zero_from_none = None, False
+            self._alloc()
+            self._build_graphs()
+        self.reset()
+
+    def _build_graphs(self) -> None:
+        capture = self.device.type == "cuda" and self.config.cuda_graphs
         self._observe_graph = StepGraph(self._observe_step, capture)
         self._act_graph = StepGraph(self._act_step, capture, pool=self._observe_graph.pool())
-        self.reset()
 
     @classmethod
     def from_checkpoint(cls, folder, config: EngineConfig | None = None) -> "InferenceEngine":
@@ -202,10 +230,27 @@ class InferenceEngine:
         self._observe_s = 0.0
 
     # ---- the per-step work (static tensors only; captured as CUDA graphs on CUDA) ----
+    def _encode_cameras(self) -> Tensor:
+        """(B, n_cameras, F); on CUDA with camera streams, each extra camera on its own stream (forked from
+        and joined back into the current one: inside a graph capture these become parallel branches)."""
+        p, names = self.policy, self.spec.camera_names
+        enc = lambda c: p.encode_frame(c, self._img[c].permute(0, 3, 1, 2))  # noqa: E731
+        if not self._cam_streams:
+            return torch.stack([enc(c) for c in names], dim=1)
+        cur = torch.cuda.current_stream(self.device)
+        feats = [None] * len(names)
+        for s, i in zip(self._cam_streams, range(1, len(names))):
+            s.wait_stream(cur)
+            with torch.cuda.stream(s):
+                feats[i] = enc(names[i])
+        feats[0] = enc(names[0])
+        for s in self._cam_streams:
+            cur.wait_stream(s)
+        return torch.stack(feats, dim=1)
+
     def _observe_step(self) -> None:
         p = self.policy
-        feats = torch.stack([p.encode_frame(c, self._img[c].permute(0, 3, 1, 2)) for c in self.spec.camera_names],
-                            dim=1)  # (B, n_cameras, F)
+        feats = self._encode_cameras()  # (B, n_cameras, F)
         tok = p.obs_tokens(feats[:, None], None if self._joint is None else self._joint[:, None])  # (B, P, D)
         if self.history == "window":
             new = tok[:, None].to(self._ring.dtype)  # (B, 1, P, D)
@@ -224,8 +269,11 @@ class InferenceEngine:
         p, b = self.policy, self.config.batch
         if self.history == "stream":
             state = self._state
-        elif self.cached:
-            state = p.observe(self._window_tokens(), p.init_state(b, self.device))
+        elif self.cached:  # the prefix from zeros (None: the fused kernels read no state on CUDA)
+            state = p.observe(self._window_tokens(), None if self._zero_from_none else p.init_state(b, self.device))
+        if self._fused_ddpm is not None:
+            self._out.copy_(p.unnormalize_actions(self._fused_ddpm(state, self._noise)))
+            return
         if self.cached:
             def run(x, t):
                 return p.backbone.act(state, x, t)
@@ -374,6 +422,7 @@ class InferenceEngine:
         return dict(variant=b.variant, layout=b.layout, head=b.head, history=self.history,
                     path="cached" if self.cached else "recompute", sampler=self.sampler if self.is_ddpm else None,
                     batch=self.config.batch, device=str(self.device), weights=self.config.weights,
-                    cuda_graphs=self._act_graph.captured, K=self.spec.obs_horizon, J=self.spec.action_horizon,
+                    cuda_graphs=self._act_graph.captured, fused_ddpm=self._fused_ddpm is not None,
+                    camera_streams=bool(self._cam_streams), fused_error=self.fused_error, K=self.spec.obs_horizon, J=self.spec.action_horizon,
                     dt=self.spec.dt, start_offset_s=self.start_offset_s,
                     policy_id=self.policy.metadata.get("policy_id", ""))

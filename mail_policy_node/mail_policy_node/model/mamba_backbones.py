@@ -78,9 +78,9 @@ class _MambaBackbone(nn.Module):
         return StreamState(tuple(s.allocate_inference_cache(batch, device) for s in self.stacks()))
 
     def set_runtime(self, scan_impl: str | None = None, use_kernels: bool | None = None,
-                    continue_impl: str | None = None) -> None:
+                    continue_impl: str | None = None, fused: str | None = None) -> None:
         for s in self.stacks():
-            s.set_runtime(scan_impl, use_kernels, continue_impl)
+            s.set_runtime(scan_impl, use_kernels, continue_impl, fused)
 
 
 class DMamba(_MambaBackbone):

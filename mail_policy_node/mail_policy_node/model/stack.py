@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import fused as fused_kernels
 from .mamba import Mamba, MambaConfig, MambaState
 from .scan import SCAN_IMPLS
 
@@ -33,14 +34,34 @@ class MambaStack(nn.Module):
         self.cfg = cfg
         self.layers = nn.ModuleList(Block(cfg) for _ in range(n_layers))
         self.norm_f = nn.LayerNorm(cfg.d_model, eps=1e-5)
+        # run-time choice, not part of the weights: continuing from a state (or returning one) through the
+        # fused Triton block kernel (model/fused.py): "auto" on CUDA when Triton imports and the mixers use
+        # kernels; "off"; "on" on any device (tests, with Triton's interpreter)
+        self.fused = "auto"
+
+    FUSED_MODES = ("auto", "off", "on")
+
+    def _use_fused(self, x: Tensor, state: StackState | None, return_state: bool) -> bool:
+        if state is None and not return_state:
+            return False  # a full forward from zeros: the sequence kernels (the reference path)
+        if self.fused == "off" or (self.fused == "auto" and not (x.is_cuda and self.layers[0].mixer.use_kernels)):
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or self.norm_f.weight.requires_grad):
+            return False  # no backward through the kernel
+        return all(fused_kernels.supports(b, x.shape[1]) for b in self.layers)
 
     def allocate_inference_cache(self, batch: int, device=None) -> StackState:
         return tuple(b.mixer.allocate_inference_cache(batch, device) for b in self.layers)
 
     def set_runtime(self, scan_impl: str | None = None, use_kernels: bool | None = None,
-                    continue_impl: str | None = None) -> None:
+                    continue_impl: str | None = None, fused: str | None = None) -> None:
         """scan_impl: "auto" | "parallel" | "sequential"; use_kernels: mamba-ssm kernels on CUDA;
-        continue_impl: "auto" | "scan" | "state_update", the kernel path that continues from a state."""
+        continue_impl: "auto" | "scan" | "state_update", the kernel path that continues from a state;
+        fused: "auto" | "off" | "on", the one-launch-per-block Triton path (see ``fused`` above)."""
+        if fused is not None:
+            if fused not in self.FUSED_MODES:
+                raise ValueError(f"fused must be one of {self.FUSED_MODES}, got {fused!r}")
+            self.fused = fused
         if scan_impl is not None and scan_impl not in SCAN_IMPLS + ("auto",):
             raise ValueError(f"scan_impl must be one of {SCAN_IMPLS + ('auto',)}, got {scan_impl!r}")
         if continue_impl is not None and continue_impl not in Mamba.CONTINUE_IMPLS:
@@ -57,6 +78,10 @@ class MambaStack(nn.Module):
                 add: Tensor | None = None):
         """x (B, L, D) [+ add (B, L, D)] -> (B, L, D), and the new state if ``return_state``.
         With ``state`` the L tokens continue that sequence; without, they start from zeros."""
+        if self._use_fused(x, state, return_state):
+            h, new = fused_kernels.stack_continue(self, x, state, add, write_state=return_state)
+            out = self.norm_f(h)
+            return (out, new) if return_state else out
         new = []
         h = x
         for i, b in enumerate(self.layers):

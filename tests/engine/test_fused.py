@@ -1,0 +1,86 @@
+"""The fused Triton path (model/fused.py, engine/fused_act.py), run in Triton's CPU interpreter where
+Triton is installed (skipped elsewhere, e.g. on CPU-only CI; scripts/gpu/engine_parity.py runs it on CUDA):
+one kernel per Mamba block against the stack's PyTorch path, and the fused DDPM loop against the policy's
+own sampler, fp32, 1e-5."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are first imported
+pytest.importorskip("triton")
+if os.environ["TRITON_INTERPRET"] != "1":
+    pytest.skip("TRITON_INTERPRET is off: the fused kernels need CUDA", allow_module_level=True)
+
+from mail_policy_node.engine.fused_act import FusedDDPM  # noqa: E402
+from mail_policy_node.model import fused  # noqa: E402
+from mail_policy_node.model.mamba import MambaConfig, MambaState  # noqa: E402
+from mail_policy_node.model.stack import MambaStack  # noqa: E402
+
+from .helpers import tiny_policy, tiny_spec  # noqa: E402
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def stack(d_state=16, d_conv=4, layers=2):
+    s = MambaStack(MambaConfig(d_model=32, d_state=d_state, d_conv=d_conv), layers)
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    s.set_runtime(scan_impl="sequential")
+    return s
+
+
+def random_state(s, batch):
+    return tuple(MambaState(torch.randn_like(m.conv), torch.randn_like(m.ssm))
+                 for m in s.allocate_inference_cache(batch))
+
+
+@pytest.mark.parametrize("d_state,d_conv,length,zero,add", [(16, 4, 6, False, False), (8, 2, 3, False, True),
+                                                            (16, 4, 1, True, False), (16, 4, 17, False, False),
+                                                            (16, 3, 2, False, False), (16, 4, 2, True, True)])
+def test_fused_stack_matches_torch(d_state, d_conv, length, zero, add):
+    s = stack(d_state, d_conv)
+    x = torch.randn(2, length, 32)
+    a = torch.randn(2, length, 32) if add else None
+    st = None if zero else random_state(s, 2)
+    with torch.no_grad():
+        ref, ref_state = s(x, st if st is not None else s.allocate_inference_cache(2), return_state=True, add=a)
+        s.set_runtime(fused="on")
+        out, new = s(x, st, return_state=True, add=a)
+        out_only = s(x, st if st is not None else s.allocate_inference_cache(2), add=a)
+    torch.testing.assert_close(out, ref, **TOL)
+    torch.testing.assert_close(out_only, ref, **TOL)
+    for n, r in zip(new, ref_state):
+        torch.testing.assert_close(n.ssm, r.ssm, **TOL)
+        torch.testing.assert_close(n.conv, r.conv, **TOL)
+
+
+def test_fused_state_rows():
+    """Row i continues from state row i % state_rows (the ED-Ma encoder over all diffusion steps)."""
+    s = stack()
+    st = random_state(s, 2)
+    x = torch.randn(6, 4, 32)
+    with torch.no_grad():
+        h, _ = fused.stack_continue(s, x, st, state_rows=2)
+        rep = tuple(MambaState(m.conv.repeat(3, 1, 1), m.ssm.repeat(3, 1, 1)) for m in st)
+        ref = s(x, rep)
+    torch.testing.assert_close(s.norm_f(h), ref, **TOL)
+
+
+@pytest.mark.parametrize("variant", ["d_ma", "ed_ma"])
+def test_fused_ddpm_matches_policy_sampler(variant):
+    policy = tiny_policy(variant, "ddpm", spec=tiny_spec(j=4))
+    policy.backbone.set_runtime(scan_impl="sequential")
+    b = 2
+    tokens = torch.randn(b, 7, policy.cfg.backbone.d_model)
+    noise = torch.randn(policy.ddpm.noise_shape((b, 4, policy.cfg.spec.action_dim)))
+    with torch.no_grad():
+        state = policy.observe(tokens, policy.init_state(b))
+        ref = policy.act(state, noise)
+        policy.backbone.set_runtime(fused="on")
+        out = policy.unnormalize_actions(FusedDDPM(policy, b)(state, noise))
+    torch.testing.assert_close(out, ref, **TOL)
