@@ -18,7 +18,7 @@ Errors are max |engine - reference| in robot units (actions have unit std here).
 Without CUDA ("degraded", for CI) the same checks run on the CPU with a smaller model and fewer steps.
 
 Usage: python scripts/gpu/engine_parity.py --out engine_parity.json [--mode auto|cuda|degraded] [--steps 200]
-       [--budget-s 480]
+       [--budget-s 480] [--skip bf16_drift,paper]
 The JSON is rewritten after every check; past the time budget the remaining checks are recorded as skipped.
 Exit status: 0 all run checks passed, 1 a check failed, 2 the requested mode cannot run here.
 """
@@ -108,7 +108,14 @@ class Report:
         self.checks: list[dict] = []
         self.out, self.meta, self.budget_s, self.t0 = out, meta, budget_s, time.perf_counter()
 
+    skip: tuple[str, ...] = ()
+
     def over_budget(self, name: str) -> bool:
+        if any(s in name for s in self.skip):
+            self.checks.append(dict(name=name, passed=True, skipped="--skip"))
+            print(f"SKIP {name}: --skip", flush=True)
+            self.write()
+            return True
         if time.perf_counter() - self.t0 <= self.budget_s:
             return False
         self.checks.append(dict(name=name, passed=True, skipped=f"time budget of {self.budget_s:.0f} s spent"))
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--budget-s", type=float, default=480.0,
                     help="after this many seconds the remaining checks are skipped (recorded in the JSON)")
+    ap.add_argument("--skip", default="", help="comma-separated substrings: checks whose name has one are skipped")
     args = ap.parse_args(argv)
 
     have_cuda = torch.cuda.is_available()
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 kernels=dict(sequence=kernels.have_sequence_kernels(), step=kernels.have_step_kernels()),
                 steps=steps, batch=b, small_model=small, tf32=False)
     rep = Report(args.out, meta, args.budget_s)
+    rep.skip = tuple(x for x in args.skip.split(",") if x)
     base = EngineConfig(batch=b, device=device, cuda_graphs=True)
     t_start = time.perf_counter()
 
