@@ -107,6 +107,13 @@ def environment_elements() -> list[ET.Element]:
     return [table, key, fill]
 
 
+# The look every scene shares (ours and franky-sim's): the policy must see the same images in the
+# synchronous tasks it is trained in and behind the camera nodes of the `sim` profile.
+HEADLIGHT = dict(ambient="0.25 0.25 0.25", diffuse="0.35 0.35 0.35", specular="0 0 0")
+SKY = dict(name="sky", type="skybox", builtin="flat", rgb1="0.55 0.6 0.65", rgb2="0.55 0.6 0.65", width="8", height="8")
+FLOOR = dict(type="plane", pos="0 0 -0.75", size="3 3 0.1", rgba="0.35 0.37 0.4 1")
+
+
 def _find_body(root: ET.Element, name: str) -> ET.Element:
     for body in root.iter("body"):
         if body.get("name") == name:
@@ -132,17 +139,15 @@ def build_scene_xml(task_elements: list[ET.Element], timestep: float = 0.002) ->
     ET.SubElement(root, "option", timestep=f"{timestep:g}", integrator="implicitfast")
     visual = ET.SubElement(root, "visual")
     ET.SubElement(visual, "quality", shadowsize="0", offsamples="0")
-    ET.SubElement(visual, "headlight", ambient="0.25 0.25 0.25", diffuse="0.35 0.35 0.35", specular="0 0 0")
+    ET.SubElement(visual, "headlight", **HEADLIGHT)
     ET.SubElement(visual, "global", offwidth="640", offheight="480")
     root.append(copy.deepcopy(fr3.find("default")))
     asset = copy.deepcopy(fr3.find("asset"))
-    ET.SubElement(asset, "texture", name="sky", type="skybox", builtin="flat", rgb1="0.55 0.6 0.65",
-                  rgb2="0.55 0.6 0.65", width="8", height="8")
+    ET.SubElement(asset, "texture", **SKY)
     root.append(asset)
 
     world = ET.SubElement(root, "worldbody")
-    ET.SubElement(world, "geom", name="floor", type="plane", pos="0 0 -0.75", size="3 3 0.1",
-                  rgba="0.35 0.37 0.4 1")
+    ET.SubElement(world, "geom", name="floor", **FLOOR)
     world.extend(environment_elements())
     robot = copy.deepcopy(fr3.find("worldbody")[0])
     for body in robot.iter("body"):
@@ -171,17 +176,27 @@ def build_scene_xml(task_elements: list[ET.Element], timestep: float = 0.002) ->
 
 def add_to_franky_scene(sim, task_elements: list[ET.Element], robot_prefix: str = "robot0_") -> None:
     """Add the table, lights, cameras, tcp site and ``task_elements`` to a franky-sim
-    ``MujocoSimulator`` scene after ``add_robot`` and before the server starts. franky-sim's ground
-    plane is moved down to the floor height of our own scene."""
+    ``MujocoSimulator`` scene after ``add_robot`` and before the server starts, and give it our own
+    scene's look: franky-sim's lights, checker ground and headlight are replaced by ours (with them the
+    rendered frames differed by 50/255 on average from the ones the demonstrations were recorded with)."""
     for geom in sim.worldbody.iter("geom"):
         if geom.get("name") == "ground":
-            geom.set("pos", "0 0 -0.75")
-    for light in sim.worldbody.iter("light"):
-        light.set("castshadow", "false")
-    quality = sim.scene.find("visual/quality")
-    if quality is not None:
-        quality.set("shadowsize", "0")
-        quality.set("offsamples", "0")
+            geom.attrib.pop("material", None)
+            geom.attrib.update(FLOOR)
+    for light in list(sim.worldbody.findall("light")):
+        sim.worldbody.remove(light)
+    visual = sim.scene.find("visual")
+    if visual is None:
+        visual = ET.SubElement(sim.scene, "visual")
+    for tag, attrs in (("quality", dict(shadowsize="0", offsamples="0")), ("headlight", HEADLIGHT)):
+        element = visual.find(tag)
+        if element is None:
+            element = ET.SubElement(visual, tag)
+        element.attrib.clear()
+        element.attrib.update(attrs)
+    asset = sim.scene.find("asset")
+    if asset is not None and asset.find("texture[@type='skybox']") is None:
+        ET.SubElement(asset, "texture", **SKY)
     sim.worldbody.extend(environment_elements())
     _add_tcp_and_wrist(_find_body(sim.worldbody, robot_prefix + "hand"))
     for cam in CAMERAS:
