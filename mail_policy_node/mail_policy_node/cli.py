@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mail_policy_node.commands.demo", "the main job: the whole pipeline on the simulated robot"),
     "demos": ("mail_policy_node.commands.demos", "record scripted-expert demonstrations in simulation as rosbag2"),
     "train": ("mail_policy_node.commands.train", "train a policy from rosbag2 demonstrations (one YAML config)"),
+    "export": ("mail_policy_node.commands.export", "re-save a checkpoint (fp16 weights to ship a small one)"),
     "eval": ("mail_policy_node.commands.eval", "closed-loop success rate of a checkpoint in the simulated tasks"),
     "replay": ("mail_policy_node.commands.replay", "replay rosbags through checkpoints: predicted vs recorded actions, latency, gaps"),
     "up": ("mail_bringup.up", "start a bringup profile (real_robot, sim, replay) where ros2 launch is missing"),

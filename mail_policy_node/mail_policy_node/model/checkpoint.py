@@ -52,14 +52,21 @@ def policy_id(folder: str | os.PathLike) -> str:
     return checkpoint_hash(folder)[:16]
 
 
-def save_checkpoint(policy: MailPolicy, folder: str | os.PathLike, metadata: dict | None = None) -> str:
-    """Write the checkpoint folder; returns the policy_id. Refuses a policy without normalisation."""
+def save_checkpoint(policy: MailPolicy, folder: str | os.PathLike, metadata: dict | None = None,
+                    weights_dtype: torch.dtype | None = None) -> str:
+    """Write the checkpoint folder; returns the policy_id. Refuses a policy without normalisation.
+    ``weights_dtype`` (e.g. torch.float16, to ship a small checkpoint) stores the learned parameters
+    in that type (buffers such as the normalisation statistics stay as they are: in fp16 they cost a
+    reach policy 56 % -> 32 % success); loading casts them back to the model's own."""
     problems = policy.normalization_problems()
     if problems:
         raise CheckpointError("cannot save a policy without normalisation: " + "; ".join(problems))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    if weights_dtype is not None:  # learned weights only: buffers (normalisation statistics) stay exact
+        params = {name for name, _ in policy.named_parameters()}
+        tensors = {k: v.to(weights_dtype) if k in params and v.is_floating_point() else v for k, v in tensors.items()}
     weights = st_save(tensors)
     meta = {k: v for k, v in {**policy.metadata, **(metadata or {})}.items() if k != "policy_id"}
     config = dict(format=FORMAT, format_version=FORMAT_VERSION, policy=policy.cfg.to_dict(), metadata=meta,
