@@ -26,12 +26,15 @@ class EpisodeResult:
     duration_s: float
     chunks: int
     max_velocity_ratio: float  # max over sent commands of |dq_i| / dq_max_i (<= 1: within limits)
+    max_acceleration_ratio: float  # the same for the acceleration between consecutive commands
+    position_violations: int  # commands outside the filter's joint position limits (margin included)
     limit_hits: int
     watchdog_trips: int
     chunks_rejected: int
     start_distance: float | None = None  # task distance to done [m] when the episode began (sim.tasks)
     final_distance: float | None = None  # ... when it ended
     min_distance: float | None = None  # closest the episode came
+    cycle_jitter_p99_ms: float = 0.0  # controller's control-cycle period deviation from nominal
 
 
 @dataclass
@@ -53,10 +56,19 @@ class ClosedLoopReport:
                     inference_p50_ms=round(self.inference_p50_ms, 1),
                     controller_jitter_p99_ms=round(self.controller_jitter_p99_ms, 2),
                     max_velocity_ratio=round(max((e.max_velocity_ratio for e in self.episodes), default=0.0), 3),
+                    max_acceleration_ratio=round(max((e.max_acceleration_ratio for e in self.episodes), default=0.0), 3),
+                    position_violations=sum(e.position_violations for e in self.episodes),
                     limit_hits=sum(e.limit_hits for e in self.episodes),
                     watchdog_trips=sum(e.watchdog_trips for e in self.episodes),
                     chunks_rejected=sum(e.chunks_rejected for e in self.episodes),
+                    goal_distance_start_m=_median([e.start_distance for e in self.episodes]),
+                    goal_distance_final_m=_median([e.final_distance for e in self.episodes]),
                     per_episode=[asdict(e) for e in self.episodes])
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.median(values)), 4) if values else None
 
 
 class _Observer:
@@ -81,7 +93,7 @@ class _Observer:
         self.node.create_subscription(String, "/mail/episode", lambda m: self.events.append(json.loads(m.data)), latched)
         self.node.create_subscription(ActionChunk, "/mail/action_chunk", lambda m: self.chunks.append(m.sequence), reliable)
         self.node.create_subscription(JointState, "/mail/action_command",
-                                      lambda m: self.commands.append(np.asarray(m.velocity[:7])), 100)
+                                      self._on_command, 100)
         self.node.create_subscription(PolicyStatus, "/mail/policy_status", lambda m: setattr(self, "policy_status", m), reliable)
         self.node.create_subscription(ControllerStatus, "/mail/controller_status",
                                       lambda m: setattr(self, "controller_status", m), 10)
@@ -92,6 +104,10 @@ class _Observer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _on_command(self, m) -> None:
+        t = m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec
+        self.commands.append(np.concatenate([[t], m.position[:7], m.velocity[:7]]))
 
     def _spin(self):
         while not self._stop.is_set():
@@ -141,7 +157,8 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
     import yaml
 
     ctrl_params = yaml.safe_load(base.params_file.read_text())["franka_controller"]["ros__parameters"]
-    dq_max = fr3_limits(velocity_scale=ctrl_params["velocity_scale"]).dq_max
+    limits = fr3_limits(position_margin=ctrl_params["position_margin"], velocity_scale=ctrl_params["velocity_scale"],
+                        acceleration_scale=ctrl_params["acceleration_scale"], jerk_scale=ctrl_params["jerk_scale"])
     persistent = Profile("sim", base.params_file, tuple(n for n in base.nodes if n.name in
                                                         ("policy_node", "camera_agentview", "camera_wrist")))
     report = ClosedLoopReport(task, checkpoint)
@@ -156,10 +173,11 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
             world = Profile("sim", base.params_file, tuple(
                 _with(n, seed=seed, task=task, hostname=host) if n.name == "sim_world" else n
                 for n in base.nodes if n.name in ("sim_world", "franka_controller")))
-            report.episodes.append(_episode(obs, world, env, seed, dq_max, log, echo, stack))
+            report.episodes.append(_episode(obs, world, env, seed, limits, ctrl_params["control_rate_hz"], log, echo, stack))
         s = obs.policy_status
         report.latency_p50_ms, report.latency_p99_ms, report.inference_p50_ms = \
             s.latency_p50_ms, s.latency_p99_ms, s.inference_p50_ms
+        report.controller_jitter_p99_ms = max(e.cycle_jitter_p99_ms for e in report.episodes)
     finally:
         stack.stop()
         obs.close()
@@ -172,7 +190,7 @@ def _with(node, **params):
     return replace(node, parameters={**node.parameters, **params})
 
 
-def _episode(obs, world, env, seed, dq_max, log, echo, stack) -> EpisodeResult:
+def _episode(obs, world, env, seed, limits, period_hz, log, echo, stack) -> EpisodeResult:
     from mail_bringup.up import Supervisor
 
     n_events = len(obs.events)
@@ -199,15 +217,22 @@ def _episode(obs, world, env, seed, dq_max, log, echo, stack) -> EpisodeResult:
             log(f"[demo]   episode seed {seed}: {end['reason']}; policy: state {ps.state} {ps.reason!r}, "
                 f"drops {dict(zip(ps.drop_causes, ps.drop_counts))}")
         cs = obs.controller_status
-        cmds = np.array(obs.commands[k0:]) if len(obs.commands) > k0 else np.zeros((1, 7))
+        cmds = np.array(obs.commands[k0:]) if len(obs.commands) > k0 else np.zeros((0, 15))
+        q, dq = cmds[:, 1:8], cmds[:, 8:15]
+        # per control cycle, as the safety filter limits it (a lost message makes this conservative)
+        ddq = np.diff(dq, axis=0) * period_hz
         result = EpisodeResult(seed=seed, success=bool(end["success"]), duration_s=float(end.get("duration", 0.0)),
                                chunks=len(obs.chunks) - c0,
-                               max_velocity_ratio=float(np.max(np.abs(cmds) / dq_max)),
+                               max_velocity_ratio=float(np.max(np.abs(dq) / limits.dq_max, initial=0.0)),
+                               max_acceleration_ratio=float(np.max(np.abs(ddq) / limits.ddq_max, initial=0.0)),
+                               position_violations=int(np.count_nonzero(np.any((q < limits.q_min - 1e-9) |
+                                                                               (q > limits.q_max + 1e-9), axis=1))),
                                limit_hits=int(cs.limit_hits) if cs else 0,
                                watchdog_trips=int(cs.watchdog_trips) if cs else 0,
                                chunks_rejected=int(cs.chunks_rejected) if cs else 0,
                                start_distance=end.get("start_distance"), final_distance=end.get("final_distance"),
-                               min_distance=end.get("min_distance"))
+                               min_distance=end.get("min_distance"),
+                               cycle_jitter_p99_ms=float(cs.cycle_jitter_p99_ms) if cs else 0.0)
         dist = (f", goal distance {result.start_distance:.3f} -> {result.final_distance:.3f} m"
                 if result.start_distance is not None and result.final_distance is not None else "")
         log(f"[demo]   episode seed {seed}: {'success' if result.success else 'failure'} in {result.duration_s} s, "

@@ -32,6 +32,9 @@ def add_arguments(parser) -> None:
                         help="training steps (the demo budget; 0 = the config's own, 2000 for the measured recipe)")
     parser.add_argument("--workers", type=int, default=2, help="processes for recording demonstrations")
     parser.add_argument("--out", default="runs/demo", help="folder for everything the demo produces")
+    parser.add_argument("--checkpoint", default="",
+                        help="run the closed loop with this checkpoint folder instead of recording and training "
+                             "(e.g. mail_bringup/checkpoints/reach_dma_small, shipped with the repo)")
     parser.add_argument("--echo", action="store_true", help="show the nodes' output")
 
 
@@ -60,8 +63,31 @@ def run(args) -> int:
 
     out = Path(args.out).resolve()
     t_start = time.monotonic()
-    timings = {}
+    timings = {"demos_s": 0.0, "train_s": 0.0}
+    if args.checkpoint:
+        source = Path(args.checkpoint)
+        print(f"[demo] using checkpoint {source}: no demonstrations, no training", flush=True)
+    else:
+        source = _record_and_train(args, out, timings)
+    root = out / "checkpoints"
+    ckpt = root / f"{args.task}_dma"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    shutil.copytree(source, ckpt, ignore=shutil.ignore_patterns("train_state*"))
+    print(f"[demo] 3/3 {args.episodes} closed-loop episodes through the ROS stack against franky-sim ...", flush=True)
+    t = time.monotonic()
+    report = run_closed_loop(str(root), ckpt.name, task=args.task, seeds=tuple(range(1000, 1000 + args.episodes)),
+                             echo=args.echo)
+    timings["closed_loop_s"] = round(time.monotonic() - t, 1)
+    summary = report.summary()
+    summary["timings"] = {**timings, "total_s": round(time.monotonic() - t_start, 1)}
+    (out / "demo_report.json").write_text(json.dumps(summary, indent=2))
+    print_summary(summary)
+    print(f"[demo] report: {out / 'demo_report.json'}")
+    return 0
 
+
+def _record_and_train(args, out: Path, timings: dict) -> Path:
+    """Stages 1 and 2; returns the trained checkpoint folder."""
     demos = out / "demos"
     settings = dict(task=args.task, n=args.demos, seed=0)
     print(f"[demo] 1/3 {args.demos} expert demonstrations of '{args.task}' as rosbag2 ...", flush=True)
@@ -91,21 +117,7 @@ def run(args) -> int:
         _mark(train, settings)
     timings["train_s"] = round(time.monotonic() - t, 1)
 
-    root = out / "checkpoints"
-    ckpt = root / f"{args.task}_dma"
-    shutil.rmtree(ckpt, ignore_errors=True)
-    shutil.copytree(train / "final", ckpt)
-    print(f"[demo] 3/3 {args.episodes} closed-loop episodes through the ROS stack against franky-sim ...", flush=True)
-    t = time.monotonic()
-    report = run_closed_loop(str(root), ckpt.name, task=args.task, seeds=tuple(range(1000, 1000 + args.episodes)),
-                             echo=args.echo)
-    timings["closed_loop_s"] = round(time.monotonic() - t, 1)
-    summary = report.summary()
-    summary["timings"] = {**timings, "total_s": round(time.monotonic() - t_start, 1)}
-    (out / "demo_report.json").write_text(json.dumps(summary, indent=2))
-    print_summary(summary)
-    print(f"[demo] report: {out / 'demo_report.json'}")
-    return 0
+    return train / "final"
 
 
 def print_summary(s: dict) -> None:
@@ -114,9 +126,12 @@ def print_summary(s: dict) -> None:
         ("success rate", f"{s['successes']}/{s['episodes']} ({100 * s['success_rate']:.0f} %)"),
         ("end-to-end latency p50 / p99", f"{s['latency_p50_ms']} / {s['latency_p99_ms']} ms (camera stamp -> chunk)"),
         ("inference p50", f"{s['inference_p50_ms']} ms"),
-        ("largest commanded |dq| / limit", f"{s['max_velocity_ratio']}"),
+        ("largest commanded |dq|, |ddq| / limit", f"{s['max_velocity_ratio']}, {s['max_acceleration_ratio']}"),
+        ("commands outside position limits", str(s["position_violations"])),
         ("safety filter limit hits", str(s["limit_hits"])),
         ("watchdog trips / chunks rejected", f"{s['watchdog_trips']} / {s['chunks_rejected']}"),
+        ("controller cycle jitter p99", f"{s['controller_jitter_p99_ms']} ms"),
+        ("goal distance, median start -> end", f"{s['goal_distance_start_m']} -> {s['goal_distance_final_m']} m"),
         ("time: demos / train / closed loop", " / ".join(f"{s['timings'][k]} s" for k in
                                                            ("demos_s", "train_s", "closed_loop_s"))),
     ]
