@@ -53,7 +53,8 @@ if ! step_done msgs "$h"; then
   log "building mail_msgs into the venv"
   inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   npinc=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
-  grep -rl '/opt/python/cp311-cp311' "$VENV/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i \
+  # nothing to rewrite (grep exit 1) when pip kept the ROS wheels already rewritten by an earlier run
+  { grep -rl '/opt/python/cp311-cp311' "$VENV/share" --include='*.cmake' 2>/dev/null || true; } | xargs -r sed -i \
     -e "s#/opt/python/cp311-cp311/include/python3.11#$inc#g" \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g"
   rm -rf "$BUILD/mail_msgs" && mkdir -p "$BUILD/mail_msgs"
@@ -63,7 +64,7 @@ if ! step_done msgs "$h"; then
     cmake "$ROOT/mail_msgs" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
       -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >cmake.log 2>&1 \
       && make -j"$(nproc)" >make.log 2>&1 && make install >install.log 2>&1
-  ) || { log "mail_msgs build failed; see $BUILD/mail_msgs/*.log"; tail -30 "$BUILD"/mail_msgs/*.log; exit 1; }
+  ) || { log "mail_msgs build failed; see $BUILD/mail_msgs/*.log"; tail -n 30 "$BUILD"/mail_msgs/*.log; exit 1; }
   mark_done msgs "$h"
 fi
 
