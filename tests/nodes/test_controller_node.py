@@ -131,3 +131,16 @@ def test_estop_holds_and_blocks_enable_until_released(controller):
         wait_for(lambda: status[-1].mode == ControllerStatus.MODE_ENABLED, 3, what="enabled after release")
     assert not refused.success, refused.message
     assert accepted.success, accepted.message
+
+
+def test_controller_refuses_limits_franky_would_clip():
+    """A relative dynamics factor under the safety filter's limits would make franky clip the filter's
+    commands (tracking errors, reflex stops): the node does not start, and says what to change."""
+    proc = node_process("mail_policy_node.nodes.franka_controller_node", "franka_controller",
+                        {"dry_run": True, "relative_dynamics_factor": 0.2, "velocity_scale": 0.5})
+    try:
+        rc = proc.wait(timeout=60)
+    finally:
+        out = stop_process(proc)
+    assert rc != 0
+    assert "relative_dynamics_factor is too low" in out and "velocity" in out, out[-2000:]

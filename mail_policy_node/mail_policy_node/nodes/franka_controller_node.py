@@ -27,7 +27,7 @@ from mail_msgs.msg import ControllerStatus
 from mail_policy_node.nodes import run
 from mail_policy_node.control.chunks import SchedulerConfig
 from mail_policy_node.control.controller import ArmController, ControllerConfig
-from mail_policy_node.control.franky_arm import FrankyArm, FrankyArmConfig, run_cycle
+from mail_policy_node.control.franky_arm import FrankyArm, FrankyArmConfig, check_compatible, run_cycle
 from mail_policy_node.control.limits import fr3_limits
 from mail_policy_node.control.safety import CommandState, SafetyConfig
 from mail_policy_node.control.watchdog import WatchdogConfig
@@ -70,9 +70,13 @@ class FrankaControllerNode(Node):
         self.period = period
         self.auto_enable = p["auto_enable"]
         self.ctrl = ArmController(config, clock=time.time)
-        self.arm = FrankyArm(FrankyArmConfig(host=p["robot_ip"], dry_run=p["dry_run"], realtime=p["realtime"],
-                                             relative_dynamics_factor=p["relative_dynamics_factor"],
-                                             use_gripper=p["use_gripper"]))
+        arm_config = FrankyArmConfig(host=p["robot_ip"], dry_run=p["dry_run"], realtime=p["realtime"],
+                                     relative_dynamics_factor=p["relative_dynamics_factor"], use_gripper=p["use_gripper"])
+        problems = check_compatible(arm_config, config.safety)
+        if problems:  # franky would clip below the filter's commands: tracking errors, reflexes, stops
+            raise ValueError("relative_dynamics_factor is too low for the safety limits (lower velocity_scale / "
+                             "acceleration_scale / jerk_scale or raise the factor): " + "; ".join(problems))
+        self.arm = FrankyArm(arm_config)
         self.lock = threading.Lock()
         self.clock_map = ClockMapper()
         self.joint_every = max(1, round(p["control_rate_hz"] / p["joint_state_rate_hz"]))
