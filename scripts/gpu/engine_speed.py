@@ -14,7 +14,7 @@ still run):
             how far the engine paths are (D-Ma DDPM-16 window, paper sizes, the parity schedule)
 
 Usage: python scripts/gpu/engine_speed.py --out engine_speed.json [--sections env,kernels,timing,profile,floor]
-       [--best-env best.env]
+       [--best-env best.env] [--variants v2w8bc64,v1w8bc64]
 """
 
 from __future__ import annotations
@@ -176,11 +176,28 @@ def time_graphs(engine: InferenceEngine, steps: int = 60) -> dict:
     return dict(step_p50_ms=float(np.percentile(ms, 50)), step_p99_ms=float(np.percentile(ms, 99)), **parts)
 
 
-VARIANTS = {"fused w8 bc32": (8, 32), "fused w4 bc32": (4, 32), "fused w8 bc64": (8, 64), "fused w4 bc16": (4, 16)}
+VARIANTS = {"fused w8 bc32": (8, 32, "1"), "fused w4 bc32": (4, 32, "1"), "fused w8 bc64": (8, 64, "1"),
+            "fused w4 bc16": (4, 16, "1")}  # (warps, channel block, kernel version); the first H200 run's set
 
 
-def timing_section(best_env: str) -> dict:
+def parse_variants(spec: str) -> dict:
+    """"v2w8bc64,v1w8bc64" -> {"fused v2 w8 bc64": (8, 64, "2"), ...}"""
+    import re
+
     out = {}
+    for item in spec.split(","):
+        m = re.fullmatch(r"v(\d)w(\d+)bc(\d+)", item.strip())
+        if not m:
+            raise ValueError(f"bad variant {item!r}, want like v2w8bc64")
+        out[f"fused v{m[1]} w{m[2]} bc{m[3]}"] = (int(m[2]), int(m[3]), m[1])
+    return out
+
+
+def timing_section(best_env: str, variants: dict | None = None) -> dict:
+    """variants given: only those, D-Ma DDPM stream, against each other (a short run that picks settings)."""
+    out = {}
+    quick = variants is not None
+    variants = variants or VARIANTS
 
     def one(variant, history, name, cfg):
         try:
@@ -195,20 +212,22 @@ def timing_section(best_env: str) -> dict:
         return r
 
     base = EngineConfig(device="cuda", history="stream")
-    old = one("d_ma", "stream", "old + camera streams", replace(base, fused=False))
+    old = {} if quick else one("d_ma", "stream", "old + camera streams", replace(base, fused=False))
     best, best_act = None, float("inf")
-    for name, (warps, bc) in VARIANTS.items():
-        fused.NUM_WARPS, fused.BLOCK_C = warps, bc
+    for name, (warps, bc, ver) in variants.items():
+        fused.NUM_WARPS, fused.BLOCK_C, fused.KERNELS = warps, bc, ver
         r = one("d_ma", "stream", name, base)
         if r.get("act_gpu_ms_p50", float("inf")) < best_act and not r.get("fused_error"):
             best, best_act = name, r["act_gpu_ms_p50"]
     use_fused = best is not None and best_act < old.get("act_gpu_ms_p50", float("inf"))
-    warps, bc = VARIANTS[best] if best else (8, 32)
-    fused.NUM_WARPS, fused.BLOCK_C = warps, bc
-    Path(best_env).write_text(f"export MAIL_FUSED_WARPS={warps} MAIL_FUSED_BC={bc}\n"
+    warps, bc, ver = variants[best] if best else (8, 64, "1")
+    fused.NUM_WARPS, fused.BLOCK_C, fused.KERNELS = warps, bc, ver
+    Path(best_env).write_text(f"export MAIL_FUSED_WARPS={warps} MAIL_FUSED_BC={bc} MAIL_FUSED_KERNELS={ver}\n"
                               f"BENCH_FLAGS={'' if use_fused else '--no-fused'}\n")
-    out["chosen"] = dict(variant=best, use_fused=use_fused, warps=warps, bc=bc)
+    out["chosen"] = dict(variant=best, use_fused=use_fused, warps=warps, bc=bc, kernels=ver)
     print("chosen", out["chosen"], flush=True)
+    if quick:
+        return out
     one("d_ma", "window", "fused (chosen)", replace(base, history="window"))
     one("ed_ma", "stream", "fused (chosen)", base)
     # the stack alone: one act pass (16 layers x 6 tokens) as a graph, old kernel path vs fused
@@ -301,9 +320,10 @@ def main() -> int:
     ap.add_argument("--out", default="engine_speed.json")
     ap.add_argument("--sections", default="env,timing,kernels,floor,profile")
     ap.add_argument("--best-env", default="best.env", help="timing writes the chosen settings here (shell lines)")
+    ap.add_argument("--variants", default="", help="timing: only these fused variants, e.g. v2w8bc64,v1w8bc64")
     args = ap.parse_args()
     want = args.sections.split(",")
-    sec = dict(env=env, kernels=kernels_check, profile=profile_section, timing=lambda: timing_section(args.best_env),
+    sec = dict(env=env, kernels=kernels_check, profile=profile_section, timing=lambda: timing_section(args.best_env, parse_variants(args.variants) if args.variants else None),
                floor=floor_section)
     for name in want:
         # comparisons in true fp32; speed with torch's defaults (what `mail-il bench engine` runs with)
