@@ -8,10 +8,7 @@ set -u
 PY="${PY:-.venv/bin/python}"
 status=0
 "$PY" -m pytest -m "not ros" "$@" || status=1
-# Fault-injection tests (SIGKILL/SIGSTOP of nodes) run with `make test-faults`, not here: they pass
-# alone on this machine, but in the clean-clone CI run their in-process probe heard no node (see the
-# issue 9 notes); until that is understood they would make CI fail for a discovery problem.
-for f in $(grep -rl "pytest.mark.ros" tests --include='test_*.py' | grep -v test_fault_injection | sort); do
+for f in $(grep -rl "pytest.mark.ros" tests --include='test_*.py' | sort); do
   "$PY" -m pytest -m ros "$f" "$@" || status=1
 done
 [ "$status" = 0 ] && echo "all test runs passed" || echo "some test runs FAILED"
