@@ -92,13 +92,13 @@ def main() -> int:
     node.create_subscription(ActionChunk, "/mail/action_chunk", lambda m: chunks.append((time.monotonic(), m.policy_id)),
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     node.create_subscription(ControllerStatus, "/mail/controller_status", lambda m: status.update(last=m), 10)
+    client = AsyncParameterClient(node, "policy_node")  # before the spin thread walks the node's entities
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
                                daemon=True)
     spinner.start()
-    client = AsyncParameterClient(node, "policy_node")
     sup = Supervisor(prof, env=env, echo=False, max_restarts=0)
     sup.start()
     results = []
