@@ -14,7 +14,7 @@ still run):
             how far the engine paths are (D-Ma DDPM-16 window, paper sizes, the parity schedule)
 
 Usage: python scripts/gpu/engine_speed.py --out engine_speed.json [--sections env,kernels,timing,profile,floor]
-       [--best-env best.env] [--variants v2w8bc64,v1w8bc64]
+       [--best-env best.env] [--variants w8bc32,w4bc64]
 """
 
 from __future__ import annotations
@@ -176,20 +176,20 @@ def time_graphs(engine: InferenceEngine, steps: int = 60) -> dict:
     return dict(step_p50_ms=float(np.percentile(ms, 50)), step_p99_ms=float(np.percentile(ms, 99)), **parts)
 
 
-VARIANTS = {"fused w8 bc32": (8, 32, "1"), "fused w4 bc32": (4, 32, "1"), "fused w8 bc64": (8, 64, "1"),
-            "fused w4 bc16": (4, 16, "1")}  # (warps, channel block, kernel version); the first H200 run's set
+VARIANTS = {"fused w8 bc32": (8, 32), "fused w4 bc32": (4, 32), "fused w8 bc64": (8, 64),
+            "fused w4 bc16": (4, 16)}  # (warps, channel block)
 
 
 def parse_variants(spec: str) -> dict:
-    """"v2w8bc64,v1w8bc64" -> {"fused v2 w8 bc64": (8, 64, "2"), ...}"""
+    """"w8bc64,w4bc32" -> {"fused w8 bc64": (8, 64), ...}"""
     import re
 
     out = {}
     for item in spec.split(","):
-        m = re.fullmatch(r"v(\d)w(\d+)bc(\d+)", item.strip())
+        m = re.fullmatch(r"w(\d+)bc(\d+)", item.strip())
         if not m:
-            raise ValueError(f"bad variant {item!r}, want like v2w8bc64")
-        out[f"fused v{m[1]} w{m[2]} bc{m[3]}"] = (int(m[2]), int(m[3]), m[1])
+            raise ValueError(f"bad variant {item!r}, want like w8bc64")
+        out[f"fused w{m[1]} bc{m[2]}"] = (int(m[1]), int(m[2]))
     return out
 
 
@@ -214,17 +214,17 @@ def timing_section(best_env: str, variants: dict | None = None) -> dict:
     base = EngineConfig(device="cuda", history="stream")
     old = {} if quick else one("d_ma", "stream", "old + camera streams", replace(base, fused=False))
     best, best_act = None, float("inf")
-    for name, (warps, bc, ver) in variants.items():
-        fused.NUM_WARPS, fused.BLOCK_C, fused.KERNELS = warps, bc, ver
+    for name, (warps, bc) in variants.items():
+        fused.NUM_WARPS, fused.BLOCK_C = warps, bc
         r = one("d_ma", "stream", name, base)
         if r.get("act_gpu_ms_p50", float("inf")) < best_act and not r.get("fused_error"):
             best, best_act = name, r["act_gpu_ms_p50"]
     use_fused = best is not None and best_act < old.get("act_gpu_ms_p50", float("inf"))
-    warps, bc, ver = variants[best] if best else (8, 64, "1")
-    fused.NUM_WARPS, fused.BLOCK_C, fused.KERNELS = warps, bc, ver
-    Path(best_env).write_text(f"export MAIL_FUSED_WARPS={warps} MAIL_FUSED_BC={bc} MAIL_FUSED_KERNELS={ver}\n"
+    warps, bc = variants[best] if best else (8, 32)
+    fused.NUM_WARPS, fused.BLOCK_C = warps, bc
+    Path(best_env).write_text(f"export MAIL_FUSED_WARPS={warps} MAIL_FUSED_BC={bc}\n"
                               f"BENCH_FLAGS={'' if use_fused else '--no-fused'}\n")
-    out["chosen"] = dict(variant=best, use_fused=use_fused, warps=warps, bc=bc, kernels=ver)
+    out["chosen"] = dict(variant=best, use_fused=use_fused, warps=warps, bc=bc)
     print("chosen", out["chosen"], flush=True)
     if quick:
         return out
@@ -320,7 +320,7 @@ def main() -> int:
     ap.add_argument("--out", default="engine_speed.json")
     ap.add_argument("--sections", default="env,timing,kernels,floor,profile")
     ap.add_argument("--best-env", default="best.env", help="timing writes the chosen settings here (shell lines)")
-    ap.add_argument("--variants", default="", help="timing: only these fused variants, e.g. v2w8bc64,v1w8bc64")
+    ap.add_argument("--variants", default="", help="timing: only these fused variants, e.g. w8bc32,w4bc64")
     args = ap.parse_args()
     want = args.sections.split(",")
     sec = dict(env=env, kernels=kernels_check, profile=profile_section, timing=lambda: timing_section(args.best_env, parse_variants(args.variants) if args.variants else None),

@@ -11,138 +11,6 @@ import triton.language as tl
 
 
 @triton.jit
-def block_in_kernel(H, LN_W, LN_B, W_IN, B_IN, CONV_W, CONV_B, CONV_S, W_XP, W_DT, B_DT, SCR, CONV_NEW,
-                    L, STATE_ROWS, eps,
-                    DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, R: tl.constexpr, BR: tl.constexpr,
-                    BX: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
-                    HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, ZERO_STATE: tl.constexpr,
-                    WRITE_STATE: tl.constexpr):
-    """Program (token t, 0): LayerNorm of tokens t-K+1..t, in_proj x half of those rows, causal conv over
-    them (the state's columns before the first new token) + SiLU -> xc_t, x_proj -> dt_low, B_t, C_t,
-    dt_proj + bias + softplus -> dt_t. Program (token t, 1): LayerNorm and the z half of in_proj -> z_t.
-    Scratch row of the token: [xc (DI), z (DI), dt (DI), B (N), C (N)], fp32."""
-    pid = tl.program_id(0)
-    part = tl.program_id(1)
-    b = pid // L
-    t = pid % L
-    srow = b % STATE_ROWS
-    cols = tl.arange(0, DM)
-    cc = tl.arange(0, BC)
-    scr = SCR + pid * (3 * DI + 2 * N)
-    jj = tl.arange(0, BK)
-    if part == 1:  # one row: the token itself
-        rows = t + 0 * jj
-        rmask = jj == 0
-    else:
-        rows = t - (K - 1) + jj  # tap j reads input token t - (K - 1) + j
-        rmask = (jj < K) & (rows >= 0)
-    # LayerNorm of the rows (torch's biased variance)
-    hr = tl.load(H + (b * L + rows[:, None]) * DM + cols[None, :], mask=rmask[:, None], other=0.0).to(tl.float32)
-    mean = tl.sum(hr, axis=1) / DM
-    hc = hr - mean[:, None]
-    var = tl.sum(hc * hc, axis=1) / DM
-    hn = hc * (1.0 / tl.sqrt_rn(var + eps))[:, None] * tl.load(LN_W + cols).to(tl.float32)[None, :] \
-        + tl.load(LN_B + cols).to(tl.float32)[None, :]
-    if part == 1:
-        hz = tl.sum(tl.where(rmask[:, None], hn, 0.0), axis=0)  # (DM,): the token's own row
-        for c0 in range(0, DI, BC):
-            w = tl.load(W_IN + (DI + c0 + cc[:, None]) * DM + cols[None, :]).to(tl.float32)  # (BC, DM)
-            z = tl.sum(w * hz[None, :], axis=1)
-            if HAS_B_IN:
-                z += tl.load(B_IN + DI + c0 + cc).to(tl.float32)
-            tl.store(scr + DI + c0 + cc, z)
-    else:
-        rx = tl.arange(0, BX)
-        xdbl = tl.zeros((BX,), dtype=tl.float32)
-        for c0 in range(0, DI, BC):
-            w = tl.load(W_IN + (c0 + cc[:, None]) * DM + cols[None, :]).to(tl.float32)  # (BC, DM), x half
-            xr = tl.sum(w[None, :, :] * hn[:, None, :], axis=2)  # (BK, BC): x of the tap rows
-            if HAS_B_IN:
-                xr += tl.load(B_IN + c0 + cc).to(tl.float32)[None, :]
-            if ZERO_STATE:
-                old = tl.zeros((BK, BC), dtype=tl.float32)
-            else:  # rows before the first new token: the conv state's column K + row
-                old = tl.load(CONV_S + srow * DI * K + (c0 + cc[None, :]) * K + (K + rows[:, None]),
-                              mask=(jj[:, None] < K) & (rows[:, None] < 0) & (cc[None, :] < BC), other=0.0)
-            src = tl.where(rows[:, None] >= 0, xr, old)  # (BK, BC): the conv window
-            if WRITE_STATE:  # the last token's window is the new conv state
-                tl.store(CONV_NEW + b * DI * K + (c0 + cc[None, :]) * K + jj[:, None], src,
-                         mask=(jj[:, None] < K) & (cc[None, :] < BC) & (t == L - 1))
-            cw = tl.load(CONV_W + (c0 + cc[None, :]) * K + jj[:, None], mask=(jj[:, None] < K) & (cc[None, :] < BC),
-                         other=0.0).to(tl.float32)
-            acc = tl.sum(src * cw, axis=0)
-            if HAS_CONV_B:
-                acc += tl.load(CONV_B + c0 + cc).to(tl.float32)
-            xc = acc / (1.0 + tl.exp(-acc))
-            tl.store(scr + c0 + cc, xc)
-            wx = tl.load(W_XP + rx[:, None] * DI + c0 + cc[None, :],
-                         mask=(rx[:, None] < R + 2 * N) & (cc[None, :] < BC), other=0.0).to(tl.float32)  # (BX, BC)
-            xdbl += tl.sum(wx * xc[None, :], axis=1)
-        # B and C straight from x_dbl; dt_low picked out of it, then dt_proj, bias, softplus
-        tl.store(scr + 3 * DI + rx - R, xdbl, mask=(rx >= R) & (rx < R + 2 * N))
-        rr = tl.arange(0, BR)
-        dtl = tl.sum(tl.where(rx[None, :] == rr[:, None], xdbl[None, :], 0.0), axis=1)  # (BR,), zero past R
-        for c0 in range(0, DI, BC):
-            wd = tl.load(W_DT + (c0 + cc[:, None]) * R + rr[None, :], mask=(rr[None, :] < R) & (cc[:, None] < BC),
-                         other=0.0).to(tl.float32)  # (BC, BR)
-            dt = tl.sum(wd * dtl[None, :], axis=1) + tl.load(B_DT + c0 + cc).to(tl.float32)
-            dt = tl.where(dt <= 20.0, tl.log(tl.exp(dt) + 1.0), dt)  # softplus, as mamba-ssm's Triton kernels
-            tl.store(scr + 2 * DI + c0 + cc, dt)
-
-
-@triton.jit
-def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, L, STATE_ROWS,
-                     DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr,
-                     BO: tl.constexpr, SPLIT: tl.constexpr, HAS_ADD: tl.constexpr, HAS_B_OUT: tl.constexpr,
-                     ZERO_STATE: tl.constexpr, WRITE_STATE: tl.constexpr):
-    """Program (token t, output part): the SSM from the state through tokens 0..t (as mamba-ssm's
-    selective_state_update, token by token), y_t with D skip and SiLU(z) gate, then this part's outputs
-    of out_proj, plus the residual (and the aggregation add)."""
-    pid = tl.program_id(0)
-    part = tl.program_id(1)
-    b = pid // L
-    t = pid % L
-    srow = b % STATE_ROWS
-    ch = tl.arange(0, DI)
-    nn = tl.arange(0, BN)
-    smask = (ch[:, None] < DI) & (nn[None, :] < N)
-    a = -tl.exp(tl.load(A_LOG + ch[:, None] * N + nn[None, :], mask=smask, other=0.0).to(tl.float32))
-    if ZERO_STATE:
-        st = tl.zeros((DI, BN), dtype=tl.float32)
-    else:
-        st = tl.load(SSM_S + srow * DI * N + ch[:, None] * N + nn[None, :], mask=smask, other=0.0)
-    row0 = b * L
-    for s in range(0, BL):  # (a constant bound: Triton's interpreter cannot loop to a runtime scalar)
-        if s <= t:
-            sc = SCR + (row0 + s) * (3 * DI + 2 * N)
-            x_s = tl.load(sc + ch)
-            dt_s = tl.load(sc + 2 * DI + ch)
-            b_s = tl.load(sc + 3 * DI + nn, mask=nn < N, other=0.0)
-            da = tl.exp(a * dt_s[:, None])
-            db = b_s[None, :] * dt_s[:, None]
-            st = st * da + db * x_s[:, None]
-    if WRITE_STATE:
-        tl.store(SSM_NEW + b * DI * N + ch[:, None] * N + nn[None, :], st, mask=smask & (t == L - 1) & (part == 0))
-    sc = SCR + pid * (3 * DI + 2 * N)
-    c_t = tl.load(sc + 3 * DI + N + nn, mask=nn < N, other=0.0)
-    x_t = tl.load(sc + ch)
-    z_t = tl.load(sc + DI + ch)
-    y = tl.sum(st * c_t[None, :], axis=1)
-    y += x_t * tl.load(DP + ch).to(tl.float32)
-    y *= z_t * tl.sigmoid(z_t)
-    for o0 in range(0, DM // SPLIT, BO):
-        oo = part * (DM // SPLIT) + o0 + tl.arange(0, BO)
-        w = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)  # (BO, DI)
-        o = tl.sum(w * y[None, :], axis=1)
-        if HAS_B_OUT:
-            o += tl.load(B_OUT + oo).to(tl.float32)
-        res = tl.load(H + pid * DM + oo).to(tl.float32) + o
-        if HAS_ADD:
-            res += tl.load(ADD + pid * DM + oo).to(tl.float32)
-        tl.store(OUT + pid * DM + oo, res.to(OUT.dtype.element_ty))
-
-
-@triton.jit
 def _tap(w, hrow, row, j: tl.constexpr, c0, cc, b, srow, t, L, B_IN, CONV_S, CONV_W, CONV_NEW,
          DI: tl.constexpr, K: tl.constexpr, BC: tl.constexpr, HAS_B_IN: tl.constexpr, ZERO_STATE: tl.constexpr,
          WRITE_STATE: tl.constexpr):
@@ -162,13 +30,14 @@ def _tap(w, hrow, row, j: tl.constexpr, c0, cc, b, srow, t, L, B_IN, CONV_S, CON
 
 
 @triton.jit
-def block_in2_kernel(H, LN_W, LN_B, W_IN, B_IN, CONV_W, CONV_B, CONV_S, W_XP, W_DT, B_DT, SCR, CONV_NEW,
-                     L, STATE_ROWS, eps,
-                     DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, R: tl.constexpr, BR: tl.constexpr,
-                     BX: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
-                     HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, ZERO_STATE: tl.constexpr,
-                     WRITE_STATE: tl.constexpr):
-    """block_in_kernel with 2-D products only: the tap rows are separate vectors (d_conv <= 4), each
+def block_in_kernel(H, LN_W, LN_B, W_IN, B_IN, CONV_W, CONV_B, CONV_S, W_XP, W_DT, B_DT, SCR, CONV_NEW,
+                    L, STATE_ROWS, eps,
+                    DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, R: tl.constexpr, BR: tl.constexpr,
+                    BX: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
+                    HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, ZERO_STATE: tl.constexpr,
+                    WRITE_STATE: tl.constexpr):
+    """LayerNorm, in_proj, causal conv + SiLU, x_proj and dt_proj of one token (see fused.py), with 2-D
+    products only: the tap rows are separate vectors (d_conv <= 4), each
     tap's in_proj row a (BC, DM) product reduced over DM; conv accumulated bias first, then tap by tap
     (causal-conv1d's order)."""
     pid = tl.program_id(0)
@@ -240,12 +109,12 @@ def block_in2_kernel(H, LN_W, LN_B, W_IN, B_IN, CONV_W, CONV_B, CONV_S, W_XP, W_
 
 
 @triton.jit
-def block_out2_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, L, STATE_ROWS,
-                      DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr,
-                      BO: tl.constexpr, SPLIT: tl.constexpr, HAS_ADD: tl.constexpr, HAS_B_OUT: tl.constexpr,
-                      ZERO_STATE: tl.constexpr, WRITE_STATE: tl.constexpr):
-    """block_out_kernel with the tokens' scratch rows loaded at once before the scan (no load latency
-    inside the token loop)."""
+def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, L, STATE_ROWS,
+                     DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr,
+                     BO: tl.constexpr, SPLIT: tl.constexpr, HAS_ADD: tl.constexpr, HAS_B_OUT: tl.constexpr,
+                     ZERO_STATE: tl.constexpr, WRITE_STATE: tl.constexpr):
+    """The selective SSM through the token, skip, gate, out_proj and residual (see fused.py), with the
+    tokens' scratch rows loaded at once before the scan (no load latency inside the token loop)."""
     pid = tl.program_id(0)
     part = tl.program_id(1)
     b = pid // L

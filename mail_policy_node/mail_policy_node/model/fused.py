@@ -19,13 +19,11 @@ is two launches with one program per token (so the weights are read by many mult
    token), y_t + D skip, SiLU(z) gate, out_proj (two programs per token, half the outputs each), residual
    (and aggregation) add.
 Optionally the new conv and ssm states are written (observe); act never changes the state it is given.
-Two implementations of these two launches (MAIL_FUSED_KERNELS): "2" (default) `block_in2` / `block_out2`,
-2-D products only and the scan's inputs loaded before the token loop; "1" `block_in` / `block_out`, the
-conv window's rows as one (taps, channels, d_model) product. On the H200 (D-Ma DDPM-16, K=5, stream) the act
-graph took 8.2 ms with "2" and 9.0 ms with "1" (8 warps; 32 / 64 channels per step), against 12.2 ms for
-the kernel path of `Mamba._kernel_continue` (docs/results/engine_speed_h200.json). A first version did the
-whole block in one program per batch row (tl.dot products): one multiprocessor streamed all the weights,
-125 us per block, slower than the launches it saved.
+On the H200 (D-Ma DDPM-16, K=5, stream) the act graph took 8.2 ms with these kernels, 9.0 ms with an
+earlier pair that formed the conv window's rows as one (taps, channels, d_model) product (removed), and
+12.2 ms for the kernel path of `Mamba._kernel_continue` (docs/results/engine_speed_h200.json). A first
+version did the whole block in one program per batch row (tl.dot products): one multiprocessor streamed
+all the weights, 125 us per block, slower than the launches it saved.
 
 All arithmetic is fp32 whatever the weights' dtype. Products are broadcast products reduced with tl.sum.
 
@@ -51,7 +49,6 @@ from .mamba import MambaState
 MAX_TOKENS = 32  # longest continuation handled by the fused kernel (the engine's are 1 to ~21 tokens)
 NUM_WARPS = int(os.environ.get("MAIL_FUSED_WARPS", "8"))  # warps per program of the block kernels
 BLOCK_C = int(os.environ.get("MAIL_FUSED_BC", "32"))  # inner channels per step of block_in's loops (H200: 32)
-KERNELS = os.environ.get("MAIL_FUSED_KERNELS", "2")  # "1": block_in/out; "2": block_in2/out2 (see _fused_kernels)
 
 
 def available() -> bool:
@@ -78,7 +75,6 @@ def _kernel(name: str):
     from . import _fused_kernels
 
     return {"block_in": _fused_kernels.block_in_kernel, "block_out": _fused_kernels.block_out_kernel,
-            "block_in2": _fused_kernels.block_in2_kernel, "block_out2": _fused_kernels.block_out2_kernel,
             "head": _fused_kernels.head_kernel}[name]
 
 
@@ -113,15 +109,14 @@ def block_continue(block, h: Tensor, state: MambaState | None, add: Tensor | Non
     w = lambda t: h if t is None else t  # noqa: E731  (a dummy pointer for absent optional tensors)
     warps = {} if interpreting() else dict(num_warps=NUM_WARPS)
     split = 2 if dm >= 64 else 1
-    v = "2" if KERNELS == "2" else ""
-    _kernel("block_in" + v)[(batch * length, 2)](
+    _kernel("block_in")[(batch * length, 2)](
         h, block.norm.weight, block.norm.bias, mixer.in_proj.weight, w(mixer.in_proj.bias), mixer.conv1d.weight,
         w(mixer.conv1d.bias), conv_s, mixer.x_proj.weight, mixer.dt_proj.weight, mixer.dt_proj.bias, scratch,
         conv_new, length, rows, float(block.norm.eps),
         DM=dm, DI=di, N=n, R=r, BR=max(2, _pow2(r)), BX=max(2, _pow2(r + 2 * n)), K=k, BK=max(2, _pow2(k)),
         BC=min(BLOCK_C, di), HAS_B_IN=mixer.in_proj.bias is not None, HAS_CONV_B=mixer.conv1d.bias is not None,
         ZERO_STATE=zero, WRITE_STATE=write_state, **warps)
-    _kernel("block_out" + v)[(batch * length, split)](
+    _kernel("block_out")[(batch * length, split)](
         h, w(add), out, ssm_s, mixer.A_log, mixer.D, mixer.out_proj.weight, w(mixer.out_proj.bias), scratch,
         ssm_new, length, rows,
         DM=dm, DI=di, N=n, BN=max(2, _pow2(n)), BL=_pow2(length), BO=min(32, dm // split), SPLIT=split,
