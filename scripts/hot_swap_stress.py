@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -62,43 +60,34 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after a valid swap's first chunk")
     args = parser.parse_args()
 
+    from mail_bringup.closed_loop import SpunNode, private_sim_graph
     from mail_bringup.graph import profile
     from mail_bringup.up import Supervisor
-    from mail_policy_node import rosenv
 
-    env = rosenv.ros_environment()
-    os.environ.update(env)
+    env, host = private_sim_graph()
     work = Path(tempfile.mkdtemp(prefix="mail_swap_"))
     root = work / "checkpoints"
     root.mkdir()
     ids = make_root(root)
-    host = f"127.0.{int(env['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
     prof = profile("sim", {"policy_node": {"checkpoint_root": str(root), "checkpoint": "a"},
                            "sim_world": {"seed": 1003, "hostname": host, "episode_timeout": 3600.0},
                            "franka_controller": {"robot_ip": host, "auto_enable": True}})
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.parameter_client import AsyncParameterClient
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from mail_msgs.msg import ActionChunk, ControllerStatus
 
-    rclpy.init()
-    node = rclpy.create_node("hot_swap_stress")
+    observer = SpunNode("hot_swap_stress")
+    node = observer.node
     chunks: list[tuple[float, str]] = []
     status = {}
     node.create_subscription(ActionChunk, "/mail/action_chunk", lambda m: chunks.append((time.monotonic(), m.policy_id)),
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     node.create_subscription(ControllerStatus, "/mail/controller_status", lambda m: status.update(last=m), 10)
-    client = AsyncParameterClient(node, "policy_node")  # before the spin thread walks the node's entities
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                               daemon=True)
-    spinner.start()
+    client = AsyncParameterClient(node, "policy_node")
+    observer.start()
     sup = Supervisor(prof, env=env, echo=False, max_restarts=0)
     sup.start()
     results = []
@@ -145,10 +134,7 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     finally:
         sup.stop()
-        stop.set()
-        spinner.join(timeout=2)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        observer.close()
         shutil.rmtree(work, ignore_errors=True)
 
     known = set(ids.values())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -42,23 +41,19 @@ def main() -> int:
     args = parser.parse_args()
 
     from mail_bringup.graph import profile
+    from mail_bringup.closed_loop import SpunNode, private_sim_graph
     from mail_bringup.up import Supervisor
-    from mail_policy_node import rosenv
 
-    env = rosenv.ros_environment()
-    os.environ.update(env)
-    host = f"127.0.{int(env['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
+    env, host = private_sim_graph()
     prof = profile("sim", {"sim_world": {"seed": 1003, "hostname": host, "episode_timeout": 24 * 3600.0},
                            "franka_controller": {"robot_ip": host, "auto_enable": True}})
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
 
-    rclpy.init()
-    node = rclpy.create_node("soak")
+    observer = SpunNode("soak")
+    node = observer.node
     lock = threading.Lock()
     chunk_t: list[float] = []
     last: dict = {}
@@ -71,16 +66,7 @@ def main() -> int:
     node.create_subscription(ActionChunk, "/mail/action_chunk", on_chunk, reliable)
     node.create_subscription(PolicyStatus, "/mail/policy_status", lambda m: last.update(policy=m), reliable)
     node.create_subscription(ControllerStatus, "/mail/controller_status", lambda m: last.update(controller=m), 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
+    observer.start()
     sup = Supervisor(prof, env=env, echo=False, max_restarts=0)
     sup.start()
     samples = []
@@ -117,10 +103,7 @@ def main() -> int:
     finally:
         failed = sup.failed
         sup.stop()
-        stop.set()
-        spinner.join(timeout=2)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        observer.close()
 
     base = samples[1] if len(samples) > 2 else (samples[0] if samples else None)  # after warm-up
     growth = ({k: round(samples[-1]["rss_mb"][k] - base["rss_mb"][k], 1) for k in base["rss_mb"]

@@ -71,12 +71,52 @@ def _median(values) -> float | None:
     return round(float(np.median(values)), 4) if values else None
 
 
-class _Observer:
-    """An rclpy node in this process that watches the stack and calls its services."""
+def private_sim_graph() -> tuple[dict, str]:
+    """A private ROS graph for a `sim` profile run: its environment (applied to this process too, so
+    nodes made here join it) and a loopback address of its own for franky-sim."""
+    from mail_policy_node import rosenv
 
-    def __init__(self):
+    env = rosenv.ros_environment()
+    os.environ.update(env)
+    return env, f"127.0.{int(env['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
+
+
+class SpunNode:
+    """An rclpy node of this process (rclpy initialised here), spun by a thread of its own once
+    ``start`` is called: create its subscriptions and clients first."""
+
+    def __init__(self, name: str):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
+
+        rclpy.init()
+        self.node = rclpy.create_node(name)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _spin(self):
+        while not self._stop.is_set():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    def close(self):
+        import rclpy
+
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+class _Observer(SpunNode):
+    """Watches the stack and calls its services."""
+
+    def __init__(self):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import JointState
         from std_msgs.msg import String
@@ -84,8 +124,7 @@ class _Observer:
 
         from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
 
-        rclpy.init()
-        self.node = rclpy.create_node("mail_closed_loop")
+        super().__init__("mail_closed_loop")
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.events, self.chunks, self.commands = [], [], []
@@ -99,19 +138,10 @@ class _Observer:
                                       lambda m: setattr(self, "controller_status", m), 10)
         self.reset_client = self.node.create_client(Trigger, "/policy_node/reset_episode")
         self._trigger = Trigger
-        self._executor = SingleThreadedExecutor()
-        self._executor.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self.start()
 
     def _on_command(self, m) -> None:
-        t = m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec
-        self.commands.append(np.concatenate([[t], m.position[:7], m.velocity[:7]]))
-
-    def _spin(self):
-        while not self._stop.is_set():
-            self._executor.spin_once(timeout_sec=0.05)
+        self.commands.append((m.position[:7], m.velocity[:7]))
 
     def reset_policy(self, timeout: float = 30.0) -> bool:
         if not self.reset_client.wait_for_service(timeout_sec=timeout):
@@ -121,14 +151,6 @@ class _Observer:
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.02)
         return bool(future.done() and future.result().success)
-
-    def close(self):
-        import rclpy
-
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.try_shutdown()
 
 
 def wait_until(predicate, timeout: float, what: str):
@@ -144,12 +166,9 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
                     image_size: int = 128, log=print, echo: bool = False) -> ClosedLoopReport:
     from mail_bringup.graph import Profile, profile
     from mail_bringup.up import Supervisor
-    from mail_policy_node import rosenv
     from mail_policy_node.control.limits import fr3_limits
 
-    env = rosenv.ros_environment()
-    os.environ.update(env)  # the observer in this process joins the same private graph
-    host = f"127.0.{int(env['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
+    env, host = private_sim_graph()  # the observer in this process joins the same private graph
     cam = {"width": image_size, "height": image_size}
     base = profile("sim", {"policy_node": {"checkpoint_root": os.path.abspath(checkpoint_root), "checkpoint": checkpoint},
                            "camera_agentview": cam, "camera_wrist": cam,
@@ -217,8 +236,8 @@ def _episode(obs, world, env, seed, limits, period_hz, log, echo, stack) -> Epis
             log(f"[demo]   episode seed {seed}: {end['reason']}; policy: state {ps.state} {ps.reason!r}, "
                 f"drops {dict(zip(ps.drop_causes, ps.drop_counts))}")
         cs = obs.controller_status
-        cmds = np.array(obs.commands[k0:]) if len(obs.commands) > k0 else np.zeros((0, 15))
-        q, dq = cmds[:, 1:8], cmds[:, 8:15]
+        cmds = np.array(obs.commands[k0:], float).reshape(-1, 2, 7)  # (commands, position | velocity, joint)
+        q, dq = cmds[:, 0], cmds[:, 1]
         # per control cycle, as the safety filter limits it (a lost message makes this conservative)
         ddq = np.diff(dq, axis=0) * period_hz
         result = EpisodeResult(seed=seed, success=bool(end["success"]), duration_s=float(end.get("duration", 0.0)),
