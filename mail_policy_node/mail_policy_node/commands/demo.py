@@ -44,18 +44,18 @@ def _mail_il(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
+def _stage_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _stamp(path: Path, settings: dict) -> bool:
     """True if `path` was produced with the same settings (then the stage is skipped)."""
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     marker = path / ".mail-demo-stage"
-    if marker.is_file() and marker.read_text() == key:
-        return True
-    return False
+    return marker.is_file() and marker.read_text() == _stage_key(settings)
 
 
 def _mark(path: Path, settings: dict) -> None:
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    (path / ".mail-demo-stage").write_text(key)
+    (path / ".mail-demo-stage").write_text(_stage_key(settings))
 
 
 def run(args) -> int:
