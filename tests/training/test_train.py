@@ -52,10 +52,12 @@ def test_two_runs_with_one_seed_give_identical_weights(bag_dir, tmp_path):
     assert not _same(_weights(tmp_path / "a" / "final"), _weights(tmp_path / "c" / "final"))
 
 
-@pytest.mark.parametrize("head,layout,history", [("DDPM", "paper", "window"), ("BC", "streaming", "stream")])
-def test_resume_continues_exactly(bag_dir, tmp_path, head, layout, history):
+@pytest.mark.parametrize("head,layout,history,shift", [("DDPM", "paper", "window", 0), ("BC", "streaming", "stream", 0),
+                                                      ("BC", "paper", "window", 3)])
+def test_resume_continues_exactly(bag_dir, tmp_path, head, layout, history, shift):
+    # with augmentation too: the shifts are drawn from (seed, step), so a resumed run draws the same ones
     over = dict(policy__head=head, policy__layout=layout, policy__history=history, train__steps=4,
-                train__ckpt_every=2, train__episodes_per_batch=2)
+                train__ckpt_every=2, train__episodes_per_batch=2, train__augment_shift=shift)
     _train(bag_dir, tmp_path, "straight", **over)
     trainer, _ = _train(bag_dir, tmp_path, "split", **{**over, "train__steps": 2})
     assert trainer.use_ema == (head == "DDPM")

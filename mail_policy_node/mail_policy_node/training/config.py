@@ -109,6 +109,8 @@ class TrainSection:
     lr: float = 5e-4  # Adam, no weight decay, no scheduler, no clipping (paper)
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # 0 = none (paper)
+    augment_shift: int = 0  # random image shift of up to this many pixels per sample and camera (0 = none,
+    #                         the paper's); see training/augment.py
     ema: str = "auto"  # auto (on for DDPM) | on | off
     ema_decay: float = 0.995  # max decay; warm-up min(decay, (1+n)/(10+n))
     seed: int = 0
@@ -131,6 +133,8 @@ class TrainSection:
             raise ConfigError("train.batch_size and train.episodes_per_batch must be >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.augment_shift < 0:
+            raise ConfigError(f"train.augment_shift must be >= 0 pixels, got {self.augment_shift}")
         if self.ema not in ("auto", "on", "off"):
             raise ConfigError(f"train.ema must be auto, on or off, got {self.ema!r}")
         if self.amp not in ("auto", "bf16", "off"):

@@ -31,6 +31,7 @@ from ..model.diffusion import EMA, DiffusionConfig
 from ..model.policy import MailPolicy, PolicyConfig
 from ..spec import ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, CameraSpec, FeatureSpec
 from .config import SIZE_PRESETS, ConfigError, TrainConfig
+from .augment import shift_generator, shift_images
 from .dataset import DemoDataset, to_torch
 
 STATE_WEIGHTS = "train_state.safetensors"
@@ -143,6 +144,9 @@ class Trainer:
         """One optimiser step on a numpy batch from `_numpy_batch` (prepared ahead by a thread)."""
         self.policy.train()
         batch, samples = to_torch(prepared[0], self.device, self.spec.use_joint_state), prepared[1]
+        shift = self.cfg.train.augment_shift
+        if shift:
+            batch["images"] = shift_images(batch["images"], shift, shift_generator(self.cfg.train.seed, self.step))
         with self._autocast():
             loss = self.policy(batch)
         self.opt.zero_grad(set_to_none=True)
