@@ -91,3 +91,36 @@ def test_resize_rule_is_inter_area_without_crop():
     assert resize_to_model(marked, 128, 128)[:8, :8].min() == 255
     with pytest.raises(ValueError, match="uint8"):
         resize_to_model(frame.astype(np.float32), 128, 128)
+
+
+def test_whole_number_area_downscale_without_opencv_matches_opencv_bit_for_bit():
+    import cv2
+
+    from mail_policy_node.data.images import area_downscale_integer
+
+    rng = np.random.default_rng(3)
+    for fy in range(1, 6):
+        for fx in range(1, 6):
+            if fy == fx == 1:
+                continue
+            img = rng.integers(0, 256, (12 * fy, 10 * fx, 3), dtype=np.uint8)
+            ours = area_downscale_integer(img, 12, 10)
+            np.testing.assert_array_equal(ours, cv2.resize(img, (10, 12), interpolation=cv2.INTER_AREA),
+                                          err_msg=f"factor {fy}x{fx}")
+    assert area_downscale_integer(np.zeros((100, 100, 3), np.uint8), 64, 64) is None  # not a whole factor
+    assert area_downscale_integer(np.zeros((32, 32, 3), np.uint8), 64, 64) is None  # an upscale
+
+
+def test_resize_rule_works_without_opencv_for_whole_number_factors(monkeypatch):
+    import mail_policy_node.data.images as images
+
+    img = np.random.default_rng(4).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    with_cv2 = resize_to_model(img, 64, 64)
+
+    def no_cv2():
+        raise ImportError("No module named 'cv2'")
+
+    monkeypatch.setattr(images, "_cv2", no_cv2)  # what a machine without OpenCV sees
+    np.testing.assert_array_equal(resize_to_model(img, 64, 64), with_cv2)
+    with pytest.raises(ImportError):
+        resize_to_model(img, 100, 100)  # needs real interpolation: OpenCV

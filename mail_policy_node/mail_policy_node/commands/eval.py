@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exec-horizon", type=int, default=0,
                         help="actions executed per chunk before replanning (default J, the paper's)")
     parser.add_argument("--max-steps", type=int, default=0, help="episode step limit (default: the task's)")
+    parser.add_argument("--device", default="cpu", help="engine device: cpu, cuda or cuda:N")
     parser.add_argument("--pictures", type=int, default=3, help="rollout strips to write (first episodes)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--no-progress", action="store_true")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary, results = evaluate(args.checkpoint, args.task, args.episodes, args.seed, args.workers,
                                     args.history_mode, args.exec_horizon, args.pictures, args.threads,
-                                    not args.no_progress, args.max_steps)
+                                    not args.no_progress, args.max_steps, args.device)
     except (CheckpointError, ValueError) as e:
         print(f"mail-il eval: {e}", file=sys.stderr)
         return 2

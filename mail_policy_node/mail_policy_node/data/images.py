@@ -81,8 +81,26 @@ def resize_to_model(img: np.ndarray, height: int, width: int) -> np.ndarray:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
     if img.shape[:2] == (height, width):
         return img
-    cv2 = _cv2()
+    try:
+        cv2 = _cv2()
+    except ImportError:
+        small = area_downscale_integer(img, height, width)
+        if small is None:
+            raise
+        return small
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def area_downscale_integer(img: np.ndarray, height: int, width: int) -> np.ndarray | None:
+    """INTER_AREA for whole-number downscale factors without OpenCV (e.g. on a GPU image that has none),
+    bit-identical to ``cv2.resize`` (its 2x2 path rounds half up, its general path half to even);
+    None for other sizes."""
+    fy, fx = img.shape[0] // height, img.shape[1] // width
+    if fy < 1 or fx < 1 or fy * height != img.shape[0] or fx * width != img.shape[1]:
+        return None
+    sums = img.reshape(height, fy, width, fx, -1).astype(np.int64).sum((1, 3))
+    out = (sums + 2) >> 2 if (fy, fx) == (2, 2) else np.rint(sums / (fy * fx))
+    return out.astype(np.uint8)
 
 
 def encode_compressed(img: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +57,21 @@ CAMERA_NAMES = tuple(c.name for c in CAMERAS)
 
 
 def franky_sim_assets() -> Path:
-    """Folder of the installed franky_sim FR3 model (fr3.xml and meshes/)."""
-    try:
-        import franky_sim
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise RuntimeError("franky_sim is not installed; the simulated robot needs its FR3 model") from e
-    path = Path(franky_sim.__file__).resolve().parent / "assets"
+    """Folder of the FR3 model (fr3.xml and meshes/): the installed franky_sim's, or the folder named by
+    ``MAIL_FR3_ASSETS`` (a copy of it, for machines where franky_sim and its pinocchio dependency are
+    not installed, e.g. the GPU image that records demonstrations and evaluates there)."""
+    override = os.environ.get("MAIL_FR3_ASSETS")
+    if override:
+        path = Path(override)
+    else:
+        try:
+            import franky_sim
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise RuntimeError("franky_sim is not installed (or set MAIL_FR3_ASSETS); the simulated robot "
+                               "needs its FR3 model") from e
+        path = Path(franky_sim.__file__).resolve().parent / "assets"
     if not (path / "fr3.xml").is_file() or not (path / "meshes").is_dir():
-        raise RuntimeError(f"franky_sim at {path} ships no fr3.xml + meshes/")
+        raise RuntimeError(f"{path} holds no fr3.xml + meshes/ (the FR3 model franky_sim ships)")
     return path
 
 

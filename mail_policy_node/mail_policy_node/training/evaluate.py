@@ -41,6 +41,7 @@ class EvalJob:
     render_size: tuple[int, int]
     keep_frames: bool  # keep frames for a rollout picture
     max_steps: int = 0  # 0 = the task's limit
+    device: str = "cpu"  # where the engine runs (cuda: kernels and CUDA graphs when available)
 
 
 _WORKER: dict = {}
@@ -53,14 +54,14 @@ def _worker_init(threads: int) -> None:
 
 
 def _setup(job: EvalJob):
-    key = (job.checkpoint, job.task, job.history, job.render_size)
+    key = (job.checkpoint, job.task, job.history, job.render_size, job.device)
     if _WORKER.get("key") != key:
         from ..engine import EngineConfig, InferenceEngine
         from ..model.checkpoint import load_checkpoint
         from ..sim import make_task
 
-        policy = load_checkpoint(job.checkpoint, "cpu")
-        engine = InferenceEngine(policy, EngineConfig(history=job.history, batch=1, device="cpu"))
+        policy = load_checkpoint(job.checkpoint, job.device)
+        engine = InferenceEngine(policy, EngineConfig(history=job.history, batch=1, device=job.device))
         env = make_task(job.task, render=True, image_size=job.render_size, cameras=policy.cfg.spec.camera_names)
         _WORKER.update(key=key, engine=engine, env=env, spec=policy.cfg.spec)
     return _WORKER["engine"], _WORKER["env"], _WORKER["spec"]
@@ -100,7 +101,7 @@ def run_episode(job: EvalJob) -> dict:
 
 def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, workers: int = 1,
              history: str | None = None, exec_horizon: int = 0, pictures: int = 3, threads_per_worker: int = 1,
-             progress: bool = True, max_steps: int = 0) -> tuple[dict, list[dict]]:
+             progress: bool = True, max_steps: int = 0, device: str = "cpu") -> tuple[dict, list[dict]]:
     """Run ``episodes`` seeded episodes (seeds seed .. seed + episodes - 1). Returns (summary, episodes)."""
     from ..model.checkpoint import load_checkpoint
 
@@ -108,7 +109,7 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
     training = policy.metadata.get("training", {})
     native = training.get("native_image_size") or {}
     render = tuple(next(iter(native.values()))) if native else (128, 128)
-    jobs = [EvalJob(str(checkpoint), task, seed + i, history, exec_horizon, render, i < pictures, max_steps)
+    jobs = [EvalJob(str(checkpoint), task, seed + i, history, exec_horizon, render, i < pictures, max_steps, device)
             for i in range(episodes)]
     results = []
     t0 = time.perf_counter()
@@ -142,7 +143,7 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
         chunk_latency_ms=float(np.mean([r["chunk_latency_ms"] for r in results])),
         step_ms=float(np.mean([r["step_ms"] for r in results])), wall_seconds=wall, workers=workers,
         history=history or policy.cfg.history, exec_horizon=exec_horizon or policy.cfg.spec.action_horizon,
-        render_size=list(render), describe=policy.describe() | {"training": None},
+        render_size=list(render), device=device, describe=policy.describe() | {"training": None},
     )
     return summary, results
 

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Issue 6 on the GPU machine: record demonstrations, train several policies side by side on one GPU,
+evaluate each in closed loop, and write one JSON (and a markdown table) of the results.
+
+    python scripts/gpu/train_suite.py --plan recipes --out $OUT/recipes.json [--budget 540]
+
+Plans (below): ``recipes`` (small CPU-sized policies: which training recipe reaches the quality bar on
+reach and push; memory with stream vs a one-frame window), ``paper`` (the paper's central claim: D-Ma
+vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50 demonstrations on push and pick_place), ``smoke``
+(a few-second end-to-end check of this script, also on a CPU). Every stage is a `mail-il` command in
+its own process; a stage that fails or runs out of time is recorded and the others go on. Demos are
+kept in runs/gpu_demos and reused by later calls on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CFG = ROOT / "mail_bringup" / "config" / "train"
+DEMOS = ROOT / "runs" / "gpu_demos"
+
+
+def small(task: str, name: str, *over: str, steps: int = 2500, evals=((2,),)) -> dict:
+    """A small BC policy like the shipped one (reach_dma_bc_cpu.yaml: 64x64, K=1, J=5, batch 32)."""
+    return dict(name=name, config=str(CFG / "reach_dma_bc_cpu.yaml"), task=task,
+                overrides=[f"data.bags=[{DEMOS / task}]", f"train.steps={steps}", *over], evals=evals)
+
+
+def paper(task: str, backbone: str, fraction: float) -> dict:
+    name = f"{task}_{backbone.lower().replace('-', '')}_ddpm_{int(fraction * 100)}pct"
+    return dict(name=name, config=str(CFG / "reach_dma_ddpm_gpu.yaml"), task=task, evals=((0,),),
+                overrides=[f"data.bags=[{DEMOS / task}]", f"policy.backbone={backbone}", f"data.fraction={fraction}",
+                           "train.steps=1000", "train.val_every=250", "train.ckpt_every=1000"])
+
+
+PLANS = {
+    "recipes": dict(
+        demos={"reach": 300, "push": 200, "memory": 100},
+        runs=[
+            small("reach", "reach_base_200", "data.fraction=0.6667", evals=((2,), (5,))),
+            small("reach", "reach_shift4_200", "data.fraction=0.6667", "train.augment_shift=4"),
+            small("reach", "reach_shift4_300", "train.augment_shift=4"),
+            small("reach", "reach_shift4_300_4k", "train.augment_shift=4", steps=4000),
+            small("push", "push_base_200"),
+            small("push", "push_shift4_200", "train.augment_shift=4"),
+            small("push", "push_shift4_200_ddpm", "train.augment_shift=4", "policy.head=DDPM"),
+            dict(name="memory_stream", config=str(CFG / "memory_dma_stream_cpu.yaml"), task="memory", evals=((5,),),
+                 overrides=[f"data.bags=[{DEMOS / 'memory'}]", "train.steps=1500"]),
+            dict(name="memory_window_k1", config=str(CFG / "memory_dma_window_k1_cpu.yaml"), task="memory",
+                 evals=((5,),), overrides=[f"data.bags=[{DEMOS / 'memory'}]", "train.steps=1500"]),
+        ],
+        # small BC policies evaluate on the CPU, as they run in the README demo
+        episodes=50, parallel_train=9, parallel_eval=4, eval_workers=3, eval_device="cpu"),
+    "paper": dict(
+        demos={"push": 50, "pick_place": 50},
+        runs=[paper(t, b, f) for t in ("push", "pick_place") for b in ("D-Ma", "D-Tr") for f in (0.2, 1.0)],
+        episodes=50, parallel_train=8, parallel_eval=4, eval_workers=3),
+    "smoke": dict(
+        demos={"reach": 4},
+        runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
+                    steps=3)],
+        episodes=2, parallel_train=1, parallel_eval=1, eval_workers=1),
+}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mail_policy_node.cli", *args]
+
+
+def run_all(commands: list[tuple[str, list[str], Path]], parallel: int, deadline: float) -> dict[str, dict]:
+    """Run (name, argv, log) commands, ``parallel`` at a time, until ``deadline``; returns name -> result."""
+    pending, running, done = list(commands), {}, {}
+    while pending or running:
+        while pending and len(running) < parallel and time.time() < deadline:
+            name, argv, log = pending.pop(0)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            running[name] = (subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT),
+                             time.time(), log)
+        if time.time() >= deadline:
+            for name, (proc, t0, log) in running.items():
+                proc.kill()
+                done[name] = dict(rc="killed at the deadline", seconds=time.time() - t0, log=str(log))
+            for name, _, log in pending:
+                done[name] = dict(rc="not started (deadline)", log=str(log))
+            break
+        for name, (proc, t0, log) in list(running.items()):
+            if proc.poll() is not None:
+                done[name] = dict(rc=proc.returncode, seconds=round(time.time() - t0, 1), log=str(log))
+                if proc.returncode:
+                    print(f"[suite] {name} failed ({proc.returncode}):\n" + log.read_text()[-1500:], flush=True)
+                del running[name]
+        time.sleep(0.5)
+    return done
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--plan", choices=sorted(PLANS), required=True)
+    ap.add_argument("--out", type=Path, required=True, help="results JSON (a .md table is written beside it)")
+    ap.add_argument("--budget", type=float, default=540.0, help="seconds for the whole plan")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--demo-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    ap.add_argument("--only", default="", help="comma-separated run names (default: all of the plan)")
+    args = ap.parse_args()
+    plan = PLANS[args.plan]
+    t_start = time.time()
+    deadline = t_start + args.budget
+    work = ROOT / "runs" / "gpu_suite" / args.plan
+    results: dict = dict(plan=args.plan, device=args.device, started=time.strftime("%Y-%m-%dT%H:%M:%S"), demos={},
+                         runs={})
+
+    def save():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1, default=str))
+
+    try:
+        import torch
+
+        results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        results["torch"] = torch.__version__
+    except Exception as e:  # noqa: BLE001 - recorded, not fatal
+        results["gpu"] = repr(e)
+
+    # 1. demonstrations (reused when already there)
+    for task, n in plan["demos"].items():
+        have = len(list((DEMOS / task).glob("ep*"))) if (DEMOS / task).is_dir() else 0
+        t0 = time.time()
+        if have < n:
+            r = run_all([(f"demos_{task}", cli("demos", "--task", task, "--episodes", str(n), "--seed", "0", "--out",
+                                               str(DEMOS), "--workers", str(args.demo_workers)),
+                          work / "logs" / f"demos_{task}.log")], 1, deadline)
+            results["demos"][task] = dict(r[f"demos_{task}"], episodes=n)
+        else:
+            results["demos"][task] = dict(rc=0, reused=have)
+        results["demos"][task]["seconds"] = round(time.time() - t0, 1)
+        print(f"[suite] demos {task}: {results['demos'][task]}", flush=True)
+        save()
+
+    runs = [r for r in plan["runs"] if not args.only or r["name"] in args.only.split(",")]
+    # 2. training, side by side
+    train_cmds = [(r["name"], cli("train", r["config"], *r["overrides"], f"out={work / r['name']}",
+                                  f"train.device={args.device}", f"data.cache_dir={work / 'cache'}"),
+                   work / "logs" / f"train_{r['name']}.log") for r in runs]
+    trained = run_all(train_cmds, plan["parallel_train"], deadline - 60 * min(2, len(runs)))
+    for r in runs:
+        entry = results["runs"].setdefault(r["name"], dict(task=r["task"], overrides=r["overrides"]))
+        entry["train"] = trained[r["name"]]
+        summary = work / r["name"] / "summary.json"
+        if summary.is_file():
+            s = json.loads(summary.read_text())
+            entry["train"].update({k: s.get(k) for k in ("steps", "epochs", "batch", "train_seconds",
+                                                        "samples_per_second", "final_train_loss", "final_val_loss",
+                                                        "parameters", "device", "amp_bf16", "sample_unit")})
+            entry["train"]["val_curve"] = [(h["step"], h["val_loss"]) for h in s.get("history", [])]
+            entry["train"]["dataset"] = {k: s["dataset"].get(k) for k in ("episodes", "train_episodes", "train_windows")}
+    save()
+    print(f"[suite] training done after {time.time() - t_start:.0f} s", flush=True)
+
+    # 3. closed-loop evaluation of each trained policy
+    eval_cmds = []
+    for r in runs:
+        final = work / r["name"] / "final"
+        if not (final / "model.safetensors").is_file():
+            continue
+        for (horizon,) in r["evals"]:
+            key = f"{r['name']}@h{horizon}"
+            eval_cmds.append((key, cli("eval", "--checkpoint", str(final), "--task", r["task"], "--episodes",
+                                       str(plan["episodes"]), "--seed", "1000", "--workers", str(plan["eval_workers"]),
+                                       "--exec-horizon", str(horizon), "--device", plan.get("eval_device", args.device),
+                                       "--pictures", "0",
+                                       "--no-progress", "--out", str(work / "eval" / key)),
+                              work / "logs" / f"eval_{key}.log"))
+    evaluated = run_all(eval_cmds, plan["parallel_eval"], deadline)
+    for key, res in evaluated.items():
+        name, horizon = key.split("@h")
+        out = work / "eval" / key / "eval.json"
+        if out.is_file():
+            s = json.loads(out.read_text())["summary"]
+            res.update({k: s.get(k) for k in ("episodes", "successes", "success_rate", "wilson95", "mean_steps",
+                                              "mean_steps_success", "chunk_latency_ms", "step_ms", "exec_horizon",
+                                              "history", "wall_seconds")})
+        results["runs"][name].setdefault("eval", {})[f"exec_horizon_{horizon}"] = res
+    results["seconds"] = round(time.time() - t_start, 1)
+    save()
+
+    lines = ["| run | task | train s | samples/s | val loss | exec h | success | 95% Wilson |", "|" + " --- |" * 8]
+    for name, e in results["runs"].items():
+        t = e.get("train", {})
+        for h, ev in (e.get("eval") or {"-": {}}).items():
+            rate = ev.get("success_rate")
+            lo, hi = ev.get("wilson95") or (None, None)
+            lines.append(f"| {name} | {e['task']} | {t.get('train_seconds') or 0:.0f} | "
+                         f"{t.get('samples_per_second') or 0:.0f} | {t.get('final_val_loss') or float('nan'):.4f} | "
+                         f"{h.replace('exec_horizon_', '')} | "
+                         + (f"{ev['successes']}/{ev['episodes']} ({100 * rate:.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% |"
+                            if rate is not None else f"{ev.get('rc', 'no eval')} | |"))
+    table = "\n".join(lines)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
