@@ -104,3 +104,12 @@ def test_cli_trains_and_reports_clear_errors(bag_dir, tmp_path, capsys):
     assert train_cmd.main([str(path), f"data.bags=[{broken.parent}]", "--no-progress"]) == 2
     assert "lacks topic(s) ['/camera/wrist/image_raw']" in capsys.readouterr().err
     assert train_cmd.main([str(path), "train.epochs=0", "train.steps=0"]) == 2
+
+
+@pytest.mark.parametrize("scan", ["auto", "parallel", "sequential"])
+def test_every_scan_setting_builds_a_trainer(bag_dir, tmp_path, scan):
+    # the names the config accepts are the ones the Mamba stack knows (a CUDA-only default once was not)
+    cfg = TrainConfig.from_dict(tiny_config([bag_dir], tmp_path / "run", tmp_path / "cache", train__scan=scan))
+    trainer = Trainer(cfg, progress=False)
+    loss, _ = trainer.train_step(trainer._numpy_batch(trainer._rows(0), "train"))
+    assert np.isfinite(loss)

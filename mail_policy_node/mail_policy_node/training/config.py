@@ -118,7 +118,7 @@ class TrainSection:
     amp: str = "auto"  # auto (bf16 autocast on CUDA) | bf16 | off
     kernels: str = "auto"  # auto (mamba-ssm kernels on CUDA when installed) | off
     scan: str = "auto"  # Mamba scan without kernels: auto (sequential on CPU: ~8x faster for the short
-    #                     sequences here), chunked, sequential
+    #                     sequences here; parallel on CUDA), parallel, sequential
     threads: int = 0  # torch CPU threads, 0 = torch's default
     val_every: int = 200  # steps between validation losses (and at the end)
     val_batches: int = 4  # validation batches per evaluation
@@ -141,8 +141,8 @@ class TrainSection:
             raise ConfigError(f"train.amp must be auto, bf16 or off, got {self.amp!r}")
         if self.kernels not in ("auto", "off"):
             raise ConfigError(f"train.kernels must be auto or off, got {self.kernels!r}")
-        if self.scan not in ("auto", "chunked", "sequential"):
-            raise ConfigError(f"train.scan must be auto, chunked or sequential, got {self.scan!r}")
+        if self.scan not in ("auto", "parallel", "sequential"):
+            raise ConfigError(f"train.scan must be auto, parallel or sequential, got {self.scan!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"train.device must be cpu or cuda[:N], got {self.device!r}")
         for name in ("val_every", "ckpt_every", "log_every", "keep_checkpoints"):

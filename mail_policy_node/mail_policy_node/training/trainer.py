@@ -100,7 +100,7 @@ class Trainer:
                                       s.state_std)
         self.policy.to(self.device)
         if hasattr(self.policy.backbone, "set_runtime"):
-            scan = t.scan if t.scan != "auto" else ("sequential" if self.device.type == "cpu" else "chunked")
+            scan = t.scan if t.scan != "auto" else ("sequential" if self.device.type == "cpu" else "parallel")
             self.policy.backbone.set_runtime(scan_impl=scan, use_kernels=t.kernels == "auto")
         self.opt = torch.optim.Adam(self.policy.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.use_ema = t.ema == "on" or (t.ema == "auto" and self.policy.is_ddpm)
