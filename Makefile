@@ -16,7 +16,8 @@ test: env
 	@PY=$(PY) bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 test-faults: env
-	@$(PY) -m pytest -m ros tests/nodes/test_fault_injection.py $(PYTEST_ARGS)
+	@rm -f runs/fault_injection.json
+	@MAIL_FAULT_FIGURES=runs/fault_injection.json $(PY) -m pytest -m ros -s tests/nodes/test_fault_injection.py $(PYTEST_ARGS)
 
 bench: env
 	@$(VENV)/bin/mail-il bench model --quick

@@ -11,8 +11,11 @@ import time
 from contextlib import contextmanager
 
 
-def node_process(module: str, name: str, params: dict | None = None, **popen) -> subprocess.Popen:
+def node_process(module: str, name: str, params: dict | None = None, remaps: dict | None = None,
+                 **popen) -> subprocess.Popen:
     cmd = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
+    for k, v in (remaps or {}).items():
+        cmd += ["-r", f"{k}:={v}"]
     for k, v in (params or {}).items():
         cmd += ["-p", f"{k}:={json.dumps(v)}"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .checkpoint_root import resolve_checkpoint
 from .control.chunks import ActionChunk
-from .data.images import ImageDecodeError, msg_to_rgb
+from .data.images import ImageDecodeError, check_layout, msg_to_rgb
 from .data.sync import ObservationSynchronizer
 from .engine.engine import EngineConfig, InferenceEngine
 from .engine.errors import EngineError
@@ -156,8 +156,13 @@ class PolicyRuntime:
 
     def add_image(self, camera: str, stamp: float, msg) -> None:
         """Keep the message itself: only frames the policy uses get decoded."""
-        if msg.width == 0 or msg.height == 0 or len(msg.data) == 0:
+        if (getattr(msg, "width", 1) == 0 or getattr(msg, "height", 1) == 0) or len(msg.data) == 0:
             self.drops["empty_image"] += 1
+            return
+        try:
+            check_layout(msg)
+        except ImageDecodeError:
+            self.drops["bad_image"] += 1
             return
         if self._stamp_ok(stamp):
             with self._lock:

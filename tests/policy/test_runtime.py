@@ -123,6 +123,13 @@ def test_missing_camera_stale_and_bad_inputs_are_counted_not_run(root):
     assert rt.tick() is None
     d = rt.status()["drops"]
     assert d["future_stamp"] == 1 and d["empty_image"] == 1 and d["bad_image"] == 1
+    # refused when they arrive, so each one counts even when a newer frame would have replaced it unused
+    short = image(4)
+    short.data = bytes(10)
+    rt.add_image("agentview", clock.t, short)
+    rt.add_image("agentview", clock.t, bad)
+    rt.add_image("agentview", clock.t + 0.01, image(5))
+    assert rt.status()["drops"]["bad_image"] == 3
     bad_js = joints(np.full(7, np.nan))
     rt.add_joint_state(clock.t, bad_js)
     assert rt.status()["drops"]["bad_joint_state"] == 1

@@ -67,6 +67,23 @@ def compressed_msg_to_rgb(msg) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, ::-1])
 
 
+def check_layout(msg) -> None:
+    """The checks of `msg_to_rgb` that need no decoding (encoding or format, sizes, data length), cheap
+    enough for every received message: a malformed one is refused when it arrives, not only if it is
+    ever used. Raises ImageDecodeError."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        fmt = str(msg.format).lower()
+        if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
+            raise ImageDecodeError(f"compressed image format {msg.format!r} not supported (jpeg or png)")
+        return
+    encoding = str(msg.encoding).lower()
+    if encoding not in _CHANNELS:
+        raise ImageDecodeError(f"image encoding {msg.encoding!r} not supported; supported: {SUPPORTED_ENCODINGS}")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if step < w * _CHANNELS[encoding] or len(msg.data) < h * step:
+        raise ImageDecodeError(f"{encoding} image {w}x{h}: step {step} and {len(msg.data)} data bytes do not fit")
+
+
 def msg_to_rgb(msg) -> np.ndarray:
     """Either camera message type -> (H, W, 3) uint8 RGB (CompressedImage has ``format``, Image
     has ``encoding``)."""
