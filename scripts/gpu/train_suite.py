@@ -61,7 +61,8 @@ PLANS = {
     "paper": dict(
         demos={"push": 50, "pick_place": 50},
         runs=[paper(t, b, f) for t in ("push", "pick_place") for b in ("D-Ma", "D-Tr") for f in (0.2, 1.0)],
-        episodes=40, parallel_train=8, parallel_eval=4, eval_workers=3),
+        # 4 at a time: eight paper-size runs side by side (11-22 GiB each) ran the H200 out of memory
+        episodes=40, parallel_train=4, parallel_eval=4, eval_workers=3),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
