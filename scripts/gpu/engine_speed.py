@@ -9,12 +9,13 @@ still run):
   profile   torch.profiler of eager control steps (no CUDA graph, so each kernel is seen): kernel launches
             and CUDA time per op, old kernel path against the fused path (D-Ma DDPM-16, K=5, stream)
   timing    CUDA-graph replay of observe and act alone (CUDA events), and engine.step() p50 / p99, for
-            the old path with camera streams, and the fused path (warps, channel block)
+            the old path with camera streams, and the fused path (warps, channel block, out_proj block,
+            programmatic dependent launch)
   floor     exactness against an fp64 recompute: how far the fp32 reference itself is from fp64, against
             how far the engine paths are (D-Ma DDPM-16 window, paper sizes, the parity schedule)
 
 Usage: python scripts/gpu/engine_speed.py --out engine_speed.json [--sections env,kernels,timing,profile,floor]
-       [--best-env best.env] [--variants w8bc32,w4bc64]
+       [--best-env best.env] [--variants i4o8bc32bo32p1,i4o8bc16bo32p0]
 """
 
 from __future__ import annotations
@@ -102,12 +103,18 @@ def kernels_check() -> dict:
             s.set_runtime(fused="off", use_kernels=False)
             ref, ref_s = s(x, st_ref, return_state=True, add=a)
             s.set_runtime(use_kernels=True)
-            h, new = fused.stack_continue(s, x, st, add=a, write_state=write)
-            row["fused_vs_torch"] = (s.norm_f(h) - ref).abs().max().item()
-            if write:
-                row["fused_state_vs_torch"] = max(max((n.ssm - r.ssm).abs().max().item(),
-                                                      (n.conv - r.conv).abs().max().item())
-                                                  for n, r in zip(new, ref_s))
+            pdl = fused.PDL
+            for tag, on in (("", pdl), ("_pdl_off", False)):  # PDL as set (default on), then off
+                fused.PDL = on
+                h, new = fused.stack_continue(s, x, st, add=a, write_state=write)
+                torch.cuda.synchronize()
+                row[f"fused{tag}_vs_torch"] = (s.norm_f(h) - ref).abs().max().item()
+                if write:
+                    row[f"fused{tag}_state_vs_torch"] = max(max((n.ssm - r.ssm).abs().max().item(),
+                                                                (n.conv - r.conv).abs().max().item())
+                                                            for n, r in zip(new, ref_s))
+            fused.PDL = pdl
+            row["pdl_used"] = fused.pdl_usable(x.device)
         res[name] = row
         print(name, row, flush=True)
     return res
@@ -176,21 +183,29 @@ def time_graphs(engine: InferenceEngine, steps: int = 60) -> dict:
     return dict(step_p50_ms=float(np.percentile(ms, 50)), step_p99_ms=float(np.percentile(ms, 99)), **parts)
 
 
-VARIANTS = {"fused w8 bc32": (8, 32), "fused w4 bc32": (4, 32), "fused w8 bc64": (8, 64),
-            "fused w4 bc16": (4, 16)}  # (warps, channel block)
+# fused kernel settings: (block_in warps, block_out warps, block_in channel block, out_proj block, PDL)
+VARIANTS = {"fused i4 o8 bc32 bo32 pdl1": (4, 8, 32, 32, True), "fused i4 o8 bc32 bo32 pdl0": (4, 8, 32, 32, False),
+            "fused i4 o8 bc16 bo32 pdl1": (4, 8, 16, 32, True), "fused i8 o8 bc32 bo32 pdl1": (8, 8, 32, 32, True),
+            "fused i4 o8 bc32 bo64 pdl1": (4, 8, 32, 64, True)}
 
 
 def parse_variants(spec: str) -> dict:
-    """"w8bc64,w4bc32" -> {"fused w8 bc64": (8, 64), ...}"""
+    """"i4o8bc32bo32p1,i4o8bc16bo32p0" -> {"fused i4 o8 bc32 bo32 pdl1": (4, 8, 32, 32, True), ...}"""
     import re
 
     out = {}
     for item in spec.split(","):
-        m = re.fullmatch(r"w(\d+)bc(\d+)", item.strip())
+        m = re.fullmatch(r"i(\d+)o(\d+)bc(\d+)bo(\d+)p([01])", item.strip())
         if not m:
-            raise ValueError(f"bad variant {item!r}, want like w8bc64")
-        out[f"fused w{m[1]} bc{m[2]}"] = (int(m[1]), int(m[2]))
+            raise ValueError(f"bad variant {item!r}, want like i4o8bc32bo32p1")
+        out[f"fused i{m[1]} o{m[2]} bc{m[3]} bo{m[4]} pdl{m[5]}"] = (int(m[1]), int(m[2]), int(m[3]), int(m[4]),
+                                                                   m[5] == "1")
     return out
+
+
+def set_variant(v: tuple) -> None:
+    fused.IN_WARPS, fused.NUM_WARPS, fused.BLOCK_C, fused.OUT_BLOCK, fused.PDL = v
+    fused._pdl_device.cache_clear()
 
 
 def timing_section(best_env: str, variants: dict | None = None) -> dict:
@@ -214,17 +229,18 @@ def timing_section(best_env: str, variants: dict | None = None) -> dict:
     base = EngineConfig(device="cuda", history="stream")
     old = {} if quick else one("d_ma", "stream", "old + camera streams", replace(base, fused=False))
     best, best_act = None, float("inf")
-    for name, (warps, bc) in variants.items():
-        fused.NUM_WARPS, fused.BLOCK_C = warps, bc
+    for name, v in variants.items():
+        set_variant(v)
         r = one("d_ma", "stream", name, base)
         if r.get("act_gpu_ms_p50", float("inf")) < best_act and not r.get("fused_error"):
             best, best_act = name, r["act_gpu_ms_p50"]
     use_fused = best is not None and best_act < old.get("act_gpu_ms_p50", float("inf"))
-    warps, bc = variants[best] if best else (8, 32)
-    fused.NUM_WARPS, fused.BLOCK_C = warps, bc
-    Path(best_env).write_text(f"export MAIL_FUSED_WARPS={warps} MAIL_FUSED_BC={bc}\n"
+    iw, ow, bc, bo, pdl = v = variants[best] if best else (4, 8, 32, 32, True)
+    set_variant(v)
+    Path(best_env).write_text(f"export MAIL_FUSED_IN_WARPS={iw} MAIL_FUSED_WARPS={ow} MAIL_FUSED_BC={bc} "
+                              f"MAIL_FUSED_BO={bo} MAIL_FUSED_PDL={int(pdl)}\n"
                               f"BENCH_FLAGS={'' if use_fused else '--no-fused'}\n")
-    out["chosen"] = dict(variant=best, use_fused=use_fused, warps=warps, bc=bc)
+    out["chosen"] = dict(variant=best, use_fused=use_fused, in_warps=iw, out_warps=ow, bc=bc, bo=bo, pdl=pdl)
     print("chosen", out["chosen"], flush=True)
     if quick:
         return out
@@ -320,7 +336,7 @@ def main() -> int:
     ap.add_argument("--out", default="engine_speed.json")
     ap.add_argument("--sections", default="env,timing,kernels,floor,profile")
     ap.add_argument("--best-env", default="best.env", help="timing writes the chosen settings here (shell lines)")
-    ap.add_argument("--variants", default="", help="timing: only these fused variants, e.g. w8bc32,w4bc64")
+    ap.add_argument("--variants", default="", help="timing: only these fused variants, e.g. i4o8bc32bo32p1,i4o8bc16bo32p0")
     args = ap.parse_args()
     want = args.sections.split(",")
     sec = dict(env=env, kernels=kernels_check, profile=profile_section, timing=lambda: timing_section(args.best_env, parse_variants(args.variants) if args.variants else None),

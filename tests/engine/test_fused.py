@@ -59,6 +59,26 @@ def test_fused_stack_matches_torch(d_state, d_conv, length, zero, add):
         torch.testing.assert_close(n.conv, r.conv, **TOL)
 
 
+@pytest.mark.parametrize("block_c,dt_block,out_block,zero", [(16, 16, 8, False), (64, 64, 16, True)])
+def test_fused_channel_blocks(monkeypatch, block_c, dt_block, out_block, zero):
+    """block_in split over 4 or 1 channel blocks (x_proj partial sums added in block_dt), dt over 4 or 1
+    programs per token, out_proj over 4 or 2: the same results."""
+    monkeypatch.setattr(fused, "BLOCK_C", block_c)
+    monkeypatch.setattr(fused, "DT_BLOCK", dt_block)
+    monkeypatch.setattr(fused, "OUT_BLOCK", out_block)
+    s = stack(8, 2)
+    x = torch.randn(2, 5, 32)
+    st = None if zero else random_state(s, 2)
+    with torch.no_grad():
+        ref, ref_state = s(x, st if st is not None else s.allocate_inference_cache(2), return_state=True)
+        s.set_runtime(fused="on")
+        out, new = s(x, st, return_state=True)
+    torch.testing.assert_close(out, ref, **TOL)
+    for n, r in zip(new, ref_state):
+        torch.testing.assert_close(n.ssm, r.ssm, **TOL)
+        torch.testing.assert_close(n.conv, r.conv, **TOL)
+
+
 def test_fused_state_rows():
     """Row i continues from state row i % state_rows (the ED-Ma encoder over all diffusion steps)."""
     s = stack()

@@ -1,45 +1,58 @@
 """The Triton kernels of `fused.py` (imported on first use, so that setting TRITON_INTERPRET=1 before then
 runs them in Triton's CPU interpreter). See fused.py for what they compute.
 
-A block is two launches, both with one program per token (B x L programs, a few more for splits), so
-that the weights are read by many multiprocessors at once instead of one. Matrix-vector products are
+A block is three launches. `block_in` has one program per (token, channel block): the work of a token
+is split over the inner channels, so that a block's tokens x 16 channel blocks keep many multiprocessors
+busy with one short, unlooped program each (one program per token that looped over all channels was
+latency-bound: 24 of the 31 us of a D-Ma layer-step on the H200). The x_proj product, which needs all
+channels, is left as per-block partial sums; `block_dt` adds them in a fixed order (deterministic, no
+atomics) and computes dt, B and C; `block_out` (one program per (token, output slice)) runs the scan, the
+gate and out_proj. (dt computed inside block_out instead, saving a launch, was slower: Triton then kept
+the scan's state in a register layout that was converted at every token.) Matrix-vector products are
 broadcast products reduced with tl.sum (a tree: fp32 rounding no worse than cuBLAS's).
+
+Programmatic dependent launch (PDL, sm_90+; PDL constexpr): a kernel loads its weights, then waits for the
+previous kernel (gdc_wait), then lets the next one start (gdc_launch_dependents), so that the next
+kernel's launch and weight loads overlap this one's work. Everything that a previous kernel may have
+written (activations, states, scratch) is read, and everything is written, only after the wait. Since a
+kernel lets its dependents start only after its own wait, every kernel before the previous one has
+finished when a kernel starts; and as it writes only after its wait, a buffer that the allocator hands on
+is never written while an earlier kernel still reads it. A kernel launched without PDL (torch's, the DDPM
+head) ends the chain: the next one waits for it as usual.
 """
 
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _tap(w, hrow, row, j: tl.constexpr, c0, cc, b, srow, t, L, B_IN, CONV_S, CONV_W, CONV_NEW,
-         DI: tl.constexpr, K: tl.constexpr, BC: tl.constexpr, HAS_B_IN: tl.constexpr, ZERO_STATE: tl.constexpr,
-         WRITE_STATE: tl.constexpr):
-    """Conv tap j of a channel block: in_proj x of input token ``row`` (or the conv state's column before
-    the first new token), written to the new conv state for the last token, times the tap weight."""
-    xr = tl.sum(w * hrow[None, :], axis=1)
-    if HAS_B_IN:
-        xr += tl.load(B_IN + c0 + cc).to(tl.float32)
-    if ZERO_STATE:
-        old = tl.zeros((BC,), dtype=tl.float32)
-    else:
-        old = tl.load(CONV_S + srow * DI * K + (c0 + cc) * K + (K + row), mask=(cc < BC) & (row < 0), other=0.0)
-    src = tl.where(row >= 0, xr, old)
-    if WRITE_STATE:
-        tl.store(CONV_NEW + b * DI * K + (c0 + cc) * K + j, src, mask=(cc < BC) & (t == L - 1))
-    return src * tl.load(CONV_W + (c0 + cc) * K + j).to(tl.float32)
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # an older Triton: PDL is never requested (fused.py checks)
+    gdc_launch_dependents = gdc_wait = None
 
 
 @triton.jit
-def block_in_kernel(H, LN_W, LN_B, W_IN, B_IN, CONV_W, CONV_B, CONV_S, W_XP, W_DT, B_DT, SCR, CONV_NEW,
+def _layer_norm(h, lnw, lnb, eps, DM: tl.constexpr):
+    """LayerNorm over the last axis of h (..., DM) fp32 (rows of a 2-D tile, or one vector)."""
+    mean = tl.sum(h, axis=-1, keep_dims=True) / DM
+    hc = h - mean
+    var = tl.sum(hc * hc, axis=-1, keep_dims=True) / DM
+    return hc * (1.0 / tl.sqrt_rn(var + eps)) * lnw + lnb
+
+
+@triton.jit
+def block_in_kernel(H, LN_W, LN_B, W_IN, B_IN, CONV_W, CONV_B, CONV_S, W_XP, SCR, CONV_NEW,
                     L, STATE_ROWS, eps,
-                    DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, R: tl.constexpr, BR: tl.constexpr,
-                    BX: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
+                    DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, P: tl.constexpr, BX: tl.constexpr,
+                    K: tl.constexpr,
+                    BK: tl.constexpr, BC: tl.constexpr, NCB: tl.constexpr,
                     HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, ZERO_STATE: tl.constexpr,
-                    WRITE_STATE: tl.constexpr):
-    """LayerNorm, in_proj, causal conv + SiLU, x_proj and dt_proj of one token (see fused.py), with 2-D
-    products only: the tap rows are separate vectors (d_conv <= 4), each
-    tap's in_proj row a (BC, DM) product reduced over DM; conv accumulated bias first, then tap by tap
-    (causal-conv1d's order)."""
+                    WRITE_STATE: tl.constexpr, PDL: tl.constexpr):
+    """Program (token, part): part < NCB: inner channels part*BC.. of the x half: LayerNorm of the token's
+    conv window (tokens t-K+1..t; the conv state's columns before the first new token), in_proj x of each
+    window row, the depthwise causal conv (bias first, then tap by tap: causal-conv1d's order) + SiLU -> xc,
+    and this block's partial x_proj (P = dt rank + 2 d_state values). part >= NCB: channels of the z half
+    (in_proj z of the token's own row). Scratch row of a token: [xc (DI), z (DI), dt (DI), B (N), C (N),
+    NCB x P partial x_proj sums]."""
     pid = tl.program_id(0)
     part = tl.program_id(1)
     b = pid // L
@@ -47,74 +60,103 @@ def block_in_kernel(H, LN_W, LN_B, W_IN, B_IN, CONV_W, CONV_B, CONV_S, W_XP, W_D
     srow = b % STATE_ROWS
     cols = tl.arange(0, DM)
     cc = tl.arange(0, BC)
-    scr = SCR + pid * (3 * DI + 2 * N)
     jj = tl.arange(0, BK)
-    if part == 1:  # one row: the token itself
-        rows = t + 0 * jj
-        rmask = jj == 0
-    else:
+    scr = SCR + pid * (3 * DI + 2 * N + NCB * P)
+    lnw = tl.load(LN_W + cols).to(tl.float32)
+    lnb = tl.load(LN_B + cols).to(tl.float32)
+    if part < NCB:
+        c0 = part * BC
+        w = tl.load(W_IN + (c0 + cc[:, None]) * DM + cols[None, :]).to(tl.float32)  # (BC, DM), x half
+        rx = tl.arange(0, BX)
+        wx = tl.load(W_XP + rx[:, None] * DI + c0 + cc[None, :], mask=(rx[:, None] < P) & (cc[None, :] < BC),
+                     other=0.0).to(tl.float32)  # (BX, BC)
+        cw = tl.load(CONV_W + (c0 + cc[:, None]) * K + jj[None, :], mask=(cc[:, None] < BC) & (jj[None, :] < K),
+                     other=0.0).to(tl.float32)  # (BC, BK) tap weights
+        if HAS_B_IN:
+            bx = tl.load(B_IN + c0 + cc).to(tl.float32)
+        if HAS_CONV_B:
+            acc = tl.load(CONV_B + c0 + cc).to(tl.float32)
+        else:
+            acc = tl.zeros((BC,), dtype=tl.float32)
+        if PDL:
+            gdc_wait()
+            gdc_launch_dependents()
         rows = t - (K - 1) + jj  # tap j reads input token t - (K - 1) + j
         rmask = (jj < K) & (rows >= 0)
-    hr = tl.load(H + (b * L + rows[:, None]) * DM + cols[None, :], mask=rmask[:, None], other=0.0).to(tl.float32)
-    mean = tl.sum(hr, axis=1) / DM
-    hc = hr - mean[:, None]
-    var = tl.sum(hc * hc, axis=1) / DM
-    hn = hc * (1.0 / tl.sqrt_rn(var + eps))[:, None] * tl.load(LN_W + cols).to(tl.float32)[None, :] \
-        + tl.load(LN_B + cols).to(tl.float32)[None, :]
-    h0 = tl.sum(tl.where(jj[:, None] == 0, hn, 0.0), axis=0)  # (DM,) rows as vectors (exact: one term)
-    if part == 1:
-        for c0 in range(0, DI, BC):
-            w = tl.load(W_IN + (DI + c0 + cc[:, None]) * DM + cols[None, :]).to(tl.float32)  # (BC, DM)
-            z = tl.sum(w * h0[None, :], axis=1)
+        hr = tl.load(H + (b * L + rows[:, None]) * DM + cols[None, :], mask=rmask[:, None], other=0.0)
+        hn = _layer_norm(hr.to(tl.float32), lnw[None, :], lnb[None, :], eps, DM)  # (BK, DM)
+        for j in tl.static_range(K):
+            row = t - (K - 1) + j
+            hj = tl.sum(tl.where(jj[:, None] == j, hn, 0.0), axis=0)  # (DM,) row j (exact: one term)
+            xr = tl.sum(w * hj[None, :], axis=1)
             if HAS_B_IN:
-                z += tl.load(B_IN + DI + c0 + cc).to(tl.float32)
-            tl.store(scr + DI + c0 + cc, z)
-    else:
-        h1 = tl.sum(tl.where(jj[:, None] == 1, hn, 0.0), axis=0)
-        h2 = tl.sum(tl.where(jj[:, None] == 2, hn, 0.0), axis=0)
-        h3 = tl.sum(tl.where(jj[:, None] == 3, hn, 0.0), axis=0)
-        r0 = t - (K - 1)
-        rx = tl.arange(0, BX)
-        xdbl = tl.zeros((BX,), dtype=tl.float32)
-        for c0 in range(0, DI, BC):
-            w = tl.load(W_IN + (c0 + cc[:, None]) * DM + cols[None, :]).to(tl.float32)  # (BC, DM), x half
-            if HAS_CONV_B:
-                acc = tl.load(CONV_B + c0 + cc).to(tl.float32)
+                xr += bx
+            if ZERO_STATE:
+                old = tl.zeros((BC,), dtype=tl.float32)
             else:
-                acc = tl.zeros((BC,), dtype=tl.float32)
-            acc += _tap(w, h0, r0, 0, c0, cc, b, srow, t, L, B_IN, CONV_S, CONV_W, CONV_NEW, DI, K, BC, HAS_B_IN,
-                        ZERO_STATE, WRITE_STATE)
-            acc += _tap(w, h1, r0 + 1, 1, c0, cc, b, srow, t, L, B_IN, CONV_S, CONV_W, CONV_NEW, DI, K, BC,
-                        HAS_B_IN, ZERO_STATE, WRITE_STATE)
-            if K > 2:
-                acc += _tap(w, h2, r0 + 2, 2, c0, cc, b, srow, t, L, B_IN, CONV_S, CONV_W, CONV_NEW, DI, K, BC,
-                            HAS_B_IN, ZERO_STATE, WRITE_STATE)
-            if K > 3:
-                acc += _tap(w, h3, r0 + 3, 3, c0, cc, b, srow, t, L, B_IN, CONV_S, CONV_W, CONV_NEW, DI, K, BC,
-                            HAS_B_IN, ZERO_STATE, WRITE_STATE)
-            xc = acc / (1.0 + tl.exp(-acc))
-            tl.store(scr + c0 + cc, xc)
-            wx = tl.load(W_XP + rx[:, None] * DI + c0 + cc[None, :],
-                         mask=(rx[:, None] < R + 2 * N) & (cc[None, :] < BC), other=0.0).to(tl.float32)  # (BX, BC)
-            xdbl += tl.sum(wx * xc[None, :], axis=1)
-        tl.store(scr + 3 * DI + rx - R, xdbl, mask=(rx >= R) & (rx < R + 2 * N))
-        rr = tl.arange(0, BR)
-        dtl = tl.sum(tl.where(rx[None, :] == rr[:, None], xdbl[None, :], 0.0), axis=1)  # (BR,), zero past R
-        for c0 in range(0, DI, BC):
-            wd = tl.load(W_DT + (c0 + cc[:, None]) * R + rr[None, :], mask=(rr[None, :] < R) & (cc[:, None] < BC),
-                         other=0.0).to(tl.float32)  # (BC, BR)
-            dt = tl.sum(wd * dtl[None, :], axis=1) + tl.load(B_DT + c0 + cc).to(tl.float32)
-            dt = tl.where(dt <= 20.0, tl.log(tl.exp(dt) + 1.0), dt)  # softplus, as mamba-ssm's Triton kernels
-            tl.store(scr + 2 * DI + c0 + cc, dt)
+                old = tl.load(CONV_S + srow * DI * K + (c0 + cc) * K + (K + row), mask=(cc < BC) & (row < 0),
+                              other=0.0)
+            src = tl.where(row >= 0, xr, old)
+            if WRITE_STATE:
+                tl.store(CONV_NEW + b * DI * K + (c0 + cc) * K + j, src, mask=(cc < BC) & (t == L - 1))
+            acc += src * tl.sum(tl.where(jj[None, :] == j, cw, 0.0), axis=1)
+        xc = acc / (1.0 + tl.exp(-acc))
+        tl.store(scr + c0 + cc, xc)
+        tl.store(scr + 3 * DI + 2 * N + part * P + rx, tl.sum(wx * xc[None, :], axis=1), mask=rx < P)
+    else:
+        c0 = (part - NCB) * BC
+        w = tl.load(W_IN + (DI + c0 + cc[:, None]) * DM + cols[None, :]).to(tl.float32)  # (BC, DM), z half
+        if HAS_B_IN:
+            bz = tl.load(B_IN + DI + c0 + cc).to(tl.float32)
+        if PDL:
+            gdc_wait()
+            gdc_launch_dependents()
+        ht = _layer_norm(tl.load(H + pid * DM + cols).to(tl.float32), lnw, lnb, eps, DM)
+        z = tl.sum(w * ht[None, :], axis=1)
+        if HAS_B_IN:
+            z += bz
+        tl.store(scr + DI + c0 + cc, z)
+
+
+@triton.jit
+def block_dt_kernel(SCR, W_DT, B_DT,
+                    DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, R: tl.constexpr, BR: tl.constexpr,
+                    P: tl.constexpr, NCB: tl.constexpr, BD: tl.constexpr, PDL: tl.constexpr):
+    """Program (token, part): the token's x_proj (the channel blocks' partial sums added in block order),
+    dt_proj + bias + softplus for channels part*BD.. -> scratch dt; part 0 also writes B and C."""
+    pid = tl.program_id(0)
+    part = tl.program_id(1)
+    dd = part * BD + tl.arange(0, BD)
+    rr = tl.arange(0, BR)
+    cb = tl.arange(0, NCB)
+    wdt = tl.load(W_DT + dd[:, None] * R + rr[None, :], mask=(dd[:, None] < DI) & (rr[None, :] < R),
+                  other=0.0).to(tl.float32)  # (BD, BR)
+    bdt = tl.load(B_DT + dd).to(tl.float32)
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+    row = SCR + pid * (3 * DI + 2 * N + NCB * P)
+    part_x = row + 3 * DI + 2 * N + cb[:, None] * P  # (NCB, 1) partial x_proj rows
+    dtl = tl.sum(tl.load(part_x + rr[None, :], mask=(cb[:, None] < NCB) & (rr[None, :] < R), other=0.0), axis=0)
+    dt = tl.sum(wdt * dtl[None, :], axis=1) + bdt
+    dt = tl.where(dt <= 20.0, tl.log(tl.exp(dt) + 1.0), dt)  # softplus, as mamba-ssm's Triton kernels
+    tl.store(row + 2 * DI + dd, dt)
+    if part == 0:
+        nb = tl.arange(0, BN)
+        m = (cb[:, None] < NCB) & (nb[None, :] < 2 * N)
+        tl.store(row + 3 * DI + nb, tl.sum(tl.load(part_x + R + nb[None, :], mask=m, other=0.0), axis=0),
+                 mask=nb < 2 * N)  # B, C
 
 
 @triton.jit
 def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, L, STATE_ROWS,
-                     DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr,
-                     BO: tl.constexpr, SPLIT: tl.constexpr, HAS_ADD: tl.constexpr, HAS_B_OUT: tl.constexpr,
-                     ZERO_STATE: tl.constexpr, WRITE_STATE: tl.constexpr):
-    """The selective SSM through the token, skip, gate, out_proj and residual (see fused.py), with the
-    tokens' scratch rows loaded at once before the scan (no load latency inside the token loop)."""
+                     DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, P: tl.constexpr,
+                     NCB: tl.constexpr, BL: tl.constexpr, BO: tl.constexpr,
+                     HAS_ADD: tl.constexpr, HAS_B_OUT: tl.constexpr, ZERO_STATE: tl.constexpr,
+                     WRITE_STATE: tl.constexpr, PDL: tl.constexpr):
+    """Program (token t, part): the selective SSM from the state through tokens 0..t (token by token, fp32,
+    the arithmetic of mamba-ssm's selective_state_update), y_t + D skip, SiLU(z) gate, and out_proj outputs
+    part*BO.. + residual (+ add); the tokens' scratch rows loaded at once before the scan."""
     pid = tl.program_id(0)
     part = tl.program_id(1)
     b = pid // L
@@ -123,13 +165,22 @@ def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, 
     ch = tl.arange(0, DI)
     nn = tl.arange(0, BN)
     ls = tl.arange(0, BL)
+    oo = part * BO + tl.arange(0, BO)
     smask = (ch[:, None] < DI) & (nn[None, :] < N)
-    rbase = SCR + (b * L + ls[:, None]) * (3 * DI + 2 * N)
+    a = -tl.exp(tl.load(A_LOG + ch[:, None] * N + nn[None, :], mask=smask, other=0.0).to(tl.float32))  # (DI, BN)
+    dsk = tl.load(DP + ch).to(tl.float32)
+    wo = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)  # (BO, DI)
+    if HAS_B_OUT:
+        bo = tl.load(B_OUT + oo).to(tl.float32)
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+    S: tl.constexpr = 3 * DI + 2 * N + NCB * P
+    rbase = SCR + (b * L + ls[:, None]) * S
     lm = ls[:, None] <= t
     xs = tl.load(rbase + ch[None, :], mask=lm, other=0.0)  # (BL, DI)
     dts = tl.load(rbase + 2 * DI + ch[None, :], mask=lm, other=0.0)
     bs = tl.load(rbase + 3 * DI + nn[None, :], mask=lm & (nn[None, :] < N), other=0.0)  # (BL, BN)
-    a = -tl.exp(tl.load(A_LOG + ch[:, None] * N + nn[None, :], mask=smask, other=0.0).to(tl.float32))
     if ZERO_STATE:
         st = tl.zeros((DI, BN), dtype=tl.float32)
     else:
@@ -145,23 +196,20 @@ def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, 
             st = st * da + db * x_s[:, None]
     if WRITE_STATE:
         tl.store(SSM_NEW + b * DI * N + ch[:, None] * N + nn[None, :], st, mask=smask & (t == L - 1) & (part == 0))
-    sc = SCR + pid * (3 * DI + 2 * N)
+    sc = SCR + pid * S
     c_t = tl.load(sc + 3 * DI + N + nn, mask=nn < N, other=0.0)
     x_t = tl.load(sc + ch)
     z_t = tl.load(sc + DI + ch)
     y = tl.sum(st * c_t[None, :], axis=1)
-    y += x_t * tl.load(DP + ch).to(tl.float32)
+    y += x_t * dsk
     y *= z_t * tl.sigmoid(z_t)
-    for o0 in range(0, DM // SPLIT, BO):
-        oo = part * (DM // SPLIT) + o0 + tl.arange(0, BO)
-        w = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)  # (BO, DI)
-        o = tl.sum(w * y[None, :], axis=1)
-        if HAS_B_OUT:
-            o += tl.load(B_OUT + oo).to(tl.float32)
-        res = tl.load(H + pid * DM + oo).to(tl.float32) + o
-        if HAS_ADD:
-            res += tl.load(ADD + pid * DM + oo).to(tl.float32)
-        tl.store(OUT + pid * DM + oo, res.to(OUT.dtype.element_ty))
+    o = tl.sum(wo * y[None, :], axis=1)
+    if HAS_B_OUT:
+        o += bo
+    res = tl.load(H + pid * DM + oo).to(tl.float32) + o
+    if HAS_ADD:
+        res += tl.load(ADD + pid * DM + oo).to(tl.float32)
+    tl.store(OUT + pid * DM + oo, res.to(OUT.dtype.element_ty))
 
 
 @triton.jit

@@ -1,29 +1,37 @@
-"""Fused continue-from-state path on CUDA: two Triton launches per Mamba block.
+"""Fused continue-from-state path on CUDA: three Triton launches per Mamba block.
 
 The engine's cached path runs few tokens (1 to ~20) through every layer from a cached state, at batch 1
 or 2, hundreds of times per control step (16 denoising steps x 16 layers for D-Ma DDPM-16). At those
-sizes the time is launches and skinny matrix products, not arithmetic: the kernel path of
-`Mamba._kernel_continue` costs about 26 launches per layer-step on the H200 (LayerNorm, in_proj, cat, conv,
-x_proj, dt_proj, exp + neg for A, state clone, one state update per token, stack, out_proj, residual add;
-cuBLAS adds a split-K reduction to each of the four fp32 products), about 55 us per layer inside a CUDA
-graph. Here one pre-norm residual block
+sizes the time is launches and latency, not arithmetic: the kernel path of `Mamba._kernel_continue` costs
+about 26 launches per layer-step on the H200 (LayerNorm, in_proj, cat, conv, x_proj, dt_proj, exp + neg
+for A, state clone, one state update per token, stack, out_proj, residual add; cuBLAS adds a split-K
+reduction to each of the four fp32 products), about 55 us per layer inside a CUDA graph. Here one
+pre-norm residual block
 
     h_out = h + out_proj(mixer(LayerNorm(h), state)) [+ add]      (ED-Ma: the encoder's output)
 
-is two launches with one program per token (so the weights are read by many multiprocessors at once):
-1. `block_in`: LayerNorm of the token's conv window (tokens t-K+1..t; columns of the conv state before
-   the first new token), in_proj x half of those rows, the depthwise causal conv + SiLU, x_proj, dt_proj
-   + bias + softplus -> xc_t, dt_t, B_t, C_t; a second program per token computes z_t (in_proj z half).
-2. `block_out`: the selective SSM from the ssm state through tokens 0..t (token by token, fp32, the
-   arithmetic of mamba-ssm's selective_state_update; recomputed per token, it is 16 x 256 values per
-   token), y_t + D skip, SiLU(z) gate, out_proj (two programs per token, half the outputs each), residual
-   (and aggregation) add.
-Optionally the new conv and ssm states are written (observe); act never changes the state it is given.
-On the H200 (D-Ma DDPM-16, K=5, stream) the act graph took 8.2 ms with these kernels, 9.0 ms with an
-earlier pair that formed the conv window's rows as one (taps, channels, d_model) product (removed), and
-12.2 ms for the kernel path of `Mamba._kernel_continue` (docs/results/engine_speed_h200.json). A first
-version did the whole block in one program per batch row (tl.dot products): one multiprocessor streamed
-all the weights, 125 us per block, slower than the launches it saved.
+is three launches, each with many short programs (so that the weights are read by many multiprocessors
+at once and no program loops long):
+1. `block_in`, one program per (token, 32-channel block): LayerNorm of the token's conv window (tokens
+   t-K+1..t; columns of the conv state before the first new token), in_proj x rows of the block, the
+   depthwise causal conv + SiLU -> xc, and the block's partial x_proj sums; programs of the z half compute
+   the block's z (in_proj z of the token's row).
+2. `block_dt`, one program per (token, 64 channels): x_proj = the partial sums added in block order
+   (deterministic, no atomics), dt_proj + bias + softplus -> dt; B and C.
+3. `block_out`, one program per (token, 32 outputs): the selective SSM from the ssm state through tokens
+   0..t (token by token, fp32, the arithmetic of mamba-ssm's selective_state_update; recomputed per
+   token, it is 16 x 256 values per token), y_t + D skip, SiLU(z) gate, out_proj, residual (and
+   aggregation) add.
+On sm_90+ the three are chained by programmatic dependent launch (PDL, see _fused_kernels.py): each
+loads its weights before waiting for the previous kernel. Optionally the new conv and ssm states are
+written (observe); act never changes the state it is given.
+
+On the H200 (D-Ma DDPM-16, K=5, stream; act graph replay, docs/results/engine_speed_h200_v3.json): 4.27 ms
+with these kernels (4.83 ms without PDL); 6.2 ms with a two-launch split that computed dt inside
+block_out (its scan then converted register layouts at every token); 8.2 ms with the earlier pair of one
+program per token (block_in looped over all channels: 24 of 31 us per layer-step); 12.2 ms for the kernel
+path of `Mamba._kernel_continue`. A first version did the whole block in one program per batch row
+(tl.dot products): 125 us per block.
 
 All arithmetic is fp32 whatever the weights' dtype. Products are broadcast products reduced with tl.sum.
 
@@ -38,6 +46,7 @@ engine's CPU path.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -47,8 +56,14 @@ from torch import Tensor
 from .mamba import MambaState
 
 MAX_TOKENS = 32  # longest continuation handled by the fused kernel (the engine's are 1 to ~21 tokens)
-NUM_WARPS = int(os.environ.get("MAIL_FUSED_WARPS", "8"))  # warps per program of the block kernels
-BLOCK_C = int(os.environ.get("MAIL_FUSED_BC", "32"))  # inner channels per step of block_in's loops (H200: 32)
+# launch settings (H200: the defaults were the fastest of the variants in engine_speed_h200_v3.json)
+NUM_WARPS = int(os.environ.get("MAIL_FUSED_WARPS", "8"))  # warps per program of block_out
+IN_WARPS = int(os.environ.get("MAIL_FUSED_IN_WARPS", "4"))  # warps per program of block_in
+BLOCK_C = int(os.environ.get("MAIL_FUSED_BC", "32"))  # inner channels per block_in program
+OUT_BLOCK = int(os.environ.get("MAIL_FUSED_BO", "32"))  # out_proj outputs per block_out program
+DT_BLOCK = int(os.environ.get("MAIL_FUSED_BD", "64"))  # inner channels per block_dt program
+DT_WARPS = int(os.environ.get("MAIL_FUSED_DT_WARPS", "4"))  # warps per program of block_dt
+PDL = os.environ.get("MAIL_FUSED_PDL", "1") == "1"  # programmatic dependent launch where the GPU has it
 
 
 def available() -> bool:
@@ -74,12 +89,25 @@ def _kernel(name: str):
     is set by then)."""
     from . import _fused_kernels
 
-    return {"block_in": _fused_kernels.block_in_kernel, "block_out": _fused_kernels.block_out_kernel,
-            "head": _fused_kernels.head_kernel}[name]
+    return {"block_in": _fused_kernels.block_in_kernel, "block_dt": _fused_kernels.block_dt_kernel,
+            "block_out": _fused_kernels.block_out_kernel, "head": _fused_kernels.head_kernel}[name]
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _pdl_device(index: int) -> bool:
+    from . import _fused_kernels
+
+    return torch.cuda.get_device_capability(index)[0] >= 9 and _fused_kernels.gdc_wait is not None
+
+
+def pdl_usable(device: torch.device) -> bool:
+    """Programmatic dependent launch: asked for (PDL), a CUDA device of compute capability 9.0+, a Triton
+    that has it; never in the interpreter."""
+    return PDL and device.type == "cuda" and not interpreting() and _pdl_device(device.index or 0)
 
 
 def block_continue(block, h: Tensor, state: MambaState | None, add: Tensor | None = None, write_state: bool = False,
@@ -103,25 +131,30 @@ def block_continue(block, h: Tensor, state: MambaState | None, add: Tensor | Non
         raise ValueError(f"state has {conv_s.shape[0]} rows, expected {rows}")
     conv_new = torch.empty(batch, di, k, **f32) if write_state else h
     ssm_new = torch.empty(batch, di, n, **f32) if write_state else h
-    scratch = torch.empty(batch * length, 3 * di + 2 * n, **f32)  # per token: xc, z, dt, B, C
+    bc = min(BLOCK_C, di)
+    ncb, p = di // bc, r + 2 * n
+    scratch = torch.empty(batch * length, 3 * di + 2 * n + ncb * p, **f32)  # per token: xc, z, dt, B, C, partials
     if add is not None:
         add = add.contiguous()
     w = lambda t: h if t is None else t  # noqa: E731  (a dummy pointer for absent optional tensors)
-    warps = {} if interpreting() else dict(num_warps=NUM_WARPS)
-    split = 2 if dm >= 64 else 1
-    _kernel("block_in")[(batch * length, 2)](
+    pdl = pdl_usable(h.device)
+    launch = lambda warps: {} if interpreting() else dict(num_warps=warps, launch_pdl=pdl)  # noqa: E731
+    tokens, bn, bo, bd = batch * length, max(2, _pow2(n)), min(OUT_BLOCK, dm), min(DT_BLOCK, di)
+    _kernel("block_in")[(tokens, 2 * ncb)](
         h, block.norm.weight, block.norm.bias, mixer.in_proj.weight, w(mixer.in_proj.bias), mixer.conv1d.weight,
-        w(mixer.conv1d.bias), conv_s, mixer.x_proj.weight, mixer.dt_proj.weight, mixer.dt_proj.bias, scratch,
-        conv_new, length, rows, float(block.norm.eps),
-        DM=dm, DI=di, N=n, R=r, BR=max(2, _pow2(r)), BX=max(2, _pow2(r + 2 * n)), K=k, BK=max(2, _pow2(k)),
-        BC=min(BLOCK_C, di), HAS_B_IN=mixer.in_proj.bias is not None, HAS_CONV_B=mixer.conv1d.bias is not None,
-        ZERO_STATE=zero, WRITE_STATE=write_state, **warps)
-    _kernel("block_out")[(batch * length, split)](
-        h, w(add), out, ssm_s, mixer.A_log, mixer.D, mixer.out_proj.weight, w(mixer.out_proj.bias), scratch,
-        ssm_new, length, rows,
-        DM=dm, DI=di, N=n, BN=max(2, _pow2(n)), BL=_pow2(length), BO=min(32, dm // split), SPLIT=split,
+        w(mixer.conv1d.bias), conv_s, mixer.x_proj.weight, scratch, conv_new, length, rows, float(block.norm.eps),
+        DM=dm, DI=di, N=n, P=p, BX=_pow2(p), K=k, BK=max(2, _pow2(k)), BC=bc, NCB=ncb,
+        HAS_B_IN=mixer.in_proj.bias is not None, HAS_CONV_B=mixer.conv1d.bias is not None,
+        ZERO_STATE=zero, WRITE_STATE=write_state, PDL=pdl, **launch(IN_WARPS))
+    _kernel("block_dt")[(tokens, di // bd)](
+        scratch, mixer.dt_proj.weight, mixer.dt_proj.bias,
+        DI=di, N=n, BN=_pow2(2 * n), R=r, BR=max(2, _pow2(r)), P=p, NCB=ncb, BD=bd, PDL=pdl, **launch(DT_WARPS))
+    _kernel("block_out")[(tokens, dm // bo)](
+        h, w(add), out, ssm_s, mixer.A_log, mixer.D, mixer.out_proj.weight, w(mixer.out_proj.bias), scratch, ssm_new,
+        length, rows,
+        DM=dm, DI=di, N=n, BN=bn, P=p, NCB=ncb, BL=_pow2(length), BO=bo,
         HAS_ADD=add is not None, HAS_B_OUT=mixer.out_proj.bias is not None, ZERO_STATE=zero,
-        WRITE_STATE=write_state, **warps)
+        WRITE_STATE=write_state, PDL=pdl, **launch(NUM_WARPS))
     return out, (MambaState(conv_new, ssm_new) if write_state else None)
 
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One GPU call of the fused-kernel work (issue 4), results under $OUT; device time is scarce, so each
+# step has a time limit and the whole call stays under LIMIT seconds (default 280):
+#   tune:  kernel parity (paper-size stacks, PDL on and off), D-Ma DDPM-16 stream timing of the fused
+#          kernel VARIANTS (writes best.env), eager profile, engine parity (fp32, CUDA graphs) with the best
+#          settings, then `mail-il bench engine` at K=5 in the time left
+#   final: engine parity and the benchmark with the settings in $BEST_ENV (or the defaults)
+# Run from the repository root with mamba-ssm / causal-conv1d importable (see ../shared/gpu).
+set -u
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD/mail_policy_node:${PYTHONPATH:-}"
+OUT="${OUT:-results/gpu}"
+mode="${1:-tune}"
+LIMIT="${LIMIT:-280}"
+mkdir -p "$OUT"
+left() { echo $(( LIMIT - SECONDS )); }
+step() {  # step <seconds> <log name> cmd...
+  local t=$1 log=$2; shift 2
+  (( $(left) < t )) && t=$(left)
+  (( t < 10 )) && { echo "=== SKIPPED (no time): $*"; return; }
+  echo "=== [$SECONDS s] $* (limit $t s)"
+  timeout "$t" "$@" 2>&1 | tee "$OUT/$log.log" | grep -v "^  warnings.warn" | tail -n 60
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ "$mode" = tune ]; then
+  step 60 kernels python3 scripts/gpu/engine_speed.py --sections env,kernels --out "$OUT/speed_kernels.json"
+  step 80 timing python3 scripts/gpu/engine_speed.py --sections timing,profile --best-env "$OUT/best.env" \
+    --variants "${VARIANTS:-i4o8bc32bo32p1,i4o8bc32bo64p1,i4o8bc32bo32p0}" \
+    --out "$OUT/speed_timing.json"
+  BEST_ENV="$OUT/best.env"
+fi
+BENCH_FLAGS=""
+[ -f "${BEST_ENV:-}" ] && { cat "$BEST_ENV"; source "$BEST_ENV"; }
+step 80 parity python3 scripts/gpu/engine_parity.py --steps 60 --skip bf16_drift,paper --out "$OUT/parity.json"
+step 150 bench python3 -m mail_policy_node.cli bench engine --device cuda --ks 5 --lengths 10,100,1000 --steps 20 \
+  $BENCH_FLAGS --out "$OUT/bench_engine.json"
+echo "=== done at $SECONDS s"
