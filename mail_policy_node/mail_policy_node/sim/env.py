@@ -146,7 +146,7 @@ class TaskEnv:
         success, failed = self.task.evaluate(m, d, self.params)
         truncated = self.steps >= self.task.max_steps
         info = {"success": success, "failed": failed, "truncated": truncated and not success, "steps": self.steps,
-                "command": target}
+                "command": target, "goal_distance": self.task.goal_distance(m, d, self.params)}
         return self.observe(), bool(success or failed or truncated), info
 
     # ----------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def run_episode(job: EvalJob) -> dict:
     engine.reset(seed=job.seed)
     frames = [obs["images"]] if job.keep_frames else []
     queue: list[np.ndarray] = []
-    latencies, step_times = [], []
+    latencies, step_times, distances = [], [], []
     done, info = False, {"success": False, "steps": 0}
     limit = job.max_steps or env.max_steps
     t_start = time.perf_counter()
@@ -91,12 +91,15 @@ def run_episode(job: EvalJob) -> dict:
         action = queue.pop(0)
         step_times.append(time.perf_counter() - t0)
         obs, done, info = env.step(action)
+        if info.get("goal_distance") is not None:
+            distances.append(info["goal_distance"])
         if job.keep_frames:
             frames.append(obs["images"])
     return dict(seed=job.seed, success=bool(info["success"]), failed=bool(info.get("failed", False)),
                 steps=int(info["steps"]), chunk_latency_ms=1e3 * float(np.mean(latencies)),
                 step_ms=1e3 * float(np.mean(step_times)), episode_s=time.perf_counter() - t_start,
-                frames=frames)
+                final_goal_distance=distances[-1] if distances else None,
+                min_goal_distance=min(distances) if distances else None, frames=frames)
 
 
 def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, workers: int = 1,
@@ -140,12 +143,20 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
         seeds=[seed, seed + episodes - 1], successes=ok, success_rate=ok / max(len(results), 1),
         wilson95=[lo, hi], failed_early=sum(r["failed"] for r in results),
         mean_steps=float(steps.mean()), mean_steps_success=float(succ_steps.mean()) if len(succ_steps) else None,
+        # how far the failures ended from done (what the task's success thresholds; None for memory)
+        failed_final_goal_distance_median=_median([r["final_goal_distance"] for r in results if not r["success"]]),
+        failed_min_goal_distance_median=_median([r["min_goal_distance"] for r in results if not r["success"]]),
         chunk_latency_ms=float(np.mean([r["chunk_latency_ms"] for r in results])),
         step_ms=float(np.mean([r["step_ms"] for r in results])), wall_seconds=wall, workers=workers,
         history=history or policy.cfg.history, exec_horizon=exec_horizon or policy.cfg.spec.action_horizon,
         render_size=list(render), device=device, describe=policy.describe() | {"training": None},
     )
     return summary, results
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
 
 
 def markdown(summary: dict) -> str:
