@@ -10,7 +10,7 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from mail_policy_node.commands.demos import record_demo
+from mail_policy_node.commands.demos import SETTLE_STEPS, record_demo
 from mail_policy_node.data.bags import (
     BagReader,
     DemoBagWriter,
@@ -49,7 +49,8 @@ def test_demo_bag_has_the_stack_topics(demo):
     assert list(path.glob("*.mcap")), "default storage is mcap"
     with BagReader(path) as bag:
         topics = bag.topics
-        steps = result["steps"]
+        assert result["settle_steps"] == SETTLE_STEPS > 0  # a successful demo goes on after success
+        steps = result["steps"] + result["settle_steps"]
         for cam in ("agentview", "wrist"):
             assert topics[camera_image_topic(cam)] == "sensor_msgs/msg/Image"
             assert topics[camera_info_topic(cam)] == "sensor_msgs/msg/CameraInfo"
@@ -64,7 +65,8 @@ def test_demo_bag_has_the_stack_topics(demo):
     events = [r.event for r in records if isinstance(r, EpisodeEventRecord)]
     assert [e["event"] for e in events] == ["start", "end"]
     assert events[0] == {"event": "start", "episode": 2, "task": "reach", "seed": 4, "dt": 0.1}
-    assert events[1]["success"] is True and events[1]["steps"] == steps
+    assert events[1]["success"] is True and events[1]["steps"] == result["steps"]
+    assert events[1]["settle_steps"] == SETTLE_STEPS
     image = next(r for r in records if isinstance(r, ImageRecord))
     assert image.image.shape == (128, 128, 3) and image.stamp_ns == 1_700_000_000_000_000_000
     js = next(r for r in records if isinstance(r, JointStateRecord) and r.topic == TOPIC_JOINT_STATES)
@@ -75,7 +77,7 @@ def test_demo_bag_has_the_stack_topics(demo):
 def test_load_demo_aligns_observations_and_actions(demo):
     path, result, env = demo
     d = load_demo(path)
-    steps = result["steps"]
+    steps = result["steps"] + result["settle_steps"]
     assert len(d) == steps and d.success is True
     assert d.images["agentview"].shape == (steps, 128, 128, 3)
     assert d.actions.shape == (steps, 8) and d.action_names == FR3_JOINT_NAMES + ("gripper",)

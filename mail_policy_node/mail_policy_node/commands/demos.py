@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demos"), help="output folder for the bags")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    parser.add_argument("--settle-steps", type=int, default=SETTLE_STEPS,
+                        help="steps recorded after the task is done (the expert finishing its move and holding)")
     parser.add_argument("--keep-failed", action="store_true", help="keep bags of failed expert episodes")
     parser.add_argument("--check", type=int, metavar="N", default=0,
                         help="only measure expert success over N seeded episodes per task (no render, no bags)")
@@ -60,10 +62,18 @@ def _env(task: str, render: bool):
     return _ENVS[key]
 
 
+# A task is judged done the moment its threshold is crossed, often mid-motion (reach: the tcp 3 cm from
+# the target, still moving). Demos that stopped there never showed a policy how to finish: policies
+# passed the target at 3-5 cm and drifted on. So a demo goes on for this many steps after success,
+# the expert completing its move and holding. Evaluation still ends an episode at success.
+SETTLE_STEPS = 5
+
+
 def record_demo(env, seed: int, path: Path, episode: int = 0, storage: str = "mcap",
-                stamp_base_ns: int | None = None) -> dict:
+                stamp_base_ns: int | None = None, settle_steps: int = SETTLE_STEPS) -> dict:
     """Run ``env``'s scripted expert from ``seed`` and write every observation and command to a bag
-    at ``path``. Returns the episode summary (success, steps, expert mode, bag bytes)."""
+    at ``path``, and ``settle_steps`` more after a success. Returns the episode summary (success, steps
+    to success, expert mode, bag bytes)."""
     from ..data.bags import DemoBagWriter
     from ..sim.experts import make_expert
 
@@ -79,22 +89,30 @@ def record_demo(env, seed: int, path: Path, episode: int = 0, storage: str = "mc
             action = expert.act(obs)
             bag.action(obs["time"], action)
             obs, done, info = env.step(action)
+        settled = settle_steps if info["success"] else 0
+        for _ in range(settled):
+            bag.observation(obs, env.joint_velocity(), env.joint_effort())
+            action = expert.act(obs)
+            bag.action(obs["time"], action)
+            obs, _, _ = env.step(action)
         bag.observation(obs, env.joint_velocity(), env.joint_effort())
         bag.episode_event("end", obs["time"], episode=episode, task=env.task_name, seed=seed,
-                          success=bool(info["success"]), steps=info["steps"], expert_mode=expert.mode)
+                          success=bool(info["success"]), steps=info["steps"], settle_steps=settled,
+                          expert_mode=expert.mode)
     size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
     return {"task": env.task_name, "seed": seed, "episode": episode, "success": bool(info["success"]),
-            "steps": info["steps"], "mode": dict(expert.mode), "bytes": size, "path": str(path)}
+            "steps": info["steps"], "settle_steps": settled, "mode": dict(expert.mode), "bytes": size,
+            "path": str(path)}
 
 
 def _record_job(job: tuple) -> dict:
-    task, seed, episode, out, storage, keep_failed = job
+    task, seed, episode, out, storage, keep_failed, settle_steps = job
     path = Path(out) / task / f"ep{episode:04d}_seed{seed}"
     if path.exists():
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = record_demo(_env(task, True), seed, path, episode, storage)
+    result = record_demo(_env(task, True), seed, path, episode, storage, settle_steps=settle_steps)
     result["seconds"] = time.perf_counter() - t0
     if not result["success"] and not keep_failed:
         shutil.rmtree(path)
@@ -170,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
         for t in tasks:
             print(write_preview(t, args.seed, args.preview_dir))
         return 0
-    jobs = [(t, args.seed + i, i, str(args.out), args.storage, args.keep_failed)
+    if args.settle_steps < 0:
+        raise SystemExit("mail-il demos: --settle-steps must be >= 0")
+    jobs = [(t, args.seed + i, i, str(args.out), args.storage, args.keep_failed, args.settle_steps)
             for t in tasks for i in range(args.episodes)]
     t0 = time.perf_counter()
     results = sorted(_map(_record_job, jobs, args.workers, "demos"), key=lambda r: (r["task"], r["episode"]))
