@@ -10,6 +10,16 @@ vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50 demonstrations on push and pick
 (a few-second end-to-end check of this script, also on a CPU). Every stage is a `mail-il` command in
 its own process; a stage that fails or runs out of time is recorded and the others go on. Demos are
 kept in runs/gpu_demos and reused by later calls on the same machine.
+
+The H200 image (Python 3.12, torch, no ROS, no OpenCV, no franky_sim, no libEGL loader) needs, in one
+git-ignored folder carried to it (about 60 MB): the cp312 wheels of mamba-ssm, mujoco + mujoco-core,
+pyopengl, rosbags (+ ruamel.yaml, lz4, backports.zstd, apsw), safetensors, pyyaml, tqdm,
+typing_extensions (`pip download --no-deps --python-version 3.12 --only-binary=:all: ...`); the FR3
+model as a tarball of franky_sim's assets/ (fr3.xml and the meshes it names, 3.3 MB); and the Debian
+packages libegl1, libglvnd0, libopengl0. Then, there: `dpkg -x` each .deb to /, `ldconfig`,
+`pip install --no-deps --target /tmp/site *.whl`, and set PYTHONPATH=/tmp/site:mail_policy_node,
+MAIL_FR3_ASSETS, MUJOCO_GL=egl, PYOPENGL_PLATFORM=egl and __EGL_VENDOR_LIBRARY_FILENAMES to the
+driver's 10_nvidia.json.
 """
 
 from __future__ import annotations
