@@ -13,7 +13,7 @@ import pytest
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mail_bringup" / "checkpoints" / "reach_dma_small"
-SOLVED_SEEDS = (1003, 1006, 1007)
+SOLVED_SEEDS = (1000, 1003, 1005)
 
 
 def test_trained_policy_reaches_toward_the_goal_within_limits(tmp_path):
@@ -34,7 +34,7 @@ def test_trained_policy_reaches_toward_the_goal_within_limits(tmp_path):
         assert e.min_distance < e.start_distance - 0.03, (e, lines)
         assert e.chunks > 0
     # most went at least halfway. Not all: on a loaded 2-core machine the latency doubles (chunks
-    # planned from older frames) and this 68 % policy then stops short on one seed now and then
+    # planned from older frames) and this 80 % policy then stops short on one seed now and then
     halfway = [e.min_distance < 0.5 * e.start_distance for e in report.episodes]
     assert sum(halfway) >= 2, (report.episodes, lines)
     assert s["successes"] >= 1, s
