@@ -46,8 +46,10 @@ def test_replay_profile_records_the_policy_chunks(tmp_path):
     with Reader(tmp_path / "out") as reader:
         conns = [c for c in reader.connections if c.topic == "/mail/action_chunk"]
         chunks = [deserialize_message(bytes(raw), ActionChunk) for _, _, raw in reader.messages(connections=conns)]
-    # J = 3: one chunk per 3 observation sets; a loaded machine may lose a set or two
-    assert STEPS // 3 - 3 <= len(chunks) <= STEPS // 3, len(chunks)
+    # J = 3: one chunk per 3 observation sets. The player waits until the policy has loaded its
+    # checkpoint (before, frames played while it loaded were lost: 6 of 10 chunks in one CI run); a
+    # loaded machine may still lose a set
+    assert STEPS // 3 - 2 <= len(chunks) <= STEPS // 3, len(chunks)
     seqs = [c.sequence for c in chunks]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # consecutive (the first may precede discovery)
     stamps = np.array([c.header.stamp.sec + 1e-9 * c.header.stamp.nanosec for c in chunks])

@@ -4,7 +4,9 @@ Camera images, camera info and joint states are published with their recorded ty
 timing; header stamps are shifted by one constant so the newest message is "now" when it is published
 (the policy's max-age check then sees them as live), which keeps every time difference between streams
 exactly as recorded. Other topics are skipped unless listed. Publishing starts once a subscriber of
-every camera topic exists (bounded wait), so the beginning of the recording is not lost.
+every camera topic exists and, with ``wait_for_policy``, once the policy node reports a loaded checkpoint
+(both within one bounded wait), so the beginning of the recording is not lost: a policy node subscribes
+before its checkpoint has loaded, and frames that arrive meanwhile are not run.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ class BagPlayerNode(Node):
         self.bag = self.declare_parameter("bag", "").value
         self.rate = self.declare_parameter("rate", 1.0).value
         self.wait_for = self.declare_parameter("wait_for_subscribers", 10.0).value
+        self.wait_for_policy = self.declare_parameter("wait_for_policy", False).value
+        self.policy_ready = False
+        if self.wait_for_policy:
+            from mail_msgs.msg import PolicyStatus
+
+            from mail_policy_node.spec import TOPIC_POLICY_STATUS
+
+            def on_status(m):
+                self.policy_ready = self.policy_ready or (bool(m.policy_id) and m.state != PolicyStatus.STATE_LOADING)
+
+            self.create_subscription(PolicyStatus, TOPIC_POLICY_STATUS, on_status, 10)
         if not self.bag:
             raise ValueError("bag_player needs the `bag` parameter (a rosbag2 folder)")
         self.done = False
@@ -57,8 +70,12 @@ class BagPlayerNode(Node):
                 pubs[c.topic] = (self.create_publisher(cls, c.topic, qos), cls)
             cameras = [p for t, (p, cls) in pubs.items() if t.endswith("/image_raw")]
             deadline = time.monotonic() + self.wait_for
-            while any(p.get_subscription_count() == 0 for p in cameras) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            while time.monotonic() < deadline and (any(p.get_subscription_count() == 0 for p in cameras)
+                                                   or (self.wait_for_policy and not self.policy_ready)):
+                rclpy.spin_once(self, timeout_sec=0.05)
+            if self.wait_for_policy and not self.policy_ready:
+                self.get_logger().warn(f"no policy reported a loaded checkpoint within {self.wait_for} s; "
+                                       "playing anyway (the first frames may not be run)")
             t0_wall, t0_bag, shift, n = None, None, None, 0
             for conn, t_ns, raw in reader.messages(connections=conns):
                 pub, cls = pubs[conn.topic]
