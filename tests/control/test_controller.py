@@ -283,7 +283,12 @@ def test_no_chunk_stream_can_make_a_command_break_a_limit(blend, period, events)
             c.estop()
         if c.mode == Mode.HOLDING and c.command.at_standstill:
             c.estop(False)
-            c.enable(t)
+            assert c.enable(t)[0]
+            # enable starts a new command segment at rest from the measured joints (hypothesis found the
+            # step from the last commanded position to a stale measurement, 9e-6 rad, flagged as jerk by
+            # the finite-difference check); the streamed velocity stays 0 across it
+            assert np.all(c.command.dq == 0) and np.all(c.command.ddq == 0)
+            prev = c.command
         for _ in range(wait):
             k += 1
             out = c.step(k * period)
@@ -298,3 +303,32 @@ def test_no_chunk_stream_can_make_a_command_break_a_limit(blend, period, events)
         assert check_command(cfg, prev, out.command) == []
         prev = out.command
     assert prev.at_standstill
+
+
+def test_enable_after_a_hold_starts_at_rest_from_the_measured_joints():
+    # the case hypothesis found: moving a little, e-stop to rest, release, enable; the measurement is
+    # stale (not updated since start), so the last command and the measured joints differ by ~9e-6 rad
+    period = 0.002
+    c = make(period=period)
+    target = np.array([[0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 1.285, 0.0]])
+    c.submit_chunk(ActionChunk(0.0, 0.0, 0.01, target, NAMES, policy_id="p", sequence=0), now=0.0)
+    k = 0
+    for _ in range(2):
+        k += 1
+        c.step(k * period)
+    c.estop()
+    while not (c.mode == Mode.HOLDING and c.command.at_standstill):
+        k += 1
+        c.step(k * period)
+    held = c.command
+    assert not np.allclose(held.q, READY_POSE, atol=1e-7)  # it had moved
+    c.estop(False)
+    assert c.enable(k * period) == (True, "enabled")
+    start = c.command
+    np.testing.assert_allclose(start.q, READY_POSE)  # from the measured joints, at rest
+    assert np.all(start.dq == 0) and np.all(start.ddq == 0)
+    for _ in range(20):
+        k += 1
+        out = c.step(k * period)
+        assert check_command(c.config.safety, start, out.command) == []
+        start = out.command
