@@ -156,7 +156,7 @@ class PolicyRuntime:
 
     def add_image(self, camera: str, stamp: float, msg) -> None:
         """Keep the message itself: only frames the policy uses get decoded."""
-        if (getattr(msg, "width", 1) == 0 or getattr(msg, "height", 1) == 0) or len(msg.data) == 0:
+        if len(msg.data) == 0 or getattr(msg, "width", 1) * getattr(msg, "height", 1) == 0:  # Compressed: no sizes
             self.drops["empty_image"] += 1
             return
         try:

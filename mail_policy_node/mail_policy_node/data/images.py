@@ -35,13 +35,10 @@ class ImageDecodeError(ValueError):
 
 def image_msg_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB."""
+    check_layout(msg)
     encoding = str(msg.encoding).lower()
-    if encoding not in _CHANNELS:
-        raise ImageDecodeError(f"image encoding {msg.encoding!r} not supported; supported: {SUPPORTED_ENCODINGS}")
     h, w, step, ch = int(msg.height), int(msg.width), int(msg.step), _CHANNELS[encoding]
     buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
-    if step < w * ch or buf.size < h * step:
-        raise ImageDecodeError(f"{encoding} image {w}x{h}: step {step} and {buf.size} data bytes do not fit")
     img = buf[: h * step].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
     if encoding == "rgb8":
         return np.ascontiguousarray(img)
@@ -56,9 +53,7 @@ def image_msg_to_rgb(msg) -> np.ndarray:
 
 def compressed_msg_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png) -> (H, W, 3) uint8 RGB."""
-    fmt = str(msg.format).lower()
-    if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
-        raise ImageDecodeError(f"compressed image format {msg.format!r} not supported (jpeg or png)")
+    check_layout(msg)
     buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
     cv2 = _cv2()
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # always 3-channel BGR, grey inputs included
@@ -67,11 +62,15 @@ def compressed_msg_to_rgb(msg) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, ::-1])
 
 
+def _is_compressed(msg) -> bool:
+    return hasattr(msg, "format") and not hasattr(msg, "encoding")
+
+
 def check_layout(msg) -> None:
     """The checks of `msg_to_rgb` that need no decoding (encoding or format, sizes, data length), cheap
     enough for every received message: a malformed one is refused when it arrives, not only if it is
     ever used. Raises ImageDecodeError."""
-    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+    if _is_compressed(msg):
         fmt = str(msg.format).lower()
         if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
             raise ImageDecodeError(f"compressed image format {msg.format!r} not supported (jpeg or png)")
@@ -87,7 +86,7 @@ def check_layout(msg) -> None:
 def msg_to_rgb(msg) -> np.ndarray:
     """Either camera message type -> (H, W, 3) uint8 RGB (CompressedImage has ``format``, Image
     has ``encoding``)."""
-    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+    if _is_compressed(msg):
         return compressed_msg_to_rgb(msg)
     return image_msg_to_rgb(msg)
 
