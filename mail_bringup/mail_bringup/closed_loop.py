@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from mail_policy_node.training.evaluate import median_or_none
+
 
 @dataclass
 class EpisodeResult:
@@ -67,8 +69,8 @@ class ClosedLoopReport:
 
 
 def _median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(float(np.median(values)), 4) if values else None
+    m = median_or_none(values)
+    return None if m is None else round(m, 4)
 
 
 def private_sim_graph() -> tuple[dict, str]:

@@ -85,16 +85,10 @@ def record_demo(env, seed: int, path: Path, episode: int = 0, storage: str = "mc
         bag.episode_event("start", 0.0, episode=episode, task=env.task_name, seed=seed, dt=env.dt)
         done, info = False, {"success": False, "steps": 0}
         while not done:
-            bag.observation(obs, env.joint_velocity(), env.joint_effort())
-            action = expert.act(obs)
-            bag.action(obs["time"], action)
-            obs, done, info = env.step(action)
+            obs, done, info = _record_step(bag, env, expert, obs)
         settled = settle_steps if info["success"] else 0
         for _ in range(settled):
-            bag.observation(obs, env.joint_velocity(), env.joint_effort())
-            action = expert.act(obs)
-            bag.action(obs["time"], action)
-            obs, _, _ = env.step(action)
+            obs, _, _ = _record_step(bag, env, expert, obs)
         bag.observation(obs, env.joint_velocity(), env.joint_effort())
         bag.episode_event("end", obs["time"], episode=episode, task=env.task_name, seed=seed,
                           success=bool(info["success"]), steps=info["steps"], settle_steps=settled,
@@ -103,6 +97,14 @@ def record_demo(env, seed: int, path: Path, episode: int = 0, storage: str = "mc
     return {"task": env.task_name, "seed": seed, "episode": episode, "success": bool(info["success"]),
             "steps": info["steps"], "settle_steps": settled, "mode": dict(expert.mode), "bytes": size,
             "path": str(path)}
+
+
+def _record_step(bag, env, expert, obs):
+    """Write the observation and the expert's command for it, then step: env.step's result."""
+    bag.observation(obs, env.joint_velocity(), env.joint_effort())
+    action = expert.act(obs)
+    bag.action(obs["time"], action)
+    return env.step(action)
 
 
 def _record_job(job: tuple) -> dict:
