@@ -183,12 +183,6 @@ def time_graphs(engine: InferenceEngine, steps: int = 60) -> dict:
     return dict(step_p50_ms=float(np.percentile(ms, 50)), step_p99_ms=float(np.percentile(ms, 99)), **parts)
 
 
-# fused kernel settings: (block_in warps, block_out warps, block_in channel block, out_proj block, PDL)
-VARIANTS = {"fused i4 o8 bc32 bo32 pdl1": (4, 8, 32, 32, True), "fused i4 o8 bc32 bo32 pdl0": (4, 8, 32, 32, False),
-            "fused i4 o8 bc16 bo32 pdl1": (4, 8, 16, 32, True), "fused i8 o8 bc32 bo32 pdl1": (8, 8, 32, 32, True),
-            "fused i4 o8 bc32 bo64 pdl1": (4, 8, 32, 64, True)}
-
-
 def parse_variants(spec: str) -> dict:
     """"i4o8bc32bo32p1,i4o8bc16bo32p0" -> {"fused i4 o8 bc32 bo32 pdl1": (4, 8, 32, 32, True), ...}"""
     import re
@@ -201,6 +195,10 @@ def parse_variants(spec: str) -> dict:
         out[f"fused i{m[1]} o{m[2]} bc{m[3]} bo{m[4]} pdl{m[5]}"] = (int(m[1]), int(m[2]), int(m[3]), int(m[4]),
                                                                    m[5] == "1")
     return out
+
+
+# fused kernel settings: (block_in warps, block_out warps, block_in channel block, out_proj block, PDL)
+VARIANTS = parse_variants("i4o8bc32bo32p1,i4o8bc32bo32p0,i4o8bc16bo32p1,i8o8bc32bo32p1,i4o8bc32bo64p1")
 
 
 def set_variant(v: tuple) -> None:
