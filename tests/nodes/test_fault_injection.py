@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mail_policy_node.control.limits import fr3_limits
 from tests.nodes.test_controller_node import START, make_chunk_msg
 from tests.policy.ckpts import SIZE
 from tests.rosutil import node_process, private_domain, probe, stop_process, wait_for
@@ -38,7 +39,7 @@ STATUS_PERIOD = 0.1
 # the watchdog trips WATCHDOG after the last chunk; the status that shows it is published every
 # STATUS_PERIOD; DDS and scheduling on a loaded 2-core machine add a little
 HOLD_BOUND = WATCHDOG + 0.01 + STATUS_PERIOD + 0.25
-VELOCITY_LIMIT = 0.5 * np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])  # controller default scale 0.5
+VELOCITY_LIMIT = fr3_limits().dq_max  # what the controller's safety filter enforces with its default scales
 CAMERAS = ("agentview", "wrist")
 LINK = "/mail/action_chunk_link"
 
