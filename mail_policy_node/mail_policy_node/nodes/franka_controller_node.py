@@ -79,6 +79,7 @@ class FrankaControllerNode(Node):
         self.arm = FrankyArm(arm_config)
         self.lock = threading.Lock()
         self.clock_map = ClockMapper()
+        self._last_joint_time = float("-inf")  # robot time of the newest joint state published
         self.joint_every = max(1, round(p["control_rate_hz"] / p["joint_state_rate_hz"]))
 
         self.joint_pub = self.create_publisher(JointState, TOPIC_JOINT_STATES, qos_profile_sensor_data)
@@ -165,6 +166,11 @@ class FrankaControllerNode(Node):
                 next_t = time.monotonic()  # overran: do not try to catch up with a burst
 
     def publish_joint_state(self, state) -> None:
+        # a state whose robot time did not advance (the simulator's clock stalls under load) was already
+        # published: sent again it would carry the same data under an older-or-equal stamp
+        if state.robot_time <= self._last_joint_time:
+            return
+        self._last_joint_time = state.robot_time
         m = JointState()
         m.header.stamp = to_time(self.clock_map.update(state.robot_time, time.time()))
         m.name = list(FR3_JOINT_NAMES) + list(FR3_FINGER_NAMES)
