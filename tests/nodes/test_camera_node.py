@@ -33,8 +33,9 @@ def test_realsense_recording_is_published_as_stamped_images(tmp_path):
                             {"camera_name": "agentview", "source": "realsense", "playback_file": str(rec)})
         try:
             wait_for(lambda: len(images) >= 10, timeout=30, what="10 images from the camera node")
-        finally:
-            out = stop_process(proc)
+        except TimeoutError as exc:
+            pytest.fail(f"{exc} (got {len(images)}); the camera node said:\n{stop_process(proc)}")
+        out = stop_process(proc)
     m = images[-1]
     assert (m.height, m.width, m.encoding, m.step) == (48, 64, "rgb8", 192), out
     img = np.frombuffer(bytes(m.data), np.uint8).reshape(48, 64, 3)

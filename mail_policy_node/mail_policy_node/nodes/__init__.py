@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import sys
+import time
+
+# Discovery matches the two ends of a connection separately: a publisher can see a subscriber a few
+# hundred ms before that subscriber accepts its messages (on a loaded machine the first frames of a
+# recording were lost that way).
+DISCOVERY_SETTLE_S = 0.5
 
 
 def run(node_class, args=None) -> None:
@@ -45,6 +51,22 @@ def _spin_quietly(executor) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+
+
+def wait_for_listeners(missing, timeout: float, sleep, settle: float = DISCOVERY_SETTLE_S) -> list[str]:
+    """Before a stream that is played once (a recording): wait, at most ``timeout`` seconds, until
+    ``missing()`` (what is still not there: subscribers, a loaded policy) is empty, then ``settle``
+    seconds more so the other ends see the publisher too. ``sleep(seconds)`` waits and must keep the
+    caller's callbacks running if ``missing`` depends on them. Returns what was still missing."""
+    deadline = time.monotonic() + timeout
+    while (left := missing()) and time.monotonic() < deadline:
+        sleep(0.05)
+    if left:
+        return left
+    end = time.monotonic() + settle
+    while time.monotonic() < end:
+        sleep(0.05)
+    return []
 
 
 def topic_remaps(argv=None) -> list[str]:

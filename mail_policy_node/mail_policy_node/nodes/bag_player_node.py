@@ -3,10 +3,14 @@
 Camera images, camera info and joint states are published with their recorded types and relative
 timing; header stamps are shifted by one constant so the newest message is "now" when it is published
 (the policy's max-age check then sees them as live), which keeps every time difference between streams
-exactly as recorded. Other topics are skipped unless listed. Publishing starts once a subscriber of
-every camera topic exists and, with ``wait_for_policy``, once the policy node reports a loaded checkpoint
-(both within one bounded wait), so the beginning of the recording is not lost: a policy node subscribes
-before its checkpoint has loaded, and frames that arrive meanwhile are not run.
+exactly as recorded. Only observations are replayed: commanded actions (``/mail/action_command``) and
+other topics are skipped. Publishing starts, within one bounded wait, once every replayed observation
+topic has a subscriber and, with ``wait_for_policy``, the policy node reports a loaded checkpoint and
+at least ``wait_for_chunk_subscribers`` subscribers matched by its chunk publisher (the chunk recorder).
+So the beginning of the recording is not lost: a policy node subscribes before its checkpoint has
+loaded (frames that arrive meanwhile are not run), and chunks published before the recorder is
+matched are not delivered (the first 3 of 10 under load). The count comes from the publisher's side
+of the match, the side that decides delivery; the player's own view of the graph was not enough.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import String
 
+from mail_policy_node.nodes import wait_for_listeners
 from mail_policy_node.nodes.ros_convert import from_time, to_time
 from mail_policy_node.spec import TOPIC_EPISODE, TOPIC_JOINT_STATES
 
-REPLAYED_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
-                  "sensor_msgs/msg/JointState")
+CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo")
+
+def replayed(conn) -> bool:
+    """Observations (camera images and info, the arm's joint states) and episode events."""
+    return conn.msgtype in CAMERA_TYPES or conn.topic in (TOPIC_JOINT_STATES, TOPIC_EPISODE)
 
 
 def message_class(msgtype: str):
@@ -41,6 +49,7 @@ class BagPlayerNode(Node):
         self.rate = self.declare_parameter("rate", 1.0).value
         self.wait_for = self.declare_parameter("wait_for_subscribers", 10.0).value
         self.wait_for_policy = self.declare_parameter("wait_for_policy", False).value
+        self.wait_for_chunk_subscribers = self.declare_parameter("wait_for_chunk_subscribers", 0).value
         self.policy_ready = False
         if self.wait_for_policy:
             from mail_msgs.msg import PolicyStatus
@@ -48,7 +57,9 @@ class BagPlayerNode(Node):
             from mail_policy_node.spec import TOPIC_POLICY_STATUS
 
             def on_status(m):
-                self.policy_ready = self.policy_ready or (bool(m.policy_id) and m.state != PolicyStatus.STATE_LOADING)
+                self.policy_ready = self.policy_ready or (
+                    bool(m.policy_id) and m.state != PolicyStatus.STATE_LOADING
+                    and m.chunk_subscribers >= self.wait_for_chunk_subscribers)
 
             self.create_subscription(PolicyStatus, TOPIC_POLICY_STATUS, on_status, 10)
         if not self.bag:
@@ -59,8 +70,7 @@ class BagPlayerNode(Node):
         from rosbags.rosbag2 import Reader
 
         with Reader(self.bag) as reader:
-            conns = [c for c in reader.connections
-                     if c.msgtype in REPLAYED_TYPES or c.topic in (TOPIC_EPISODE,)]
+            conns = [c for c in reader.connections if replayed(c)]
             if not conns:
                 raise ValueError(f"{self.bag} has no camera, joint-state or episode topics to replay")
             pubs = {}
@@ -68,14 +78,9 @@ class BagPlayerNode(Node):
                 cls = String if c.topic == TOPIC_EPISODE else message_class(c.msgtype)
                 qos = 10 if c.topic == TOPIC_EPISODE else qos_profile_sensor_data
                 pubs[c.topic] = (self.create_publisher(cls, c.topic, qos), cls)
-            cameras = [p for t, (p, cls) in pubs.items() if t.endswith("/image_raw")]
-            deadline = time.monotonic() + self.wait_for
-            while time.monotonic() < deadline and (any(p.get_subscription_count() == 0 for p in cameras)
-                                                   or (self.wait_for_policy and not self.policy_ready)):
-                rclpy.spin_once(self, timeout_sec=0.05)
-            if self.wait_for_policy and not self.policy_ready:
-                self.get_logger().warn(f"no policy reported a loaded checkpoint within {self.wait_for} s; "
-                                       "playing anyway (the first frames may not be run)")
+            observations = [p for t, (p, cls) in pubs.items()
+                            if t.endswith("/image_raw") or t.endswith("/compressed") or t == TOPIC_JOINT_STATES]
+            self.wait_until_ready(observations)
             t0_wall, t0_bag, shift, n = None, None, None, 0
             for conn, t_ns, raw in reader.messages(connections=conns):
                 pub, cls = pubs[conn.topic]
@@ -95,6 +100,20 @@ class BagPlayerNode(Node):
                                    f"({(t_bag - t0_bag) if t0_bag is not None else 0:.1f} s of recording)")
         self.done = True
         return n
+
+    def waiting_for(self, observations) -> list[str]:
+        """What publishing still waits for (empty: ready)."""
+        missing = [p.topic_name for p in observations if p.get_subscription_count() == 0]
+        if self.wait_for_policy and not self.policy_ready:
+            missing.append(f"a policy with a loaded checkpoint and {self.wait_for_chunk_subscribers} chunk subscriber(s)")
+        return missing
+
+    def wait_until_ready(self, observations) -> None:
+        missing = wait_for_listeners(lambda: self.waiting_for(observations), self.wait_for,
+                                     lambda dt: rclpy.spin_once(self, timeout_sec=dt))
+        if missing:
+            self.get_logger().warn(f"still waiting for {', '.join(missing)} after {self.wait_for} s; playing "
+                                   "anyway (the first frames may not be run or their chunks not recorded)")
 
 
 def main(args=None):

@@ -16,7 +16,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float64MultiArray, String
 
-from mail_policy_node.nodes import run
+from mail_policy_node.nodes import run, wait_for_listeners
 from mail_policy_node.nodes.ros_convert import camera_info_msg, image_msg
 from mail_policy_node.spec import camera_image_topic, camera_info_topic
 
@@ -84,9 +84,8 @@ class CameraNode(Node):
         """Blocking reads belong to the device, not the executor: a thread publishes each frame."""
         if getattr(self.source, "playback_file", ""):
             # A recording is played once: wait (bounded) until someone listens, so it is not lost.
-            deadline = time.monotonic() + 10.0
-            while self.image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-                self._stop.wait(0.05)
+            wait_for_listeners(lambda: [] if self.image_pub.get_subscription_count() else ["a subscriber"],
+                               10.0, self._stop.wait)
         self.source.open()
         t_window, n_window = time.monotonic(), 0
         while not self._stop.is_set():

@@ -237,6 +237,7 @@ class PolicyNode(Node):
         m = PolicyStatus()
         m.header.stamp = self.get_clock().now().to_msg()
         m.state, m.reason = self.state, self.reason
+        m.chunk_subscribers = self.chunk_pub.get_subscription_count()
         if self.runtime is not None:
             s = self.runtime.status()
             if self.runtime.swap_pending:
