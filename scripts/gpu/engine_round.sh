@@ -5,6 +5,9 @@
 #          kernel VARIANTS (writes best.env), eager profile, engine parity (fp32, CUDA graphs) with the best
 #          settings, then `mail-il bench engine` at K=5 in the time left
 #   final: engine parity and the benchmark with the settings in $BEST_ENV (or the defaults)
+#   v4:    camera-trunk A/B (fused GroupNorm epilogues, channels-last; writes ENCODER_FLAGS to best.env),
+#          the fp64 floor of D-Ma and ED-Ma, engine parity, `mail-il bench engine` at K=5 with the chosen
+#          encoder flags, then an eager profile in the time left
 # Run from the repository root with mamba-ssm / causal-conv1d importable (see ../shared/gpu).
 set -u
 cd "$(dirname "$0")/../.."
@@ -13,13 +16,15 @@ OUT="${OUT:-results/gpu}"
 mode="${1:-tune}"
 LIMIT="${LIMIT:-280}"
 mkdir -p "$OUT"
+LOGS="$OUT"  # v4: logs outside $OUT, joined into one file at the end (at most 8 files come back)
+[ "$mode" = v4 ] && LOGS=$(mktemp -d)
 left() { echo $(( LIMIT - SECONDS )); }
 step() {  # step <seconds> <log name> cmd...
   local t=$1 log=$2; shift 2
   (( $(left) < t )) && t=$(left)
   (( t < 10 )) && { echo "=== SKIPPED (no time): $*"; return; }
   echo "=== [$SECONDS s] $* (limit $t s)"
-  timeout "$t" "$@" 2>&1 | tee "$OUT/$log.log" | grep -v "^  warnings.warn" | tail -n 60
+  timeout "$t" "$@" 2>&1 | tee "$LOGS/$log.log" | grep -v "^  warnings.warn" | tail -n 60
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ "$mode" = tune ]; then
@@ -30,8 +35,17 @@ if [ "$mode" = tune ]; then
   BEST_ENV="$OUT/best.env"
 fi
 BENCH_FLAGS=""
+ENCODER_FLAGS=""
+if [ "$mode" = v4 ]; then
+  BEST_ENV="$OUT/best.env"; : > "$BEST_ENV"
+  step 90 encoder python3 scripts/gpu/engine_speed.py --sections env,encoder --best-env "$BEST_ENV" \
+    --out "$OUT/speed_encoder.json"
+  step 90 floor python3 scripts/gpu/engine_speed.py --sections floor --out "$OUT/speed_floor.json"
+fi
 [ -f "${BEST_ENV:-}" ] && { cat "$BEST_ENV"; source "$BEST_ENV"; }
 step 80 parity python3 scripts/gpu/engine_parity.py --steps 60 --skip bf16_drift,paper --out "$OUT/parity.json"
 step 150 bench python3 -m mail_policy_node.cli bench engine --device cuda --ks 5 --lengths 10,100,1000 --steps 20 \
-  $BENCH_FLAGS --out "$OUT/bench_engine.json"
+  $BENCH_FLAGS $ENCODER_FLAGS --out "$OUT/bench_engine.json"
+[ "$mode" = v4 ] && step 40 profile python3 scripts/gpu/engine_speed.py --sections profile --out "$OUT/speed_profile.json"
 echo "=== done at $SECONDS s"
+[ "$mode" = v4 ] && tail -n +1 "$LOGS"/*.log > "$OUT/logs.txt"

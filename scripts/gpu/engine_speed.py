@@ -11,10 +11,11 @@ still run):
   timing    CUDA-graph replay of observe and act alone (CUDA events), and engine.step() p50 / p99, for
             the old path with camera streams, and the fused path (warps, channel block, out_proj block,
             programmatic dependent launch)
-  floor     exactness against an fp64 recompute: how far the fp32 reference itself is from fp64, against
-            how far the engine paths are (D-Ma DDPM-16 window, paper sizes, the parity schedule)
+  encoder   observe-step camera trunks: modules against the fused GroupNorm epilogues, NCHW and channels-last
+  floor     exactness against an fp64 recompute: how far the fp32 references themselves are from fp64, against
+            how far the engine paths are (D-Ma and ED-Ma DDPM-16 window, paper sizes, the parity schedule)
 
-Usage: python scripts/gpu/engine_speed.py --out engine_speed.json [--sections env,kernels,timing,profile,floor]
+Usage: python scripts/gpu/engine_speed.py --out engine_speed.json [--sections env,kernels,timing,profile,floor,encoder]
        [--best-env best.env] [--variants i4o8bc32bo32p1,i4o8bc16bo32p0]
 """
 
@@ -270,35 +271,86 @@ def timing_section(best_env: str, variants: dict | None = None) -> dict:
     return out
 
 
-def floor_section(steps: int = 24) -> dict:
-    """max |a - fp64 recompute| for the fp32 reference and the engine paths (window, D-Ma DDPM-16, paper
-    sizes, betas clipped at 0.9 as in the parity script; batch 2)."""
+def encoder_section(best_env: str = "") -> dict:
+    """The observe step's camera trunks: PyTorch modules (NCHW) against the fused GroupNorm epilogues
+    (engine/fused_encoder.py), in NCHW and channels-last memory; D-Ma DDPM-16 K=5 stream and window, and
+    ED-Ma stream, with the fused backbone kernels as set."""
+    out = {}
+    base = EngineConfig(device="cuda", history="stream")
+    ways = {"modules (NCHW)": dict(fused_encoder=False, channels_last=False),
+            "fused GN (NCHW)": dict(fused_encoder=True, channels_last=False),
+            "fused GN + channels-last": dict(fused_encoder=True, channels_last=True)}
+    for variant, history in (("d_ma", "stream"), ("d_ma", "window"), ("ed_ma", "stream")):
+        for name, kw in ways.items():
+            if variant != "d_ma" or history != "stream":
+                if name == "fused GN (NCHW)":
+                    continue
+            try:
+                engine = InferenceEngine(bench_policy(variant, "ddpm", 5, "streaming", history),
+                                         replace(base, history=history, **kw))
+                r = time_graphs(engine)
+                r["describe"] = {k: v for k, v in engine.describe().items() if k in ("fused_encoder", "fused_error")}
+            except Exception as e:
+                r = dict(error=repr(e), traceback=traceback.format_exc())
+            key = f"{variant} ddpm K=5 {history}: {name}"
+            out[key] = r
+            print(key, json.dumps(r), flush=True)
+    # the benchmark's encoder flags: the fastest way for D-Ma stream (p99 of the step)
+    flags = {"modules (NCHW)": "", "fused GN (NCHW)": "--fused-encoder --no-channels-last",
+             "fused GN + channels-last": "--fused-encoder"}
+    p99 = {n: out[f"d_ma ddpm K=5 stream: {n}"].get("step_p99_ms", float("inf")) for n in ways}
+    best = min(p99, key=p99.get)
+    out["chosen"] = best
+    if best_env:
+        with open(best_env, "a") as fh:
+            fh.write(f"ENCODER_FLAGS='{flags[best]}'\n")
+    print("encoder chosen:", best, flush=True)
+    return out
+
+
+def floor_section(steps: int = 24, variants: tuple[str, ...] = ("d_ma", "ed_ma"), device: str = "cuda") -> dict:
+    """max |a - fp64 recompute| for the fp32 reference and the engine paths (window, DDPM-16, paper sizes,
+    betas clipped at 0.9 as in the parity script; batch 2), per variant. Whether the engine's error against
+    the fp32 reference is the cache's or fp32's own: compare it with how far the fp32 references (kernels,
+    another batch composition, the PyTorch path) are from fp64 and from each other."""
+    return {v: floor_one(v, steps, device) for v in variants}
+
+
+def floor_one(variant: str, steps: int, device: str = "cuda") -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from engine_parity import EXACT_SCHEDULE, make_policy, observations, run_engine
 
-    policy = make_policy("d_ma", "ddpm", "streaming", "window", False, EXACT_SCHEDULE)
+    policy = make_policy(variant, "ddpm", "streaming", "window", False, EXACT_SCHEDULE)
     b = 2
     obs = observations(policy.cfg.spec, b, steps)
     log = EpisodeLog()
     for o in obs:
         log.add(check_observation(o, policy.cfg.spec, b))
-    base = EngineConfig(batch=b, device="cuda", history="window")
+    base = EngineConfig(batch=b, device=device, history="window")
     e0 = InferenceEngine(policy, base)
     noise = torch.randn(steps, *e0.noise_shape, generator=torch.Generator().manual_seed(1))
     acts = {}
-    acts["engine fused"], _ = run_engine(e0, obs, noise)
-    acts["engine old kernel path"], _ = run_engine(InferenceEngine(policy, replace(base, fused=False)), obs, noise)
-    ref = policy.to("cuda")
+    if device == "cuda":
+        acts["engine fused"], _ = run_engine(e0, obs, noise)
+        acts["engine old kernel path"], _ = run_engine(InferenceEngine(policy, replace(base, fused=False)), obs, noise)
+        nok = InferenceEngine(policy, replace(base, fused=False, use_kernels=False, cuda_graphs=False))
+        acts["engine PyTorch path (no kernels)"], _ = run_engine(nok, obs, noise)
+    else:
+        acts["engine (CPU cached path)"], _ = run_engine(e0, obs, noise)
+    ref = copy.deepcopy(policy).to(device)
     acts["reference fp32 (all windows in one batch)"] = reference_window_chunks(ref, log, noise).cpu()
     # the same fp32 reference with another batch composition: the first half of the windows alone
     half = EpisodeLog(steps=log.steps[: steps // 2], goal=log.goal)
     split = acts["reference fp32 (all windows in one batch)"].clone()
     split[: steps // 2] = reference_window_chunks(ref, half, noise[: steps // 2]).cpu()
     acts["reference fp32 (another batch split)"] = split
+    ref_pt = copy.deepcopy(policy).to(device)
+    ref_pt.backbone.set_runtime(use_kernels=False, scan_impl="sequential")
+    acts["reference fp32 PyTorch sequential scan"] = reference_window_chunks(ref_pt, log, noise).cpu()
     # fp64: the whole network and the sampler in double (PyTorch path, no kernels)
-    p64 = copy.deepcopy(policy).double().cuda()
+    dev = torch.device(device)
+    p64 = copy.deepcopy(policy).double().to(dev)
     p64.backbone.set_runtime(use_kernels=False, scan_impl="sequential")
-    dev = torch.device("cuda")
     tokens = step_tokens(p64, log.steps, dev)  # (B, T, P, D) double
     from mail_policy_node.engine.reference import _window_index
 
@@ -324,8 +376,9 @@ def floor_section(steps: int = 24) -> dict:
     for k, v in acts.items():
         out[k]["max_abs_vs_fp32_reference"] = (v - r32).abs().max().item()
     out["action_abs_max"] = r64.abs().max().item()
+    out["device"], out["steps"], out["batch"] = device, steps, b
     for k, v in out.items():
-        print(k, v, flush=True)
+        print(variant, k, v, flush=True)
     return out
 
 
@@ -334,11 +387,13 @@ def main() -> int:
     ap.add_argument("--out", default="engine_speed.json")
     ap.add_argument("--sections", default="env,timing,kernels,floor,profile")
     ap.add_argument("--best-env", default="best.env", help="timing writes the chosen settings here (shell lines)")
+    ap.add_argument("--floor-device", default="cuda", help="floor: cuda, or cpu (the CPU engine and references)")
+    ap.add_argument("--floor-steps", type=int, default=24)
     ap.add_argument("--variants", default="", help="timing: only these fused variants, e.g. i4o8bc32bo32p1,i4o8bc16bo32p0")
     args = ap.parse_args()
     want = args.sections.split(",")
     sec = dict(env=env, kernels=kernels_check, profile=profile_section, timing=lambda: timing_section(args.best_env, parse_variants(args.variants) if args.variants else None),
-               floor=floor_section)
+               floor=lambda: floor_section(args.floor_steps, device=args.floor_device), encoder=lambda: encoder_section(args.best_env))
     for name in want:
         # comparisons in true fp32; speed with torch's defaults (what `mail-il bench engine` runs with)
         exact = name in ("kernels", "floor")

@@ -104,3 +104,37 @@ def test_fused_ddpm_matches_policy_sampler(variant):
         policy.backbone.set_runtime(fused="on")
         out = policy.unnormalize_actions(FusedDDPM(policy, b)(state, noise))
     torch.testing.assert_close(out, ref, **TOL)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_encoder_matches_module(channels_last):
+    """Camera trunk with each GroupNorm + ReLU / residual add as one kernel (engine/fused_encoder.py), in
+    NCHW and in channels-last memory, against the module's own forward."""
+    from mail_policy_node.engine import fused_encoder
+
+    enc = tiny_policy().encoder
+    img = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # NHWC memory
+    assert fused_encoder.supports(enc)
+    with torch.no_grad():
+        ref = enc.encode_frame("wrist", img)
+        if channels_last:
+            enc.to(memory_format=torch.channels_last)
+        out = fused_encoder.encode_frame(enc, "wrist", img)
+    torch.testing.assert_close(out, ref, **TOL)
+
+
+@pytest.mark.parametrize("relu,res", [(True, False), (True, True), (False, False)])
+def test_group_norm_act(relu, res):
+    from mail_policy_node.engine.fused_encoder import group_norm_act
+
+    gn = torch.nn.GroupNorm(2, 32)
+    with torch.no_grad():
+        gn.weight.normal_()
+        gn.bias.normal_()
+    x = torch.randn(2, 32, 5, 7) * 3 + 1
+    r = torch.randn(2, 32, 5, 7) if res else None
+    with torch.no_grad():
+        ref = gn(x) + (r if res else 0)
+        ref = torch.relu(ref) if relu else ref
+        for xx in (x, x.to(memory_format=torch.channels_last)):
+            torch.testing.assert_close(group_norm_act(xx, gn, r, relu=relu), ref, **TOL)

@@ -179,7 +179,8 @@ def _interleaved(runners: dict, steps: int) -> dict:
 
 def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants=("d_ma", "ed_ma"),
               heads=("ddpm", "bc"), ks=(1, 5, 10), lengths=(10, 100, 1000), weights: str = "float32",
-              cuda_graphs: bool = True, steps: int | None = None, log=None, fused: bool = True) -> dict:
+              cuda_graphs: bool = True, steps: int | None = None, log=None, fused: bool = True,
+              fused_encoder: bool = False, channels_last: bool = True) -> dict:
     log = log or (lambda line: print(line, flush=True))
     dev = torch.device(device)
     steps = steps or (3 if quick else 30)
@@ -187,7 +188,8 @@ def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants
     if quick:  # a smoke run of every mode: K 1 and 5, episode positions 10 and 50
         ks, lengths = (1, 5), (10, 50)
     ecfg = lambda history: EngineConfig(batch=batch, device=device, weights=weights,  # noqa: E731
-                                        cuda_graphs=cuda_graphs, history=history, fused=fused)
+                                        cuda_graphs=cuda_graphs, history=history, fused=fused,
+                                        fused_encoder=fused_encoder, channels_last=channels_last)
     rows, flat = [], []
     for variant in variants:
         for head in heads:
@@ -224,7 +226,8 @@ def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants
             del runners
     return dict(device=str(dev), device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else
                 platform.processor() or platform.machine(), torch=torch.__version__, threads=torch.get_num_threads(),
-                batch=batch, weights=weights, cuda_graphs=cuda_graphs, fused=fused, quick=quick, steps=steps,
+                batch=batch, weights=weights, cuda_graphs=cuda_graphs, fused=fused, fused_encoder=fused_encoder,
+                channels_last=channels_last, quick=quick, steps=steps,
                 note="step = observe (frames in) + act (chunk on the host); reference = MaIL's way (re-encode K "
                      "frames, full recompute per denoising step); modes timed round-robin; stream positions "
                      "reached by random tokens fed into the state (advance_stream); peak_mb: CUDA allocator peak "
@@ -272,6 +275,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--no-cuda-graphs", action="store_true")
     p.add_argument("--no-fused", action="store_true", help="CUDA: the kernel path without the fused Triton kernels")
+    p.add_argument("--fused-encoder", action="store_true",
+                   help="CUDA: the camera trunks with fused GroupNorm epilogues (engine/fused_encoder.py)")
+    p.add_argument("--no-channels-last", action="store_true", help="camera trunks in NCHW memory")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", default="engine_bench.json", help="JSON output path")
 
@@ -283,7 +289,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(device=args.device, quick=args.quick, batch=args.batch, variants=tuple(args.variants.split(",")),
                        heads=tuple(args.heads.split(",")), ks=ints(args.ks), lengths=ints(args.lengths),
                        weights=args.weights, cuda_graphs=not args.no_cuda_graphs, steps=args.steps,
-                       fused=not args.no_fused)
+                       fused=not args.no_fused, fused_encoder=args.fused_encoder,
+                       channels_last=not args.no_channels_last)
     print("\nspeed-up of the engine over the reference (p50):")
     for s in result["summary"]["speedups"]:
         print(f"  {s['variant']:6s} {s['head']:5s} K={s['K']:<3d} {s['mode']:7s} x{s['speedup_p50']:.2f}")

@@ -42,8 +42,10 @@ from ..control.chunks import ActionChunk
 from ..model.mamba_backbones import StreamState
 from ..model.policy import MailPolicy
 from .errors import EngineError
+from . import fused_encoder
 from .fused_act import FusedDDPM, fused_ddpm_usable
 from .graphs import StepGraph, copy_tree_, set_rows_
+from .prefix_act import PrefixSampler, prefix_sampler_usable
 from .inputs import Observation, check_observation
 
 HISTORIES = ("window", "stream")
@@ -70,6 +72,13 @@ class EngineConfig:
     fused: bool = True  # CUDA + Triton: the cached path through one fused kernel per Mamba block, and the
     #                     DDPM loop with a precomputed time-embedding table and a one-launch head (fused_act.py)
     camera_streams: bool = True  # CUDA: encode the cameras' frames concurrently, one CUDA stream per camera
+    fused_encoder: bool = False  # CUDA + Triton: each GroupNorm of the camera trunks and its ReLU / residual
+    #                              add as one launch (fused_encoder.py); off until timed on the H200
+    #                              (scripts/gpu/engine_round.sh v4 measures it against the modules)
+    channels_last: bool = True  # camera trunks in channels-last memory, weights converted once (the frames
+    #                             arrive as (B, H, W, 3) already). CPU: oneDNN convolutions throughout (1.6x faster
+    #                             trunks measured here, same values); CUDA: no NCHW <-> NHWC conversions in cuDNN,
+    #                             only with fused_encoder (PyTorch's CUDA GroupNorm would copy it back to NCHW)
 
     def __post_init__(self):
         if self.history is not None and self.history not in HISTORIES:
@@ -132,12 +141,19 @@ def _prepare_policy(policy: MailPolicy, cfg: EngineConfig) -> MailPolicy:
         for name, p in policy.backbone.named_parameters():
             if name.endswith("A_log") or name.endswith(".D"):
                 p.data = p.data.float()
+    if cfg.channels_last and (torch.device(cfg.device).type == "cpu" or _fused_encoder_usable(policy, cfg)):
+        policy.encoder.to(memory_format=torch.channels_last)  # conv weights; the frames arrive as NHWC already
     if hasattr(policy.backbone, "set_runtime"):
         policy.backbone.set_runtime(scan_impl=cfg.scan, use_kernels=cfg.use_kernels,
                                     fused="auto" if cfg.fused else "off")
     for p in policy.parameters():
         p.requires_grad_(False)
     return policy
+
+
+def _fused_encoder_usable(policy: MailPolicy, cfg: EngineConfig) -> bool:
+    return (cfg.fused_encoder and torch.device(cfg.device).type == "cuda" and fused_encoder.available()
+            and fused_encoder.supports(policy.encoder))
 
 
 class InferenceEngine:
@@ -170,6 +186,10 @@ class InferenceEngine:
         self._fused_ddpm = (FusedDDPM(self.policy, cfg.batch) if cached and cfg.fused
                             and fused_ddpm_usable(self.policy, device, self.sampler) else None)
         self._zero_from_none = device.type == "cuda" and cfg.fused
+        self._fused_enc = _fused_encoder_usable(self.policy, cfg)
+        # otherwise the policy's sampler with the time embeddings tabled and ED-Ma's encoder out of the loop
+        self._prefix = (PrefixSampler(self.policy, cfg.batch, self.sampler) if cached and self._fused_ddpm is None
+                        and prefix_sampler_usable(self.policy) else None)
         n_cam = len(self.spec.cameras)
         self._cam_streams = ([torch.cuda.Stream(device) for _ in range(n_cam - 1)]
                              if device.type == "cuda" and cfg.camera_streams and n_cam > 1 else [])
@@ -184,7 +204,10 @@ class InferenceEngine:
             warnings.warn(f"fused CUDA path unavailable, running the kernel path without it: {self.fused_error}")
             if hasattr(self.policy.backbone, "set_runtime"):
                 self.policy.backbone.set_runtime(fused="off")
-            self._fused_ddpm, self._zero_from_none = None, False
+            self._fused_ddpm, self._zero_from_none, self._fused_enc = None, False, False
+            self.policy.encoder.to(memory_format=torch.contiguous_format)
+            self._prefix = (PrefixSampler(self.policy, cfg.batch, self.sampler) if cached
+                            and prefix_sampler_usable(self.policy) else None)
             self._alloc()
             self._build_graphs()
         self.reset()
@@ -234,7 +257,8 @@ class InferenceEngine:
         """(B, n_cameras, F); on CUDA with camera streams, each extra camera on its own stream (forked from
         and joined back into the current one: inside a graph capture these become parallel branches)."""
         p, names = self.policy, self.spec.camera_names
-        enc = lambda c: p.encode_frame(c, self._img[c].permute(0, 3, 1, 2))  # noqa: E731
+        encode = (lambda c, x: fused_encoder.encode_frame(p.encoder, c, x)) if self._fused_enc else p.encode_frame
+        enc = lambda c: encode(c, self._img[c].permute(0, 3, 1, 2))  # noqa: E731
         if not self._cam_streams:
             return torch.stack([enc(c) for c in names], dim=1)
         cur = torch.cuda.current_stream(self.device)
@@ -273,6 +297,9 @@ class InferenceEngine:
             state = p.observe(self._window_tokens(), None if self._zero_from_none else p.init_state(b, self.device))
         if self._fused_ddpm is not None:
             self._out.copy_(p.unnormalize_actions(self._fused_ddpm(state, self._noise)))
+            return
+        if self._prefix is not None:
+            self._out.copy_(self._prefix(state, self._noise))
             return
         if self.cached:
             def run(x, t):
@@ -423,6 +450,7 @@ class InferenceEngine:
                     path="cached" if self.cached else "recompute", sampler=self.sampler if self.is_ddpm else None,
                     batch=self.config.batch, device=str(self.device), weights=self.config.weights,
                     cuda_graphs=self._act_graph.captured, fused_ddpm=self._fused_ddpm is not None,
+                    prefix_sampler=self._prefix is not None, fused_encoder=self._fused_enc,
                     camera_streams=bool(self._cam_streams), fused_error=self.fused_error, K=self.spec.obs_horizon, J=self.spec.action_horizon,
                     dt=self.spec.dt, start_offset_s=self.start_offset_s,
                     policy_id=self.policy.metadata.get("policy_id", ""))

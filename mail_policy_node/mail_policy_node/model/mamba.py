@@ -139,6 +139,10 @@ class Mamba(nn.Module):
                 return (y, new) if return_state else y
         elif kernels.usable(x, self.use_kernels) and kernels.have_sequence_kernels():
             return self._kernel_prefill(x) if return_state else self._kernel_fused(x)
+        if (state is not None and x.shape[1] > 0 and not torch.is_grad_enabled()
+                and self._scan_for(x) == "sequential"):
+            y, new = self._torch_continue(x, state)
+            return (y, new) if return_state else y
         y, conv, ssm = self._torch_forward(x, state, all_states=False)
         return (y, MambaState(conv, ssm)) if return_state else y
 
@@ -172,6 +176,36 @@ class Mamba(nn.Module):
         else:
             conv = window.float()[..., -cfg.d_conv:]  # (B, d_inner, d_conv)
         return out, conv, h
+
+    def _torch_continue(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """Inference (no grad) continuation from ``state`` over L new tokens in plain PyTorch, in few ops:
+        the engine's cached path on the CPU (hundreds of calls of ~6 tokens per control step, where the
+        time is per-op dispatch, not arithmetic). The arithmetic of the sequential scan
+        (h = exp(delta A) h + delta B u, y = <h, C> + D u, gate), with every per-token factor computed
+        for all L tokens at once, so that the token loop is one fused multiply-add per token."""
+        cfg = self.cfg
+        batch, length, _ = x.shape
+        di, n, r, k = cfg.d_inner, cfg.d_state, cfg.rank, cfg.d_conv
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, d_inner) each
+        window = torch.cat([state.conv[..., 1:].to(xi.dtype), xi.transpose(1, 2)], dim=-1)  # (B, d_inner, k-1+L)
+        taps = window.unfold(-1, k, 1)  # (B, d_inner, L, k)
+        xc = (taps * self.conv1d.weight[:, 0, None, :]).sum(-1)
+        if self.conv1d.bias is not None:
+            xc = xc + self.conv1d.bias[:, None]
+        u = F.silu(xc).transpose(1, 2).float()  # (B, L, d_inner)
+        x_dbl = F.linear(u.to(x.dtype), self.x_proj.weight)  # (B, L, r + 2N)
+        delta = F.softplus(F.linear(x_dbl[..., :r], self.dt_proj.weight).float() + self.dt_proj.bias.float())
+        bm, cm = x_dbl[..., r:r + n].float(), x_dbl[..., r + n:].float()  # (B, L, N)
+        d_a = torch.exp(delta.transpose(0, 1)[..., None] * self._A())  # (L, B, d_inner, N)
+        d_bu = (delta * u).transpose(0, 1)[..., None] * bm.transpose(0, 1)[:, :, None, :]  # (L, B, d_inner, N)
+        hs = torch.empty_like(d_a)
+        h = state.ssm.float()
+        for t in range(length):
+            h = torch.addcmul(d_bu[t], d_a[t], h, out=hs[t])
+        y = (hs * cm.transpose(0, 1)[:, :, None, :]).sum(-1).transpose(0, 1)  # (B, L, d_inner)
+        y = torch.addcmul(y, u, self.D.float())
+        y = (y * F.silu(z.float())).to(x.dtype)
+        return self.out_proj(y), MambaState(window[..., -k:].float(), h)
 
     # ---- one token ----
     def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbones import BackboneConfig, TokenLayout
-from .mamba import init_linear_paper
+from .mamba import MambaState, init_linear_paper
 from .stack import MambaStack, StackState
 
 
@@ -183,10 +183,35 @@ class EDMamba(_MambaBackbone):
     def act(self, state: StreamState, actions: Tensor | None = None, time: Tensor | None = None) -> Tensor:
         self._need_streaming()
         self._check_time(time)
-        enc_state, dec_state = state.stacks
-        enc_suf, dec_suf = self._suffixes(actions, time, enc_state[0].ssm.shape[0])
-        enc_out = self.encoder(enc_suf, enc_state)
-        return self.decoder(dec_suf, dec_state, add=enc_out)[:, -self.cfg.action_horizon:]
+        return self.act_decoder(state, actions, self.act_encoder(state, time))
+
+    def act_encoder(self, state: StreamState, time: Tensor | None = None) -> Tensor:
+        """The encoder's half of act(): its suffix [time, action tokens] does not depend on the noisy
+        actions, so a sampler can run it once for all of its diffusion steps. time (R * B, D) for R steps
+        at once (row r * B + b continues from state row b), or None (BC) -> encoder output (R * B, M, D)."""
+        self._need_streaming()
+        enc_state = state.stacks[0]
+        batch = enc_state[0].ssm.shape[0]
+        rows = batch if time is None else time.shape[0]
+        if rows % batch:
+            raise ValueError(f"act_encoder: {rows} time rows for a state of batch {batch}")
+        if rows != batch:
+            rep = rows // batch
+            enc_state = tuple(MambaState(s.conv.repeat(rep, 1, 1), s.ssm.repeat(rep, 1, 1)) for s in enc_state)
+        enc = self._enc_actions(rows)
+        if self.cfg.head == "ddpm":
+            enc = torch.cat([time[:, None].to(enc.dtype), enc], 1)
+        return self.encoder(enc, enc_state)
+
+    def act_decoder(self, state: StreamState, actions: Tensor | None, enc_out: Tensor) -> Tensor:
+        """The decoder's half of act(), given act_encoder's output for these rows (B, M, D) -> (B, J, D)."""
+        self._need_streaming()
+        dec_state = state.stacks[1]
+        batch = dec_state[0].ssm.shape[0]
+        dec = self._slots(actions, batch)
+        if self.cfg.head == "ddpm":
+            dec = torch.cat([self.state_tokens.expand(batch, 1, -1), dec], 1)
+        return self.decoder(dec, dec_state, add=enc_out)[:, -self.cfg.action_horizon:]
 
     def forward_episode(self, obs: Tensor, at: Tensor, actions: Tensor | None = None,
                         time: Tensor | None = None) -> Tensor:
