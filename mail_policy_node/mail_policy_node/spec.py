@@ -50,6 +50,13 @@ class CameraSpec:
             raise ValueError(f"camera {self.name!r}: image size {self.height}x{self.width} outside 16..1024")
 
 
+def relative_action_index(action_names, state_names) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The arm joints named in both: (their action indices, their state indices)."""
+    pairs = [(i, list(state_names).index(n)) for i, n in enumerate(action_names)
+             if n in FR3_JOINT_NAMES and n in state_names]
+    return tuple(a for a, _ in pairs), tuple(s for _, s in pairs)
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     cameras: tuple[CameraSpec, ...] = (CameraSpec("agentview"), CameraSpec("wrist"))
@@ -61,6 +68,11 @@ class FeatureSpec:
     dt: float = 0.1  # seconds between consecutive actions (and observations at training time)
     goal_embedding_dim: int = 0  # >0: a precomputed goal (language) embedding of this size is an input
     state_names: tuple[str, ...] = field(default=FR3_JOINT_NAMES + (GRIPPER_NAME,))
+    # the arm joints' actions are learnt as offsets from the newest observed joint state, and the engine
+    # adds that state back (chunks are absolute targets either way; the gripper stays absolute). A push
+    # moves the hand ~6 mm per step: absolute targets normalised over the workspace left the policy's
+    # error several times that step, relative ones are normalised over a chunk's motion.
+    relative_actions: bool = False
 
     def __post_init__(self):
         if not self.cameras:
@@ -78,6 +90,10 @@ class FeatureSpec:
             raise ValueError(f"dt must be in [0.001, 10] s, got {self.dt}")
         if self.goal_embedding_dim < 0:
             raise ValueError(f"goal_embedding_dim must be >= 0, got {self.goal_embedding_dim}")
+        if self.relative_actions and not (self.use_joint_state and self.action_space == ACTION_SPACE_JOINT_POSITION
+                                          and relative_action_index(self.action_names, self.state_names)[0]):
+            raise ValueError("relative_actions needs joint_position actions, use_joint_state and arm joints "
+                             "named in both action_names and state_names")
 
     @property
     def action_lead_s(self) -> float:
@@ -85,6 +101,11 @@ class FeatureSpec:
         record the joint target the arm reaches one step later (sim.env ramps to it over dt), so the
         engine stamps action i due at stamp + (i + 1) * dt and replay scores recorded actions there."""
         return self.dt
+
+    @property
+    def relative_index(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(action indices, state indices) that relative_actions offsets; empty when it is off."""
+        return relative_action_index(self.action_names, self.state_names) if self.relative_actions else ((), ())
 
     @property
     def action_dim(self) -> int:

@@ -137,3 +137,31 @@ def test_configuration_errors():
     unnormalised.action_std.fill_(float("nan"))
     with pytest.raises(ValueError, match="normalisation"):
         InferenceEngine(unnormalised)
+
+
+@pytest.mark.parametrize("history", ["window", "stream"])
+def test_relative_actions_are_offsets_from_the_newest_joint_state(history):
+    # Same weights, the spec's relative_actions on and off: the engine adds the newest observed joint
+    # state to the arm joints' actions, and nothing else changes (the gripper stays absolute).
+    import dataclasses
+
+    spec = tiny_spec()
+    absolute = tiny_policy(history=history, spec=spec)
+    relative = tiny_policy(history=history, spec=dataclasses.replace(spec, relative_actions=True))
+    engines = [InferenceEngine(p, EngineConfig(history=history, batch=2)) for p in (absolute, relative)]
+    episode = Episode(spec, batch=2, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(4):
+        obs = episode.observation(i)
+        noise = torch.randn(engines[0].noise_shape, generator=gen)
+        a, r = (e.step(obs, noise).actions for e in engines)
+        np.testing.assert_allclose(r[..., :7] - a[..., :7], np.broadcast_to(obs.state[:, None, :7], a[..., :7].shape),
+                                   atol=1e-5)
+        np.testing.assert_array_equal(r[..., 7], a[..., 7])
+
+
+def test_relative_actions_need_the_joint_state():
+    import dataclasses
+
+    with pytest.raises(ValueError, match="relative_actions"):
+        dataclasses.replace(tiny_spec(joint=False), relative_actions=True)

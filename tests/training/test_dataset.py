@@ -57,6 +57,25 @@ def test_windows_and_episode_sequences(tmp_path):
     np.testing.assert_array_equal(e["images"]["wrist"][0, :, 0, 0, 0], (10 * np.arange(10) + 1) % 256)
 
 
+def test_relative_actions_are_offsets_from_the_current_state(tmp_path):
+    # Every target of the chunk at step t minus the joint state of step t (arm joints; the gripper
+    # absolute), in windows and whole episodes alike, and the statistics are those of the offsets.
+    bag = write_bag(tmp_path / "b", lengths=(10,))
+    absolute = DemoDataset(_data([bag], tmp_path / "cache", val_fraction=0.0), 3, 4)
+    relative = DemoDataset(_data([bag], tmp_path / "cache", val_fraction=0.0), 3, 4, relative_actions=True)
+    rows = np.arange(10)
+    a, r = absolute.window_batch(rows), relative.window_batch(rows)
+    current = a["state"][:, -1]  # (10, 8): the state of step t
+    np.testing.assert_allclose(r["actions"][..., :7], a["actions"][..., :7] - current[:, None, :7], atol=1e-6)
+    np.testing.assert_array_equal(r["actions"][..., 7], a["actions"][..., 7])
+    ea, er = absolute.episode_batch(np.array([0])), relative.episode_batch(np.array([0]))
+    np.testing.assert_allclose(er["actions"][0, ..., :7], ea["actions"][0, ..., :7] - ea["state"][0, :, None, :7],
+                               atol=1e-6)
+    offsets = er["actions"][0].reshape(-1, 8)
+    np.testing.assert_allclose(relative.stats.action_mean, offsets.mean(0), atol=1e-6)
+    np.testing.assert_allclose(relative.stats.action_std, offsets.std(0), atol=1e-6)
+
+
 def test_episode_batch_pads_shorter_episodes_and_masks_them(bag_dir, tmp_path):
     ds = DemoDataset(_data([bag_dir], tmp_path / "cache", val_fraction=0.0), 1, 3)
     e = ds.episode_batch(np.array([0, 4]))  # lengths 8 and 12

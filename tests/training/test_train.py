@@ -44,6 +44,21 @@ def test_normalisation_is_computed_on_train_split_stored_and_applied(bag_dir, tm
     assert summary["final_val_loss"] is not None and np.isfinite(summary["final_train_loss"])
 
 
+def test_relative_actions_are_trained_and_stored(bag_dir, tmp_path):
+    # The checkpoint says its actions are offsets (the engine adds the state back: tests/engine) and
+    # carries the offsets' statistics; without the joint state the config is refused.
+    trainer, summary = _train(bag_dir, tmp_path, "rel", policy__relative_actions=True)
+    policy = load_checkpoint(summary["final_checkpoint"])
+    assert policy.cfg.spec.relative_actions and policy.cfg.spec.relative_index[0] == tuple(range(7))
+    offsets = np.concatenate([trainer.data.relative.chunks(e).reshape(-1, 8) for e in trainer.data.train])
+    np.testing.assert_allclose(policy.action_mean.numpy(), offsets.mean(0), rtol=1e-5, atol=1e-6)
+    absolute = np.concatenate([e.actions for e in trainer.data.train])
+    assert not np.allclose(policy.action_mean.numpy()[:7], absolute.mean(0)[:7])
+    with pytest.raises(ConfigError, match="use_joint_state"):
+        TrainConfig.from_dict(tiny_config([bag_dir], tmp_path / "x", tmp_path / "cache", data__use_joint_state=False,
+                                          policy__relative_actions=True)).validate()
+
+
 def test_two_runs_with_one_seed_give_identical_weights(bag_dir, tmp_path):
     _, a = _train(bag_dir, tmp_path, "a")
     _, b = _train(bag_dir, tmp_path, "b")

@@ -234,6 +234,7 @@ class InferenceEngine:
         self._img_host = {c.name: torch.zeros(b, c.height, c.width, 3, dtype=torch.uint8, pin_memory=pin)
                           for c in spec.cameras}
         self._joint = torch.zeros(b, spec.state_dim, device=dev) if spec.use_joint_state else None
+        self._last_state = np.zeros((b, spec.state_dim), np.float32)  # host copy, robot units
         self._fresh = torch.ones(b, dtype=torch.bool, device=dev)  # rows whose next observation is their first
         self._goal_tok = torch.zeros(b, 1, d, dtype=wdtype, device=dev) if spec.goal_embedding_dim else None
         tokens = p.cfg.encoder.tokens_per_step
@@ -391,6 +392,7 @@ class InferenceEngine:
             self._h2d_done.record()
         if self._joint is not None:
             self._joint.copy_(torch.from_numpy(c.state), non_blocking=True)
+            self._last_state = c.state.copy()  # relative actions are offsets from it
         self._fresh.copy_(torch.from_numpy(fresh), non_blocking=True)
         self._observe_graph()
         self._count += 1
@@ -419,6 +421,9 @@ class InferenceEngine:
         if not np.isfinite(actions).all():
             raise EngineError("nan_output", f"the chunk holds NaN or inf in rows "
                                             f"{np.flatnonzero(~np.isfinite(actions).all(axis=(1, 2))).tolist()}")
+        a_idx, s_idx = self.spec.relative_index
+        if a_idx:  # offsets from the newest joint state -> absolute targets
+            actions[..., a_idx] += self._last_state[:, None, s_idx]
         j, dt, off = self.spec.action_horizon, self.spec.dt, self.start_offset_s
         stamp = self._last_stamp.copy()
         due = stamp[:, None] + off + dt * np.arange(j)[None]

@@ -73,6 +73,7 @@ class PolicySection:
     obs_horizon: int = 5  # K
     action_horizon: int = 5  # J
     init: str = "paper"  # paper | mamba (Mamba's dt initialisation)
+    relative_actions: bool = False  # arm-joint actions learnt as offsets from the current joint state
     backbone_overrides: dict = field(default_factory=dict)  # any BackboneConfig field
     encoder_overrides: dict = field(default_factory=dict)  # any ObsEncoderConfig field (d_model, base_width..)
     diffusion: dict = field(default_factory=dict)  # any DiffusionConfig field
@@ -162,6 +163,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         self.data.validate()
         self.policy.validate()
+        if self.policy.relative_actions and not self.data.use_joint_state:
+            raise ConfigError("policy.relative_actions needs data.use_joint_state: true (the offsets are from it)")
         self.train.validate()
         return self
 

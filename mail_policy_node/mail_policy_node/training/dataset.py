@@ -20,8 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..spec import FeatureSpec, relative_action_index
 from .config import DataConfig
 from .episodes import DatasetError, Episode, EpisodeSettings, find_bags, load_bag_episodes
+
+
+STATE_NAMES = FeatureSpec().state_names  # what the episodes' joint state holds: 7 joints + gripper width
 
 
 @dataclass
@@ -34,8 +38,12 @@ class Stats:
     state_std: np.ndarray
 
     @classmethod
-    def of(cls, episodes: list[Episode]) -> "Stats":
-        a = np.concatenate([np.asarray(e.actions, np.float64) for e in episodes])
+    def of(cls, episodes: list[Episode], relative: "Relative | None" = None) -> "Stats":
+        """Over every step's action, or with ``relative`` over every chunk's offsets from its state."""
+        if relative is None:
+            a = np.concatenate([np.asarray(e.actions, np.float64) for e in episodes])
+        else:
+            a = np.concatenate([relative.chunks(e).reshape(-1, len(e.action_names)) for e in episodes])
         s = np.concatenate([np.asarray(e.state, np.float64) for e in episodes])
         return cls(a.mean(0), a.std(0), a.min(0), a.max(0), s.mean(0), s.std(0))
 
@@ -43,8 +51,27 @@ class Stats:
         return {k: np.asarray(v).tolist() for k, v in self.__dict__.items()}
 
 
+@dataclass
+class Relative:
+    """Actions as offsets from the state of the step they are predicted at (FeatureSpec.relative_actions):
+    the action dimensions ``actions`` minus the state dimensions ``states``."""
+
+    actions: tuple[int, ...]
+    states: tuple[int, ...]
+    J: int
+
+    def chunks(self, e: Episode) -> np.ndarray:
+        """(n, J, A) float64: step t's chunk (actions t .. t+J-1, the last repeated) minus state t."""
+        n = len(e)
+        steps = np.clip(np.arange(n)[:, None] + np.arange(self.J)[None], 0, n - 1)
+        out = np.asarray(e.actions, np.float64)[steps]
+        out[..., self.actions] -= np.asarray(e.state, np.float64)[:, None, self.states]
+        return out
+
+
 class DemoDataset:
-    def __init__(self, cfg: DataConfig, obs_horizon: int, action_horizon: int, progress: bool = False):
+    def __init__(self, cfg: DataConfig, obs_horizon: int, action_horizon: int, progress: bool = False,
+                 relative_actions: bool = False):
         self.cfg = cfg
         self.K, self.J = int(obs_horizon), int(action_horizon)
         self.settings = EpisodeSettings(tuple(cfg.cameras), tuple(cfg.image_size), float(cfg.dt))
@@ -73,7 +100,13 @@ class DemoDataset:
             n_val = len(episodes) - 1  # keep at least one training episode
         self.train = episodes[: len(episodes) - n_val]
         self.val = episodes[len(episodes) - n_val:]
-        self.stats = Stats.of(self.train)
+        self.relative = None
+        if relative_actions:
+            a_idx, s_idx = relative_action_index(self.action_names, STATE_NAMES)
+            if not a_idx:
+                raise DatasetError(f"relative actions: no arm joint among the actions {list(self.action_names)}")
+            self.relative = Relative(a_idx, s_idx, self.J)
+        self.stats = Stats.of(self.train, self.relative)
         self.windows = {"train": self._windows(self.train), "val": self._windows(self.val)}
 
     # ---- windows ----
@@ -106,8 +139,12 @@ class DemoDataset:
                 images[c].append(e.images[c][obs])
             state.append(e.state[obs])
             actions.append(e.actions[act])
-        return dict(images={c: np.stack(v) for c, v in images.items()}, state=np.stack(state),
-                    actions=np.stack(actions))
+        state, actions = np.stack(state), np.stack(actions)
+        if self.relative is not None:  # offsets from the current step's state, the window's last
+            actions = actions.astype(np.float32)
+            current = state[:, -1][:, None]  # (B, 1, S)
+            actions[..., self.relative.actions] -= current[..., self.relative.states]
+        return dict(images={c: np.stack(v) for c, v in images.items()}, state=state, actions=actions)
 
     # ---- whole episodes ----
     def episode_batch(self, ids: np.ndarray, split: str = "train") -> dict:
@@ -124,7 +161,8 @@ class DemoDataset:
                 images[c][k, :n] = e.images[c]
             state[k, :n] = e.state
             steps = np.arange(n)[:, None] + np.arange(self.J)[None]  # (n, J)
-            actions[k, :n] = np.asarray(e.actions)[np.clip(steps, 0, n - 1)]
+            actions[k, :n] = (np.asarray(e.actions)[np.clip(steps, 0, n - 1)] if self.relative is None
+                              else self.relative.chunks(e))
             mask[k, :n] = True if self.cfg.window_padding else steps < n
         return dict(images=images, state=state, actions=actions, action_mask=mask)
 

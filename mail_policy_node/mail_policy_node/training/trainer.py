@@ -44,7 +44,8 @@ def make_spec(cfg: TrainConfig, action_names: tuple[str, ...]) -> FeatureSpec:
     return FeatureSpec(cameras=tuple(CameraSpec(c, h, w) for c in cfg.data.cameras),
                        use_joint_state=cfg.data.use_joint_state, action_space=space,
                        action_names=tuple(action_names), obs_horizon=cfg.policy.obs_horizon,
-                       action_horizon=cfg.policy.action_horizon, dt=cfg.data.dt)
+                       action_horizon=cfg.policy.action_horizon, dt=cfg.data.dt,
+                       relative_actions=cfg.policy.relative_actions)
 
 
 def make_policy_config(cfg: TrainConfig, spec: FeatureSpec) -> PolicyConfig:
@@ -87,7 +88,8 @@ class Trainer:
                 if saved[section] != cfg.to_dict()[section]:
                     raise ConfigError(f"cannot resume {self.resume_from}: its {section} config differs from this one "
                                       f"(saved {saved[section]}, now {cfg.to_dict()[section]})")
-        self.data = DemoDataset(cfg.data, cfg.policy.obs_horizon, cfg.policy.action_horizon, progress=progress)
+        self.data = DemoDataset(cfg.data, cfg.policy.obs_horizon, cfg.policy.action_horizon, progress=progress,
+                                relative_actions=cfg.policy.relative_actions)
         self.stream = cfg.policy.history == "stream"
         torch.manual_seed(t.seed)
         if self.device.type == "cpu":
