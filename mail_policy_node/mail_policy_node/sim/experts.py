@@ -145,7 +145,7 @@ class PushExpert(ScriptedExpert):
 
     def push(self) -> Iterator[Target]:
         """Follow the block towards the goal until it is there or no longer in front of the hand."""
-        push_speed = 0.06 * self.speed
+        push_speed = 0.12 * self.speed
         for _ in range(120):
             state = self.env.state()
             block, goal = state["block"], state["goal"]
@@ -160,7 +160,7 @@ class PushExpert(ScriptedExpert):
             aim = np.array([*(block[:2] - u * (self.contact - 0.015)), self.height])
             step = aim - self.pos
             length = np.linalg.norm(step)
-            limit = min(push_speed, 0.5 * distance + 0.01) * self.env.dt
+            limit = min(push_speed, distance + 0.02) * self.env.dt
             if length > limit:
                 step *= limit / length
             yield self.pos + step, self.yaw, 0.0
