@@ -4,8 +4,8 @@ Camera images, camera info and joint states are published with their recorded ty
 timing; header stamps are shifted by one constant so the newest message is "now" when it is published
 (the policy's max-age check then sees them as live), which keeps every time difference between streams
 exactly as recorded. Only observations are replayed: commanded actions (``/mail/action_command``) and
-other topics are skipped. Publishing starts, within one bounded wait, once every replayed observation
-topic has a subscriber and, with ``wait_for_policy``, the policy node reports a loaded checkpoint and
+other topics are skipped. Publishing starts, within one bounded wait, once every camera image topic
+has a subscriber and, with ``wait_for_policy``, the policy node reports a loaded checkpoint and
 at least ``wait_for_chunk_subscribers`` subscribers matched by its chunk publisher (the chunk recorder).
 So the beginning of the recording is not lost: a policy node subscribes before its checkpoint has
 loaded (frames that arrive meanwhile are not run), and chunks published before the recorder is
@@ -30,6 +30,7 @@ from mail_policy_node.nodes.ros_convert import from_time, to_time
 from mail_policy_node.spec import TOPIC_EPISODE, TOPIC_JOINT_STATES
 
 CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo")
+
 
 def replayed(conn) -> bool:
     """Observations (camera images and info, the arm's joint states) and episode events."""
@@ -78,9 +79,8 @@ class BagPlayerNode(Node):
                 cls = String if c.topic == TOPIC_EPISODE else message_class(c.msgtype)
                 qos = 10 if c.topic == TOPIC_EPISODE else qos_profile_sensor_data
                 pubs[c.topic] = (self.create_publisher(cls, c.topic, qos), cls)
-            observations = [p for t, (p, cls) in pubs.items()
-                            if t.endswith("/image_raw") or t.endswith("/compressed") or t == TOPIC_JOINT_STATES]
-            self.wait_until_ready(observations)
+            cameras = [p for t, (p, cls) in pubs.items() if t.endswith("/image_raw") or t.endswith("/compressed")]
+            self.wait_until_ready(cameras)
             t0_wall, t0_bag, shift, n = None, None, None, 0
             for conn, t_ns, raw in reader.messages(connections=conns):
                 pub, cls = pubs[conn.topic]
@@ -101,15 +101,15 @@ class BagPlayerNode(Node):
         self.done = True
         return n
 
-    def waiting_for(self, observations) -> list[str]:
+    def waiting_for(self, cameras) -> list[str]:
         """What publishing still waits for (empty: ready)."""
-        missing = [p.topic_name for p in observations if p.get_subscription_count() == 0]
+        missing = [p.topic_name for p in cameras if p.get_subscription_count() == 0]
         if self.wait_for_policy and not self.policy_ready:
             missing.append(f"a policy with a loaded checkpoint and {self.wait_for_chunk_subscribers} chunk subscriber(s)")
         return missing
 
-    def wait_until_ready(self, observations) -> None:
-        missing = wait_for_listeners(lambda: self.waiting_for(observations), self.wait_for,
+    def wait_until_ready(self, cameras) -> None:
+        missing = wait_for_listeners(lambda: self.waiting_for(cameras), self.wait_for,
                                      lambda dt: rclpy.spin_once(self, timeout_sec=dt))
         if missing:
             self.get_logger().warn(f"still waiting for {', '.join(missing)} after {self.wait_for} s; playing "
