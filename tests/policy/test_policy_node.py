@@ -81,7 +81,11 @@ def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
             assert r.successful, r.reason
             wait_for(lambda: chunks[-1].policy_id != a_id, 30, what="chunks from checkpoint b")
             wait_for(lambda: len(chunks) >= 3 + n_before + 4, 30, what="more chunks")
-            last_status = status[-1]
+            # the status timer shares the executor that was busy loading b: the first status after the
+            # swap request says LOADING, the next (0.5 s later) running b
+            last_status = wait_for(lambda: status[-1] if status[-1].checkpoint == "b" and
+                                   status[-1].state == PolicyStatus.STATE_RUNNING else None, 10,
+                                   what="a status reporting b running")
             stop.set()
             feeder.join(timeout=5)
     finally:
