@@ -177,6 +177,7 @@ class InferenceEngine:
         self.config, self.history, self.cached = cfg, history, cached
         self.policy = _prepare_policy(policy, cfg)
         self.spec = pc.spec
+        self._relative = self.spec.relative_index  # (action, state) indices offset from the newest state
         self.start_offset_s = (self.spec.action_lead_s if cfg.start_offset_s is None
                                else float(cfg.start_offset_s))
         self.device = device
@@ -392,7 +393,7 @@ class InferenceEngine:
             self._h2d_done.record()
         if self._joint is not None:
             self._joint.copy_(torch.from_numpy(c.state), non_blocking=True)
-            self._last_state = c.state.copy()  # relative actions are offsets from it
+            np.copyto(self._last_state, c.state)  # relative actions are offsets from it
         self._fresh.copy_(torch.from_numpy(fresh), non_blocking=True)
         self._observe_graph()
         self._count += 1
@@ -421,7 +422,7 @@ class InferenceEngine:
         if not np.isfinite(actions).all():
             raise EngineError("nan_output", f"the chunk holds NaN or inf in rows "
                                             f"{np.flatnonzero(~np.isfinite(actions).all(axis=(1, 2))).tolist()}")
-        a_idx, s_idx = self.spec.relative_index
+        a_idx, s_idx = self._relative
         if a_idx:  # offsets from the newest joint state -> absolute targets
             actions[..., a_idx] += self._last_state[:, None, s_idx]
         j, dt, off = self.spec.action_horizon, self.spec.dt, self.start_offset_s

@@ -43,7 +43,8 @@ class Stats:
         if relative is None:
             a = np.concatenate([np.asarray(e.actions, np.float64) for e in episodes])
         else:
-            a = np.concatenate([relative.chunks(e).reshape(-1, len(e.action_names)) for e in episodes])
+            a = np.concatenate([relative.offsets(episode_chunks(e, relative.J).astype(np.float64), e.state)
+                                .reshape(-1, len(e.action_names)) for e in episodes])
         s = np.concatenate([np.asarray(e.state, np.float64) for e in episodes])
         return cls(a.mean(0), a.std(0), a.min(0), a.max(0), s.mean(0), s.std(0))
 
@@ -60,13 +61,21 @@ class Relative:
     states: tuple[int, ...]
     J: int
 
-    def chunks(self, e: Episode) -> np.ndarray:
-        """(n, J, A) float64: step t's chunk (actions t .. t+J-1, the last repeated) minus state t."""
-        n = len(e)
-        steps = np.clip(np.arange(n)[:, None] + np.arange(self.J)[None], 0, n - 1)
-        out = np.asarray(e.actions, np.float64)[steps]
-        out[..., self.actions] -= np.asarray(e.state, np.float64)[:, None, self.states]
+    def offsets(self, chunks: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """chunks (..., J, A) minus the state (..., S) they were predicted at, as a new array."""
+        out = np.array(chunks)
+        out[..., self.actions] -= state[..., None, self.states]
         return out
+
+    def chunks(self, e: Episode) -> np.ndarray:
+        """(n, J, A): every step's chunk as offsets from that step's state."""
+        return self.offsets(episode_chunks(e, self.J), e.state)
+
+
+def episode_chunks(e: Episode, J: int) -> np.ndarray:
+    """(n, J, A): step t's targets, actions t .. t+J-1 (the last one repeated past the end)."""
+    n = len(e)
+    return np.asarray(e.actions)[np.clip(np.arange(n)[:, None] + np.arange(J)[None], 0, n - 1)]
 
 
 class DemoDataset:
@@ -141,9 +150,7 @@ class DemoDataset:
             actions.append(e.actions[act])
         state, actions = np.stack(state), np.stack(actions)
         if self.relative is not None:  # offsets from the current step's state, the window's last
-            actions = actions.astype(np.float32)
-            current = state[:, -1][:, None]  # (B, 1, S)
-            actions[..., self.relative.actions] -= current[..., self.relative.states]
+            actions = self.relative.offsets(actions, state[:, -1])
         return dict(images={c: np.stack(v) for c, v in images.items()}, state=state, actions=actions)
 
     # ---- whole episodes ----
@@ -160,10 +167,8 @@ class DemoDataset:
             for c in self.cfg.cameras:
                 images[c][k, :n] = e.images[c]
             state[k, :n] = e.state
-            steps = np.arange(n)[:, None] + np.arange(self.J)[None]  # (n, J)
-            actions[k, :n] = (np.asarray(e.actions)[np.clip(steps, 0, n - 1)] if self.relative is None
-                              else self.relative.chunks(e))
-            mask[k, :n] = True if self.cfg.window_padding else steps < n
+            actions[k, :n] = episode_chunks(e, self.J) if self.relative is None else self.relative.chunks(e)
+            mask[k, :n] = True if self.cfg.window_padding else (np.arange(n)[:, None] + np.arange(self.J)[None]) < n
         return dict(images=images, state=state, actions=actions, action_mask=mask)
 
     def describe(self) -> dict:
