@@ -3,6 +3,8 @@
 evaluate each in closed loop, and write one JSON (and a markdown table) of the results.
 
     python scripts/gpu/train_suite.py --plan recipes --out $OUT/recipes.json [--budget 540]
+    python scripts/gpu/train_suite.py --plan paper --only push_dma_ddpm_20pct,push_dma_ddpm_100pct,\
+        push_dtr_ddpm_20pct,push_dtr_ddpm_100pct --out $OUT/paper_push.json       (then pick_place_*)
 
 Plans (below): ``recipes`` (small CPU-sized policies: which training recipe reaches the quality bar on
 reach and push; memory with stream vs a one-frame window), ``paper`` (the paper's central claim: D-Ma
@@ -44,10 +46,25 @@ def small(task: str, name: str, *over: str, steps: int = 2500, evals=((2,),)) ->
 
 
 def paper(task: str, backbone: str, fraction: float) -> dict:
+    """The paper's recipe (reach_dma_ddpm_gpu.yaml: 50 epochs of batch 256): about 570 steps with all 50
+    demos, about 100 with 20 %. Four such runs side by side train at ~290 samples/s each on the H200
+    (ResNet-18 on 2 x 5 frames per sample), so one task's four runs take ~8 min: one call per task
+    (``--only``)."""
     name = f"{task}_{backbone.lower().replace('-', '')}_ddpm_{int(fraction * 100)}pct"
     return dict(name=name, config=str(CFG / "reach_dma_ddpm_gpu.yaml"), task=task, evals=((0,),),
                 overrides=[f"data.bags=[{DEMOS / task}]", f"policy.backbone={backbone}", f"data.fraction={fraction}",
-                           "train.steps=1000", "train.val_every=250", "train.ckpt_every=1000"])
+                           "train.val_every=50", "train.ckpt_every=100"])
+
+
+def push(name: str, *over: str, steps: int = 5000) -> dict:
+    """The CPU push recipe (push_dma_bc_cpu.yaml: small D-Ma BC, 64x64, K=1, J=5, batch 32), on the GPU."""
+    return dict(name=name, config=str(CFG / "push_dma_bc_cpu.yaml"), task="push", evals=((0,),),
+                overrides=[f"data.bags=[{DEMOS / 'push'}]", f"train.steps={steps}", "train.threads=2", *over])
+
+
+def memory(name: str, config: str, *over: str) -> dict:
+    return dict(name=name, config=str(CFG / config), task="memory", evals=((5,),),
+                overrides=[f"data.bags=[{DEMOS / 'memory'}]", "train.threads=2", *over])
 
 
 PLANS = {
@@ -73,6 +90,23 @@ PLANS = {
         runs=[paper(t, b, f) for t in ("push", "pick_place") for b in ("D-Ma", "D-Tr") for f in (0.2, 1.0)],
         # 4 at a time: eight paper-size runs side by side (11-22 GiB each) ran the H200 out of memory
         episodes=40, parallel_train=4, parallel_eval=4, eval_workers=3),
+    # what the CPU push recipe (26 % with 400 demos) gains from twice the demos, larger frames or a
+    # two-frame history; and the memory task with twice session 3's demos and longer training
+    "push": dict(
+        demos={"push": 800, "memory": 400},
+        runs=[
+            push("push_800", ),
+            push("push_800_96px", "data.image_size=[96,96]"),
+            push("push_800_k2", "policy.obs_horizon=2"),
+            memory("memory_stream_400", "memory_dma_stream_cpu.yaml", "train.steps=2000"),
+            memory("memory_window_k1_400", "memory_dma_window_k1_cpu.yaml", "train.steps=3200"),
+        ],
+        episodes=50, parallel_train=5, parallel_eval=5, eval_workers=3, eval_device="cpu"),
+    # the data trend of the push recipe past 800 demos (the best of "push": 48 %)
+    "push_more": dict(
+        demos={"push": 1600},
+        runs=[push("push_1600"), push("push_1600_8k", steps=8000)],
+        episodes=50, parallel_train=2, parallel_eval=2, eval_workers=6, eval_device="cpu"),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
@@ -178,8 +212,12 @@ def main() -> int:
     eval_cmds = []
     for r in runs:
         final = work / r["name"] / "final"
-        if not (final / "model.safetensors").is_file():
-            continue
+        if not (final / "model.safetensors").is_file():  # stopped at the deadline: its newest checkpoint
+            steps = sorted((work / r["name"] / "checkpoints").glob("step_*/model.safetensors"))
+            if not steps:
+                continue
+            final = steps[-1].parent
+            results["runs"][r["name"]]["train"]["evaluated_checkpoint"] = final.name
         for (horizon,) in r["evals"]:
             key = f"{r['name']}@h{horizon}"
             eval_cmds.append((key, cli("eval", "--checkpoint", str(final), "--task", r["task"], "--episodes",
