@@ -201,3 +201,52 @@ def test_custom_types_are_read_from_the_bag_definition(tmp_path, storage):
         (rec,) = list(bag.records())
     assert rec.msgtype == "mail_test/msg/Tiny" and rec.stamp_ns == 2_000_000_003
     assert rec.msg.note == "hi" and list(rec.msg.values) == [1.0, 2.0]
+
+
+def test_action_noise_is_a_bounded_slow_disturbance_of_the_arm_only():
+    from mail_policy_node.commands.demos import ActionNoise
+
+    action = np.linspace(-1.0, 1.0, 8)
+    assert ActionNoise(0.0, seed=3)(action) is action  # off: the command itself
+    noise = ActionNoise(0.02, seed=3)
+    out = np.array([noise(action) - action for _ in range(20000)])
+    assert np.all(out[:, 7] == 0.0)  # the gripper is never disturbed
+    std = out[200:, :7].std(axis=0)
+    assert np.all(np.abs(std - 0.02) < 0.002), std  # stationary spread about sigma
+    lag1 = np.mean([np.corrcoef(out[200:-1, j], out[201:, j])[0, 1] for j in range(7)])
+    assert 0.7 < lag1 < 0.9  # slowly varying (rho 0.8), not white
+    assert np.abs(out).max() <= 2.0 * 0.02 + 1e-12  # bounded: never more than 2 sigma
+    again = ActionNoise(0.02, seed=3)
+    assert np.array_equal(np.array([again(action) - action for _ in range(50)]), out[:50])  # seeded
+    for bad in (-0.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="action noise"):
+            ActionNoise(bad, seed=0)
+
+
+def test_noisy_demo_records_the_expert_command_and_executes_the_disturbed_one(demo, tmp_path):
+    """The reach expert plans in command space (its IK is warm-started from its own previous command),
+    so with the arm disturbed it still commands exactly the clean demo's targets: the bag's actions are
+    the clean ones while the measured joints leave the clean path and come back."""
+    clean_path, clean_result, _ = demo
+    env = make_task("reach", render=True)
+    try:
+        result = record_demo(env, seed=4, path=tmp_path / "noisy", episode=2,
+                             stamp_base_ns=1_700_000_000_000_000_000, action_noise=0.03)
+    finally:
+        env.close()
+    clean, noisy = load_demo(clean_path, image_size=(16, 16)), load_demo(tmp_path / "noisy", image_size=(16, 16))
+    n = min(len(clean), len(noisy))
+    assert n > 10
+    assert np.allclose(noisy.actions[:n], clean.actions[:n], atol=1e-9)  # labels: the expert's commands
+    off_path = np.abs(noisy.joint_state[:n, :7] - clean.joint_state[:n, :7]).max()
+    assert 0.01 < off_path < 0.2  # the arm really was pushed off the clean path, and not far
+    start = [e for e in noisy.events if e["event"] == "start"][0]
+    assert start["action_noise"] == 0.03 and clean.events[0]["action_noise"] == 0.0
+    assert result["success"] == clean_result["success"]
+
+
+def test_demos_command_refuses_a_bad_action_noise(tmp_path):
+    from mail_policy_node.commands import demos
+
+    with pytest.raises(SystemExit, match="action-noise"):
+        demos.main(["--task", "reach", "--episodes", "1", "--out", str(tmp_path), "--action-noise", "-0.1"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import shutil
 import sys
@@ -33,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     parser.add_argument("--settle-steps", type=int, default=SETTLE_STEPS,
                         help="steps recorded after the task is done (the expert finishing its move and holding)")
+    parser.add_argument("--action-noise", type=float, default=0.0, metavar="RAD",
+                        help="standard deviation [rad] of a slowly varying disturbance added to the executed "
+                             "arm command (not to the recorded one), so demos show recoveries; 0 = off")
     parser.add_argument("--keep-failed", action="store_true", help="keep bags of failed expert episodes")
     parser.add_argument("--check", type=int, metavar="N", default=0,
                         help="only measure expert success over N seeded episodes per task (no render, no bags)")
@@ -69,26 +73,60 @@ def _env(task: str, render: bool):
 SETTLE_STEPS = 5
 
 
+class ActionNoise:
+    """Disturbance injected into the *executed* arm command while a demo is recorded; the bag keeps the
+    expert's own command as the label (noise injection in the manner of DART, Laskey et al. 2017). A
+    policy trained on clean demos only ever sees states on the expert's path; once its own small errors
+    take it off that path it has never seen how to get back. With the arm pushed off the plan here and
+    there, the demos show the expert's command leading back to it from nearby states.
+
+    Per arm joint, an AR(1) process n_t = rho n_(t-1) + sqrt(1 - rho^2) sigma e_t (stationary standard
+    deviation about ``sigma`` [rad], e_t standard normal; n_t clipped to +-2 sigma), so that a deviation
+    lasts a few steps and shows in the images, and never exceeds 2 sigma; the gripper is never disturbed. Drawn from the episode's seed: the same seed
+    records the same demo."""
+
+    def __init__(self, sigma: float, seed: int, rho: float = 0.8, joints: int = 7):
+        if not (sigma >= 0.0 and math.isfinite(sigma)):
+            raise ValueError(f"action noise must be a finite standard deviation >= 0 [rad], got {sigma}")
+        self.sigma, self.rho, self.joints = float(sigma), float(rho), joints
+        self.rng = np.random.default_rng([int(seed), 0xDA27])
+        self.n = np.zeros(joints)
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        if self.sigma == 0.0:
+            return action
+        e = self.rng.standard_normal(self.joints)
+        self.n = np.clip(self.rho * self.n + math.sqrt(1.0 - self.rho ** 2) * self.sigma * e,
+                         -2.0 * self.sigma, 2.0 * self.sigma)
+        out = np.array(action, dtype=float, copy=True)
+        out[: self.joints] += self.n
+        return out
+
+
 def record_demo(env, seed: int, path: Path, episode: int = 0, storage: str = "mcap",
-                stamp_base_ns: int | None = None, settle_steps: int = SETTLE_STEPS) -> dict:
+                stamp_base_ns: int | None = None, settle_steps: int = SETTLE_STEPS,
+                action_noise: float = 0.0) -> dict:
     """Run ``env``'s scripted expert from ``seed`` and write every observation and command to a bag
-    at ``path``, and ``settle_steps`` more after a success. Returns the episode summary (success, steps
-    to success, expert mode, bag bytes)."""
+    at ``path``, and ``settle_steps`` more after a success. With ``action_noise`` > 0 [rad] the arm
+    executes the expert's command plus `ActionNoise` while the bag records the command itself. Returns
+    the episode summary (success, steps to success, expert mode, bag bytes)."""
     from ..data.bags import DemoBagWriter
     from ..sim.experts import make_expert
 
     expert = make_expert(env)
+    noise = ActionNoise(action_noise, seed)
     fovy = {c: env.camera_fovy(c) for c in env.cameras}
     with DemoBagWriter(path, fovy, storage=storage, stamp_base_ns=stamp_base_ns) as bag:
         obs = env.reset(seed)
         expert.reset(seed)
-        bag.episode_event("start", 0.0, episode=episode, task=env.task_name, seed=seed, dt=env.dt)
+        bag.episode_event("start", 0.0, episode=episode, task=env.task_name, seed=seed, dt=env.dt,
+                          action_noise=float(action_noise))
         done, info = False, {"success": False, "steps": 0}
         while not done:
-            obs, done, info = _record_step(bag, env, expert, obs)
+            obs, done, info = _record_step(bag, env, expert, obs, noise)
         settled = settle_steps if info["success"] else 0
         for _ in range(settled):
-            obs, _, _ = _record_step(bag, env, expert, obs)
+            obs, _, _ = _record_step(bag, env, expert, obs, noise)
         bag.observation(obs, env.joint_velocity(), env.joint_effort())
         bag.episode_event("end", obs["time"], episode=episode, task=env.task_name, seed=seed,
                           success=bool(info["success"]), steps=info["steps"], settle_steps=settled,
@@ -99,22 +137,24 @@ def record_demo(env, seed: int, path: Path, episode: int = 0, storage: str = "mc
             "path": str(path)}
 
 
-def _record_step(bag, env, expert, obs):
-    """Write the observation and the expert's command for it, then step: env.step's result."""
+def _record_step(bag, env, expert, obs, noise: ActionNoise):
+    """Write the observation and the expert's command for it, then step with the command (plus the
+    injected noise, never recorded): env.step's result."""
     bag.observation(obs, env.joint_velocity(), env.joint_effort())
     action = expert.act(obs)
     bag.action(obs["time"], action)
-    return env.step(action)
+    return env.step(noise(action))
 
 
 def _record_job(job: tuple) -> dict:
-    task, seed, episode, out, storage, keep_failed, settle_steps = job
+    task, seed, episode, out, storage, keep_failed, settle_steps, action_noise = job
     path = Path(out) / task / f"ep{episode:04d}_seed{seed}"
     if path.exists():
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = record_demo(_env(task, True), seed, path, episode, storage, settle_steps=settle_steps)
+    result = record_demo(_env(task, True), seed, path, episode, storage, settle_steps=settle_steps,
+                         action_noise=action_noise)
     result["seconds"] = time.perf_counter() - t0
     if not result["success"] and not keep_failed:
         shutil.rmtree(path)
@@ -192,13 +232,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.settle_steps < 0:
         raise SystemExit("mail-il demos: --settle-steps must be >= 0")
-    jobs = [(t, args.seed + i, i, str(args.out), args.storage, args.keep_failed, args.settle_steps)
+    if not (args.action_noise >= 0.0 and math.isfinite(args.action_noise)):
+        raise SystemExit("mail-il demos: --action-noise must be a finite number >= 0 [rad]")
+    jobs = [(t, args.seed + i, i, str(args.out), args.storage, args.keep_failed, args.settle_steps,
+             args.action_noise)
             for t in tasks for i in range(args.episodes)]
     t0 = time.perf_counter()
     results = sorted(_map(_record_job, jobs, args.workers, "demos"), key=lambda r: (r["task"], r["episode"]))
     wall = time.perf_counter() - t0
     summary = {"tasks": {}, "wall_seconds": wall, "demos_per_minute": 60 * len(results) / wall,
-               "workers": args.workers, "storage": args.storage, "episodes": results}
+               "workers": args.workers, "storage": args.storage, "action_noise": args.action_noise,
+               "episodes": results}
     print(f"{'task':<12}{'kept':>6}{'success':>10}{'steps':>8}{'MB/demo':>9}")
     for t in tasks:
         rs = [r for r in results if r["task"] == t]
