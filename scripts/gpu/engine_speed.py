@@ -185,25 +185,31 @@ def time_graphs(engine: InferenceEngine, steps: int = 60) -> dict:
 
 
 def parse_variants(spec: str) -> dict:
-    """"i4o8bc32bo32p1,i4o8bc16bo32p0" -> {"fused i4 o8 bc32 bo32 pdl1": (4, 8, 32, 32, True), ...}"""
+    """"i4o8bc32bo32p1,i4o8bc32bo32p1s16w2" -> {"fused i4 o8 bc32 bo32 pdl1": (4, 8, 32, 32, True, 0, 0),
+    "fused i4 o8 bc32 bo32 pdl1 split s16 w2": (..., 16, 2)}; the optional s<channels>w<warps> selects the
+    split block_out (block_scan over that many channels per program, then block_proj)."""
     import re
 
     out = {}
     for item in spec.split(","):
-        m = re.fullmatch(r"i(\d+)o(\d+)bc(\d+)bo(\d+)p([01])", item.strip())
+        m = re.fullmatch(r"i(\d+)o(\d+)bc(\d+)bo(\d+)p([01])(?:s(\d+)w(\d+))?", item.strip())
         if not m:
-            raise ValueError(f"bad variant {item!r}, want like i4o8bc32bo32p1")
-        out[f"fused i{m[1]} o{m[2]} bc{m[3]} bo{m[4]} pdl{m[5]}"] = (int(m[1]), int(m[2]), int(m[3]), int(m[4]),
-                                                                   m[5] == "1")
+            raise ValueError(f"bad variant {item!r}, want like i4o8bc32bo32p1 or i4o8bc32bo32p1s16w2")
+        name = f"fused i{m[1]} o{m[2]} bc{m[3]} bo{m[4]} pdl{m[5]}" + (f" split s{m[6]} w{m[7]}" if m[6] else "")
+        out[name] = (int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5] == "1", int(m[6] or 0), int(m[7] or 0))
     return out
 
 
-# fused kernel settings: (block_in warps, block_out warps, block_in channel block, out_proj block, PDL)
+# fused kernel settings: (block_in warps, block_out warps, block_in channel block, out_proj block, PDL,
+# split block_out's scan channels per program (0: not split), its warps)
 VARIANTS = parse_variants("i4o8bc32bo32p1,i4o8bc32bo32p0,i4o8bc16bo32p1,i8o8bc32bo32p1,i4o8bc32bo64p1")
 
 
 def set_variant(v: tuple) -> None:
-    fused.IN_WARPS, fused.NUM_WARPS, fused.BLOCK_C, fused.OUT_BLOCK, fused.PDL = v
+    fused.IN_WARPS, fused.NUM_WARPS, fused.BLOCK_C, fused.OUT_BLOCK, fused.PDL, bs, sw = v
+    fused.SPLIT_OUT = bs > 0
+    if bs:
+        fused.SCAN_BLOCK, fused.SCAN_WARPS = bs, sw
     fused._pdl_device.cache_clear()
 
 
@@ -234,12 +240,14 @@ def timing_section(best_env: str, variants: dict | None = None) -> dict:
         if r.get("act_gpu_ms_p50", float("inf")) < best_act and not r.get("fused_error"):
             best, best_act = name, r["act_gpu_ms_p50"]
     use_fused = best is not None and best_act < old.get("act_gpu_ms_p50", float("inf"))
-    iw, ow, bc, bo, pdl = v = variants[best] if best else (4, 8, 32, 32, True)
+    iw, ow, bc, bo, pdl, bs, sw = v = variants[best] if best else (4, 8, 32, 32, True, 0, 0)
     set_variant(v)
     Path(best_env).write_text(f"export MAIL_FUSED_IN_WARPS={iw} MAIL_FUSED_WARPS={ow} MAIL_FUSED_BC={bc} "
-                              f"MAIL_FUSED_BO={bo} MAIL_FUSED_PDL={int(pdl)}\n"
+                              f"MAIL_FUSED_BO={bo} MAIL_FUSED_PDL={int(pdl)} MAIL_FUSED_SPLIT={int(bs > 0)} "
+                              f"MAIL_FUSED_BS={bs or 16} MAIL_FUSED_SCAN_WARPS={sw or 2}\n"
                               f"BENCH_FLAGS={'' if use_fused else '--no-fused'}\n")
-    out["chosen"] = dict(variant=best, use_fused=use_fused, in_warps=iw, out_warps=ow, bc=bc, bo=bo, pdl=pdl)
+    out["chosen"] = dict(variant=best, use_fused=use_fused, in_warps=iw, out_warps=ow, bc=bc, bo=bo, pdl=pdl,
+                         split_scan_channels=bs, scan_warps=sw)
     print("chosen", out["chosen"], flush=True)
     if quick:
         return out

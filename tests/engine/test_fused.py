@@ -1,5 +1,5 @@
-"""The fused Triton path (model/fused.py, engine/fused_act.py), run in Triton's CPU interpreter where
-Triton is installed (skipped elsewhere, e.g. on CPU-only CI; scripts/gpu/engine_parity.py runs it on CUDA):
+"""The fused Triton path (model/fused.py, engine/fused_act.py), run in Triton's CPU interpreter (Triton is
+pinned in env/requirements.txt for this; scripts/gpu/engine_parity.py runs the same kernels on CUDA):
 one kernel per Mamba block against the stack's PyTorch path, and the fused DDPM loop against the policy's
 own sampler, fp32, 1e-5."""
 
@@ -42,7 +42,11 @@ def random_state(s, batch):
 @pytest.mark.parametrize("d_state,d_conv,length,zero,add", [(16, 4, 6, False, False), (8, 2, 3, False, True),
                                                             (16, 4, 1, True, False), (16, 4, 17, False, False),
                                                             (16, 3, 2, False, False), (16, 4, 2, True, True)])
-def test_fused_stack_matches_torch(d_state, d_conv, length, zero, add):
+@pytest.mark.parametrize("split", [False, True], ids=["block_out", "scan+proj"])
+def test_fused_stack_matches_torch(monkeypatch, split, d_state, d_conv, length, zero, add):
+    """block_out, or its split form (block_scan over all tokens once per channel block, then block_proj)."""
+    monkeypatch.setattr(fused, "SPLIT_OUT", split)
+    monkeypatch.setattr(fused, "SCAN_BLOCK", 16)  # d_inner 64: 4 scan programs per batch row
     s = stack(d_state, d_conv)
     x = torch.randn(2, length, 32)
     a = torch.randn(2, length, 32) if add else None
@@ -79,8 +83,10 @@ def test_fused_channel_blocks(monkeypatch, block_c, dt_block, out_block, zero):
         torch.testing.assert_close(n.conv, r.conv, **TOL)
 
 
-def test_fused_state_rows():
+@pytest.mark.parametrize("split", [False, True], ids=["block_out", "scan+proj"])
+def test_fused_state_rows(monkeypatch, split):
     """Row i continues from state row i % state_rows (the ED-Ma encoder over all diffusion steps)."""
+    monkeypatch.setattr(fused, "SPLIT_OUT", split)
     s = stack()
     st = random_state(s, 2)
     x = torch.randn(6, 4, 32)
@@ -91,8 +97,10 @@ def test_fused_state_rows():
     torch.testing.assert_close(s.norm_f(h), ref, **TOL)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["block_out", "scan+proj"])
 @pytest.mark.parametrize("variant", ["d_ma", "ed_ma"])
-def test_fused_ddpm_matches_policy_sampler(variant):
+def test_fused_ddpm_matches_policy_sampler(monkeypatch, variant, split):
+    monkeypatch.setattr(fused, "SPLIT_OUT", split)
     policy = tiny_policy(variant, "ddpm", spec=tiny_spec(j=4))
     policy.backbone.set_runtime(scan_impl="sequential")
     b = 2

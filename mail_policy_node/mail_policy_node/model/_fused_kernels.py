@@ -213,6 +213,75 @@ def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, 
 
 
 @triton.jit
+def block_scan_kernel(SSM_S, A_LOG, DP, SCR, SSM_NEW, L, STATE_ROWS,
+                      DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, P: tl.constexpr, NCB: tl.constexpr,
+                      BL: tl.constexpr, BS: tl.constexpr, ZERO_STATE: tl.constexpr, WRITE_STATE: tl.constexpr, PDL: tl.constexpr):
+    """Split form of block_out, first half. Program (batch row, channel block): the selective SSM of
+    channels part*BS.. from the state through all L tokens once (token by token, fp32, block_out's
+    arithmetic in block_out's order), y_t + D skip and the SiLU(z) gate, written over the token's dt in its
+    scratch row (this program is the only reader of those dt values, and reads each before writing)."""
+    b = tl.program_id(0)
+    part = tl.program_id(1)
+    srow = b % STATE_ROWS
+    ch = part * BS + tl.arange(0, BS)
+    nn = tl.arange(0, BN)
+    smask = (ch[:, None] < DI) & (nn[None, :] < N)
+    a = -tl.exp(tl.load(A_LOG + ch[:, None] * N + nn[None, :], mask=smask, other=0.0).to(tl.float32))  # (BS, BN)
+    dsk = tl.load(DP + ch).to(tl.float32)
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+    S: tl.constexpr = 3 * DI + 2 * N + NCB * P
+    if ZERO_STATE:
+        st = tl.zeros((BS, BN), dtype=tl.float32)
+    else:
+        st = tl.load(SSM_S + srow * DI * N + ch[:, None] * N + nn[None, :], mask=smask, other=0.0)
+    for s in range(0, BL):  # BL: L rounded up to a power of two (a constexpr bound; L itself is not)
+        if s < L:
+            row = SCR + (b * L + s) * S
+            x_s = tl.load(row + ch)
+            z_s = tl.load(row + DI + ch)
+            dt_s = tl.load(row + 2 * DI + ch)
+            b_s = tl.load(row + 3 * DI + nn, mask=nn < N, other=0.0)
+            c_s = tl.load(row + 3 * DI + N + nn, mask=nn < N, other=0.0)
+            da = tl.exp(a * dt_s[:, None])
+            db = b_s[None, :] * dt_s[:, None]
+            st = st * da + db * x_s[:, None]
+            y = tl.sum(st * c_s[None, :], axis=1)
+            y += x_s * dsk
+            y *= z_s * tl.sigmoid(z_s)
+            tl.store(row + 2 * DI + ch, y)
+    if WRITE_STATE:
+        tl.store(SSM_NEW + b * DI * N + ch[:, None] * N + nn[None, :], st, mask=smask)
+
+
+@triton.jit
+def block_proj_kernel(H, ADD, OUT, W_OUT, B_OUT, SCR,
+                      DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, P: tl.constexpr, NCB: tl.constexpr,
+                      BO: tl.constexpr, HAS_ADD: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr):
+    """Split form of block_out, second half. Program (token, part): out_proj outputs part*BO.. of the
+    token's gated y (block_scan_kernel's) + residual (+ add)."""
+    pid = tl.program_id(0)
+    part = tl.program_id(1)
+    ch = tl.arange(0, DI)
+    oo = part * BO + tl.arange(0, BO)
+    wo = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)  # (BO, DI)
+    if HAS_B_OUT:
+        bo = tl.load(B_OUT + oo).to(tl.float32)
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+    y = tl.load(SCR + pid * (3 * DI + 2 * N + NCB * P) + 2 * DI + ch)
+    o = tl.sum(wo * y[None, :], axis=1)
+    if HAS_B_OUT:
+        o += bo
+    res = tl.load(H + pid * DM + oo).to(tl.float32) + o
+    if HAS_ADD:
+        res += tl.load(ADD + pid * DM + oo).to(tl.float32)
+    tl.store(OUT + pid * DM + oo, res.to(OUT.dtype.element_ty))
+
+
+@triton.jit
 def head_kernel(HL, NF_W, NF_B, W_AO, B_AO, X, NOISE, COEF, LOW, HIGH, W_AI, B_AI, SLOT, ROW0, SEQ,
                 t, M, eps,
                 J: tl.constexpr, BJ: tl.constexpr, A: tl.constexpr, BA: tl.constexpr, DM: tl.constexpr,

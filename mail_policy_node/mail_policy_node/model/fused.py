@@ -64,6 +64,12 @@ OUT_BLOCK = int(os.environ.get("MAIL_FUSED_BO", "32"))  # out_proj outputs per b
 DT_BLOCK = int(os.environ.get("MAIL_FUSED_BD", "64"))  # inner channels per block_dt program
 DT_WARPS = int(os.environ.get("MAIL_FUSED_DT_WARPS", "4"))  # warps per program of block_dt
 PDL = os.environ.get("MAIL_FUSED_PDL", "1") == "1"  # programmatic dependent launch where the GPU has it
+# block_out in two launches: the scan once per (row, SCAN_BLOCK channels) over all tokens, then out_proj per
+# (token, OUT_BLOCK outputs); block_out recomputes the scan of tokens 0..t in every (token, output block)
+# program. Off until timed on the H200 (scripts/gpu/engine_speed.py, variants with "s<channels>").
+SPLIT_OUT = os.environ.get("MAIL_FUSED_SPLIT", "0") == "1"
+SCAN_BLOCK = int(os.environ.get("MAIL_FUSED_BS", "16"))  # inner channels per block_scan program
+SCAN_WARPS = int(os.environ.get("MAIL_FUSED_SCAN_WARPS", "2"))  # warps per program of block_scan
 
 
 def available() -> bool:
@@ -90,7 +96,8 @@ def _kernel(name: str):
     from . import _fused_kernels
 
     return {"block_in": _fused_kernels.block_in_kernel, "block_dt": _fused_kernels.block_dt_kernel,
-            "block_out": _fused_kernels.block_out_kernel, "head": _fused_kernels.head_kernel}[name]
+            "block_out": _fused_kernels.block_out_kernel, "block_scan": _fused_kernels.block_scan_kernel,
+            "block_proj": _fused_kernels.block_proj_kernel, "head": _fused_kernels.head_kernel}[name]
 
 
 def interpreting() -> bool:
@@ -149,12 +156,23 @@ def block_continue(block, h: Tensor, state: MambaState | None, add: Tensor | Non
     _kernel("block_dt")[(tokens, di // bd)](
         scratch, mixer.dt_proj.weight, mixer.dt_proj.bias,
         DI=di, N=n, BN=_pow2(2 * n), R=r, BR=max(2, _pow2(r)), P=p, NCB=ncb, BD=bd, PDL=pdl, **launch(DT_WARPS))
-    _kernel("block_out")[(tokens, dm // bo)](
-        h, w(add), out, ssm_s, mixer.A_log, mixer.D, mixer.out_proj.weight, w(mixer.out_proj.bias), scratch, ssm_new,
-        length, rows,
-        DM=dm, DI=di, N=n, BN=bn, P=p, NCB=ncb, BL=_pow2(length), BO=bo,
-        HAS_ADD=add is not None, HAS_B_OUT=mixer.out_proj.bias is not None, ZERO_STATE=zero,
-        WRITE_STATE=write_state, PDL=pdl, **launch(NUM_WARPS))
+    if SPLIT_OUT:
+        bs = min(SCAN_BLOCK, di)
+        _kernel("block_scan")[(batch, di // bs)](
+            ssm_s, mixer.A_log, mixer.D, scratch, ssm_new, length, rows,
+            DI=di, N=n, BN=bn, P=p, NCB=ncb, BL=_pow2(length), BS=bs, ZERO_STATE=zero, WRITE_STATE=write_state, PDL=pdl,
+            **launch(SCAN_WARPS))
+        _kernel("block_proj")[(tokens, dm // bo)](
+            h, w(add), out, mixer.out_proj.weight, w(mixer.out_proj.bias), scratch,
+            DM=dm, DI=di, N=n, P=p, NCB=ncb, BO=bo, HAS_ADD=add is not None,
+            HAS_B_OUT=mixer.out_proj.bias is not None, PDL=pdl, **launch(NUM_WARPS))
+    else:
+        _kernel("block_out")[(tokens, dm // bo)](
+            h, w(add), out, ssm_s, mixer.A_log, mixer.D, mixer.out_proj.weight, w(mixer.out_proj.bias), scratch,
+            ssm_new, length, rows,
+            DM=dm, DI=di, N=n, BN=bn, P=p, NCB=ncb, BL=_pow2(length), BO=bo,
+            HAS_ADD=add is not None, HAS_B_OUT=mixer.out_proj.bias is not None, ZERO_STATE=zero,
+            WRITE_STATE=write_state, PDL=pdl, **launch(NUM_WARPS))
     return out, (MambaState(conv_new, ssm_new) if write_state else None)
 
 
