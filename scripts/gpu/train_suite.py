@@ -3,12 +3,15 @@
 evaluate each in closed loop, and write one JSON (and a markdown table) of the results.
 
     python scripts/gpu/train_suite.py --plan recipes --out $OUT/recipes.json [--budget 540]
+    python scripts/gpu/train_suite.py --plan noise --out $OUT/noise.json    (push and memory, noisy demos)
     python scripts/gpu/train_suite.py --plan paper --only push_dma_ddpm_20pct,push_dma_ddpm_100pct,\
         push_dtr_ddpm_20pct,push_dtr_ddpm_100pct --out $OUT/paper_push.json       (then pick_place_*)
 
 Plans (below): ``recipes`` (small CPU-sized policies: which training recipe reaches the quality bar on
-reach and push; memory with stream vs a one-frame window), ``paper`` (the paper's central claim: D-Ma
-vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50 demonstrations on push and pick_place), ``smoke``
+reach and push; memory with stream vs a one-frame window), ``push`` (the push recipe with more demos, larger
+frames, two frames; memory with more demos), ``noise`` (push and memory from demos recorded with the arm
+disturbed), ``push_more`` (1600 push demos), ``paper`` (the paper's central claim: D-Ma vs D-Tr, DDPM,
+paper sizes, 20 % and 100 % of 50 demonstrations on push and pick_place), ``smoke``
 (a few-second end-to-end check of this script, also on a CPU). Every stage is a `mail-il` command in
 its own process; a stage that fails or runs out of time is recorded and the others go on. Demos are
 kept in runs/gpu_demos and reused by later calls on the same machine.
@@ -39,6 +42,18 @@ CFG = ROOT / "mail_bringup" / "config" / "train"
 DEMOS = ROOT / "runs" / "gpu_demos"
 
 
+def demo_root(noise: float = 0.0) -> Path:
+    """Where the plan's demos of one kind lie: clean ones in runs/gpu_demos, ones recorded with
+    ``mail-il demos --action-noise`` in runs/gpu_demos_noise<rad>."""
+    return DEMOS if noise == 0 else ROOT / "runs" / f"gpu_demos_noise{noise:g}"
+
+
+def demo_key(key: str) -> tuple[str, float]:
+    """A plan's demos key: "push" (clean) or "push@0.02" (recorded with that action noise [rad])."""
+    task, _, noise = key.partition("@")
+    return task, float(noise or 0.0)
+
+
 def small(task: str, name: str, *over: str, steps: int = 2500, evals=((2,),)) -> dict:
     """A small BC policy like the shipped one (reach_dma_bc_cpu.yaml: 64x64, K=1, J=5, batch 32)."""
     return dict(name=name, config=str(CFG / "reach_dma_bc_cpu.yaml"), task=task,
@@ -56,15 +71,16 @@ def paper(task: str, backbone: str, fraction: float) -> dict:
                            "train.val_every=50", "train.ckpt_every=100"])
 
 
-def push(name: str, *over: str, steps: int = 5000) -> dict:
+def push(name: str, *over: str, steps: int = 5000, noise: float = 0.0) -> dict:
     """The CPU push recipe (push_dma_bc_cpu.yaml: small D-Ma BC, 64x64, K=1, J=5, batch 32), on the GPU."""
     return dict(name=name, config=str(CFG / "push_dma_bc_cpu.yaml"), task="push", evals=((0,),),
-                overrides=[f"data.bags=[{DEMOS / 'push'}]", f"train.steps={steps}", "train.threads=2", *over])
+                overrides=[f"data.bags=[{demo_root(noise) / 'push'}]", f"train.steps={steps}", "train.threads=2",
+                           *over])
 
 
-def memory(name: str, config: str, *over: str) -> dict:
+def memory(name: str, config: str, *over: str, noise: float = 0.0) -> dict:
     return dict(name=name, config=str(CFG / config), task="memory", evals=((5,),),
-                overrides=[f"data.bags=[{DEMOS / 'memory'}]", "train.threads=2", *over])
+                overrides=[f"data.bags=[{demo_root(noise) / 'memory'}]", "train.threads=2", *over])
 
 
 PLANS = {
@@ -107,6 +123,16 @@ PLANS = {
         demos={"push": 1600},
         runs=[push("push_1600"), push("push_1600_8k", steps=8000)],
         episodes=50, parallel_train=2, parallel_eval=2, eval_workers=6, eval_device="cpu"),
+    # demos recorded with the arm disturbed (mail-il demos --action-noise 0.02): do recoveries in the data
+    # close the gap between open-loop fit and closed-loop success (push; memory's stream policy)?
+    "noise": dict(
+        demos={"push@0.02": 800, "memory@0.02": 400},
+        runs=[
+            push("push_800_noise", noise=0.02),
+            memory("memory_stream_400_noise", "memory_dma_stream_cpu.yaml", "train.steps=2000", noise=0.02),
+            memory("memory_window_k1_400_noise", "memory_dma_window_k1_cpu.yaml", "train.steps=3200", noise=0.02),
+        ],
+        episodes=50, parallel_train=3, parallel_eval=3, eval_workers=4, eval_device="cpu"),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
@@ -174,18 +200,21 @@ def main() -> int:
         results["gpu"] = repr(e)
 
     # 1. demonstrations (reused when already there)
-    for task, n in plan["demos"].items():
-        have = len(list((DEMOS / task).glob("ep*"))) if (DEMOS / task).is_dir() else 0
+    for key, n in plan["demos"].items():
+        task, noise = demo_key(key)
+        root = demo_root(noise)
+        have = len(list((root / task).glob("ep*"))) if (root / task).is_dir() else 0
         t0 = time.time()
         if have < n:
-            r = run_all([(f"demos_{task}", cli("demos", "--task", task, "--episodes", str(n), "--seed", "0", "--out",
-                                               str(DEMOS), "--workers", str(args.demo_workers)),
-                          work / "logs" / f"demos_{task}.log")], 1, deadline)
-            results["demos"][task] = dict(r[f"demos_{task}"], episodes=n)
+            log = work / "logs" / f"demos_{task}{'_noise' if noise else ''}.log"
+            r = run_all([(key, cli("demos", "--task", task, "--episodes", str(n), "--seed", "0", "--out", str(root),
+                                   "--workers", str(args.demo_workers), "--action-noise", str(noise)), log)],
+                        1, deadline)
+            results["demos"][key] = dict(r[key], episodes=n, action_noise=noise)
         else:
-            results["demos"][task] = dict(rc=0, reused=have)
-        results["demos"][task]["seconds"] = round(time.time() - t0, 1)
-        print(f"[suite] demos {task}: {results['demos'][task]}", flush=True)
+            results["demos"][key] = dict(rc=0, reused=have, action_noise=noise)
+        results["demos"][key]["seconds"] = round(time.time() - t0, 1)
+        print(f"[suite] demos {key}: {results['demos'][key]}", flush=True)
         save()
 
     runs = [r for r in plan["runs"] if not args.only or r["name"] in args.only.split(",")]
