@@ -149,6 +149,18 @@ def block_dt_kernel(SCR, W_DT, B_DT,
 
 
 @triton.jit
+def _residual_out(y, wo, bo, H, ADD, OUT, pid, oo, DM: tl.constexpr, HAS_ADD: tl.constexpr):
+    """The end of block_out and block_proj: out_proj rows ``oo`` of y (wo: their weights, bo: their bias or
+    zeros), + the residual h (+ add) -> OUT."""
+    o = tl.sum(wo * y[None, :], axis=1)
+    o += bo
+    res = tl.load(H + pid * DM + oo).to(tl.float32) + o
+    if HAS_ADD:
+        res += tl.load(ADD + pid * DM + oo).to(tl.float32)
+    tl.store(OUT + pid * DM + oo, res.to(OUT.dtype.element_ty))
+
+
+@triton.jit
 def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, L, STATE_ROWS,
                      DM: tl.constexpr, DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, P: tl.constexpr,
                      NCB: tl.constexpr, BL: tl.constexpr, BO: tl.constexpr,
@@ -172,6 +184,8 @@ def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, 
     wo = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)  # (BO, DI)
     if HAS_B_OUT:
         bo = tl.load(B_OUT + oo).to(tl.float32)
+    else:
+        bo = tl.zeros((BO,), dtype=tl.float32)
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
@@ -203,13 +217,7 @@ def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, 
     y = tl.sum(st * c_t[None, :], axis=1)
     y += x_t * dsk
     y *= z_t * tl.sigmoid(z_t)
-    o = tl.sum(wo * y[None, :], axis=1)
-    if HAS_B_OUT:
-        o += bo
-    res = tl.load(H + pid * DM + oo).to(tl.float32) + o
-    if HAS_ADD:
-        res += tl.load(ADD + pid * DM + oo).to(tl.float32)
-    tl.store(OUT + pid * DM + oo, res.to(OUT.dtype.element_ty))
+    _residual_out(y, wo, bo, H, ADD, OUT, pid, oo, DM, HAS_ADD)
 
 
 @triton.jit
@@ -268,17 +276,13 @@ def block_proj_kernel(H, ADD, OUT, W_OUT, B_OUT, SCR,
     wo = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)  # (BO, DI)
     if HAS_B_OUT:
         bo = tl.load(B_OUT + oo).to(tl.float32)
+    else:
+        bo = tl.zeros((BO,), dtype=tl.float32)
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
     y = tl.load(SCR + pid * (3 * DI + 2 * N + NCB * P) + 2 * DI + ch)
-    o = tl.sum(wo * y[None, :], axis=1)
-    if HAS_B_OUT:
-        o += bo
-    res = tl.load(H + pid * DM + oo).to(tl.float32) + o
-    if HAS_ADD:
-        res += tl.load(ADD + pid * DM + oo).to(tl.float32)
-    tl.store(OUT + pid * DM + oo, res.to(OUT.dtype.element_ty))
+    _residual_out(y, wo, bo, H, ADD, OUT, pid, oo, DM, HAS_ADD)
 
 
 @triton.jit
