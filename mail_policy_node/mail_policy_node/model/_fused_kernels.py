@@ -149,6 +149,17 @@ def block_dt_kernel(SCR, W_DT, B_DT,
 
 
 @triton.jit
+def _out_weights(W_OUT, B_OUT, oo, ch, DI: tl.constexpr, BO: tl.constexpr, HAS_B_OUT: tl.constexpr):
+    """out_proj rows ``oo`` (BO, DI) fp32 and their bias (zeros without one)."""
+    wo = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)
+    if HAS_B_OUT:
+        bo = tl.load(B_OUT + oo).to(tl.float32)
+    else:
+        bo = tl.zeros((BO,), dtype=tl.float32)
+    return wo, bo
+
+
+@triton.jit
 def _residual_out(y, wo, bo, H, ADD, OUT, pid, oo, DM: tl.constexpr, HAS_ADD: tl.constexpr):
     """The end of block_out and block_proj: out_proj rows ``oo`` of y (wo: their weights, bo: their bias or
     zeros), + the residual h (+ add) -> OUT."""
@@ -181,11 +192,7 @@ def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, 
     smask = (ch[:, None] < DI) & (nn[None, :] < N)
     a = -tl.exp(tl.load(A_LOG + ch[:, None] * N + nn[None, :], mask=smask, other=0.0).to(tl.float32))  # (DI, BN)
     dsk = tl.load(DP + ch).to(tl.float32)
-    wo = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)  # (BO, DI)
-    if HAS_B_OUT:
-        bo = tl.load(B_OUT + oo).to(tl.float32)
-    else:
-        bo = tl.zeros((BO,), dtype=tl.float32)
+    wo, bo = _out_weights(W_OUT, B_OUT, oo, ch, DI, BO, HAS_B_OUT)
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
@@ -273,11 +280,7 @@ def block_proj_kernel(H, ADD, OUT, W_OUT, B_OUT, SCR,
     part = tl.program_id(1)
     ch = tl.arange(0, DI)
     oo = part * BO + tl.arange(0, BO)
-    wo = tl.load(W_OUT + oo[:, None] * DI + ch[None, :]).to(tl.float32)  # (BO, DI)
-    if HAS_B_OUT:
-        bo = tl.load(B_OUT + oo).to(tl.float32)
-    else:
-        bo = tl.zeros((BO,), dtype=tl.float32)
+    wo, bo = _out_weights(W_OUT, B_OUT, oo, ch, DI, BO, HAS_B_OUT)
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
