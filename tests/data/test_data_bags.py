@@ -64,7 +64,7 @@ def test_demo_bag_has_the_stack_topics(demo):
     assert times == sorted(times)
     events = [r.event for r in records if isinstance(r, EpisodeEventRecord)]
     assert [e["event"] for e in events] == ["start", "end"]
-    assert events[0] == {"event": "start", "episode": 2, "task": "reach", "seed": 4, "dt": 0.1}
+    assert events[0] == {"event": "start", "episode": 2, "task": "reach", "seed": 4, "dt": 0.1, "action_noise": 0.0}
     assert events[1]["success"] is True and events[1]["steps"] == result["steps"]
     assert events[1]["settle_steps"] == SETTLE_STEPS
     image = next(r for r in records if isinstance(r, ImageRecord))
