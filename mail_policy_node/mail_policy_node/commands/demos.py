@@ -82,8 +82,8 @@ class ActionNoise:
 
     Per arm joint, an AR(1) process n_t = rho n_(t-1) + sqrt(1 - rho^2) sigma e_t (stationary standard
     deviation about ``sigma`` [rad], e_t standard normal; n_t clipped to +-2 sigma), so that a deviation
-    lasts a few steps and shows in the images, and never exceeds 2 sigma; the gripper is never disturbed. Drawn from the episode's seed: the same seed
-    records the same demo."""
+    lasts a few steps and shows in the images, and never exceeds 2 sigma; the gripper is never disturbed.
+    Drawn from the episode's seed: the same seed records the same demo."""
 
     def __init__(self, sigma: float, seed: int, rho: float = 0.8, joints: int = 7):
         if not (sigma >= 0.0 and math.isfinite(sigma)):

@@ -230,7 +230,8 @@ def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, 
 @triton.jit
 def block_scan_kernel(SSM_S, A_LOG, DP, SCR, SSM_NEW, L, STATE_ROWS,
                       DI: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, P: tl.constexpr, NCB: tl.constexpr,
-                      BL: tl.constexpr, BS: tl.constexpr, ZERO_STATE: tl.constexpr, WRITE_STATE: tl.constexpr, PDL: tl.constexpr):
+                      BL: tl.constexpr, BS: tl.constexpr, ZERO_STATE: tl.constexpr, WRITE_STATE: tl.constexpr,
+                      PDL: tl.constexpr):
     """Split form of block_out, first half. Program (batch row, channel block): the selective SSM of
     channels part*BS.. from the state through all L tokens once (token by token, fp32, block_out's
     arithmetic in block_out's order), y_t + D skip and the SiLU(z) gate, written over the token's dt in its

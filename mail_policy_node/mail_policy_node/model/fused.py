@@ -160,8 +160,8 @@ def block_continue(block, h: Tensor, state: MambaState | None, add: Tensor | Non
         bs = min(SCAN_BLOCK, di)
         _kernel("block_scan")[(batch, di // bs)](
             ssm_s, mixer.A_log, mixer.D, scratch, ssm_new, length, rows,
-            DI=di, N=n, BN=bn, P=p, NCB=ncb, BL=_pow2(length), BS=bs, ZERO_STATE=zero, WRITE_STATE=write_state, PDL=pdl,
-            **launch(SCAN_WARPS))
+            DI=di, N=n, BN=bn, P=p, NCB=ncb, BL=_pow2(length), BS=bs, ZERO_STATE=zero, WRITE_STATE=write_state,
+            PDL=pdl, **launch(SCAN_WARPS))
         _kernel("block_proj")[(tokens, dm // bo)](
             h, w(add), out, mixer.out_proj.weight, w(mixer.out_proj.bias), scratch,
             DM=dm, DI=di, N=n, P=p, NCB=ncb, BO=bo, HAS_ADD=add is not None,
