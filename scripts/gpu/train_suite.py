@@ -38,6 +38,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "mail_policy_node"))
+
+from mail_policy_node.training.config import ConfigError  # noqa: E402
+from mail_policy_node.training.trainer import latest_checkpoint  # noqa: E402
 CFG = ROOT / "mail_bringup" / "config" / "train"
 DEMOS = ROOT / "runs" / "gpu_demos"
 
@@ -111,7 +115,7 @@ PLANS = {
     "push": dict(
         demos={"push": 800, "memory": 400},
         runs=[
-            push("push_800", ),
+            push("push_800"),
             push("push_800_96px", "data.image_size=[96,96]"),
             push("push_800_k2", "policy.obs_horizon=2"),
             memory("memory_stream_400", "memory_dma_stream_cpu.yaml", "train.steps=2000"),
@@ -242,10 +246,10 @@ def main() -> int:
     for r in runs:
         final = work / r["name"] / "final"
         if not (final / "model.safetensors").is_file():  # stopped at the deadline: its newest checkpoint
-            steps = sorted((work / r["name"] / "checkpoints").glob("step_*/model.safetensors"))
-            if not steps:
+            try:
+                final = latest_checkpoint(work / r["name"])
+            except ConfigError:
                 continue
-            final = steps[-1].parent
             results["runs"][r["name"]]["train"]["evaluated_checkpoint"] = final.name
         for (horizon,) in r["evals"]:
             key = f"{r['name']}@h{horizon}"

@@ -60,7 +60,8 @@ def make_policy_config(cfg: TrainConfig, spec: FeatureSpec) -> PolicyConfig:
         raise ConfigError(f"policy config: {e}") from None
 
 
-def _latest_checkpoint(path: Path) -> Path:
+def latest_checkpoint(path: Path) -> Path:
+    """A training output folder's newest resumable checkpoint (or ``path`` itself when it is one)."""
     if (path / STATE_JSON).is_file():
         return path
     steps = sorted((path / "checkpoints").glob("step_*")) if (path / "checkpoints").is_dir() else []
@@ -82,7 +83,7 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.resume_from = None
         if resume is not None:
-            self.resume_from = _latest_checkpoint(Path(self.out if resume == "auto" else resume))
+            self.resume_from = latest_checkpoint(Path(self.out if resume == "auto" else resume))
             saved = json.loads((self.resume_from / STATE_JSON).read_text())["config"]
             for section in ("data", "policy"):
                 if saved[section] != cfg.to_dict()[section]:
