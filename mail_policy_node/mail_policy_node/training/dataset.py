@@ -43,8 +43,7 @@ class Stats:
         if relative is None:
             a = np.concatenate([np.asarray(e.actions, np.float64) for e in episodes])
         else:
-            a = np.concatenate([relative.offsets(episode_chunks(e, relative.J).astype(np.float64), e.state)
-                                .reshape(-1, len(e.action_names)) for e in episodes])
+            a = np.concatenate([relative.chunks(e, np.float64).reshape(-1, len(e.action_names)) for e in episodes])
         s = np.concatenate([np.asarray(e.state, np.float64) for e in episodes])
         return cls(a.mean(0), a.std(0), a.min(0), a.max(0), s.mean(0), s.std(0))
 
@@ -67,9 +66,10 @@ class Relative:
         out[..., self.actions] -= state[..., None, self.states]
         return out
 
-    def chunks(self, e: Episode) -> np.ndarray:
-        """(n, J, A): every step's chunk as offsets from that step's state."""
-        return self.offsets(episode_chunks(e, self.J), e.state)
+    def chunks(self, e: Episode, dtype=None) -> np.ndarray:
+        """(n, J, A): every step's chunk (as ``dtype``, default the actions') as offsets from that step's state."""
+        return self.offsets(episode_chunks(e, self.J).astype(dtype or np.asarray(e.actions).dtype, copy=False),
+                            e.state)
 
 
 def episode_chunks(e: Episode, J: int) -> np.ndarray:
