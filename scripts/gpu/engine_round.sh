@@ -9,7 +9,7 @@
 #          the fp64 floor of D-Ma and ED-Ma, engine parity, `mail-il bench engine` at K=5 with the chosen
 #          encoder flags, then an eager profile in the time left
 #   v5:    block_out against its split form (block_scan + block_proj, model/fused.py SPLIT_OUT) in D-Ma DDPM-16
-#          stream timing (writes best.env), engine parity with the chosen kernels (includes the fused-encoder
+#          stream timing (writes best.env), engine parity with the chosen kernels (includes the module-encoder
 #          case), `mail-il bench engine` at K=5 with them and the fused encoder, an eager profile
 # Run from the repository root with mamba-ssm / causal-conv1d importable (see ../shared/gpu).
 set -u

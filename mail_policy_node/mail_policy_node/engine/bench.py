@@ -180,7 +180,7 @@ def _interleaved(runners: dict, steps: int) -> dict:
 def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants=("d_ma", "ed_ma"),
               heads=("ddpm", "bc"), ks=(1, 5, 10), lengths=(10, 100, 1000), weights: str = "float32",
               cuda_graphs: bool = True, steps: int | None = None, log=None, fused: bool = True,
-              fused_encoder: bool = False, channels_last: bool = True) -> dict:
+              fused_encoder: bool = True, channels_last: bool = True) -> dict:
     log = log or (lambda line: print(line, flush=True))
     dev = torch.device(device)
     steps = steps or (3 if quick else 30)
@@ -275,8 +275,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--no-cuda-graphs", action="store_true")
     p.add_argument("--no-fused", action="store_true", help="CUDA: the kernel path without the fused Triton kernels")
-    p.add_argument("--fused-encoder", action="store_true",
-                   help="CUDA: the camera trunks with fused GroupNorm epilogues (engine/fused_encoder.py)")
+    p.add_argument("--fused-encoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="CUDA: the camera trunks with fused GroupNorm epilogues (engine/fused_encoder.py; default on)")
     p.add_argument("--no-channels-last", action="store_true", help="camera trunks in NCHW memory")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", default="engine_bench.json", help="JSON output path")

@@ -64,12 +64,14 @@ OUT_BLOCK = int(os.environ.get("MAIL_FUSED_BO", "32"))  # out_proj outputs per b
 DT_BLOCK = int(os.environ.get("MAIL_FUSED_BD", "64"))  # inner channels per block_dt program
 DT_WARPS = int(os.environ.get("MAIL_FUSED_DT_WARPS", "4"))  # warps per program of block_dt
 PDL = os.environ.get("MAIL_FUSED_PDL", "1") == "1"  # programmatic dependent launch where the GPU has it
-# block_out in two launches: the scan once per (row, SCAN_BLOCK channels) over all tokens, then out_proj per
-# (token, OUT_BLOCK outputs); block_out recomputes the scan of tokens 0..t in every (token, output block)
-# program. Off until timed on the H200 (scripts/gpu/engine_speed.py, variants with "s<channels>").
-SPLIT_OUT = os.environ.get("MAIL_FUSED_SPLIT", "0") == "1"
-SCAN_BLOCK = int(os.environ.get("MAIL_FUSED_BS", "16"))  # inner channels per block_scan program
-SCAN_WARPS = int(os.environ.get("MAIL_FUSED_SCAN_WARPS", "2"))  # warps per program of block_scan
+# The scan and out_proj in two launches: block_scan once per (row, SCAN_BLOCK channels) over all tokens,
+# then block_proj per (token, OUT_BLOCK outputs). MAIL_FUSED_SPLIT=0 gives the single block_out launch, which
+# recomputes the scan of tokens 0..t in every (token, output block) program: on the H200 (round v5,
+# docs/results/engine_h200_v5.json) D-Ma DDPM-16 K=5 stream took 5.47 ms per step with it and 3.40 ms
+# with the split form at 8 channels and 1 warp per scan program (16/2: 3.69 ms, 32/4: 3.67 ms).
+SPLIT_OUT = os.environ.get("MAIL_FUSED_SPLIT", "1") == "1"
+SCAN_BLOCK = int(os.environ.get("MAIL_FUSED_BS", "8"))  # inner channels per block_scan program
+SCAN_WARPS = int(os.environ.get("MAIL_FUSED_SCAN_WARPS", "1"))  # warps per program of block_scan
 
 
 def available() -> bool:
