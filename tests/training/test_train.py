@@ -109,6 +109,21 @@ def test_config_errors_name_the_key(tmp_path):
     assert cfg.policy.head == "BC" and cfg.train.steps == 5 and cfg.train.device == "cuda"
 
 
+def test_on_off_settings_survive_yaml_booleans(tmp_path):
+    """YAML reads a bare off / on as a boolean: `amp: off` in a file or `train.amp=off` on the command line
+    (which failed a GPU run: 'train.amp must be auto, bf16 or off, got False') means the word."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train: {steps: 5, amp: off, ema: on}\n")
+    cfg = load_config(cfg_file)
+    assert (cfg.train.amp, cfg.train.ema) == ("off", "on")
+    cfg = load_config(cfg_file, ["train.amp=off", "train.ema=off", "train.kernels=off"])
+    assert (cfg.train.amp, cfg.train.ema, cfg.train.kernels) == ("off", "off", "off")
+    with pytest.raises(ConfigError, match="train.amp must be auto, bf16 or off, got 'on'"):
+        load_config(cfg_file, ["train.amp=on"])
+    with pytest.raises(ConfigError, match="data.use_joint_state"):  # a real boolean setting stays one
+        load_config(cfg_file, ["data.use_joint_state=off", "policy.relative_actions=true"])
+
+
 def test_cli_trains_and_reports_clear_errors(bag_dir, tmp_path, capsys):
     cfg = tiny_config([bag_dir], tmp_path / "cli", tmp_path / "cache")
     path = tmp_path / "cfg.yaml"

@@ -188,10 +188,17 @@ class TrainConfig:
             bad = set(sub) - known
             if bad:
                 raise ConfigError(f"unknown keys in {name}: {sorted(bad)}; known: {sorted(known)}")
-            kw[name] = klass(**sub)
+            kw[name] = klass(**_yaml_switches(klass, sub))
         if "out" in d:
             kw["out"] = str(d["out"])
         return cls(**kw).validate()
+
+
+def _yaml_switches(klass, sub: dict) -> dict:
+    """YAML 1.1 reads ``off`` / ``on`` (and no / yes) as booleans: a boolean given for a text setting such as
+    ``train.amp: off`` or ``train.ema: on`` means that word, not an error."""
+    text_fields = {f.name for f in fields(klass) if isinstance(f.default, str)}
+    return {k: ("on" if v else "off") if k in text_fields and isinstance(v, bool) else v for k, v in sub.items()}
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
