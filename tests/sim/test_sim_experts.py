@@ -75,8 +75,12 @@ def test_memory_expert_follows_the_cue():
     touched, actions = {}, {}
     for cue in ("left", "right"):
         log = []
-        result = run_expert_episode(env, 11, options={"cue": cue}, on_step=lambda o, a, n, i: log.append(a))
+        distances = []
+        result = run_expert_episode(env, 11, options={"cue": cue},
+                                    on_step=lambda o, a, n, i: (log.append(a), distances.append(i["goal_distance"])))
         assert result["success"], f"cue {cue}: expert did not touch the right pad"
+        # the distance to the cued pad's touch region falls from over 10 cm to 0 at the touch
+        assert distances[0] > 0.1 and distances[-1] == 0.0 and min(distances[:-1]) > 0.0
         touched[cue] = env.state()["tcp"][:2]
         pad = env.state()[f"pad_{cue}"][:2]
         assert np.linalg.norm(touched[cue] - pad) < 0.04

@@ -93,7 +93,7 @@ class Task:
 
     def goal_distance(self, model, data, params: dict) -> float | None:
         """How far the task is from done [m] (what success thresholds), or None where no distance
-        says it (memory). Closed-loop runs report it at the start and end of an episode."""
+        says it. Closed-loop runs report it at the start and end of an episode."""
         return None
 
 
@@ -264,6 +264,15 @@ class MemoryTask(Task):
             if np.linalg.norm(tcp[:2] - np.asarray(params[f"pad_{side}"][:2])) < PAD_RADIUS:
                 return side
         return None
+
+    def goal_distance(self, model, data, params):
+        """From the tcp to the cued pad's touch region (over the pad, below touch_height): 0 = touching it.
+        A failed episode that ends far from it went to the other pad or never chose; one that ends a few cm
+        away chose right and missed."""
+        tcp = tcp_pos(model, data)
+        across = max(0.0, float(np.linalg.norm(tcp[:2] - np.asarray(params[f"pad_{params['cue']}"][:2]))) - PAD_RADIUS)
+        above = max(0.0, float(tcp[2]) - self.touch_height)
+        return float(np.hypot(across, above))
 
     def evaluate(self, model, data, params):
         touched = self._touched(model, data, params)
