@@ -9,7 +9,9 @@ Per variant (D-Ma, ED-Ma), head and K, four ways to produce the same kind of chu
 - ``stream``: the engine, streaming layout, history stream (one new step per control step).
 And the stream step at episode positions 10, 100, 1000 (its cost must stay flat; the engine is moved to
 that position by feeding random tokens straight into its state, see `advance_stream`). Peak memory: CUDA
-allocator peak per configuration; on the CPU the process's peak RSS (monotonic over the run).
+allocator peak above what was allocated before the configuration was built (its weights, caches and
+workspace; the runners built before it stay alive, so an absolute peak would add them up); on the CPU
+the process's peak RSS (monotonic over the run).
 
 Run: ``mail-il bench engine [--device cpu|cuda] [--quick] [--out engine_bench.json]``, or
 ``python -m mail_policy_node.engine.bench ...``. Prints a table, writes JSON.
@@ -55,15 +57,19 @@ def _frames(spec: FeatureSpec, rng: np.random.Generator, batch: int) -> dict:
     return {c.name: rng.integers(0, 256, (batch, c.height, c.width, 3), dtype=np.uint8) for c in spec.cameras}
 
 
-def _peak_mb(device: torch.device) -> float:
+def _peak_mb(device: torch.device, since: float = 0.0) -> float:
+    """CUDA: the allocator's peak since `_reset_peak`, less ``since`` (its baseline); CPU: peak RSS."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return torch.cuda.max_memory_allocated(device) / 2**20 - since
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def _reset_peak(device: torch.device) -> float:
+    """Start a new CUDA peak; returns what is allocated now [MB], the baseline for `_peak_mb`."""
+    if device.type != "cuda":
+        return 0.0
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device) / 2**20
 
 
 def _stats(times: list[float]) -> dict:
@@ -199,14 +205,14 @@ def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants
                     layout = "paper" if mode in ("reference", "paper") else "streaming"
                     history = "stream" if mode == "stream" else "window"
                     policy = bench_policy(variant, head, k, layout, history)
-                    _reset_peak(dev)
+                    base_mb = _reset_peak(dev)
                     if mode == "reference":  # the model's own runtime choices (scan "auto", kernels on CUDA)
                         runners[mode] = _ReferenceRunner(policy.to(dev), batch)
                     else:
                         runners[mode] = _EngineRunner(InferenceEngine(policy, ecfg(history)))
                     for _ in range(warmup):
                         runners[mode].step()
-                    peaks[mode] = _peak_mb(dev)
+                    peaks[mode] = _peak_mb(dev, base_mb)
                 for mode, stats in _interleaved(runners, steps).items():
                     row = dict(variant=variant, head=head, K=k, mode=mode, peak_mb=peaks[mode], **stats)
                     rows.append(row)
@@ -231,7 +237,8 @@ def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants
                 note="step = observe (frames in) + act (chunk on the host); reference = MaIL's way (re-encode K "
                      "frames, full recompute per denoising step); modes timed round-robin; stream positions "
                      "reached by random tokens fed into the state (advance_stream); peak_mb: CUDA allocator peak "
-                     "while building and warming each runner, on the CPU the process peak RSS (monotonic)",
+                     "while building and warming each runner above what was allocated before it, on the CPU "
+                     "the process peak RSS (monotonic)",
                 rows=rows, stream_length=flat, summary=summarise(rows, flat, dev))
 
 
