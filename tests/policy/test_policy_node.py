@@ -79,10 +79,12 @@ def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
 
             r = set_checkpoint(p.node, "b")
             assert r.successful, r.reason
+            # the load announces itself: a LOADING status naming b, while a still runs
+            loading_b = wait_for(lambda: next((s for s in list(status) if s.state == PolicyStatus.STATE_LOADING
+                                               and "'b'" in s.reason), None), 10, what="a status loading b")
             wait_for(lambda: chunks[-1].policy_id != a_id, 30, what="chunks from checkpoint b")
             wait_for(lambda: len(chunks) >= 3 + n_before + 4, 30, what="more chunks")
-            # the status timer shares the executor that was busy loading b: the first status after the
-            # swap request says LOADING, the next (0.5 s later) running b
+            # then LOADING until the swap at the next chunk boundary, then running b
             last_status = wait_for(lambda: status[-1] if status[-1].checkpoint == "b" and
                                    status[-1].state == PolicyStatus.STATE_RUNNING else None, 10,
                                    what="a status reporting b running")
@@ -108,5 +110,6 @@ def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
     assert c.dimension_names[0] == "fr3_joint1" and c.checkpoint == "b"
     stamp = c.header.stamp.sec + 1e-9 * c.header.stamp.nanosec
     assert abs(stamp - time.time()) < 5.0
+    assert loading_b.checkpoint == "a" and "keeps going" in loading_b.reason
     assert last_status.state == PolicyStatus.STATE_RUNNING and last_status.checkpoint == "b"
     assert last_status.chunks_published >= 1 and last_status.latency_p99_ms > 0

@@ -5,9 +5,10 @@ tick runs in a thread of its own, at `rate_hz` or (rate_hz 0) whenever a frame a
 a set as soon as it is complete. The camera and joint-state subscriptions live on a companion node
 (`<name>_inputs`) with its own single-threaded executor thread; their callbacks only store messages.
 Setting the `checkpoint` parameter loads, validates and warms up the new checkpoint in the parameter
-callback, which blocks only this node's executor: inputs keep flowing and the old policy keeps
-ticking; the swap happens at the next chunk boundary. A refused checkpoint rejects the parameter
-change with the reason, and nothing else changes.
+callback, which blocks only this node's executor: inputs keep flowing, the old policy keeps ticking
+and the status keeps coming (its timer is on the companion node; a LOADING status naming the
+checkpoint goes out as the load starts); the swap happens at the next chunk boundary. A refused
+checkpoint rejects the parameter change with the reason, and nothing else changes.
 
 Why single-threaded executors and no executor timer for the tick: rclpy's MultiThreadedExecutor burnt
 most of a core on its own wake-ups (78 % for 100 Hz joint states + 20 Hz images, see nodes.run), and
@@ -63,6 +64,8 @@ class PolicyNode(Node):
         self.engine_config = EngineConfig(history=history or None, device=device, sampler=sampler or None)
         self.state, self.reason = PolicyStatus.STATE_IDLE, "no checkpoint set"
         self.runtime: PolicyRuntime | None = None
+        self._loading: str | None = None  # the checkpoint being loaded, validated and warmed up
+        self._status_lock = threading.Lock()  # status goes out from the companion's timer and from a load
         self._logged_causes: set[str] = set()  # each drop cause is logged once, then only counted
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -80,7 +83,7 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/reset_episode", self.on_reset)
         self.create_service(Trigger, "~/pause", self.on_pause)
         self.create_service(Trigger, "~/resume", self.on_resume)
-        self.create_timer(0.5, self.publish_status)
+        self.inputs.create_timer(0.5, self.publish_status)  # not on this node: a load blocks its executor
         self._stop = threading.Event()
         self._frame_arrived = threading.Event()  # rate_hz 0: wakes the tick thread
         self._ticker = threading.Thread(target=self._tick_loop, name="tick", daemon=True)
@@ -97,10 +100,19 @@ class PolicyNode(Node):
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def _load(self, name: str) -> LoadedPolicy:
-        """Load, validate and warm up in a thread of lower OS priority, so the tick thread keeps its
-        pace while a swap candidate loads (at equal priority a swap stretched the chunk gap past the
-        controller's watchdog timeout on a 2-core machine)."""
+        """Load, validate and warm up a checkpoint; the status says LOADING (with its name) meanwhile."""
         self.get_logger().info(f"loading checkpoint {name!r} from {self.root}")
+        self._loading = name
+        self.publish_status()
+        try:
+            return self._load_in_thread(name)
+        finally:
+            self._loading = None
+
+    def _load_in_thread(self, name: str) -> LoadedPolicy:
+        """In a thread of lower OS priority, so the tick thread keeps its pace while a swap candidate
+        loads (at equal priority a swap stretched the chunk gap past the controller's watchdog timeout on
+        a 2-core machine)."""
         result: dict = {}
 
         def work():
@@ -234,6 +246,10 @@ class PolicyNode(Node):
 
     # ---- status -----------------------------------------------------------------------------------
     def publish_status(self) -> None:
+        with self._status_lock:
+            self.status_pub.publish(self._status())
+
+    def _status(self) -> PolicyStatus:
         m = PolicyStatus()
         m.header.stamp = self.get_clock().now().to_msg()
         m.state, m.reason = self.state, self.reason
@@ -253,7 +269,11 @@ class PolicyNode(Node):
             m.rate_hz = float(s["rate_hz"])
             m.latency_p50_ms, m.latency_p99_ms = float(s["latency_p50_ms"]), float(s["latency_p99_ms"])
             m.inference_p50_ms, m.inference_p99_ms = float(s["inference_p50_ms"]), float(s["inference_p99_ms"])
-        self.status_pub.publish(m)
+        loading = self._loading
+        if loading is not None:
+            m.state = PolicyStatus.STATE_LOADING
+            m.reason = f"loading checkpoint {loading!r}" + ("; the running one keeps going" if self.runtime else "")
+        return m
 
 
     def destroy_node(self):
