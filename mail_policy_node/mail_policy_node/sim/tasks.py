@@ -256,12 +256,17 @@ class MemoryTask(Task):
         color = CUE_COLORS[params["cue"]] if t < CUE_OFF_TIME - 1e-9 else CUE_OFF_COLOR
         model.geom_rgba[model.geom("cue").id] = color
 
+    @staticmethod
+    def _from_pad(tcp, params, side: str) -> float:
+        """Horizontal distance from the tcp to the centre of pad ``side`` [m]."""
+        return float(np.linalg.norm(tcp[:2] - np.asarray(params[f"pad_{side}"][:2])))
+
     def _touched(self, model, data, params) -> str | None:
         tcp = tcp_pos(model, data)
         if tcp[2] > self.touch_height:
             return None
         for side in ("left", "right"):
-            if np.linalg.norm(tcp[:2] - np.asarray(params[f"pad_{side}"][:2])) < PAD_RADIUS:
+            if self._from_pad(tcp, params, side) < PAD_RADIUS:
                 return side
         return None
 
@@ -270,7 +275,7 @@ class MemoryTask(Task):
         A failed episode that ends far from it went to the other pad or never chose; one that ends a few cm
         away chose right and missed."""
         tcp = tcp_pos(model, data)
-        across = max(0.0, float(np.linalg.norm(tcp[:2] - np.asarray(params[f"pad_{params['cue']}"][:2]))) - PAD_RADIUS)
+        across = max(0.0, self._from_pad(tcp, params, params["cue"]) - PAD_RADIUS)
         above = max(0.0, float(tcp[2]) - self.touch_height)
         return float(np.hypot(across, above))
 
