@@ -10,6 +10,7 @@ limit, limit hits, watchdog trips, rejected chunks).
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import threading
@@ -30,13 +31,14 @@ class EpisodeResult:
     max_velocity_ratio: float  # max over sent commands of |dq_i| / dq_max_i (<= 1: within limits)
     max_acceleration_ratio: float  # the same for the acceleration between consecutive commands
     position_violations: int  # commands outside the filter's joint position limits (margin included)
-    limit_hits: int
+    limit_hits: int  # ControllerStatus.limit_hits: cycles in which the safety filter overrode the command
     watchdog_trips: int
     chunks_rejected: int
     start_distance: float | None = None  # task distance to done [m] when the episode began (sim.tasks)
     final_distance: float | None = None  # ... when it ended
     min_distance: float | None = None  # closest the episode came
     cycle_jitter_p99_ms: float = 0.0  # controller's control-cycle period deviation from nominal
+    limits: dict = field(default_factory=dict)  # limit name -> cycles (ControllerStatus.limit_names/_counts)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class ClosedLoopReport:
                     max_acceleration_ratio=round(max((e.max_acceleration_ratio for e in self.episodes), default=0.0), 3),
                     position_violations=sum(e.position_violations for e in self.episodes),
                     limit_hits=sum(e.limit_hits for e in self.episodes),
+                    limits=dict(sum((collections.Counter(e.limits) for e in self.episodes), collections.Counter())),
                     watchdog_trips=sum(e.watchdog_trips for e in self.episodes),
                     chunks_rejected=sum(e.chunks_rejected for e in self.episodes),
                     goal_distance_start_m=_median([e.start_distance for e in self.episodes]),
@@ -253,7 +256,8 @@ def _episode(obs, world, env, seed, limits, period_hz, log, echo, stack) -> Epis
                                chunks_rejected=int(cs.chunks_rejected) if cs else 0,
                                start_distance=end.get("start_distance"), final_distance=end.get("final_distance"),
                                min_distance=end.get("min_distance"),
-                               cycle_jitter_p99_ms=float(cs.cycle_jitter_p99_ms) if cs else 0.0)
+                               cycle_jitter_p99_ms=float(cs.cycle_jitter_p99_ms) if cs else 0.0,
+                               limits=dict(zip(cs.limit_names, map(int, cs.limit_counts))) if cs else {})
         dist = (f", goal distance {result.start_distance:.3f} -> {result.final_distance:.3f} m"
                 if result.start_distance is not None and result.final_distance is not None else "")
         log(f"[demo]   episode seed {seed}: {'success' if result.success else 'failure'} in {result.duration_s} s, "

@@ -226,6 +226,29 @@ def test_ee_delta_pose_unreachable_is_rejected():
     assert not v.ok and v.reason == ChunkRejection.IK_FAILED
 
 
+def _follow_a_ramp(speed: float, seconds: float = 3.0):
+    """A 10 Hz policy whose chunks (5 x 0.1 s) follow one straight joint-space ramp at ``speed`` rad/s per
+    joint, through a 1 kHz controller."""
+    c = make(period=0.001, timeout=1.0)
+    direction = np.array([1, -1, 1, -1, 1, 1, -1.0])
+    for k in range(1, int(seconds * 1000)):
+        t = k * 0.001
+        if k % 100 == 1:
+            rows = READY_POSE + speed * (t - 0.03 + 0.1 * np.arange(1, 6))[:, None] * direction
+            assert c.submit_chunk(joint_chunk(t - 0.03, rows, seq=k // 100, dt=0.1), now=t).ok
+        c.step(t)
+    return c.counters
+
+
+def test_limit_hits_count_overrides_not_smoothing():
+    slow = _follow_a_ramp(0.05)  # far inside every limit: the filter only smooths 10 Hz targets
+    assert slow.limit_hits == 0
+    assert slow.limits["jerk"] > 0  # ... which is still listed, by name
+    fast = _follow_a_ramp(3.0)  # 3 rad/s asked, the velocity limit is 0.5-1.0 rad/s
+    assert fast.limits["velocity"] > 0.9 * fast.cycles
+    assert fast.limit_hits >= fast.limits["velocity"]
+
+
 @pytest.mark.parametrize("blend", ["replace", "crossfade", "temporal_ensemble"])
 def test_chunk_boundaries_with_disagreeing_chunks_stay_within_the_per_cycle_bound(blend):
     c = make(blend=blend, timeout=1.0)

@@ -179,6 +179,10 @@ def test_gripper_clamped_and_nan_keeps_previous(filt):
     assert r.command.gripper == 0.05 and Limit.GRIPPER in r.hits
     r = filt.step(s, READY_POSE, None)
     assert r.command.gripper == 0.05 and r.hits == Limit.NONE
+    r = filt.step(s, READY_POSE, 0.0805)  # clamped, but too little to report
+    assert r.command.gripper == 0.08 and r.hits == Limit.NONE
+    r = filt.step(s, READY_POSE, -0.002)
+    assert r.command.gripper == 0.0 and Limit.GRIPPER in r.hits
 
 
 def test_start_outside_joint_range_can_only_move_back_in(filt):

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from mail_policy_node.control.safety import Limit
 from tests.rosutil import node_process, probe, stop_process, wait_for
 
 pytestmark = pytest.mark.ros
@@ -74,6 +75,12 @@ def test_chunks_move_the_command_within_limits_and_watchdog_holds(controller):
     assert s.watchdog_trips >= 1 and s.dry_run and s.chunks_received >= 20
     # a loaded machine may deliver a chunk after its last action was due (rejected as all-stale: correct)
     assert s.chunks_rejected < s.chunks_received / 2, (s.chunks_rejected, s.chunks_received)
+    # cycles per limit: the 0.3 rad step asks for nothing the limits forbid, so the filter only smoothed
+    # it (acceleration, jerk: listed by name, not counted in limit_hits)
+    limits = dict(zip(s.limit_names, s.limit_counts))
+    assert set(limits) <= {m.name.lower() for m in Limit}
+    assert limits.get("jerk", 0) > 0 and s.limit_hits == 0, (limits, s.limit_hits)
+    assert set(limits) <= {"acceleration", "jerk"}, limits
 
 
 def test_malformed_and_nan_chunks_are_rejected_and_counted(controller):

@@ -120,6 +120,14 @@ def _record_and_train(args, out: Path, timings: dict) -> Path:
     return train / "final"
 
 
+def _limits(hits: int, limits: dict) -> str:
+    """'12 cycles (velocity 12); smoothing: acceleration 840, jerk 910'"""
+    shaping = ("acceleration", "jerk")
+    over = ", ".join(f"{k} {v}" for k, v in sorted(limits.items()) if k not in shaping)
+    smooth = ", ".join(f"{k} {limits[k]}" for k in shaping if k in limits)
+    return f"{hits} cycles" + (f" ({over})" if over else "") + (f"; smoothing: {smooth}" if smooth else "")
+
+
 def print_summary(s: dict) -> None:
     rows = [
         ("task / checkpoint", f"{s['task']} / {s['checkpoint']}"),
@@ -128,7 +136,7 @@ def print_summary(s: dict) -> None:
         ("inference p50", f"{s['inference_p50_ms']} ms"),
         ("largest commanded |dq|, |ddq| / limit", f"{s['max_velocity_ratio']}, {s['max_acceleration_ratio']}"),
         ("commands outside position limits", str(s["position_violations"])),
-        ("safety filter limit hits", str(s["limit_hits"])),
+        ("safety filter overrides", _limits(s["limit_hits"], s.get("limits", {}))),
         ("watchdog trips / chunks rejected", f"{s['watchdog_trips']} / {s['chunks_rejected']}"),
         ("controller cycle jitter p99", f"{s['controller_jitter_p99_ms']} ms"),
         ("goal distance, median start -> end", f"{s['goal_distance_start_m']} -> {s['goal_distance_final_m']} m"),

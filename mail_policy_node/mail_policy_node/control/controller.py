@@ -38,6 +38,13 @@ from .limits import N_JOINTS
 from .safety import CommandState, Limit, SafetyConfig, SafetyFilter
 from .watchdog import TripReason, Watchdog, WatchdogConfig
 
+# The limits counted in ControllerStatus.limit_hits: the filter changed where the arm goes or slowed it
+# below what the chunk asked for (invalid input, joint range, workspace, gripper range, velocity or
+# per-cycle step). Acceleration and jerk bound how fast the tracker turns between the chunk's 10 Hz
+# targets in nearly every cycle of any motion; they are counted per name in ``Counters.limits`` only.
+OVERRIDES = (Limit.INVALID_INPUT | Limit.POSITION | Limit.VELOCITY | Limit.STEP | Limit.WORKSPACE
+             | Limit.GRIPPER)
+
 
 class Mode(enum.IntEnum):
     """Same numbers as mail_msgs/ControllerStatus MODE_*."""
@@ -89,10 +96,10 @@ class Counters:
     chunks_rejected: int = 0
     actions_dropped_stale: int = 0
     watchdog_trips: int = 0
-    limit_hits: int = 0  # cycles in which the filter changed the command (HOLD alone not counted)
+    limit_hits: int = 0  # cycles in which the filter overrode the request (see OVERRIDES)
     cycles: int = 0
     rejections: dict = field(default_factory=lambda: collections.Counter())  # reason -> count
-    limits: dict = field(default_factory=lambda: collections.Counter())  # limit name -> cycles
+    limits: dict = field(default_factory=lambda: collections.Counter())  # limit name -> cycles, every Limit
 
 
 @dataclass
@@ -311,11 +318,10 @@ class ArmController:
                 rate = self.scheduler.target_rate(now)
                 result = self.filter.step(self._cmd, row[:7], grip, target_velocity=rate[:7])
         self._cmd = result.command
-        counted = result.hits & ~Limit.HOLD
-        if counted:
+        for name in (result.hits & ~Limit.HOLD).names():
+            self.counters.limits[name] += 1
+        if result.hits & OVERRIDES:
             self.counters.limit_hits += 1
-            for name in counted.names():
-                self.counters.limits[name] += 1
         if self.mode == Mode.HOLDING and self._disable_requested and self._cmd.at_standstill:
             self._disable_requested = False
             self._set_mode(Mode.DISABLED, "disabled")

@@ -37,6 +37,9 @@ from .kinematics import fk_position
 from .limits import GRIPPER_WIDTH_MAX, GRIPPER_WIDTH_MIN, N_JOINTS, JointLimits, fr3_limits
 
 
+GRIPPER_REPORT_TOLERANCE = 1e-3  # [m] a width clamped by more than this is a GRIPPER limit hit
+
+
 class Limit(enum.IntFlag):
     """Why the filter changed a command. Several can be set in one cycle."""
 
@@ -231,7 +234,9 @@ class SafetyFilter:
         if not np.isfinite(g):
             return prev, Limit.GRIPPER
         clamped = min(max(g, c.gripper_min), c.gripper_max)
-        return clamped, (Limit.GRIPPER if clamped != g else Limit.NONE)
+        # a learned width a fraction of a millimetre past the range (a policy trained on an always-open
+        # gripper says 0.0802 m) is clamped without being reported as a limit hit
+        return clamped, (Limit.GRIPPER if abs(clamped - g) > GRIPPER_REPORT_TOLERANCE else Limit.NONE)
 
     def _accel_interval(self, dq: np.ndarray, ddq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Admissible next accelerations: jerk, acceleration and velocity-viability bounds."""

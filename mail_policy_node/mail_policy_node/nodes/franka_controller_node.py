@@ -197,6 +197,8 @@ class FrankaControllerNode(Node):
         m.chunks_received, m.chunks_rejected = s.chunks_received, s.chunks_rejected
         m.actions_dropped_stale, m.watchdog_trips, m.limit_hits = \
             s.actions_dropped_stale, s.watchdog_trips, s.limit_hits
+        m.limit_names = sorted(s.limits)
+        m.limit_counts = [int(s.limits[n]) for n in m.limit_names]
         m.commanded_position = [float(x) for x in s.commanded_position]
         m.measured_position = [float(x) for x in s.measured_position]
         m.cycle_jitter_p99_ms = float(s.cycle_jitter_p99_ms)
