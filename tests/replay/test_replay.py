@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mail_policy_node.commands import replay as replay_cmd
-from mail_policy_node.data.bags import MissingTopicError
+from mail_policy_node.data.bags import BagReader, MissingTopicError
 from mail_policy_node.engine.engine import EngineConfig, InferenceEngine
 from mail_policy_node.engine.inputs import Observation
 from mail_policy_node.replay import (IncompatibleCheckpointError, ReplayConfig, TopicMap, load_lanes, replay_bag,
@@ -96,6 +96,35 @@ def test_simulator_demo_bag(tmp_path, ckpts):
                                       state=demo.joint_state[k])).actions[0] for k, t in enumerate(demo.times)]
     assert np.array_equal(ep.chunk_actions[:-1].astype(np.float32), np.asarray(direct))
     np.testing.assert_allclose(ep.recorded, demo.actions)
+
+
+def test_hand_guided_bag_scores_against_where_the_arm_went(tmp_path, ckpts):
+    """A topic map whose action is /joint_states (a hand-guided demonstration has no commands) scores each
+    predicted action against the joints measured at its due time. On a simulator demo, where both exist,
+    the arm is where it was commanded one dt earlier, so both score nearly alike."""
+    from mail_policy_node.commands.demos import record_demo
+    from mail_policy_node.data.bags import joint_state_to_vector
+    from mail_policy_node.sim.env import make_task
+
+    record_demo(make_task("reach", render=True, image_size=(32, 32)), 0, tmp_path / "demo", episode=0)
+    lanes = load_lanes([ckpts["a"]], ReplayConfig())
+    by_command, summary_c = run_replay([tmp_path / "demo"], lanes)
+    by_joints, summary_j = run_replay([tmp_path / "demo"], lanes, TopicMap(action="/joint_states"))
+    (ep_c,), (ep,) = by_command[0].episodes["a"], by_joints[0].episodes["a"]
+    with BagReader(tmp_path / "demo") as bag:
+        states = list(bag.records(["/joint_states"]))
+    assert ep.action_names == tuple(lanes[0].spec.action_names)
+    np.testing.assert_allclose(ep.recorded_t, [r.stamp_ns / 1e9 for r in states])  # due when measured
+    np.testing.assert_allclose(ep.recorded, [joint_state_to_vector(r.names, r.position) for r in states])
+    assert np.array_equal(ep.chunk_actions, ep_c.chunk_actions)  # the same observations, the same chunks
+    # the measurement at each command's due time (stamp + dt) is that command, up to the arm's tracking
+    at = np.searchsorted(ep.recorded_t, ep_c.recorded_t - 1e-6)
+    assert np.all(at < len(ep.recorded_t)) and np.allclose(ep.recorded_t[at], ep_c.recorded_t, atol=1e-6)
+    lag = np.abs(ep.recorded[at, :7] - ep_c.recorded[:, :7])
+    moved = np.abs(np.diff(ep_c.recorded[:, :7], axis=0))
+    assert np.median(lag) < 0.1 * np.median(moved) and lag.max() < 0.01, (np.median(lag), lag.max())
+    e_cmd, e_joint = (s["checkpoints"][0]["overall"]["errors"] for s in (summary_c, summary_j))
+    assert e_joint["n"] >= e_cmd["n"] and e_joint["mae"] == pytest.approx(e_cmd["mae"], abs=0.01)
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])

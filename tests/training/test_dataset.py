@@ -12,6 +12,8 @@ from mail_policy_node.training.config import DataConfig
 from mail_policy_node.training.dataset import DemoDataset
 from mail_policy_node.training.episodes import DatasetError, EpisodeSettings, load_bag_episodes
 
+from mail_policy_node.data.bags import ARM_ACTION_NAMES
+
 from .conftest import CAMERAS, write_bag
 
 SETTINGS = EpisodeSettings(CAMERAS, (32, 32), 0.1)
@@ -33,6 +35,23 @@ def test_episode_rows_line_up_with_recorded_steps(tmp_path, storage):
     for ci, cam in enumerate(CAMERAS):
         np.testing.assert_array_equal(ep.images[cam][:, 0, 0, 0], (10 * steps + ci) % 256)
     assert ep.info["success"] is True and ep.info["task"] == "synthetic"
+
+
+def test_hand_guided_demo_actions_are_the_joints_measured_one_step_later(tmp_path):
+    bag = write_bag(tmp_path / "b", lengths=(12,), actions=False)  # cameras, joint states, no commands
+    with pytest.raises(DatasetError, match="empty: no messages on /mail/action_command"):
+        load_bag_episodes(bag, SETTINGS, None)
+    settings = EpisodeSettings(CAMERAS, (32, 32), 0.1, action_topic="/joint_states")
+    (ep,), _ = load_bag_episodes(bag, settings, None)
+    assert ep.action_names == ARM_ACTION_NAMES
+    # the measurement at step 0 has no observation a step earlier: 11 rows, observations of steps 0..10
+    steps = np.arange(11)
+    np.testing.assert_allclose(ep.state[:, 0], steps / 100, atol=1e-7)
+    np.testing.assert_allclose(ep.actions[:, 0], (steps + 1) / 100, atol=1e-7)  # where joint 1 was a step later
+    np.testing.assert_allclose(ep.actions[:, 7], 0.04, atol=1e-7)  # gripper width from the two fingers
+    for ci, cam in enumerate(CAMERAS):
+        np.testing.assert_array_equal(ep.images[cam][:, 0, 0, 0], (10 * steps + ci) % 256)
+    assert settings.key_dict() != SETTINGS.key_dict()  # a cache entry per action topic
 
 
 def test_windows_and_episode_sequences(tmp_path):

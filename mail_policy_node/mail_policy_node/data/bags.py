@@ -13,6 +13,13 @@ Both use `rosbags` (pure Python, no ROS install). Topics and types are the stack
 In a demo written here, the observation of control step k and the action chosen from it carry the
 same stamp (k * dt after the episode start); the bag's log time equals the header stamp.
 
+Recorded actions (`recorded_action`): a command topic (/mail/action_command: names are the action names)
+is taken as it is. A topic that carries the arm's measured joint state (it names both finger joints,
+e.g. /joint_states of a hand-guided demonstration, recorded with the controller disabled) is read as
+the commands that would have produced it: the joints and gripper width measured at t are the action
+stamped t - lead, the target the arm reaches one lead (one dt) after the observation it was chosen
+from, as the recorded commands are.
+
 `BagReader` opens mcap and sqlite3 bags alike and yields time-ordered typed records (camera frames
 already decoded to RGB); `load_demo` turns one demo bag into aligned arrays for training and replay.
 """
@@ -372,6 +379,23 @@ def joint_state_to_vector(names: Sequence[str], position: np.ndarray) -> np.ndar
     q = [position[index[n]] for n in FR3_JOINT_NAMES]
     width = sum(position[index[n]] for n in FR3_FINGER_NAMES)
     return np.array([*q, width], float)
+
+
+ARM_ACTION_NAMES: tuple[str, ...] = FR3_JOINT_NAMES + (GRIPPER_NAME,)
+
+
+def is_measured_arm_state(names: Sequence[str]) -> bool:
+    """A JointState of the arm itself (fingers named), not a command (which names the gripper width)."""
+    return all(n in names for n in FR3_FINGER_NAMES)
+
+
+def recorded_action(rec: "JointStateRecord", lead_s: float) -> tuple[int, tuple[str, ...], np.ndarray]:
+    """(stamp [ns], names, values) of the action a recorded JointState stands for (module docstring):
+    a command as it is; a measured arm state as [q1..q7, width] stamped ``lead_s`` earlier."""
+    if is_measured_arm_state(rec.names):
+        return (rec.stamp_ns - int(round(lead_s * 1e9)), ARM_ACTION_NAMES,
+                joint_state_to_vector(rec.names, rec.position))
+    return rec.stamp_ns, tuple(rec.names), np.asarray(rec.position, float)
 
 
 def load_demo(

@@ -13,7 +13,9 @@ sees every complete set. Time moves through the bag in log-time order:
   end event still count). A bag without start events is one episode (or, with "end" events, split
   at them); an episode in which nothing was recorded or observed is left out;
 - /mail/action_command messages are kept per episode as the recorded actions, reordered to each
-  checkpoint's action names.
+  checkpoint's action names, and scored at their due time (stamp + one dt). A topic map whose
+  ``action`` is the arm's measured joint state (/joint_states of a hand-guided demonstration) scores
+  against where the arm was: each measurement is due when it was measured (`data.bags.recorded_action`).
 
 Images stay encoded until a tick uses them, as in the node (raw ones as read; compressed ones, which
 the live node does not take, likewise). A frame the tick cannot decode is a "bad_image" drop; a
@@ -31,7 +33,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..data.bags import COMPRESSED_IMAGE, IMAGE, BagReader, EpisodeEventRecord, JointStateRecord, MissingTopicError
+from ..data.bags import (COMPRESSED_IMAGE, IMAGE, BagReader, EpisodeEventRecord, JointStateRecord, MissingTopicError,
+                         is_measured_arm_state, recorded_action)
 from ..data.images import ImageDecodeError
 from .frames import CompressedFrame
 from ..engine.engine import EngineConfig
@@ -174,12 +177,16 @@ def check_bag(bag: BagReader, lanes: Sequence[Lane], topics: TopicMap) -> list[s
     if first_action is None or not isinstance(first_action, JointStateRecord):
         raise MissingTopicError(f"bag {bag.path} has no sensor_msgs/JointState messages on {topics.action} "
                                 "(the recorded actions)")
+    try:
+        recorded_names = recorded_action(first_action, 0.0)[1]
+    except ValueError as e:
+        raise IncompatibleCheckpointError(f"bag {bag.path}: {topics.action}: {e}") from None
     for lane in lanes:
-        lacking = [n for n in lane.spec.action_names if n not in first_action.names]
+        lacking = [n for n in lane.spec.action_names if n not in recorded_names]
         if lacking:
             raise IncompatibleCheckpointError(
                 f"checkpoint {lane.label!r} predicts actions {list(lane.spec.action_names)} "
-                f"({lane.spec.action_space}); the bag's {topics.action} has {list(first_action.names)} "
+                f"({lane.spec.action_space}); the bag's {topics.action} has {list(recorded_names)} "
                 f"(missing {lacking})")
     joint_lanes = [lane for lane in lanes if lane.spec.use_joint_state]
     if joint_lanes:
@@ -263,7 +270,7 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
         has_starts = _first_start(bag, topics.episode)
         streams = {t: StreamLog(t) for t in read if t != topics.episode}
         state = SimpleNamespace(open=False, close_at=None, info={}, start_ns=0, index=0, rec_t=[], rec=[],
-                                names=None)
+                                names=None, measured=False)
         first_ns = last_ns = None
         phase_ns = int(round(config.tick_phase * NS))
         wall0 = time.perf_counter()
@@ -316,7 +323,8 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                                          float).reshape(-1, j),
                     chunk_actions=np.asarray([c.actions for c in ch], float).reshape(-1, j, a),
                     latency_s=np.asarray([lat for _, lat in r.chunks], float),
-                    recorded_t=np.asarray(state.rec_t, float) + r.lane.spec.action_lead_s, recorded=rec, **stats))
+                    recorded_t=np.asarray(state.rec_t, float) + (0.0 if state.measured else r.lane.spec.action_lead_s),
+                    recorded=rec, **stats))
                 r.next_tick_ns = None
             state.index += 1
             if progress:
@@ -372,17 +380,22 @@ def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, st
     """Hand one message to every runtime, as the node's subscription callbacks do; returns the indices
     of the runs that took it as a camera frame."""
     topic = rec.topic
-    if topic == topics.action:
-        if state.names is None:
-            state.names = list(rec.names)
-        if list(rec.names) != state.names or len(rec.position) != len(state.names):
-            streams[topic].bad_frames += 1  # an action message with other dimensions: not comparable
-            return set()
+    if topic == topics.action and isinstance(rec, JointStateRecord):
         t = seconds(rec.stamp_ns) if rec.stamp_ns else seconds(rec.log_time_ns)
-        state.rec_t.append(t)
-        state.rec.append(np.asarray(rec.position, float))
-        streams[topic].stamps[-1].append(t)
-        return set()
+        try:
+            _, names, value = recorded_action(rec, 0.0)
+        except ValueError:  # a joint state without the arm's joints
+            names, value = (), np.zeros(0)
+        if state.names is None and names:
+            state.names, state.measured = list(names), is_measured_arm_state(rec.names)
+        if list(names) != state.names or len(value) != len(state.names):
+            streams[topic].bad_frames += 1  # an action message with other dimensions: not comparable
+        else:
+            state.rec_t.append(t)
+            state.rec.append(value)
+            streams[topic].stamps[-1].append(t)
+        if topic != topics.joint_states:
+            return set()
     stamp = seconds(rec.stamp_ns) if rec.stamp_ns is not None else seconds(rec.log_time_ns)
     if topic in cams:
         msg = rec.msg
@@ -400,7 +413,8 @@ def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, st
                 took.add(i)
         return took
     if topic == topics.joint_states and isinstance(rec, JointStateRecord):
-        streams[topic].stamps[-1].append(stamp)
+        if topic != topics.action:  # logged above
+            streams[topic].stamps[-1].append(stamp)
         msg = SimpleNamespace(name=rec.names, position=rec.position)
         for r in runs:
             r.runtime.add_joint_state(stamp, msg)

@@ -46,6 +46,9 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [128, 128])  # model input (H, W)
     use_joint_state: bool = False  # joint state (7 joints + gripper width) as an extra observation token
     dt: float = 0.1  # control period the actions are aligned to [s]
+    # what the actions are: commands (/mail/action_command), or /joint_states for hand-guided demos (the
+    # arm's joints and gripper width measured dt after each observation; training.episodes)
+    action_topic: str = "/mail/action_command"
     fraction: float = 1.0  # use the first fraction of demonstrations (sorted by path): 0.2 = first 10 of 50
     val_fraction: float = 0.1  # last episodes of the used ones held out for validation (at least 1 if > 0)
     window_padding: bool = True  # windows at episode start repeat the first frame; chunks past the end
@@ -61,6 +64,8 @@ class DataConfig:
             raise ConfigError(f"data.image_size must be [H, W] with H, W >= 32, got {self.image_size}")
         if not self.cameras:
             raise ConfigError("data.cameras must name at least one camera")
+        if not str(self.action_topic).startswith("/"):
+            raise ConfigError(f"data.action_topic must be a topic name starting with '/', got {self.action_topic!r}")
 
 
 @dataclass

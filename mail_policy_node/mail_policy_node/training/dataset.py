@@ -83,7 +83,8 @@ class DemoDataset:
                  relative_actions: bool = False):
         self.cfg = cfg
         self.K, self.J = int(obs_horizon), int(action_horizon)
-        self.settings = EpisodeSettings(tuple(cfg.cameras), tuple(cfg.image_size), float(cfg.dt))
+        self.settings = EpisodeSettings(tuple(cfg.cameras), tuple(cfg.image_size), float(cfg.dt),
+                                        action_topic=cfg.action_topic)
         self.bags = find_bags(cfg.bags)
         self.cache_hits = 0
         episodes: list[Episode] = []

@@ -8,6 +8,10 @@ Alignment (per bag, any storage `data.bags.BagReader` opens):
 3. Each step's observation is the latest frame of every camera and the latest joint state stamped at
    or before that step's action (header stamps). Leading actions without every stream are dropped.
 
+Actions come from ``action_topic`` (default /mail/action_command). Set to /joint_states, the arm's
+measured joints and gripper width dt later are the actions (`data.bags.recorded_action`): hand-guided
+demonstrations, recorded without any command.
+
 Cache: one folder per (bag, settings) under the cache folder, named ``<path hash>-<key>``, where the
 key hashes the bag's absolute path, every file's size and mtime, the settings (cameras, image size,
 dt, ...) and a format version. It holds ``<camera>.npy`` (N, H, W, 3) uint8, ``state.npy``,
@@ -35,6 +39,7 @@ from ..data.bags import (
     JointStateRecord,
     MissingTopicError,
     joint_state_to_vector,
+    recorded_action,
 )
 from ..data.images import resize_to_model
 from ..spec import TOPIC_ACTION_COMMAND, TOPIC_EPISODE, TOPIC_JOINT_STATES, camera_image_topic
@@ -68,10 +73,12 @@ class EpisodeSettings:
     dt: float
     max_gap: float = 1.0  # [s] between actions: longer gaps start a new episode
     skip_failed: bool = True  # drop episodes whose "end" event says success false
+    action_topic: str = TOPIC_ACTION_COMMAND  # commands, or a measured joint state (module docstring)
 
     def key_dict(self) -> dict:
         return dict(cameras=list(self.cameras), image_size=list(self.image_size), dt=self.dt,
-                    max_gap=self.max_gap, skip_failed=self.skip_failed, version=CACHE_VERSION)
+                    max_gap=self.max_gap, skip_failed=self.skip_failed, action_topic=self.action_topic,
+                    version=CACHE_VERSION)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -136,7 +143,8 @@ def _segments(action_ns: np.ndarray, events: list[tuple[int, dict]], max_gap_ns:
 def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[str, ...]]:
     """Decode one bag into aligned episodes: [{"images": {cam: (T,H,W,3)}, "state", "actions", "info"}]."""
     image_topics = {camera_image_topic(c): c for c in settings.cameras}
-    needed = [*image_topics, TOPIC_JOINT_STATES, TOPIC_ACTION_COMMAND]
+    action_topic = settings.action_topic
+    needed = list(dict.fromkeys([*image_topics, TOPIC_JOINT_STATES, action_topic]))
     frames = {c: ([], []) for c in settings.cameras}
     states: tuple[list, list] = ([], [])
     actions: tuple[list, list] = ([], [])
@@ -150,8 +158,8 @@ def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[st
                 reader.require(needed)
             except MissingTopicError as e:
                 raise DatasetError(str(e)) from None
-            if reader.message_count(TOPIC_ACTION_COMMAND) == 0:
-                raise DatasetError(f"bag {bag} is empty: no messages on {TOPIC_ACTION_COMMAND} "
+            if reader.message_count(action_topic) == 0:
+                raise DatasetError(f"bag {bag} is empty: no messages on {action_topic} "
                                    f"(topics: {sorted(reader.topics)})")
             topics = needed + ([TOPIC_EPISODE] if TOPIC_EPISODE in reader.topics else [])
             for rec in reader.records(topics):
@@ -162,19 +170,25 @@ def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[st
                     native.setdefault(cam, list(rec.image.shape[:2]))
                     frames[cam][0].append(rec.stamp_ns)
                     frames[cam][1].append(resize_to_model(rec.image, h, w))
-                elif isinstance(rec, JointStateRecord) and rec.topic == TOPIC_JOINT_STATES:
-                    states[0].append(rec.stamp_ns)
-                    states[1].append(joint_state_to_vector(rec.names, rec.position))
                 elif isinstance(rec, JointStateRecord):
+                    if rec.topic == TOPIC_JOINT_STATES:
+                        states[0].append(rec.stamp_ns)
+                        states[1].append(joint_state_to_vector(rec.names, rec.position))
+                    if rec.topic != action_topic:
+                        continue
+                    try:
+                        stamp, rec_names, value = recorded_action(rec, settings.dt)
+                    except ValueError as e:
+                        raise DatasetError(f"bag {bag}: {action_topic}: {e}") from None
                     if names is None:
-                        names = rec.names
-                    elif rec.names != names or len(rec.position) != len(names):
+                        names = rec_names
+                    elif rec_names != names or len(value) != len(names):
                         raise DatasetError(f"bag {bag}: action messages change dimensions: {list(names)} "
-                                           f"then {list(rec.names)} with {len(rec.position)} values")
-                    if len(rec.position) != len(names):
-                        raise DatasetError(f"bag {bag}: action has {len(rec.position)} values for names {list(names)}")
-                    actions[0].append(rec.stamp_ns)
-                    actions[1].append(rec.position)
+                                           f"then {list(rec_names)} with {len(value)} values")
+                    if len(value) != len(names):
+                        raise DatasetError(f"bag {bag}: action has {len(value)} values for names {list(names)}")
+                    actions[0].append(stamp)
+                    actions[1].append(value)
     except FileNotFoundError as e:
         raise DatasetError(str(e)) from None
     for cam, (stamps, _) in frames.items():
