@@ -197,6 +197,35 @@ def test_dry_run_never_moves_the_robot(arm, franky_sim):
     assert np.max(np.abs(after - before)) < 2e-3
 
 
+def test_gripper_closes_with_a_grasp_and_opens_again(arm):
+    """Commanded widths reach the simulated Hand as a grasp (closing) and a move (opening); the width
+    it reports follows. franky-sim also finishes moves blocked by an object, which the real Hand does
+    not: tests/control/test_gripper.py shows that case."""
+    from mail_policy_node.control.safety import CommandState
+
+    q = settle(arm).q
+
+    def drive(width, until, seconds=15.0):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            arm.send(CommandState.at_rest(q, gripper=width), q)
+            s = arm.read_state()
+            if s.gripper_width is not None and until(s.gripper_width):
+                return s.gripper_width
+            time.sleep(PERIOD)
+        return arm.read_state().gripper_width
+
+    assert drive(0.08, lambda w: w > 0.075) > 0.075
+    assert drive(0.0, lambda w: w < 0.005) < 0.005
+    assert arm.hand.closed is True
+    deadline = time.monotonic() + 5.0
+    while not arm.gripper.is_grasped and time.monotonic() < deadline:  # set once the fingers settle
+        time.sleep(0.05)
+    assert arm.gripper.is_grasped  # nothing in between: the grasp ended at width 0 and holds
+    assert drive(0.08, lambda w: w > 0.075) > 0.075
+    assert arm.hand.closed is False
+
+
 def test_streamed_sine_is_tracked_closely_on_the_robot_clock(arm):
     """Full stack (chunks -> scheduler -> filter -> velocity streaming) paced by the robot's own clock,
     so the result does not depend on how fast the loaded machine runs the simulator."""

@@ -14,17 +14,21 @@ relative dynamics factor; ``check_compatible`` makes sure those are never tighte
 filter's (otherwise franky, not our filter, would decide the motion). franky-control 2.0.0 notes:
 targets must be floats; ``poll_motion`` is unreliable, so errors are collected with
 ``join_motion(timeout=0.0)``; asynchronous errors surface there or at the next ``move``.
+
+The gripper gets whole Hand commands (a grasp when closing, a move when opening) from
+``control.gripper.GripperCommander``, one at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .limits import FRANKY_DDDQ_MAX, FRANKY_DDQ_MAX, FRANKY_DQ_MAX, GRIPPER_WIDTH_MAX, N_JOINTS
+from .gripper import GripperCommander, GripperConfig, send_hand_command
+from .limits import FRANKY_DDDQ_MAX, FRANKY_DDQ_MAX, FRANKY_DQ_MAX, N_JOINTS
 from .safety import CommandState, SafetyConfig
 
 log = logging.getLogger(__name__)
@@ -40,8 +44,7 @@ class FrankyArmConfig:
     position_gain: float = 5.0  # [1/s] feedback of the tracking error into the streamed velocity
     max_correction: float = 0.1  # [rad/s] bound of that feedback term
     use_gripper: bool = True
-    gripper_speed: float = 0.05  # [m/s]
-    gripper_deadband: float = 0.002  # [m] smaller width changes are not sent
+    gripper: GripperConfig = field(default_factory=GripperConfig)  # how widths become Hand commands
 
     def __post_init__(self):
         if not self.host:
@@ -54,10 +57,6 @@ class FrankyArmConfig:
             raise ValueError(f"position_gain must be in [0, 50] 1/s, got {self.position_gain}")
         if not 0.0 <= self.max_correction <= 0.5:
             raise ValueError(f"max_correction must be in [0, 0.5] rad/s, got {self.max_correction}")
-        if not 0.0 < self.gripper_speed <= 0.1:
-            raise ValueError(f"gripper_speed must be in (0, 0.1] m/s, got {self.gripper_speed}")
-        if not 0.0 <= self.gripper_deadband <= 0.02:
-            raise ValueError(f"gripper_deadband must be in [0, 0.02] m, got {self.gripper_deadband}")
 
 
 @dataclass
@@ -92,7 +91,7 @@ class FrankyArm:
         self.gripper = None
         self._franky = None
         self._last_cmd: CommandState | None = None
-        self._last_gripper: float | None = None
+        self.hand = GripperCommander(config.gripper)
         self._gripper_future = None
         self.sent = 0
         self.last_state: ArmState | None = None  # the latest read_state(), for publishers (no second read)
@@ -123,6 +122,7 @@ class FrankyArm:
         if self.config.use_gripper:
             try:
                 self.gripper = franky.Gripper(self.config.host)
+                self.hand.reset()
             except Exception as exc:
                 log.warning("gripper not available at %s: %s", self.config.host, exc)
                 self.gripper = None
@@ -134,7 +134,13 @@ class FrankyArm:
                 self.robot.join_motion(timeout=1.0)
             except Exception as exc:
                 log.warning("stop on close: %s", exc)
+        if self._gripper_future is not None:  # let a running Hand command end before its Gripper goes
+            try:
+                self._gripper_future.wait(1.0)
+            except Exception as exc:
+                log.warning("gripper on close: %s", exc)
         self.robot = None
+        self._gripper_future = None
         self.gripper = None
 
     def recover(self) -> bool:
@@ -183,15 +189,12 @@ class FrankyArm:
         self._send_gripper(cmd.gripper)
 
     def _send_gripper(self, width: float) -> None:
-        if self.gripper is None or not np.isfinite(width):
+        if self.gripper is None:
             return
-        width = float(min(max(width, 0.0), GRIPPER_WIDTH_MAX))
-        if self._last_gripper is not None and abs(width - self._last_gripper) < self.config.gripper_deadband:
-            return
-        if self._gripper_future is not None and not self._gripper_future.wait(0):
-            return  # previous gripper move still running; send the newest width next cycle
-        self._gripper_future = self.gripper.move_async(width, float(self.config.gripper_speed))
-        self._last_gripper = width
+        busy = self._gripper_future is not None and not self._gripper_future.wait(0)
+        cmd = self.hand.command(width, busy)
+        if cmd is not None:
+            self._gripper_future = send_hand_command(self.gripper, cmd)
 
     def stop(self) -> None:
         """Ask franky to stop the current motion (it decelerates within its own limits)."""

@@ -28,6 +28,7 @@ from mail_policy_node.nodes import run
 from mail_policy_node.control.chunks import SchedulerConfig
 from mail_policy_node.control.controller import ArmController, ControllerConfig
 from mail_policy_node.control.franky_arm import FrankyArm, FrankyArmConfig, check_compatible, run_cycle
+from mail_policy_node.control.gripper import GripperConfig
 from mail_policy_node.control.limits import fr3_limits
 from mail_policy_node.control.safety import CommandState, SafetyConfig
 from mail_policy_node.control.watchdog import WatchdogConfig
@@ -49,6 +50,7 @@ class FrankaControllerNode(Node):
             "max_joint_step": 0.05, "workspace_min": [0.15, -0.6, 0.05], "workspace_max": [0.85, 0.6, 1.0],
             "watchdog_timeout": 0.5, "blend": "crossfade", "crossfade_duration": 0.1,
             "max_tracking_error": 0.15, "use_gripper": True, "realtime": False,
+            "gripper_mode": "binary", "gripper_force": 20.0, "gripper_speed": 0.05,
             "dry_run_start": [0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785],
         })
         period = 1.0 / p["control_rate_hz"]
@@ -71,7 +73,9 @@ class FrankaControllerNode(Node):
         self.auto_enable = p["auto_enable"]
         self.ctrl = ArmController(config, clock=time.time)
         arm_config = FrankyArmConfig(host=p["robot_ip"], dry_run=p["dry_run"], realtime=p["realtime"],
-                                     relative_dynamics_factor=p["relative_dynamics_factor"], use_gripper=p["use_gripper"])
+                                     relative_dynamics_factor=p["relative_dynamics_factor"], use_gripper=p["use_gripper"],
+                                     gripper=GripperConfig(mode=p["gripper_mode"], grasp_force=p["gripper_force"],
+                                                           speed=p["gripper_speed"]))
         problems = check_compatible(arm_config, config.safety)
         if problems:  # franky would clip below the filter's commands: tracking errors, reflexes, stops
             raise ValueError("relative_dynamics_factor is too low for the safety limits (lower velocity_scale / "

@@ -42,6 +42,7 @@ from typing import Iterator
 import mujoco
 import numpy as np
 
+from ..control.gripper import GripperCommander, GripperConfig, send_hand_command
 from .env import TaskEnv, make_task
 from .scene import CAMERA_NAMES, add_to_franky_scene, scene_renderer
 from .tasks import get_task
@@ -243,7 +244,7 @@ class FrankySimEnv:
         self._robot = None
         self._gripper = None
         self._gripper_future = None
-        self._gripper_target = 0.08
+        self._hand = GripperCommander(GripperConfig(speed=gripper_speed))
         self.steps = 0
         self._t_start = 0.0
 
@@ -258,7 +259,8 @@ class FrankySimEnv:
         self._robot = franky.Robot(self.scene.hostname, realtime_config=franky.RealtimeConfig.Ignore)
         self._robot.relative_dynamics_factor = self.dynamics_factor
         self._gripper = franky.Gripper(self.scene.hostname)
-        self._gripper_future, self._gripper_target = None, 0.08
+        self._gripper_future = None
+        self._hand.reset()
         self.steps = 0
         self._t_start = time.monotonic()
         return self.observe()
@@ -270,11 +272,10 @@ class FrankySimEnv:
         if action.shape != (8,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be 8 finite values (7 joints + gripper width), got {action}")
         self._robot.move(franky.JointMotion([float(q) for q in action[:7]]), asynchronous=True)
-        width = float(np.clip(action[7], 0.0, 0.08))
-        idle = self._gripper_future is None or self._gripper_future.wait(0.0)
-        if idle and abs(width - self._gripper_target) > 0.005:
-            self._gripper_future = self._gripper.move_async(width, self.gripper_speed)
-            self._gripper_target = width
+        busy = self._gripper_future is not None and not self._gripper_future.wait(0.0)
+        hand = self._hand.command(float(action[7]), busy)
+        if hand is not None:
+            self._gripper_future = send_hand_command(self._gripper, hand)
         self.steps += 1
         time.sleep(max(0.0, self._t_start + self.steps * self.dt - time.monotonic()))
         success, failed = self.scene.evaluate()
