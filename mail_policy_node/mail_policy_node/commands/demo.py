@@ -6,8 +6,8 @@
    camera nodes rendering the scene, the policy node and the Franka controller node, each a process
    talking over DDS; a few episodes, then success rate, latency and safety figures.
 
-Each stage keeps its output under --out and is skipped when it is already there (same settings), so a
-second run goes straight to the closed loop.
+Each stage keeps its output under --out and is skipped when it is already there (same settings and the
+same code of what the stage runs), so a second run goes straight to the closed loop.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 
 TRAIN_CONFIG = Path(__file__).resolve().parents[3] / "mail_bringup" / "config" / "train" / "reach_dma_bc_cpu.yaml"
+PACKAGE = Path(__file__).resolve().parents[1]
+# the package's code each stage's output depends on (a change there records or trains again)
+DEMOS_CODE = ("sim", "data", "spec.py", "commands/demos.py")
+TRAIN_CODE = ("model", "training", "data", "spec.py", "commands/train.py")
 
 
 def add_arguments(parser) -> None:
@@ -42,6 +46,16 @@ def _mail_il(*args: str) -> None:
     cmd = [sys.executable, "-m", "mail_policy_node.cli", *args]
     print("[demo]   $ mail-il " + " ".join(args), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def code_digest(parts) -> str:
+    """Hash of the package's Python files under ``parts`` (folders or files relative to the package)."""
+    h = hashlib.sha256()
+    for part in parts:
+        path = PACKAGE / part
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(str(f.relative_to(PACKAGE)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _stage_key(settings: dict) -> str:
@@ -89,7 +103,7 @@ def run(args) -> int:
 def _record_and_train(args, out: Path, timings: dict) -> Path:
     """Stages 1 and 2; returns the trained checkpoint folder."""
     demos = out / "demos"
-    settings = dict(task=args.task, n=args.demos, seed=0)
+    settings = dict(task=args.task, n=args.demos, seed=0, code=code_digest(DEMOS_CODE))
     print(f"[demo] 1/3 {args.demos} expert demonstrations of '{args.task}' as rosbag2 ...", flush=True)
     t = time.monotonic()
     if _stamp(demos, settings):
@@ -106,7 +120,7 @@ def _record_and_train(args, out: Path, timings: dict) -> Path:
     overrides = [f"data.bags=[{demos / args.task}]", f"out={train}"]
     if args.train_steps:
         overrides.append(f"train.steps={args.train_steps}")
-    settings = dict(config=Path(args.train_config).read_text(), overrides=overrides)
+    settings = dict(config=Path(args.train_config).read_text(), overrides=overrides, code=code_digest(TRAIN_CODE))
     print("[demo] 2/3 training a small D-Ma policy on the CPU ...", flush=True)
     t = time.monotonic()
     if (train / "final").is_dir() and _stamp(train, settings):
