@@ -46,3 +46,33 @@ def test_realsense_recording_is_published_as_stamped_images(tmp_path):
     assert all(b > a for a, b in zip(stamps, stamps[1:])), "stamps must increase"
     assert infos and infos[-1].k[0] > 0 and infos[-1].width == 64
     assert images[-1].header.frame_id == "agentview_optical_frame"
+
+
+@pytest.mark.parametrize("slow_reader", [False, True])
+def test_every_frame_of_a_recording_is_read_before_it_ends(tmp_path, slow_reader):
+    """As the node reads a recording: every frame comes, fast reader or slow, and the end is the
+    recording's end, not the first read that times out (CI once saw "finished after 1 frames" on 60;
+    librealsense then stopped after 1-2 frames in half of the runs)."""
+    import time
+
+    from mail_policy_node.data.cameras import RealSenseCamera, record_realsense_file
+
+    rec = tmp_path / "cam.db3"
+    record_realsense_file(str(rec), synthetic_frames(n=20))
+    for run in range(4):
+        cam = RealSenseCamera(playback_file=str(rec), realtime_playback=False)
+        cam.open()
+        try:
+            got, deadline = [], time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if slow_reader:
+                    time.sleep(0.03)  # the reader falls behind; non-real-time playback waits for it
+                frame = cam.read(timeout=0.01 if slow_reader else 1.0)  # timeouts while playing: not the end
+                if frame is None:
+                    if cam.ended:
+                        break
+                    continue
+                got.append(int(frame.rgb[0, 0, 0]))
+            assert got == [4 * k for k in range(20)], (run, got)
+        finally:
+            cam.close()

@@ -50,6 +50,7 @@ class RealSenseCamera:
         self.realtime_playback = realtime_playback
         self._pipeline = None
         self._align = None
+        self._playback = None
         self.intrinsics: CameraIntrinsics | None = None
 
     def open(self) -> None:
@@ -65,14 +66,19 @@ class RealSenseCamera:
                 cfg.enable_stream(rs.stream.depth, self.width, self.height, rs.format.z16, self.fps)
         pipeline = rs.pipeline()
         try:
+            if self.playback_file:
+                # librealsense's own real-time playback drops frames that are not read in time (seen: 1 of
+                # 60 delivered); play every frame and pace it here from the recorded timestamps instead.
+                # Switched off on the resolved device before the start: switched after it, a recording
+                # stopped after 1-2 of 20 frames in 4 of 8 runs (0 of 24 this way).
+                cfg.resolve(pipeline).get_device().as_playback().set_real_time(False)
             profile = pipeline.start(cfg)
         except RuntimeError as e:
             where = f"recording {self.playback_file}" if self.playback_file else f"serial {self.serial or '(any)'}"
             raise RuntimeError(f"RealSense camera ({where}) could not start: {e}") from e
         if self.playback_file:
-            # librealsense's own real-time playback drops frames that are not read in time (seen: 1 of
-            # 60 delivered); play every frame and pace it here from the recorded timestamps instead.
-            profile.get_device().as_playback().set_real_time(False)
+            self._playback = profile.get_device().as_playback()
+            self._playback.set_real_time(False)
         self._pace_origin = None
         stream = profile.get_stream(rs.stream.color).as_video_stream_profile()
         i = stream.get_intrinsics()
@@ -80,6 +86,12 @@ class RealSenseCamera:
         if self.depth_enabled:
             self._align = rs.align(rs.stream.color)
         self._pipeline = pipeline
+
+    @property
+    def ended(self) -> bool:
+        """A recording has played to its end (a live camera never ends). A read that times out says
+        only that no frame came in time: on a loaded machine a recording's next frame can be late."""
+        return self._playback is not None and self._playback.current_status() == self._rs.playback_status.stopped
 
     def read(self, timeout: float = 1.0) -> CameraFrame | None:
         """The next frame, or None when none came within `timeout` (or a recording has ended)."""
@@ -116,6 +128,7 @@ class RealSenseCamera:
         if self._pipeline is not None:
             self._pipeline.stop()
             self._pipeline = None
+            self._playback = None
 
 
 def record_realsense_file(path: str, frames: list[np.ndarray], fps: int = 30) -> None:

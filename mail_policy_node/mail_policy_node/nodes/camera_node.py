@@ -91,7 +91,7 @@ class CameraNode(Node):
         while not self._stop.is_set():
             frame = self.source.read(timeout=1.0)
             if frame is None:
-                if getattr(self.source, "playback_file", ""):
+                if getattr(self.source, "ended", False):
                     self.get_logger().info(f"recording finished after {self.frames} frames")
                     break
                 continue
