@@ -50,7 +50,7 @@ class FrankaControllerNode(Node):
             "max_joint_step": 0.05, "workspace_min": [0.15, -0.6, 0.05], "workspace_max": [0.85, 0.6, 1.0],
             "watchdog_timeout": 0.5, "blend": "crossfade", "crossfade_duration": 0.1,
             "max_tracking_error": 0.15, "use_gripper": True, "realtime": False,
-            "gripper_mode": "binary", "gripper_force": 20.0, "gripper_speed": 0.05,
+            "gripper_mode": "binary", "gripper_force": 20.0, "gripper_speed": 0.05, "gripper_close_below": 0.04,
             "dry_run_start": [0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785],
         })
         period = 1.0 / p["control_rate_hz"]
@@ -75,7 +75,8 @@ class FrankaControllerNode(Node):
         arm_config = FrankyArmConfig(host=p["robot_ip"], dry_run=p["dry_run"], realtime=p["realtime"],
                                      relative_dynamics_factor=p["relative_dynamics_factor"], use_gripper=p["use_gripper"],
                                      gripper=GripperConfig(mode=p["gripper_mode"], grasp_force=p["gripper_force"],
-                                                           speed=p["gripper_speed"]))
+                                                           speed=p["gripper_speed"],
+                                                           close_below=p["gripper_close_below"]))
         problems = check_compatible(arm_config, config.safety)
         if problems:  # franky would clip below the filter's commands: tracking errors, reflexes, stops
             raise ValueError("relative_dynamics_factor is too low for the safety limits (lower velocity_scale / "
