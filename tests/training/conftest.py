@@ -29,9 +29,11 @@ def action(step: int, dim: int = 8) -> np.ndarray:
 
 
 def write_bag(path: Path, lengths=(12,), storage: str = "mcap", action_names=ACTION_NAMES, cameras=CAMERAS,
-              success=True, size: int = 32, gap_s: float = 5.0, events: bool = True, actions: bool = True) -> Path:
+              success=True, size: int = 32, gap_s: float = 5.0, events: bool = True, actions: bool = True,
+              still: int = 0) -> Path:
     """One bag holding ``len(lengths)`` episodes; episode e starts gap_s after the previous one ends.
-    ``actions`` False: no /mail/action_command messages, as in a hand-guided demonstration."""
+    ``actions`` False: no /mail/action_command messages, as in a hand-guided demonstration. ``still``: the
+    arm holds still for that many steps first (joint 1 is max(k - still, 0) / 100)."""
     with DemoBagWriter(path, {c: 45.0 for c in cameras}, storage=storage, action_names=action_names,
                        stamp_base_ns=1_000_000_000_000) as bag:
         t0 = 0.0
@@ -42,7 +44,7 @@ def write_bag(path: Path, lengths=(12,), storage: str = "mcap", action_names=ACT
                 t = t0 + k * DT
                 for ci, c in enumerate(cameras):
                     bag.image(c, t, frame(k, ci, size))
-                bag.joint_state(t, np.r_[k / 100.0, np.zeros(6), 0.04])
+                bag.joint_state(t, np.r_[max(k - still, 0) / 100.0, np.zeros(6), 0.04])
                 if actions:
                     bag.action(t, action(k, len(action_names)))
             ok = success if not isinstance(success, (list, tuple)) else success[e]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -52,6 +53,21 @@ def test_hand_guided_demo_actions_are_the_joints_measured_one_step_later(tmp_pat
     for ci, cam in enumerate(CAMERAS):
         np.testing.assert_array_equal(ep.images[cam][:, 0, 0, 0], (10 * steps + ci) % 256)
     assert settings.key_dict() != SETTINGS.key_dict()  # a cache entry per action topic
+
+
+def test_still_start_of_a_hand_guided_demo_is_skipped(tmp_path):
+    bag = write_bag(tmp_path / "b", lengths=(15,), actions=False, still=6)  # 6 still steps, then moves
+    guided = EpisodeSettings(CAMERAS, (32, 32), 0.1, action_topic="/joint_states")
+    (ep,), _ = load_bag_episodes(bag, guided, None)
+    assert len(ep) == 14 and np.count_nonzero(ep.actions[:, 0] == ep.state[:, 0]) == 6  # still: action = state
+    (ep,), _ = load_bag_episodes(bag, dataclasses.replace(guided, skip_still_start=True), None)
+    assert len(ep) == 8  # from the last still step on: a still arm observed, the first move its action
+    np.testing.assert_allclose(ep.state[:2, 0], [0.0, 0.01], atol=1e-7)
+    np.testing.assert_allclose(ep.actions[:2, 0], [0.01, 0.02], atol=1e-7)
+    assert ep.images["agentview"][0, 0, 0, 0] == 10 * 6  # the frame of step 6
+    moving = write_bag(tmp_path / "m", lengths=(12,))  # moves from the first step: nothing dropped
+    (ep,), _ = load_bag_episodes(moving, dataclasses.replace(SETTINGS, skip_still_start=True), None)
+    assert len(ep) == 12
 
 
 def test_windows_and_episode_sequences(tmp_path):

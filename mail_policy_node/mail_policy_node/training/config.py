@@ -49,6 +49,7 @@ class DataConfig:
     # what the actions are: commands (/mail/action_command), or /joint_states for hand-guided demos (the
     # arm's joints and gripper width measured dt after each observation; training.episodes)
     action_topic: str = "/mail/action_command"
+    skip_still_start: bool = False  # start episodes where the arm first moves (hand-guided demos: true)
     fraction: float = 1.0  # use the first fraction of demonstrations (sorted by path): 0.2 = first 10 of 50
     val_fraction: float = 0.1  # last episodes of the used ones held out for validation (at least 1 if > 0)
     window_padding: bool = True  # windows at episode start repeat the first frame; chunks past the end

@@ -84,7 +84,7 @@ class DemoDataset:
         self.cfg = cfg
         self.K, self.J = int(obs_horizon), int(action_horizon)
         self.settings = EpisodeSettings(tuple(cfg.cameras), tuple(cfg.image_size), float(cfg.dt),
-                                        action_topic=cfg.action_topic)
+                                        action_topic=cfg.action_topic, skip_still_start=cfg.skip_still_start)
         self.bags = find_bags(cfg.bags)
         self.cache_hits = 0
         episodes: list[Episode] = []

@@ -12,6 +12,11 @@ Actions come from ``action_topic`` (default /mail/action_command). Set to /joint
 measured joints and gripper width dt later are the actions (`data.bags.recorded_action`): hand-guided
 demonstrations, recorded without any command.
 
+``skip_still_start``: an episode starts at its last step before the arm first moves (a joint by more
+than ``STILL_JOINT`` or the gripper by more than ``STILL_GRIPPER`` between two steps). A hand-guided
+demonstration begins with seconds of a still arm (hands on, recording started); trained on, they teach
+a policy to stay where it starts.
+
 Cache: one folder per (bag, settings) under the cache folder, named ``<path hash>-<key>``, where the
 key hashes the bag's absolute path, every file's size and mtime, the settings (cameras, image size,
 dt, ...) and a format version. It holds ``<camera>.npy`` (N, H, W, 3) uint8, ``state.npy``,
@@ -45,6 +50,8 @@ from ..data.images import resize_to_model
 from ..spec import TOPIC_ACTION_COMMAND, TOPIC_EPISODE, TOPIC_JOINT_STATES, camera_image_topic
 
 CACHE_VERSION = 1
+STILL_JOINT = 0.002  # [rad] per step: below this on every joint (and the gripper below STILL_GRIPPER) ...
+STILL_GRIPPER = 0.001  # [m] ... the arm did not move between two steps
 
 
 class DatasetError(ValueError):
@@ -74,11 +81,12 @@ class EpisodeSettings:
     max_gap: float = 1.0  # [s] between actions: longer gaps start a new episode
     skip_failed: bool = True  # drop episodes whose "end" event says success false
     action_topic: str = TOPIC_ACTION_COMMAND  # commands, or a measured joint state (module docstring)
+    skip_still_start: bool = False  # drop the still steps an episode starts with (module docstring)
 
     def key_dict(self) -> dict:
         return dict(cameras=list(self.cameras), image_size=list(self.image_size), dt=self.dt,
                     max_gap=self.max_gap, skip_failed=self.skip_failed, action_topic=self.action_topic,
-                    version=CACHE_VERSION)
+                    skip_still_start=self.skip_still_start, version=CACHE_VERSION)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -138,6 +146,14 @@ def _segments(action_ns: np.ndarray, events: list[tuple[int, dict]], max_gap_ns:
         for part in np.split(idx, cuts):
             out.append((part, {k: v for k, v in info.items() if k != "event"}))
     return out
+
+
+def _still_steps(state: np.ndarray) -> int:
+    """How many leading steps of ``state`` (T, 8: joints, gripper width) come before the last still one
+    ahead of the first move (0 when it moves at once; all but the last when it never moves)."""
+    step = np.abs(np.diff(state, axis=0))
+    moved = np.any(step[:, :7] > STILL_JOINT, axis=1) | (step[:, 7] > STILL_GRIPPER)
+    return int(np.argmax(moved)) if moved.any() else len(state) - 1
 
 
 def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[str, ...]]:
@@ -222,6 +238,8 @@ def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[st
         if first == len(ok):
             raise DatasetError(f"bag {bag}: no action of episode {info.get('episode', len(episodes))} comes after "
                                f"a frame of every camera and a joint state")
+        if settings.skip_still_start:
+            first += _still_steps(np.stack([s_val[i] for i in st_idx[first:]]))
         sl = slice(first, None)
         episodes.append(dict(
             images={c: np.stack([streams[c][1][i] for i in obs_idx[c][sl]]) for c in settings.cameras},
