@@ -13,7 +13,7 @@ from mail_policy_node.training.config import DataConfig
 from mail_policy_node.training.dataset import DemoDataset
 from mail_policy_node.training.episodes import DatasetError, EpisodeSettings, load_bag_episodes
 
-from mail_policy_node.data.bags import DEFAULT_ACTION_NAMES
+from mail_policy_node.data.bags import ARM_ACTION_NAMES
 
 from .conftest import CAMERAS, write_bag
 
@@ -44,7 +44,7 @@ def test_hand_guided_demo_actions_are_the_joints_measured_one_step_later(tmp_pat
         load_bag_episodes(bag, SETTINGS, None)
     settings = EpisodeSettings(CAMERAS, (32, 32), 0.1, action_topic="/joint_states")
     (ep,), _ = load_bag_episodes(bag, settings, None)
-    assert ep.action_names == DEFAULT_ACTION_NAMES
+    assert ep.action_names == ARM_ACTION_NAMES
     # the measurement at step 0 has no observation a step earlier: 11 rows, observations of steps 0..10
     steps = np.arange(11)
     np.testing.assert_allclose(ep.state[:, 0], steps / 100, atol=1e-7)

@@ -148,7 +148,7 @@ def test_every_scan_setting_builds_a_trainer(bag_dir, tmp_path, scan):
 def test_trains_on_hand_guided_demonstrations(tmp_path):
     """Bags with cameras and joint states but no commands train with data.action_topic=/joint_states: the
     checkpoint predicts joint targets and the gripper width, the stack's joint_position actions."""
-    from mail_policy_node.data.bags import DEFAULT_ACTION_NAMES
+    from mail_policy_node.data.bags import ARM_ACTION_NAMES
 
     root = tmp_path / "bags"
     for i, n in enumerate((9, 10, 11)):
@@ -158,7 +158,7 @@ def test_trains_on_hand_guided_demonstrations(tmp_path):
     trainer, summary = _train(root, tmp_path, "guided", data__action_topic="/joint_states")
     policy = load_checkpoint(summary["final_checkpoint"])
     spec = policy.cfg.spec
-    assert tuple(spec.action_names) == DEFAULT_ACTION_NAMES and spec.action_space == "joint_position"
+    assert tuple(spec.action_names) == ARM_ACTION_NAMES and spec.action_space == "joint_position"
     # joint 1 of step k is k / 100 in these bags: the actions are the joints one step later
     first = trainer.data.train[0]
     np.testing.assert_allclose(first.actions[:, 0], first.state[:, 0] + 0.01, atol=1e-6)

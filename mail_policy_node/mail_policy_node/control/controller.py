@@ -318,12 +318,10 @@ class ArmController:
                 rate = self.scheduler.target_rate(now)
                 result = self.filter.step(self._cmd, row[:7], grip, target_velocity=rate[:7])
         self._cmd = result.command
-        shaped = result.hits & ~Limit.HOLD
-        if shaped:  # most cycles of a held or resting arm: nothing to count, no list built
-            for name in shaped.names():
-                self.counters.limits[name] += 1
-            if shaped & OVERRIDES:
-                self.counters.limit_hits += 1
+        for name in (result.hits & ~Limit.HOLD).names():
+            self.counters.limits[name] += 1
+        if result.hits & OVERRIDES:
+            self.counters.limit_hits += 1
         if self.mode == Mode.HOLDING and self._disable_requested and self._cmd.at_standstill:
             self._disable_requested = False
             self._set_mode(Mode.DISABLED, "disabled")

@@ -45,7 +45,7 @@ class GripperConfig:
             raise ValueError(f"gripper speed must be in (0, 0.1] m/s, got {self.speed}")
         if not 1.0 <= self.grasp_force <= 70.0:
             raise ValueError(f"gripper grasp_force must be in [1, 70] N, got {self.grasp_force}")
-        if not (0.0 < self.close_below and self.close_below + self.hysteresis < GRIPPER_WIDTH_MAX):
+        if not 0.0 < self.close_below < self.close_below + self.hysteresis < GRIPPER_WIDTH_MAX:
             raise ValueError(f"gripper close_below ({self.close_below}) and close_below + hysteresis "
                              f"({self.close_below + self.hysteresis}) must lie inside (0, {GRIPPER_WIDTH_MAX}) m")
         if not 0.0 <= self.hysteresis <= 0.04:

@@ -381,6 +381,9 @@ def joint_state_to_vector(names: Sequence[str], position: np.ndarray) -> np.ndar
     return np.array([*q, width], float)
 
 
+ARM_ACTION_NAMES: tuple[str, ...] = FR3_JOINT_NAMES + (GRIPPER_NAME,)
+
+
 def is_measured_arm_state(names: Sequence[str]) -> bool:
     """A JointState of the arm itself (fingers named), not a command (which names the gripper width)."""
     return all(n in names for n in FR3_FINGER_NAMES)
@@ -390,7 +393,7 @@ def recorded_action(rec: "JointStateRecord", lead_s: float) -> tuple[int, tuple[
     """(stamp [ns], names, values) of the action a recorded JointState stands for (module docstring):
     a command as it is; a measured arm state as [q1..q7, width] stamped ``lead_s`` earlier."""
     if is_measured_arm_state(rec.names):
-        return (rec.stamp_ns - int(round(lead_s * 1e9)), DEFAULT_ACTION_NAMES,
+        return (rec.stamp_ns - int(round(lead_s * 1e9)), ARM_ACTION_NAMES,
                 joint_state_to_vector(rec.names, rec.position))
     return rec.stamp_ns, tuple(rec.names), np.asarray(rec.position, float)
 

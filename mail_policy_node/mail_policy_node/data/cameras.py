@@ -77,7 +77,8 @@ class RealSenseCamera:
             where = f"recording {self.playback_file}" if self.playback_file else f"serial {self.serial or '(any)'}"
             raise RuntimeError(f"RealSense camera ({where}) could not start: {e}") from e
         if self.playback_file:
-            self._playback = profile.get_device().as_playback()  # already not real time (above)
+            self._playback = profile.get_device().as_playback()
+            self._playback.set_real_time(False)
         self._pace_origin = None
         stream = profile.get_stream(rs.stream.color).as_video_stream_profile()
         i = stream.get_intrinsics()

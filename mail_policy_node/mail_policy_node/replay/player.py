@@ -384,11 +384,11 @@ def _feed(rec, runs: list[_Run], cams: dict, topics: TopicMap, streams: dict, st
         t = seconds(rec.stamp_ns) if rec.stamp_ns else seconds(rec.log_time_ns)
         try:
             _, names, value = recorded_action(rec, 0.0)
-        except ValueError:  # a measured joint state without the arm's joints
-            names = value = None
-        if state.names is None and names is not None:
+        except ValueError:  # a joint state without the arm's joints
+            names, value = (), np.zeros(0)
+        if state.names is None and names:
             state.names, state.measured = list(names), is_measured_arm_state(rec.names)
-        if names is None or list(names) != state.names or len(value) != len(state.names):
+        if list(names) != state.names or len(value) != len(state.names):
             streams[topic].bad_frames += 1  # an action message with other dimensions: not comparable
         else:
             state.rec_t.append(t)

@@ -236,6 +236,7 @@ class FrankySimEnv:
         self.image_size = tuple(image_size)
         self.dt = dt
         self.dynamics_factor = dynamics_factor
+        self.gripper_speed = gripper_speed
         self.max_steps = get_task(task).max_steps
         self.twin = make_task(task, render=False)
         self.scene: FrankySimScene | None = None
