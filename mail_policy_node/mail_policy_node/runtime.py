@@ -6,6 +6,11 @@ see every control step) and returns a chunk every `execution_horizon` ticks. A c
 prepared elsewhere (`load_policy`: resolve under the root, validate, warm up) and applied at the next
 chunk boundary with the caches reset, so the old policy runs until then and no chunk is missed.
 Every dropped input and refused step is counted by cause, for PolicyStatus.
+
+A time base change in the inputs (a clock step, a camera reset: see data/sync.py) restarts the
+synchroniser's history; the first set of the new epoch also restarts the engine's history (its window
+or stream state holds observations stamped in the old base, and its stamps must increase), so the
+policy never acts on a mix of the two and goes on by itself once the stamps move forward again.
 """
 
 from __future__ import annotations
@@ -108,6 +113,8 @@ class PolicyRuntime:
         self.chunk_times = collections.deque(maxlen=50)
         self._lock = threading.Lock()
         self._pending: LoadedPolicy | None = None
+        self._epoch = 0  # the synchroniser's time base that the engine's history was built in
+        self.time_base_restarts = 0  # engine histories restarted for a new time base
         self._install(loaded)
 
     # ---- policy ---------------------------------------------------------------------------------
@@ -118,6 +125,7 @@ class PolicyRuntime:
         if getattr(self, "sync", None) is None or self.sync.streams != streams:
             # a compatible swap keeps the buffered inputs, so the boundary tick still has its observation
             self.sync = ObservationSynchronizer(streams, self.config.sync_tolerance, self.config.max_age)
+            self._epoch = self.sync.epoch
         self.horizon = self.config.execution_horizon or spec.action_horizon
         self.episode_steps = 0
 
@@ -144,15 +152,16 @@ class PolicyRuntime:
             self.episode_steps = 0
 
     # ---- inputs (called from subscription callbacks) ---------------------------------------------
-    def _stamp_ok(self, stamp: float) -> bool:
+    def _stamp_ok(self, stamp: float) -> float | None:
+        """The clock's time now if `stamp` is plausible, else None (the drop counted)."""
         now = self.clock()
         if stamp > now + self.config.max_future:
             self.drops["future_stamp"] += 1
-            return False
+            return None
         if stamp < now - 10.0:
             self.drops["old_stamp"] += 1
-            return False
-        return True
+            return None
+        return now
 
     def add_image(self, camera: str, stamp: float, msg) -> None:
         """Keep the message itself: only frames the policy uses get decoded."""
@@ -164,9 +173,10 @@ class PolicyRuntime:
         except ImageDecodeError:
             self.drops["bad_image"] += 1
             return
-        if self._stamp_ok(stamp):
+        now = self._stamp_ok(stamp)
+        if now is not None:
             with self._lock:
-                self.sync.add(camera, stamp, msg)
+                self.sync.add(camera, stamp, msg, now)
 
     def add_joint_state(self, stamp: float, msg) -> None:
         if not self.spec.use_joint_state:
@@ -176,9 +186,10 @@ class PolicyRuntime:
         except ValueError:
             self.drops["bad_joint_state"] += 1
             return
-        if self._stamp_ok(stamp):
+        now = self._stamp_ok(stamp)
+        if now is not None:
             with self._lock:
-                self.sync.add(JOINT_STREAM, stamp, v)
+                self.sync.add(JOINT_STREAM, stamp, v, now)
 
     # ---- the control tick -------------------------------------------------------------------------
     def tick(self) -> ActionChunk | None:
@@ -190,6 +201,12 @@ class PolicyRuntime:
             synced = self.sync.latest(now)
             if synced is None:
                 return None
+            if synced.epoch != self._epoch:
+                # a new time base: what the engine holds was stamped in the old one
+                self.policy.engine.reset()
+                self.episode_steps = 0
+                self._epoch = synced.epoch
+                self.time_base_restarts += 1
             try:
                 images = {cam: msg_to_rgb(synced.items[cam]) for cam in self.spec.camera_names}
             except ImageDecodeError:
@@ -227,11 +244,13 @@ class PolicyRuntime:
             t = list(self.chunk_times)
             rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
             drops = dict(self.drops)
-            drops.update({f"sync_{k}": v for k, v in self.sync.counts.items() if k in ("stale", "no_match", "duplicate")})
+            drops.update({f"sync_{k}": v for k, v in self.sync.counts.items()
+                          if k in ("stale", "no_match", "duplicate", "backward_stamp", "time_base_restart")})
             return dict(policy_id=self.policy.policy_id, checkpoint=self.policy.name,
                         history=self.policy.engine.history, device=str(self.policy.engine.device),
                         observations=self.observations, chunks=self.chunks, episode_steps=self.episode_steps,
                         drops=drops, rate_hz=rate, latency_p50_ms=pct(self.latency, 50),
                         latency_p99_ms=pct(self.latency, 99), inference_p50_ms=pct(self.inference, 50),
                         inference_p99_ms=pct(self.inference, 99), missing=self.sync.missing(),
-                        paused=self.paused)
+                        paused=self.paused, time_event=self.sync.last_event,
+                        time_base_restarts=self.time_base_restarts)

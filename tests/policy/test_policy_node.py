@@ -113,3 +113,75 @@ def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
     assert loading_b.checkpoint == "a" and "keeps going" in loading_b.reason
     assert last_status.state == PolicyStatus.STATE_RUNNING and last_status.checkpoint == "b"
     assert last_status.chunks_published >= 1 and last_status.latency_p99_ms > 0
+
+
+def test_inputs_whose_stamps_step_back_are_reported_and_the_policy_goes_on(tmp_path):
+    """Camera frames and joint states stamped 0.45 s ahead (a sensor host whose clock ran ahead), then
+    corrected (stamps step back 0.45 s). Before the fix nothing said so: the step showed up nowhere in
+    PolicyStatus or the log. Now it is counted in PolicyStatus (sync_backward_stamp,
+    sync_time_base_restart), logged, and chunks continue in the corrected time base."""
+    from mail_msgs.msg import ActionChunk, PolicyStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+
+    from mail_policy_node.nodes.ros_convert import image_msg, to_time
+
+    root = tmp_path / "ckpts"
+    make_checkpoint(root / "a", seed=0)
+    node = node_process("mail_policy_node.nodes.policy_node", "policy_node",
+                        {"checkpoint_root": str(root), "checkpoint": "a", "rate_hz": 10.0, "max_age": 0.15})
+    stop = threading.Event()
+    lead = [0.45]
+    try:
+        with probe() as p:
+            reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+            chunks = p.subscribe(ActionChunk, "/mail/action_chunk", reliable)
+            status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
+                    for c in ("agentview", "wrist")}
+            jpub = p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+
+            def sensors():
+                k = 0
+                while not stop.is_set():
+                    t = time.time() + lead[0]
+                    for c, pub in pubs.items():
+                        pub.publish(image_msg(np.full((SIZE, SIZE, 3), k % 250, np.uint8), t, c))
+                    js = JointState(name=[f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"],
+                                    position=[0.0] * 7 + [0.02, 0.02])
+                    js.header.stamp = to_time(t + 0.001)
+                    jpub.publish(js)
+                    k += 1
+                    time.sleep(0.05)
+
+            feeder = threading.Thread(target=sensors, daemon=True)
+            feeder.start()
+            wait_for(lambda: len(chunks) >= 3, 90, what="chunks with stamps ahead")
+            n_ahead = len(chunks)
+            lead[0] = 0.0  # the clock is corrected: every stamp steps back 0.45 s
+            arrivals = p.arrivals["/mail/action_chunk"]
+
+            def corrected():  # chunks computed from corrected stamps: stamped before they arrived
+                return sum(1 for c, t in list(zip(chunks, arrivals))[n_ahead:] if stamp_of(c) < t)
+
+            wait_for(lambda: corrected() >= 3, 30, what="chunks in the corrected time base")
+
+            def reported():
+                s = status[-1]
+                counts = dict(zip(s.drop_causes, s.drop_counts))
+                return counts if counts.get("sync_time_base_restart", 0) >= 1 else None
+
+            counts = wait_for(reported, 10, what="a status reporting the time base restart")
+            stop.set()
+            feeder.join(timeout=5)
+    finally:
+        stop.set()
+        out = stop_process(node)
+    assert counts["sync_backward_stamp"] >= 1, counts
+    assert "input stamps went backwards" in out and "new time base" in out, out[-3000:]
+    seqs = [c.sequence for c in chunks]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+
+
+def stamp_of(chunk) -> float:
+    return chunk.header.stamp.sec + 1e-9 * chunk.header.stamp.nanosec

@@ -133,3 +133,36 @@ def test_missing_camera_stale_and_bad_inputs_are_counted_not_run(root):
     bad_js = joints(np.full(7, np.nan))
     rt.add_joint_state(clock.t, bad_js)
     assert rt.status()["drops"]["bad_joint_state"] == 1
+
+
+def test_a_clock_step_back_restarts_the_policy_history_instead_of_stalling(root):
+    """The host clock steps back 30 s (NTP): every input is then stamped in the new time base. Before
+    the fix no chunk came again (the new stamps fell out of the synchroniser's history at once) and
+    nothing in the status said why. Now: counted, the history of the synchroniser and of the engine
+    restart, and chunks go on in the new time base without a gap in their sequence."""
+    clock = Clock()
+    rt = PolicyRuntime(load_policy(str(root), "a", EngineConfig()), RuntimeConfig(rate_hz=10), clock=clock)
+    chunks = []
+
+    def run(steps):
+        for step in range(steps):
+            clock.t += 0.1
+            feed(rt, clock, step)
+            clock.t += 0.01
+            c = rt.tick()
+            if c is not None:
+                chunks.append(c)
+
+    run(7)
+    n_before, old_stamp = len(chunks), chunks[-1].stamp
+    clock.t -= 30.0
+    run(6)
+    after = chunks[n_before:]
+    assert after, f"no chunk after the clock step; drops {rt.status()['drops']}"
+    assert all(c.stamp < old_stamp - 29.0 for c in after)  # only new-base observations behind them
+    assert [c.sequence for c in chunks] == list(range(len(chunks)))
+    s = rt.status()
+    assert s["drops"]["sync_time_base_restart"] == 1 and s["drops"]["sync_backward_stamp"] >= 1
+    assert s["time_base_restarts"] == 1 and "new time base" in s["time_event"]
+    # the engine's history restarted with the first new-base set: a chunk at once, then every J = 3
+    assert len(after) == 2 and rt.episode_steps == 4

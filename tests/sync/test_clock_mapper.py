@@ -42,3 +42,16 @@ def test_mapped_stamp_is_never_after_the_receive_time():
 def test_no_samples_is_an_error():
     with pytest.raises(ValueError):
         ClockMapper().to_host(1.0)
+
+
+def test_a_device_clock_that_goes_back_restarts_the_mapping():
+    """A device reset (its clock starts again near 0): the mapped stamps stay at the host times the
+    states were read, instead of falling back by the whole step until the old samples leave the window."""
+    mapper = ClockMapper()
+    host = 1000.0
+    for k in range(20):
+        mapper.update(500.0 + 0.01 * k, host + 0.01 * k + 0.001)
+    stamps = [mapper.update(0.01 * k, host + 0.2 + 0.01 * k + 0.001) for k in range(10)]
+    assert all(abs(s - (host + 0.2 + 0.01 * k)) < 0.002 for k, s in enumerate(stamps)), stamps
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert mapper.resets == 1

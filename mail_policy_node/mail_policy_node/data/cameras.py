@@ -3,14 +3,44 @@ the image was acquired (host clock, seconds), which is what the policy synchroni
 
 - `RealSenseCamera`: a live Intel RealSense (by serial) or a librealsense recording (.db3) played back,
   which is also how it is tested without hardware (`record_realsense_file` writes such a recording).
+
+Time domains (librealsense stamps each frame in one of three; `FrameClock` turns them into host time):
+- global_time: the device's hardware clock translated to host time by librealsense. Asked for on every
+  sensor that has the `global_time_enabled` option; the frame timestamp is used as it is.
+- system_time: the host time at which librealsense received the frame (devices or kernels without
+  hardware timestamps in the frame metadata); used as it is.
+- hardware_clock: the device's own clock (global time off or unsupported). Mapped to host time by a
+  `ClockMapper` fed with the frame's host arrival time (librealsense's time_of_arrival metadata, else
+  the time it was read): host stamp = device time + min(arrival - device time) over the last second of
+  frames, i.e. the acquisition time plus the least transport delay seen; a device clock that goes back
+  (a reset) restarts the mapping. Never the read time, which adds however long the frame waited.
+Every live stamp is capped at the time the frame was read (a frame is not acquired after it is read).
+
+Recordings carry the domain and timestamps of the session they were recorded in (another day, another
+host, or a software device's own clock), which the live policy cannot synchronise with joint states.
+Played back, a frame is stamped on the recording's own timeline anchored to the host clock at the first
+frame: stamp = host time at the first frame + (recorded timestamp - first recorded timestamp), and in
+real-time playback it is released at that moment. So the recorded frame intervals (and dropouts) are
+kept and stamps are host times a live policy can match with live joint states. If the reader falls
+behind by more than `PlaybackTimeline.max_lag`, or the recording's clock goes back (a recording that
+starts again, a device reset while recording), the timeline is re-anchored at the current frame:
+stamps jump forward, never back, and `reanchors` counts it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
+
+from .sync import ClockMapper
+
+
+class CameraError(RuntimeError):
+    """The camera cannot start or deliver frames (the camera node exits non-zero with the reason)."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +54,14 @@ class CameraIntrinsics:
     distortion: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)  # plumb_bob k1 k2 t1 t2 k3
 
 
+def intrinsics_from_fovy(width: int, height: int, fovy_deg: float) -> CameraIntrinsics:
+    """A pinhole camera of vertical field of view `fovy_deg` (MuJoCo's camera fovy), square pixels."""
+    import math
+
+    f = 0.5 * height / math.tan(math.radians(fovy_deg) / 2)
+    return CameraIntrinsics(width, height, f, f, width / 2, height / 2)
+
+
 @dataclass(frozen=True)
 class CameraFrame:
     rgb: np.ndarray  # (H, W, 3) uint8
@@ -32,12 +70,95 @@ class CameraFrame:
     depth: np.ndarray | None = None  # (H, W) uint16 in depth_scale units, aligned to colour, if enabled
 
 
-class RealSenseCamera:
-    """Colour (and optionally depth aligned to colour) from a RealSense device or a recording.
+DOMAIN_DESCRIPTIONS = {
+    "global_time": "global_time: the device clock translated to host time by librealsense",
+    "system_time": "system_time: host time at which librealsense received the frame",
+    "hardware_clock": "hardware_clock: the device clock, mapped to host time from the frames' arrival times "
+                      "(ClockMapper)",
+}
 
-    Live frames use the device's global time domain when it offers one (host-synchronised hardware
-    stamps); otherwise, and for recordings, the host time at which the frame set arrived.
-    """
+
+class FrameClock:
+    """Host-clock acquisition stamps for live RealSense frames from their timestamp domain (see the
+    module's docstring). `domain` names the last frame's domain; `describe()` says how it is stamped."""
+
+    def __init__(self, window: int = 30):
+        self.mapper = ClockMapper(window)
+        self.domain: str | None = None
+
+    def stamp(self, domain: str, device_time: float, arrival: float | None, read_time: float) -> float:
+        """`domain`: the timestamp domain's name; `device_time`: the frame timestamp [s] in that domain;
+        `arrival`: host time the frame arrived (None: unknown, the read time is used); `read_time`: host
+        time the frame was read."""
+        self.domain = domain
+        if domain in ("global_time", "system_time"):
+            stamp = device_time
+        else:
+            stamp = self.mapper.update(device_time, read_time if arrival is None else arrival)
+        return min(stamp, read_time)
+
+    def describe(self) -> str:
+        return DOMAIN_DESCRIPTIONS.get(self.domain or "", f"{self.domain}: mapped to host time like hardware_clock")
+
+
+def frame_timing(frame) -> tuple[str, float, float | None]:
+    """(timestamp domain name, timestamp [s], host arrival time [s] or None) of a librealsense frame."""
+    import pyrealsense2 as rs
+
+    toa = rs.frame_metadata_value.time_of_arrival
+    arrival = frame.get_frame_metadata(toa) / 1000.0 if frame.supports_frame_metadata(toa) else None
+    return frame.get_frame_timestamp_domain().name, frame.get_timestamp() / 1000.0, arrival
+
+
+class PlaybackTimeline:
+    """Stamps and release times for a recording played back (see the module's docstring)."""
+
+    def __init__(self, max_lag: float = 0.1):
+        self.max_lag = max_lag
+        self.reanchors = 0
+        self.last_reanchor = ""  # why the timeline was last re-anchored, for the log
+        self._host_off = self._mono_off = None
+        self._last_device: float | None = None
+        self._last_stamp = -float("inf")
+
+    def place(self, device_time: float, host_now: float, mono_now: float, realtime: bool = True) -> tuple[float, float]:
+        """(host stamp, monotonic release time) of the frame recorded at `device_time` [s]."""
+        if self._host_off is None:
+            self._anchor(device_time, host_now, mono_now)
+        elif device_time < self._last_device:
+            self._anchor(device_time, host_now, mono_now,
+                         f"the recording's clock went back by {self._last_device - device_time:.3f} s")
+        elif realtime and mono_now - (device_time + self._mono_off) > self.max_lag:
+            self._anchor(device_time, host_now, mono_now, f"playback fell "
+                         f"{mono_now - (device_time + self._mono_off):.3f} s behind the recording's timeline")
+        self._last_device = device_time
+        stamp = max(device_time + self._host_off, self._last_stamp + 1e-6)  # never back, never twice
+        self._last_stamp = stamp
+        return stamp, device_time + self._mono_off
+
+    def _anchor(self, device_time: float, host_now: float, mono_now: float, reason: str = "") -> None:
+        self._host_off, self._mono_off = host_now - device_time, mono_now - device_time
+        if reason:
+            self.reanchors += 1
+            self.last_reanchor = reason
+
+
+def enable_global_time(device) -> list[str]:
+    """Switch librealsense's global time on for every sensor of `device` that offers it (hardware
+    stamps translated to host time); returns the names of those sensors."""
+    import pyrealsense2 as rs
+
+    opt, names = rs.option.global_time_enabled, []
+    for sensor in device.query_sensors():
+        if sensor.supports(opt) and not sensor.is_option_read_only(opt):
+            sensor.set_option(opt, 1.0)
+            names.append(sensor.get_info(rs.camera_info.name) if sensor.supports(rs.camera_info.name) else "?")
+    return names
+
+
+class RealSenseCamera:
+    """Colour (and optionally depth aligned to colour) from a RealSense device or a recording, stamped
+    as the module's docstring says. `time_domain` describes how the last frame was stamped."""
 
     def __init__(self, serial: str = "", width: int = 640, height: int = 480, fps: int = 30,
                  depth: bool = False, playback_file: str = "", realtime_playback: bool = True):
@@ -48,13 +169,49 @@ class RealSenseCamera:
         self.depth_enabled = depth
         self.playback_file = playback_file
         self.realtime_playback = realtime_playback
+        self.frame_period = 1.0 / fps  # the recording's own rate once a recording is opened
         self._pipeline = None
         self._align = None
         self._playback = None
+        self._held = None  # playback: the next frame, read but not due yet: (frame, release time)
+        self.clock = FrameClock(window=max(5, int(fps)))
+        self.timeline = PlaybackTimeline()
+        self._recorded_domain: str | None = None  # playback: the domain the file's frames carry
+        self.global_time_sensors: list[str] = []  # sensors whose global time this camera switched on
         self.intrinsics: CameraIntrinsics | None = None
+
+    def _where(self) -> str:
+        return f"recording {self.playback_file}" if self.playback_file else f"serial {self.serial or '(any)'}"
+
+    def check(self) -> None:
+        """Fail now, with the reason, if the camera is not there (no RealSense with this serial
+        connected) or the recording cannot be played (missing, not a librealsense recording, no colour
+        stream). Without it a missing device costs librealsense's 15 s wait in pipeline.start()."""
+        rs = self._rs
+        if not self.playback_file:
+            serials = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()
+                       if d.supports(rs.camera_info.serial_number)]
+            if not serials or (self.serial and self.serial not in serials):
+                raise CameraError(f"RealSense camera ({self._where()}) could not start: "
+                                  + (f"connected are {', '.join(serials)}" if serials else "no RealSense connected"))
+            return
+        if not os.path.exists(self.playback_file):
+            raise CameraError(f"RealSense {self._where()} could not start: no such file")
+        if not os.path.isfile(self.playback_file):
+            raise CameraError(f"RealSense {self._where()} could not start: not a file")
+        cfg = rs.config()
+        try:
+            cfg.enable_device_from_file(self.playback_file, repeat_playback=False)
+            profile = cfg.resolve(rs.pipeline())
+            colour = [s for s in profile.get_streams() if s.stream_type() == rs.stream.color]
+        except RuntimeError as e:
+            raise CameraError(f"RealSense {self._where()} could not start: not a librealsense recording ({e})") from e
+        if not colour:
+            raise CameraError(f"RealSense {self._where()} could not start: the recording has no colour stream")
 
     def open(self) -> None:
         rs = self._rs
+        self.check()
         cfg = rs.config()
         if self.playback_file:
             cfg.enable_device_from_file(self.playback_file, repeat_playback=False)
@@ -74,96 +231,176 @@ class RealSenseCamera:
                 cfg.resolve(pipeline).get_device().as_playback().set_real_time(False)
             profile = pipeline.start(cfg)
         except RuntimeError as e:
-            where = f"recording {self.playback_file}" if self.playback_file else f"serial {self.serial or '(any)'}"
-            raise RuntimeError(f"RealSense camera ({where}) could not start: {e}") from e
+            raise CameraError(f"RealSense camera ({self._where()}) could not start: {e}") from e
         if self.playback_file:
             self._playback = profile.get_device().as_playback()
             self._playback.set_real_time(False)
-        self._pace_origin = None
+        else:
+            self.global_time_sensors = enable_global_time(profile.get_device())
         stream = profile.get_stream(rs.stream.color).as_video_stream_profile()
+        if stream.fps() > 0:
+            self.frame_period = 1.0 / stream.fps()
         i = stream.get_intrinsics()
         self.intrinsics = CameraIntrinsics(i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, tuple(i.coeffs))
         if self.depth_enabled:
             self._align = rs.align(rs.stream.color)
+        self._held = None
         self._pipeline = pipeline
+
+    @property
+    def time_domain(self) -> str | None:
+        """How the last frame was stamped (None before the first frame)."""
+        if self.playback_file:
+            if self._recorded_domain is None:
+                return None
+            paced = "released in real time" if self.realtime_playback else "read as fast as possible"
+            return (f"recording ({self._recorded_domain} in the file): the recording's timeline, anchored to the host "
+                    f"clock at its first frame, {paced}")
+        return None if self.clock.domain is None else self.clock.describe()
 
     @property
     def ended(self) -> bool:
         """A recording has played to its end (a live camera never ends). A read that times out says
         only that no frame came in time: on a loaded machine a recording's next frame can be late."""
-        return self._playback is not None and self._playback.current_status() == self._rs.playback_status.stopped
+        return (self._playback is not None and self._held is None
+                and self._playback.current_status() == self._rs.playback_status.stopped)
 
     def read(self, timeout: float = 1.0) -> CameraFrame | None:
-        """The next frame, or None when none came within `timeout` (or a recording has ended)."""
-        ok, frames = self._pipeline.try_wait_for_frames(int(timeout * 1000))
-        host_now = time.time()
-        if not ok:
+        """The next frame, or None when none came within `timeout` (or a recording has ended). A
+        recording's frame that is not due within `timeout` is held for the next call."""
+        if self._held is None:
+            t_end = time.monotonic() + timeout
+            ok, frames = self._pipeline.try_wait_for_frames(int(timeout * 1000))
+            host_now, mono_now = time.time(), time.monotonic()
+            if not ok:
+                return None
+            if self._align is not None:
+                frames = self._align.process(frames)
+            color = frames.get_color_frame()
+            if not color:
+                return None
+            rgb = np.asanyarray(color.get_data()).copy()
+            if rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise CameraError(f"RealSense colour frame has shape {rgb.shape}; expected rgb8 (H, W, 3)")
+            depth = None
+            if self.depth_enabled:
+                d = frames.get_depth_frame()
+                depth = np.asanyarray(d.get_data()).copy() if d else None
+            domain, device_time, arrival = frame_timing(color)
+            if not self.playback_file:
+                return CameraFrame(rgb, self.clock.stamp(domain, device_time, arrival, host_now),
+                                   int(color.get_frame_number()), depth)
+            self._recorded_domain = domain
+            stamp, due = self.timeline.place(device_time, host_now, mono_now, self.realtime_playback)
+            frame = CameraFrame(rgb, stamp, int(color.get_frame_number()), depth)
+            if not self.realtime_playback:
+                return frame
+            self._held = (frame, due)
+            timeout = max(0.0, t_end - time.monotonic())
+        frame, due = self._held
+        wait = due - time.monotonic()
+        if wait > timeout:
+            time.sleep(timeout)
             return None
-        if self._align is not None:
-            frames = self._align.process(frames)
-        color = frames.get_color_frame()
-        if not color:
-            return None
-        rgb = np.asanyarray(color.get_data()).copy()
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise RuntimeError(f"RealSense colour frame has shape {rgb.shape}; expected rgb8 (H, W, 3)")
-        if self.playback_file and self.realtime_playback:
-            device_t = color.get_timestamp() / 1000.0
-            if self._pace_origin is None:
-                self._pace_origin = (host_now - device_t, time.monotonic() - device_t)
-            delay = self._pace_origin[1] + device_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            host_now = time.time()
-        stamp = host_now
-        if not self.playback_file and color.get_frame_timestamp_domain() == self._rs.timestamp_domain.global_time:
-            stamp = color.get_timestamp() / 1000.0
-        depth = None
-        if self.depth_enabled:
-            d = frames.get_depth_frame()
-            depth = np.asanyarray(d.get_data()).copy() if d else None
-        return CameraFrame(rgb, stamp, int(color.get_frame_number()), depth)
+        if wait > 0:
+            time.sleep(wait)
+        self._held = None
+        return frame
 
     def close(self) -> None:
         if self._pipeline is not None:
             self._pipeline.stop()
             self._pipeline = None
             self._playback = None
+            self._held = None
 
 
-def record_realsense_file(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
+TIMESTAMP_DOMAINS = ("hardware_clock", "global_time", "system_time")
+
+
+def record_realsense_file(path: str, frames: Iterable[np.ndarray], fps: int = 30, *,
+                          timestamps: Sequence[float] | None = None, domain: str = "hardware_clock",
+                          intrinsics: CameraIntrinsics | None = None) -> int:
     """Write RGB frames (H, W, 3 uint8, all one size) as a librealsense recording (.db3) through a
-    software device, so RealSenseCamera can play it back exactly as it would a real camera's file."""
+    software device, so RealSenseCamera plays it back exactly as it would a real camera's file.
+
+    `frames` may be any iterable (a generator rendering one frame at a time keeps a long recording
+    out of memory). Frame k is stamped `timestamps[k]` [s] (default k / fps) in timestamp domain
+    `domain` (hardware_clock, global_time or system_time); `intrinsics` default to a 2 * atan(1 / 1.8)
+    horizontal field of view centred on the image. Returns the number of frames written; on an error
+    the partial file is removed. Measured: 300 frames of 640x480 in about 0.5 s."""
     import pyrealsense2 as rs
 
     if not str(path).endswith(".db3"):
         raise ValueError(f"librealsense recordings must end in .db3, got {path}")
-    h, w = frames[0].shape[:2]
+    if domain not in TIMESTAMP_DOMAINS:
+        raise ValueError(f"domain must be one of {TIMESTAMP_DOMAINS}, got {domain!r}")
+    if fps <= 0 or int(fps) != fps:
+        raise ValueError(f"fps must be a positive integer (a RealSense stream profile's rate), got {fps}")
+    it = iter(frames)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ValueError("no frames to record") from None
+    first = np.asarray(first)
+    if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
+        raise ValueError(f"frame 0: expected (H, W, 3) uint8, got {first.shape} {first.dtype}")
+    h, w = first.shape[:2]
+    if intrinsics is not None and (intrinsics.width, intrinsics.height) != (w, h):
+        raise ValueError(f"intrinsics are for {intrinsics.width}x{intrinsics.height}, frames are {w}x{h}")
     dev = rs.software_device()
     sensor = dev.add_sensor("Color")
+    k_in = intrinsics or CameraIntrinsics(w, h, 0.9 * w, 0.9 * w, w / 2, h / 2)
     intr = rs.intrinsics()
-    intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy = w, h, 0.9 * w, 0.9 * w, w / 2, h / 2
+    intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy = w, h, k_in.fx, k_in.fy, k_in.cx, k_in.cy
     intr.model, intr.coeffs = rs.distortion.none, [0.0] * 5
     vs = rs.video_stream()
-    vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp = rs.stream.color, 0, 0, w, h, fps, 3
+    vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp = rs.stream.color, 0, 0, w, h, int(fps), 3
     vs.fmt, vs.intrinsics = rs.format.rgb8, intr
-    profile = sensor.add_video_stream(vs)
+    profile = sensor.add_video_stream(vs).as_video_stream_profile()
+    rs_domain = getattr(rs.timestamp_domain, domain)
     recorder = rs.recorder(str(path), dev)
-    queue = rs.frame_queue(len(frames) + 1)
-    sensor.open(profile)
-    sensor.start(queue)
-    for k, img in enumerate(frames):
-        if img.shape != (h, w, 3) or img.dtype != np.uint8:
-            raise ValueError(f"frame {k}: expected ({h}, {w}, 3) uint8, got {img.shape} {img.dtype}")
-        f = rs.software_video_frame()
-        f.pixels, f.bpp, f.stride = np.ascontiguousarray(img), 3, 3 * w
-        f.timestamp, f.domain, f.frame_number = 1000.0 * k / fps, rs.timestamp_domain.hardware_clock, k
-        f.profile = profile.as_video_stream_profile()
-        sensor.on_video_frame(f)
-        queue.wait_for_frame(1000)
-    sensor.stop()
-    sensor.close()
+    queue = rs.frame_queue(4)
+    n = 0
+    try:
+        sensor.open(profile)
+        sensor.start(queue)
+        for k, img in enumerate(_chain(first, it)):
+            img = np.asarray(img)
+            if img.shape != (h, w, 3) or img.dtype != np.uint8:
+                raise ValueError(f"frame {k}: expected ({h}, {w}, 3) uint8, got {img.shape} {img.dtype}")
+            if timestamps is not None and k >= len(timestamps):
+                raise ValueError(f"{len(timestamps)} timestamps for more frames")
+            f = rs.software_video_frame()
+            f.pixels, f.bpp, f.stride = np.ascontiguousarray(img), 3, 3 * w
+            t = k / fps if timestamps is None else float(timestamps[k])
+            f.timestamp, f.domain, f.frame_number = 1000.0 * t, rs_domain, k
+            f.profile = profile
+            sensor.on_video_frame(f)
+            queue.wait_for_frame(1000)  # raises if the software device did not deliver it
+            n += 1
+    except BaseException:
+        _stop_sensor(sensor)
+        del recorder
+        if os.path.exists(path):
+            os.remove(path)
+        raise
+    _stop_sensor(sensor)
     del recorder  # the file is finalised when the recorder is released
+    return n
+
+
+def _stop_sensor(sensor) -> None:
+    for step in (sensor.stop, sensor.close):
+        try:
+            step()
+        except RuntimeError:  # not started / not opened
+            pass
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 class SimSceneCamera:

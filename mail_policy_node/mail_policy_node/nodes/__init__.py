@@ -24,7 +24,12 @@ def run(node_class, args=None) -> None:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args)
-    node = node_class()
+    try:
+        node = node_class()
+    except Exception as exc:  # a refused configuration: say why in one line, no traceback
+        print(f"[{node_class.__name__}] cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     companions = []
@@ -42,6 +47,8 @@ def run(node_class, args=None) -> None:
             ex.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    if getattr(node, "exit_code", 0):  # the node ended itself on a fault (e.g. the controller's loop died)
+        sys.exit(node.exit_code)
 
 
 def _spin_quietly(executor) -> None:

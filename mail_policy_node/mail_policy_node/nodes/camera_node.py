@@ -3,11 +3,22 @@
 Sources: `realsense` (a device by serial, or a librealsense recording via `playback_file`) and `sim`
 (renders a camera of the simulated scene). Best-effort sensor-data QoS: a late frame is worth less than
 the next one. The achieved frame rate is logged every 5 s and published on /camera/<name>/frame_rate.
+How frames are stamped (the time domain, see data/cameras.py) is logged once, and again if it changes.
+
+A RealSense source fails loudly: a camera that cannot start (no device with that serial, a missing or
+unreadable recording), that gives no first frame within `first_frame_timeout` s, or that stops giving
+frames for `frame_timeout_periods` frame periods (unplugged) is logged as fatal with the reason, and
+the node exits with code 1 (the launch files respawn camera nodes a limited number of times, so one
+that keeps failing ends visibly). A recording that plays to its end is a normal end: the node stays up.
+A stamp that is not after the previous frame's (a host clock step) is published as it is, counted and
+logged (throttled): the policy node's synchroniser counts it too and, when the stamps go on from there,
+restarts its history in the new time base (data/sync.py).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 
@@ -16,9 +27,14 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float64MultiArray, String
 
+from mail_policy_node.data.cameras import CameraError
 from mail_policy_node.nodes import run, wait_for_listeners
 from mail_policy_node.nodes.ros_convert import camera_info_msg, image_msg
 from mail_policy_node.spec import camera_image_topic, camera_info_topic
+
+EXIT_FAILED = 1
+_failures: list[str] = []  # why this process's camera failed (read by main() for the exit code)
+LOG_EVERY_S = 5.0  # throttle for the recurring warnings below
 
 
 def make_source(node: Node):
@@ -47,6 +63,9 @@ class CameraNode(Node):
         self.declare_parameter("depth", False)
         self.declare_parameter("playback_file", "")
         self.declare_parameter("frame_id", "")
+        # no frame for this many frame periods after the first: the camera is lost (unplugged)
+        self.frame_timeout_periods = self.declare_parameter("frame_timeout_periods", 30).value
+        self.first_frame_timeout = self.declare_parameter("first_frame_timeout", 10.0).value  # [s] after start
         name = self.get_parameter("camera_name").value
         self.frame_id = self.get_parameter("frame_id").value or f"{name}_optical_frame"
         self.image_pub = self.create_publisher(Image, camera_image_topic(name), qos_profile_sensor_data)
@@ -54,9 +73,16 @@ class CameraNode(Node):
         self.rate_pub = self.create_publisher(Float32, f"/camera/{name}/frame_rate", 10)
         self.source = make_source(self)
         self.frames = 0
+        self.backward_stamps = 0  # frames stamped not after the previous one
+        self.failure: str | None = None
+        self.exit_code = 0
         self._stop = threading.Event()
         self._thread = None
+        # the capture thread asks the executor to end the process (a guard condition: only the spinning
+        # side shuts the context down, whenever the failure happens)
+        self._fail_guard = self.create_guard_condition(self._shut_down_on_failure)
         if self.get_parameter("source").value == "sim":
+            self.get_logger().info("stamps: the sim world's state capture time (host clock)")
             # Rendered from the sim world's state snapshots, stamped with their capture time.
             from mail_policy_node.nodes.sim_world_node import SCENE_QOS, TOPIC_SIM_SCENE, TOPIC_SIM_STATE
 
@@ -82,19 +108,64 @@ class CameraNode(Node):
 
     def _capture(self) -> None:
         """Blocking reads belong to the device, not the executor: a thread publishes each frame."""
+        try:
+            self._capture_frames()
+        except Exception as exc:  # noqa: BLE001 - every reason a camera stops is reported, then exit 1
+            if not self._stop.is_set():
+                self._fail(str(exc) if isinstance(exc, CameraError) else f"camera failed: {exc!r}")
+
+    def _capture_frames(self) -> None:
+        self.source.check()  # a missing or unreadable recording fails now, not after the wait below
         if getattr(self.source, "playback_file", ""):
             # A recording is played once: wait (bounded) until someone listens, so it is not lost.
             wait_for_listeners(lambda: [] if self.image_pub.get_subscription_count() else ["a subscriber"],
                                10.0, self._stop.wait)
+        if self._stop.is_set():
+            return
         self.source.open()
+        period = self.source.frame_period
+        lost_after = max(self.frame_timeout_periods * period, 2 * period)
+        read_timeout = min(1.0, lost_after / 4)
+        live = "" if getattr(self.source, "playback_file", "") else (
+            "; global time switched on for " + (", ".join(self.source.global_time_sensors) or "no sensor (unsupported)"))
+        self.get_logger().info(f"camera open: {period * 1e3:.1f} ms frame period; lost after {lost_after:.2f} s "
+                               f"without a frame ({self.frame_timeout_periods} periods){live}")
+        last_frame = time.monotonic()
+        last_stamp, domain, reanchors = None, None, 0
+        backward_logged_at = reanchor_logged_at = -float("inf")
         t_window, n_window = time.monotonic(), 0
         while not self._stop.is_set():
-            frame = self.source.read(timeout=1.0)
+            frame = self.source.read(timeout=read_timeout)
             if frame is None:
                 if getattr(self.source, "ended", False):
                     self.get_logger().info(f"recording finished after {self.frames} frames")
                     break
+                silent = time.monotonic() - last_frame
+                if self.frames == 0 and silent > self.first_frame_timeout:
+                    raise CameraError(f"no first frame {silent:.1f} s after the camera started "
+                                      f"(first_frame_timeout {self.first_frame_timeout} s)")
+                if self.frames and silent > lost_after:
+                    raise CameraError(f"no frame for {silent:.2f} s ({self.frame_timeout_periods} x the "
+                                      f"{period * 1e3:.1f} ms frame period) after {self.frames} frames: the camera "
+                                      "stopped delivering (unplugged?)")
                 continue
+            last_frame = time.monotonic()
+            if self.source.time_domain != domain:
+                domain = self.source.time_domain
+                self.get_logger().info(f"stamps: {domain}")
+            timeline = getattr(self.source, "timeline", None)
+            if (timeline is not None and timeline.reanchors != reanchors
+                    and time.monotonic() - reanchor_logged_at >= LOG_EVERY_S):
+                reanchors, reanchor_logged_at = timeline.reanchors, time.monotonic()
+                self.get_logger().warn(f"playback timeline re-anchored ({reanchors} so far): {timeline.last_reanchor}")
+            if last_stamp is not None and frame.stamp <= last_stamp:
+                self.backward_stamps += 1
+                if time.monotonic() - backward_logged_at >= LOG_EVERY_S:
+                    backward_logged_at = time.monotonic()
+                    self.get_logger().warn(
+                        f"frame stamp went back by {last_stamp - frame.stamp:.3f} s ({self.backward_stamps} so far; "
+                        f"stamps: {domain}): published as it is (the policy's synchroniser restarts on a new time base)")
+            last_stamp = frame.stamp
             self.image_pub.publish(image_msg(frame.rgb, frame.stamp, self.frame_id))
             if self.source.intrinsics is not None:
                 self.info_pub.publish(camera_info_msg(self.source.intrinsics, frame.stamp, self.frame_id))
@@ -105,6 +176,17 @@ class CameraNode(Node):
                 self.rate_pub.publish(Float32(data=float(rate)))
                 self.get_logger().info(f"{rate:.1f} frames/s")
                 t_window, n_window = time.monotonic(), 0
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        self.exit_code = EXIT_FAILED  # for a `run` that exits with its node's exit_code
+        _failures.append(reason)
+        self.get_logger().fatal(f"{reason}; exiting with code {EXIT_FAILED}")
+        self._fail_guard.trigger()
+
+    def _shut_down_on_failure(self) -> None:
+        if self.failure is not None:
+            self.context.try_shutdown()
 
     def destroy_node(self):
         self._stop.set()
@@ -117,6 +199,8 @@ class CameraNode(Node):
 
 def main(args=None):
     run(CameraNode, args)
+    if _failures:
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

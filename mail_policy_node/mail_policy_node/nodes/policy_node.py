@@ -38,6 +38,8 @@ from mail_policy_node.spec import (TOPIC_ACTION_CHUNK, TOPIC_JOINT_STATES, TOPIC
                                    camera_image_topic)
 
 READ_ONLY = ParameterDescriptor(read_only=True)
+TIME_EVENT_CAUSES = ("sync_backward_stamp", "sync_time_base_restart")  # drop causes of PolicyStatus
+TIME_EVENT_LOG_S = 5.0
 
 
 class PolicyNode(Node):
@@ -67,6 +69,9 @@ class PolicyNode(Node):
         self._loading: str | None = None  # the checkpoint being loaded, validated and warmed up
         self._status_lock = threading.Lock()  # status goes out from the companion's timer and from a load
         self._logged_causes: set[str] = set()  # each drop cause is logged once, then only counted
+        # ...except stamps going backwards (a clock step, a camera reset): logged again when they recur,
+        # at most every TIME_EVENT_LOG_S seconds
+        self._time_counts, self._time_logged_at = (0, 0), -float("inf")
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.chunk_pub = self.create_publisher(ActionChunkMsg, TOPIC_ACTION_CHUNK, reliable)
@@ -260,9 +265,10 @@ class PolicyNode(Node):
                 m.state, m.reason = PolicyStatus.STATE_LOADING, "new checkpoint swaps in at the next chunk boundary"
             m.policy_id, m.checkpoint, m.history_mode, m.device = s["policy_id"], s["checkpoint"], s["history"], s["device"]
             m.observations_received, m.chunks_published, m.episode_steps = s["observations"], s["chunks"], s["episode_steps"]
-            for cause in set(s["drops"]) - self._logged_causes:
+            for cause in set(s["drops"]) - self._logged_causes - set(TIME_EVENT_CAUSES):
                 self._logged_causes.add(cause)
                 self.get_logger().warn(f"dropping inputs: {cause} (counted in PolicyStatus, logged once)")
+            self._log_time_events(s)
             m.drop_causes = list(s["drops"])
             m.drop_counts = [int(v) for v in s["drops"].values()]
             m.observations_dropped = int(sum(m.drop_counts))
@@ -275,6 +281,18 @@ class PolicyNode(Node):
             m.reason = f"loading checkpoint {loading!r}" + ("; the running one keeps going" if self.runtime else "")
         return m
 
+    def _log_time_events(self, s: dict) -> None:
+        """Backward stamps and time base restarts, logged when their counts change, throttled (a status
+        goes out every 0.5 s, so a change held back by the throttle is logged at a later one)."""
+        counts = tuple(int(s["drops"].get(c, 0)) for c in TIME_EVENT_CAUSES)
+        now = time.monotonic()
+        if counts == self._time_counts or now - self._time_logged_at < TIME_EVENT_LOG_S:
+            return
+        self._time_counts, self._time_logged_at = counts, now
+        self.get_logger().warn(
+            f"input stamps went backwards: {s['time_event']}; so far {counts[0]} backward stamps, {counts[1]} "
+            f"time base restarts, {s['time_base_restarts']} policy history restarts (counted in PolicyStatus "
+            f"as {', '.join(TIME_EVENT_CAUSES)})")
 
     def destroy_node(self):
         self._stop.set()
