@@ -19,10 +19,6 @@ READY_POSE = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])  # TCP at a
 SIM_HOST = f"127.77.{os.getpid() // 250 % 250 + 1}.{os.getpid() % 250 + 1}"
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "franky_sim: runs against franky-sim (MuJoCo FR3) on loopback")
-
-
 def _franky_sim_command() -> list[str] | None:
     exe = os.path.join(os.path.dirname(sys.executable), "franky-sim")
     if not os.path.exists(exe):

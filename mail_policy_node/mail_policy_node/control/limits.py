@@ -96,3 +96,76 @@ def fr3_limits(
         ddq_max=FR3_DDQ_MAX * acceleration_scale,
         dddq_max=FR3_DDDQ_MAX * jerk_scale,
     )
+
+
+TRACKING_SHARE = 0.2  # of each cap kept for franky to track the filter's commands (and the position feedback)
+
+
+@dataclass(frozen=True)
+class DynamicsBudget:
+    """Every velocity, acceleration and jerk bound of the controller, derived in one place.
+
+    ``caps``: what franky is told (its joint velocity/acceleration/jerk limits, with its own dynamics
+    factor at 1). franky plans every 1 ms command of the stream the arm receives within these, so they
+    bound what the FR3 sees, whatever the 100 Hz loop's jitter. ``filter``: the safety filter plans its
+    100 Hz commands within a share of the caps (``1 - TRACKING_SHARE``), leaving franky room to follow
+    them and to add ``max_correction``, the bounded position feedback streamed on top of the filter's
+    velocity. The two share one position range."""
+
+    caps: JointLimits
+    filter: JointLimits
+    max_correction: np.ndarray  # (7,) [rad/s]
+
+
+def dynamics_budget(relative_dynamics_factor: float = 1.0, velocity_scale: float = 0.5,
+                    acceleration_scale: float = 0.3, jerk_scale: float = 0.1, position_margin: float = 0.05,
+                    position_range: str = "rectangular") -> DynamicsBudget:
+    """Caps = the FR3 table (``FR3_DQ_MAX`` ...) x each scale x ``relative_dynamics_factor``: the scales set
+    what "full speed" means for a profile, the factor is the dial of the runbook's stages (0.1 ... 1)."""
+    f = relative_dynamics_factor
+    if not 0.0 < f <= 1.0:
+        raise ValueError(f"relative_dynamics_factor must be in (0, 1], got {f}")
+    caps = fr3_limits(position_range, position_margin, velocity_scale * f, acceleration_scale * f, jerk_scale * f)
+    keep = 1.0 - TRACKING_SHARE
+    inner = JointLimits(caps.q_min, caps.q_max, caps.dq_max * keep, caps.ddq_max * keep, caps.dddq_max * keep)
+    return DynamicsBudget(caps, inner, caps.dq_max * TRACKING_SHARE)
+
+
+# ======================================================================================================
+# What the FR3 itself enforces on a joint motion generator (its "necessary conditions"), for the strict
+# FR3 emulator (sim/fr3_emulator.py). Not used by the safety filter above.
+#
+# Sources: Franka's control-interface documentation, "Robot and interface specifications" and "Limits
+# for Franka Research 3" (joint range, velocity 2.62 x4 / 5.26 / 4.18 / 5.26 rad/s, acceleration 10 and
+# jerk 5000 on every joint), and libfranka's FR3 include/franka/rate_limiting.h (2023 on),
+# computeUpperLimitsJointVelocity / computeLowerLimitsJointVelocity, for the position-dependent velocity
+# bound (libfranka 0.21 also reads these parameters from the robot's URDF, JointVelocityLimitsConfig): v_up(q) = min(v_max, max(0, -offset + sqrt(max(0, k * (q_hi - q))))) and its mirror image
+# v_lo(q) = max(-v_max, min(0, offset - sqrt(max(0, k * (q - q_lo))))), with k = 2 x the joint's
+# deceleration and q_lo/q_hi the URDF range (slightly wider than the documented range). libfranka's own
+# helpers return these minus kLimitEps so that a client saturating to them stays inside; the functions
+# here return the bounds themselves.
+# ======================================================================================================
+
+FR3_HW_Q_MIN = FR3_Q_MIN
+FR3_HW_Q_MAX = FR3_Q_MAX
+FR3_HW_DQ_MAX = np.array([2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26])
+FR3_HW_DDQ_MAX = FR3_DOC_DDQ_MAX
+FR3_HW_DDDQ_MAX = FR3_DOC_DDDQ_MAX
+FR3_LIMIT_EPS = 1e-3  # libfranka's kLimitEps
+
+# Parameters of the position-dependent velocity bound (rate_limiting.h, FR3).
+FR3_VBOUND_Q_LO = np.array([-2.7501, -1.7918, -2.9065, -3.0481, -2.8101, 0.54092, -3.0196])
+FR3_VBOUND_Q_HI = np.array([2.7501, 1.7918, 2.9065, -0.1458, 2.8101, 4.5205, 3.0196])
+FR3_VBOUND_OFFSET = np.array([0.30, 0.20, 0.20, 0.30, 0.35, 0.35, 0.35])  # [rad/s]
+FR3_VBOUND_GAIN = np.array([12.0, 5.17, 7.0, 8.0, 34.0, 11.0, 34.0])  # [rad/s^2] 2 x deceleration
+
+
+def fr3_velocity_bounds(q) -> tuple[np.ndarray, np.ndarray]:
+    """The FR3's joint velocity bounds (lower, upper) [rad/s] at joint positions ``q`` (..., 7): the table
+    maxima ``FR3_HW_DQ_MAX`` away from the ends of the range, shrinking to 0 towards each end."""
+    q = np.asarray(q, dtype=float)
+    room_up = np.sqrt(np.maximum(0.0, FR3_VBOUND_GAIN * (FR3_VBOUND_Q_HI - q)))
+    room_down = np.sqrt(np.maximum(0.0, FR3_VBOUND_GAIN * (q - FR3_VBOUND_Q_LO)))
+    upper = np.minimum(FR3_HW_DQ_MAX, np.maximum(0.0, room_up - FR3_VBOUND_OFFSET))
+    lower = np.maximum(-FR3_HW_DQ_MAX, np.minimum(0.0, FR3_VBOUND_OFFSET - room_down))
+    return lower, upper

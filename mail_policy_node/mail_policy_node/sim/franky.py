@@ -63,9 +63,13 @@ class FrankySimScene:
     ``franky.Robot(scene.hostname, realtime_config=RealtimeConfig.Ignore)``."""
 
     def __init__(self, task: str, seed: int = 0, options: dict | None = None, realtime: bool | float = True,
-                 hostname: str | None = None, twin: TaskEnv | None = None):
+                 hostname: str | None = None, twin: TaskEnv | None = None, strict: bool | dict = False):
         """``twin``: a synchronous `TaskEnv` of the same task that draws the initial conditions (it is
-        reset with ``seed``); a temporary one is made when not given."""
+        reset with ``seed``); a temporary one is made when not given. ``strict``: serve it through the
+        strict FR3 emulator (`sim.fr3_emulator`: the FR3's limit checks and reflexes, a recording),
+        available as ``scene.emulator``; a dict gives the emulator's keyword arguments."""
+        self.strict = strict
+        self.emulator = None
         self.task = get_task(task)
         self.requested_hostname = hostname  # bind exactly this address (e.g. a bringup profile's robot_ip)
         self.task.robot_prefix = ROBOT_PREFIX
@@ -95,6 +99,10 @@ class FrankySimScene:
         server = SimulationServer(sim, hostname_candidates=candidates)
         server.init()  # compiles the model and binds the libfranka ports
         self._sim, self._server = sim, server
+        if self.strict or isinstance(self.strict, dict):
+            from .fr3_emulator import install_fr3_emulator
+
+            install_fr3_emulator(self, **(self.strict if isinstance(self.strict, dict) else {}))
         self.task.apply(sim.model, sim.data, self.params)
         mujoco.mj_forward(sim.model, sim.data)
         self.t0 = float(sim.data.time)
