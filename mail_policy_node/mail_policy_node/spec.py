@@ -25,6 +25,7 @@ TOPIC_ACTION_COMMAND = "/mail/action_command"  # sensor_msgs/JointState: names =
 TOPIC_ACTION_CHUNK = "/mail/action_chunk"  # mail_msgs/ActionChunk
 TOPIC_POLICY_STATUS = "/mail/policy_status"  # mail_msgs/PolicyStatus
 TOPIC_CONTROLLER_STATUS = "/mail/controller_status"  # mail_msgs/ControllerStatus
+TOPIC_ESTOP = "/mail/estop"  # std_msgs/Bool: true = hold and refuse enable, false = release
 TOPIC_EPISODE = "/mail/episode"  # std_msgs/String, JSON {"event": "start"|"end", "episode": n, "task": ..., ...}
 
 

@@ -70,8 +70,12 @@ def test_all_stale_chunk_is_never_executed():
     (lambda: chunk(1.0, [0, 1], dt=0.0), ChunkRejection.BAD_DT),
     (lambda: chunk(1.0, [0, 1], dt=-0.1), ChunkRejection.BAD_DT),
     (lambda: chunk(1.0, [0, 1], dt=math.inf), ChunkRejection.NON_FINITE),
-    (lambda: chunk(5.0, [0, 1]), ChunkRejection.TOO_FAR_IN_FUTURE),
+    (lambda: chunk(5.0, [0, 1]), ChunkRejection.STAMP_IN_FUTURE),  # observed 4 s from now: clocks disagree
+    (lambda: chunk(1.06, [0, 1]), ChunkRejection.STAMP_IN_FUTURE),  # beyond max_clock_offset (0.05 s)
     (lambda: chunk(1.0, [0, 1], offset=3.0), ChunkRejection.TOO_FAR_IN_FUTURE),
+    (lambda: chunk(1.0, [0, 1], offset=0.6), ChunkRejection.TOO_FAR_IN_FUTURE),
+    (lambda: chunk(1.0, np.zeros(65)), ChunkRejection.MALFORMED),  # more actions than max_horizon
+    (lambda: chunk(1.0, [0, 1], dt=1.5), ChunkRejection.BAD_DT),
     (lambda: chunk(1.0, [0, 1], space="cartesian"), ChunkRejection.MALFORMED),
     (lambda: chunk(1.0, [0, 1], space=ACTION_SPACE_EE_DELTA_POSE), ChunkRejection.WRONG_ACTION_SPACE),
     (lambda: ActionChunk(1.0, 0.0, 0.1, "bad", NAMES), ChunkRejection.MALFORMED),
@@ -90,6 +94,23 @@ def test_sequence_must_advance_per_policy():
     assert s.accept(chunk(1.0, [0, 1], seq=4), now=1.0).reason == ChunkRejection.OLD_SEQUENCE
     assert s.accept(chunk(1.0, [0, 1], seq=6), now=1.0).ok
     assert s.accept(chunk(1.0, [0, 1], seq=0, policy="other"), now=1.0).ok  # hot swap restarts numbering
+
+
+def test_a_sequence_far_ahead_is_refused_and_does_not_block_the_real_stream():
+    """One chunk with the running policy's id and a huge sequence made every later real chunk "old"
+    (the arm held until an enable). Now the jump itself is refused."""
+    s = sched()
+    assert s.accept(chunk(1.0, [0, 1], seq=5), now=1.0).ok
+    v = s.accept(chunk(1.0, [0, 1], seq=5 + 1001), now=1.0)
+    assert not v.ok and v.reason == ChunkRejection.SEQUENCE_JUMP
+    assert s.accept(chunk(1.0, [0, 1], seq=6), now=1.0).ok
+    assert s.accept(chunk(1.0, [0, 1], seq=6 + 1000), now=1.0).ok  # within max_sequence_jump: lost chunks
+
+
+def test_a_stamp_within_the_clock_offset_bound_is_accepted():
+    s = sched(max_clock_offset=0.05)
+    assert s.accept(chunk(1.04, [0, 1]), now=1.0).ok
+    assert s.accept(chunk(1.06, [0, 1], seq=1), now=1.0).reason == ChunkRejection.STAMP_IN_FUTURE
 
 
 def test_replace_switches_at_once():

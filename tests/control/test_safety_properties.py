@@ -44,7 +44,8 @@ def configs(draw):
         acceleration_scale=draw(st.floats(0.05, 1.0)),
         jerk_scale=draw(st.floats(0.01, 1.0)),
     )
-    return SafetyConfig(cycle_period=period, limits=lim, max_joint_step=draw(st.floats(0.001, 0.05)))
+    return SafetyConfig(cycle_period=period, limits=lim, max_joint_step=draw(st.floats(0.001, 0.05)),
+                        max_tcp_speed=draw(st.floats(0.05, 1.5)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from mail_bringup.graph import CONFIG_DIR, profile
-from mail_policy_node.control.franky_arm import FrankyArmConfig, check_compatible
-from mail_policy_node.control.limits import fr3_limits
-from mail_policy_node.control.safety import SafetyConfig
+import numpy as np
+
+from mail_policy_node.control.limits import FR3_HW_DQ_MAX
+from mail_policy_node.control.params import controller_setup
 from mail_policy_node.spec import (TOPIC_ACTION_COMMAND, TOPIC_EPISODE, TOPIC_JOINT_STATES, camera_image_topic)
 from tests.deploy import DOCKER, ROOT
 
@@ -97,21 +98,16 @@ def test_node_commands_through_the_entrypoint(tmp_path, service):
         assert type(yaml.safe_load(value)) is type(section[key]), f"{service}: {item} changes the type"
 
 
-def test_controller_defaults_keep_franky_looser_than_the_safety_filter():
-    """The compose defaults of the first-run dials pass control/franky_arm.check_compatible with the
-    rest of real_robot.yaml, so the safety filter, not franky's planner, limits the motion."""
+def test_the_controller_dial_defaults_to_the_first_runbook_stage():
+    """The compose file's dynamics dial starts at the runbook's first stage, builds a valid controller
+    configuration with the rest of real_robot.yaml, and example.env says the same."""
     command = " ".join(SERVICES["franka_controller"]["command"])
-    defaults = {m.group(1): float(m.group(2)) for m in re.finditer(r"\$\{(\w+):-([0-9]*\.?[0-9]+)\}", command)}
+    defaults = {m.group(1): m.group(2) for m in re.finditer(r"\$\{(\w+):-([^}]*)\}", command)}
+    assert float(defaults["DYNAMICS_FACTOR"]) == 0.1 and defaults["DRY_RUN"] == "true"
     p = REAL_PARAMS["franka_controller"]["ros__parameters"]
-    safety = SafetyConfig(cycle_period=1.0 / p["control_rate_hz"],
-                          limits=fr3_limits(position_margin=p["position_margin"],
-                                            velocity_scale=defaults["VELOCITY_SCALE"],
-                                            acceleration_scale=p["acceleration_scale"], jerk_scale=p["jerk_scale"]),
-                          max_joint_step=p["max_joint_step"], workspace_min=tuple(p["workspace_min"]),
-                          workspace_max=tuple(p["workspace_max"]))
-    arm = FrankyArmConfig(relative_dynamics_factor=defaults["DYNAMICS_FACTOR"])
-    assert check_compatible(arm, safety) == []
-    assert example_env()["DYNAMICS_FACTOR"] == str(defaults["DYNAMICS_FACTOR"])
+    setup = controller_setup({**p, "relative_dynamics_factor": float(defaults["DYNAMICS_FACTOR"])})
+    assert np.all(setup.budget.caps.dq_max <= FR3_HW_DQ_MAX * 0.1 + 1e-12)
+    assert example_env()["DYNAMICS_FACTOR"] == defaults["DYNAMICS_FACTOR"]
 
 
 def test_recorder_records_what_training_reads():

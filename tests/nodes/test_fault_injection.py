@@ -8,9 +8,9 @@ after the last chunk it got), the largest commanded joint velocity during the ev
 resumes only when it should: after the fault is gone, chunks flow again but the arm stays held until an
 explicit enable.
 
-The DDS cut is emulated: the policy node publishes to a link topic and this process forwards each chunk
-to the controller until the cut. A real packet filter is not available in this container (no iptables;
-`tc` has no qdiscs), and SIGSTOP of either end is already the "hung" case.
+The DDS cut is emulated here: the policy node publishes to a link topic and this process forwards each
+chunk to the controller until the cut. The real link going down between two hosts (network namespaces
+joined by a veth pair) is in tests/robot/.
 
 Figures are printed; with MAIL_FAULT_FIGURES=path they are also appended to that JSON file
 (`make test-faults` writes runs/fault_injection.json).
@@ -76,9 +76,10 @@ class Rig:
         self.status = p.subscribe(ControllerStatus, "/mail/controller_status")
         self.policy_status = p.subscribe(PolicyStatus, "/mail/policy_status")
         self.commands = p.subscribe(JointState, "/mail/action_command")
-        self.chunk_pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk", reliable)
         self.forwarding = True
-        if relay:
+        self.chunk_pub = None
+        if relay:  # this process is then the one publisher of chunks the controller hears (it allows one)
+            self.chunk_pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk", reliable)
             p.node.create_subscription(ActionChunk, LINK, lambda m: self.forwarding and self.chunk_pub.publish(m),
                                        reliable)
         self.image_pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
@@ -90,7 +91,8 @@ class Rig:
         self.policy = self.start_policy()
         self.controller = node_process("mail_policy_node.nodes.franka_controller_node", "franka_controller",
                                        {"dry_run": True, "auto_enable": True, "watchdog_timeout": WATCHDOG,
-                                        "dry_run_start": START, "max_tracking_error": 0.0})
+                                        "dry_run_start": START, "max_tracking_error": 0.0,
+                                        "relative_dynamics_factor": 1.0})
         self._stop = threading.Event()
         self._feeder = threading.Thread(target=self._feed, daemon=True)
         self._feeder.start()
@@ -269,7 +271,10 @@ def _bad_images(stamp: float, frame_id: str) -> list:
     return bad
 
 
+@pytest.mark.parametrize("rig", ["relay"], indirect=True)
 def test_a_burst_of_malformed_messages_is_dropped_and_counted_while_control_goes_on(rig):
+    """The malformed chunks go into the stream the controller follows (this process relays the policy's
+    chunks and adds them): a second publisher would be refused as a whole (tests/robot)."""
     from mail_msgs.msg import ControllerStatus
 
     rig.wait_enabled()

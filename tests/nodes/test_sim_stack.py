@@ -33,14 +33,15 @@ def test_chunks_drive_franky_sim_and_cameras_follow():
             procs.append(node_process("mail_policy_node.nodes.camera_node", "camera_wrist",
                                       {"camera_name": "wrist", "source": "sim", "width": 96, "height": 96}))
             procs.append(node_process("mail_policy_node.nodes.franka_controller_node", "franka_controller",
-                                      {"robot_ip": host, "auto_enable": True, "watchdog_timeout": 2.0, "max_tracking_error": 0.5,
-                                       "use_gripper": False}))
+                                      {"robot_ip": host, "dry_run": False, "realtime": False, "auto_enable": True,
+                                       "relative_dynamics_factor": 1.0, "watchdog_timeout": 2.0,
+                                       "max_tracking_error": 0.5, "use_gripper": False}))
             wait_for(lambda: len(joints) > 20 and len(images) > 3, 60, what="joint states and wrist images")
             q0 = np.array(joints[-1].position[:7])
             first_image = np.frombuffer(bytes(images[-1].data), np.uint8).reshape(96, 96, 3).astype(int)
             pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk",
                                           QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-            goal = q0 + np.array([0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3])
+            goal = q0 + np.array([0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.25])
             t_end = time.time() + 40.0  # generous: the machine may be loaded; the arm usually arrives in ~2 s
             seq = 0
 

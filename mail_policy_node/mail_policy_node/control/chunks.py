@@ -36,6 +36,14 @@ class ChunkRejection(str, enum.Enum):
     OLD_SEQUENCE = "old_sequence"  # sequence not newer than the one being executed (same policy)
     ALL_STALE = "all_stale"  # every action's due time has passed
     IK_FAILED = "ik_failed"  # ee_delta_pose chunk could not be converted to joint targets
+    STAMP_IN_FUTURE = "stamp_in_future"  # observed later than now: the two hosts' clocks disagree
+    SEQUENCE_JUMP = "sequence_jump"  # sequence far ahead of the one being executed (same policy)
+    OUT_OF_RANGE = "out_of_range"  # a target outside the FR3's joint range or the Hand's width: garbage
+    TOO_FAST = "too_fast"  # consecutive actions further apart than the FR3 can move in dt
+    FAR_FROM_ARM = "far_from_arm"  # the first action to run is too far from where the arm is
+    OTHER_POLICY = "other_policy"  # not the policy that was enabled: switching needs an enable
+    SLOWER_THAN_WATCHDOG = "slower_than_watchdog"  # the policy replans less often than the watchdog allows
+    AMBIGUOUS_SOURCE = "ambiguous_source"  # more than one publisher of chunks (checked by the node)
 
 
 @dataclass
@@ -80,8 +88,11 @@ class SchedulerConfig:
     ensemble_decay: float = 0.01  # m in exp(-m * i), i = 0 oldest
     ensemble_max_chunks: int = 8  # older chunks are forgotten
     stale_tolerance: float = 0.0  # [s] an action is stale when due < now - tolerance
-    max_future: float = 1.0  # [s] reject chunks whose first kept action is due later than now + this
-    max_dt: float = 2.0  # [s]
+    max_future: float = 0.5  # [s] reject chunks whose first kept action is due later than now + this
+    max_clock_offset: float = 0.05  # [s] a stamp (observation time) later than now + this is refused
+    max_dt: float = 1.0  # [s]
+    max_horizon: int = 64  # actions per chunk
+    max_sequence_jump: int = 1000  # a sequence this far ahead of the running chunk's is refused
     max_abs_value: float = 1e3  # values beyond this are garbage, not targets
 
     def __post_init__(self):
@@ -103,6 +114,12 @@ class SchedulerConfig:
             raise ValueError(f"max_future must be in (0, 10] s, got {self.max_future}")
         if not 0.0 < self.max_dt <= 10.0:
             raise ValueError(f"max_dt must be in (0, 10] s, got {self.max_dt}")
+        if not 0.0 <= self.max_clock_offset <= 1.0:
+            raise ValueError(f"max_clock_offset must be in [0, 1] s, got {self.max_clock_offset}")
+        if not 1 <= self.max_horizon <= 1000:
+            raise ValueError(f"max_horizon must be in [1, 1000], got {self.max_horizon}")
+        if not 1 <= self.max_sequence_jump:
+            raise ValueError(f"max_sequence_jump must be >= 1, got {self.max_sequence_jump}")
 
 
 @dataclass
@@ -194,6 +211,8 @@ class ChunkScheduler:
         if actions.ndim != 2 or actions.shape[0] == 0 or actions.shape[1] != len(names):
             return Accepted(False, ChunkRejection.MALFORMED,
                             detail=f"actions shape {actions.shape} vs {len(names)} names")
+        if actions.shape[0] > c.max_horizon:
+            return Accepted(False, ChunkRejection.MALFORMED, detail=f"{actions.shape[0]} actions > {c.max_horizon}")
         if chunk.action_space not in ACTION_SPACES:
             return Accepted(False, ChunkRejection.MALFORMED, detail=f"action space {chunk.action_space!r}")
         if chunk.action_space != c.action_space:
@@ -207,9 +226,15 @@ class ChunkScheduler:
             return Accepted(False, ChunkRejection.NON_FINITE, detail="non-finite or absurd action values")
         if not 0.0 < dt <= c.max_dt:
             return Accepted(False, ChunkRejection.BAD_DT, detail=f"dt {dt}")
+        if stamp > now + c.max_clock_offset:
+            return Accepted(False, ChunkRejection.STAMP_IN_FUTURE,
+                            detail=f"observed {stamp - now:+.3f} s from now (clock offset between the hosts?)")
         active = self._chunks[-1] if self._chunks else None
-        if active is not None and chunk.policy_id == active.policy_id and seq <= active.sequence:
-            return Accepted(False, ChunkRejection.OLD_SEQUENCE, detail=f"{seq} <= {active.sequence}")
+        if active is not None and chunk.policy_id == active.policy_id:
+            if seq <= active.sequence:
+                return Accepted(False, ChunkRejection.OLD_SEQUENCE, detail=f"{seq} <= {active.sequence}")
+            if seq > active.sequence + c.max_sequence_jump:
+                return Accepted(False, ChunkRejection.SEQUENCE_JUMP, detail=f"{seq} after {active.sequence}")
         times = chunk.due_times()
         keep = times >= now - c.stale_tolerance
         dropped = int(np.count_nonzero(~keep))

@@ -5,11 +5,26 @@ mail_msgs/ControllerStatus (DISABLED, ENABLED, HOLDING, ERROR) and a dry-run fla
 (``now`` arguments or a ``clock`` callable), so tests run on simulated time. The ROS node only
 converts messages to these calls:
 
-    ctrl = ArmController(ControllerConfig(...), clock=time.monotonic)
+    ctrl = ArmController(ControllerConfig(...), clock=time.monotonic, wall_clock=time.time)
     ctrl.update_measurement(q, t, gripper_width)   # every joint state
     ctrl.submit_chunk(chunk)                       # every ActionChunk
     out = ctrl.step()                              # every cycle; send out.command if out.send
     ctrl.status()                                  # for ControllerStatus
+
+Two clocks. Everything the controller times itself (the watchdog, cycle jitter, measurement age) runs
+on ``clock``, a monotonic clock, so a step of the system clock (NTP, PTP) can neither blind nor trip
+the watchdog. Chunk stamps are observation times on the wall clock of the host that took them (the GPU
+box); each chunk is moved onto ``clock`` when it arrives, with the wall-minus-monotonic offset read
+then, so its due times do not move if the wall clock steps while it runs. A stamp later than the
+wall clock (plus ``max_clock_offset``) means the hosts' clocks disagree: refused. Without
+``wall_clock`` (tests), stamps are on ``clock`` already.
+
+Who drives the arm changes only with an enable: the first chunk accepted after an enable binds its
+``policy_id``; chunks of another policy (a hot swap, a second policy node) are refused until the next
+enable. Chunks are refused, before they can reach the arm, when their targets lie outside the FR3's
+joint range, when consecutive actions are further apart than the FR3 can move in ``dt``, when the
+first action to run is further than ``max_start_distance`` from the arm, or when the policy says it
+replans less often than the watchdog allows.
 
 ``ee_delta_pose`` chunks are converted to joint targets when accepted: action i's [dx dy dz] is added
 to the TCP position at the chunk's stamp and [drx dry drz] (a rotation vector in the base frame)
@@ -22,6 +37,7 @@ not converge is rejected. Everything downstream is joint space and goes through 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import math
 import time
@@ -34,16 +50,16 @@ from ..spec import (ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, FR3_JOINT_NAMES
                     GRIPPER_NAME)
 from .chunks import Accepted, ActionChunk, ChunkRejection, ChunkScheduler, SchedulerConfig
 from .kinematics import fk, ik, rotvec_to_matrix
-from .limits import N_JOINTS
+from .limits import FR3_Q_MAX, FR3_Q_MIN, GRIPPER_WIDTH_MAX, GRIPPER_WIDTH_MIN, N_JOINTS
 from .safety import CommandState, Limit, SafetyConfig, SafetyFilter
 from .watchdog import TripReason, Watchdog, WatchdogConfig
 
 # The limits counted in ControllerStatus.limit_hits: the filter changed where the arm goes or slowed it
-# below what the chunk asked for (invalid input, joint range, workspace, gripper range, velocity or
-# per-cycle step). Acceleration and jerk bound how fast the tracker turns between the chunk's 10 Hz
+# below what the chunk asked for (invalid input, joint range, workspace, gripper range, velocity,
+# per-cycle step or TCP speed). Acceleration and jerk bound how fast the tracker turns between the chunk's 10 Hz
 # targets in nearly every cycle of any motion; they are counted per name in ``Counters.limits`` only.
 OVERRIDES = (Limit.INVALID_INPUT | Limit.POSITION | Limit.VELOCITY | Limit.STEP | Limit.WORKSPACE
-             | Limit.GRIPPER)
+             | Limit.GRIPPER | Limit.TCP_SPEED)
 
 
 class Mode(enum.IntEnum):
@@ -59,6 +75,14 @@ def _default_scheduler() -> SchedulerConfig:
     return SchedulerConfig(names=FR3_JOINT_NAMES + (GRIPPER_NAME,))
 
 
+# Garbage bounds of a chunk (what no FR3 policy can mean), wider than any configured limit: targets
+# beyond the FR3's joint range by this much, and consecutive actions implying more than the FR3's own
+# maximum joint velocity (Franka's table; the filter enforces the configured, lower limits anyway).
+RANGE_TOLERANCE = 0.2  # [rad]
+GRIPPER_TOLERANCE = 0.01  # [m]
+FR3_MAX_JOINT_SPEED = np.array([2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26])  # [rad/s]
+
+
 @dataclass(frozen=True)
 class ControllerConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
@@ -67,6 +91,7 @@ class ControllerConfig:
     dry_run: bool = False  # compute and report commands, never mark them to be sent
     max_tracking_error: float = 0.15  # [rad] measured vs commanded beyond this -> ERROR (0 disables)
     max_measurement_age: float = 0.1  # [s] older measurements are not used for the tracking check
+    max_start_distance: float = 0.3  # [rad] first action to run vs the measured joints, any joint
     pose_history: float = 2.0  # [s] of measured joint states kept to find the pose at a chunk stamp
     jitter_window: int = 2000  # cycles in the jitter percentile
 
@@ -84,6 +109,8 @@ class ControllerConfig:
             raise ValueError(f"max_tracking_error must be in [0, 1] rad, got {self.max_tracking_error}")
         if not 0.0 < self.max_measurement_age <= 1.0:
             raise ValueError(f"max_measurement_age must be in (0, 1] s, got {self.max_measurement_age}")
+        if not 0.0 < self.max_start_distance <= 1.0:
+            raise ValueError(f"max_start_distance must be in (0, 1] rad, got {self.max_start_distance}")
         if not 0.1 <= self.pose_history <= 60.0:
             raise ValueError(f"pose_history must be in [0.1, 60] s, got {self.pose_history}")
         if not 10 <= self.jitter_window <= 1_000_000:
@@ -100,6 +127,7 @@ class Counters:
     cycles: int = 0
     rejections: dict = field(default_factory=lambda: collections.Counter())  # reason -> count
     limits: dict = field(default_factory=lambda: collections.Counter())  # limit name -> cycles, every Limit
+    chunk_ages: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))  # [s]
 
 
 @dataclass
@@ -130,21 +158,28 @@ class StatusSnapshot:
     cycle_jitter_p99_ms: float
     rejections: dict
     limits: dict
+    chunk_age_p50_ms: float  # arrival (controller's wall clock) - stamp, recent chunks: latency + clock offset
+    chunk_age_min_ms: float  # negative: the stamping host's clock is ahead of this one
 
 
 class ArmController:
     def __init__(self, config: ControllerConfig | None = None, clock: Callable[[], float] = time.monotonic,
-                 initial_q=None, initial_gripper: float = 0.08):
+                 initial_q=None, initial_gripper: float = float("nan"),
+                 wall_clock: Callable[[], float] | None = None):
+        """``initial_gripper``: NaN = unknown, the Hand is not commanded until a chunk names a width."""
         self.config = config or ControllerConfig()
         self.clock = clock
+        self.wall_clock = wall_clock
         self.filter = SafetyFilter(self.config.safety)
         self.scheduler = ChunkScheduler(self.config.scheduler)
         self.watchdog = Watchdog(self.config.watchdog)
         self.counters = Counters()
         self.mode = Mode.DISABLED
         self.reason = "waiting for enable"
+        self.transitions: collections.deque = collections.deque(maxlen=100)  # (Mode, reason), newest last
         self._disable_requested = False
         self._estop_active = False
+        self._driver: str | None = None  # policy_id bound by the first chunk accepted after enable
         self._cmd: CommandState | None = (CommandState.at_rest(initial_q, initial_gripper)
                                           if initial_q is not None else None)
         self._meas_q: np.ndarray | None = None
@@ -165,40 +200,105 @@ class ArmController:
         return float(self.clock() if now is None else now)
 
     def update_measurement(self, q, t: float | None = None, gripper_width: float | None = None) -> bool:
-        """Latest measured joint positions (7,) at robot time ``t``. Invalid data is ignored (False)."""
+        """Latest measured joint positions (7,) at controller time ``t``. Invalid data is ignored (False).
+        ``gripper_width`` None: unknown (not read, or the read failed)."""
         t = self._now(t)
         q = np.asarray(q, dtype=float)
         if q.shape != (N_JOINTS,) or not np.all(np.isfinite(q)) or not math.isfinite(t):
             return False
         self._meas_q, self._meas_t = q.copy(), t
-        if gripper_width is not None and math.isfinite(gripper_width):
-            self._meas_gripper = float(gripper_width)
+        self._meas_gripper = (float(gripper_width) if gripper_width is not None and math.isfinite(gripper_width)
+                              else None)
         self._history.append((t, self._meas_q))
         while self._history and self._history[0][0] < t - self.config.pose_history:
             self._history.popleft()
         if self._cmd is None:
-            self._cmd = CommandState.at_rest(q, self._meas_gripper if self._meas_gripper is not None else 0.08)
+            self._cmd = CommandState.at_rest(q, float("nan"))
         return True
 
-    def submit_chunk(self, chunk: ActionChunk, now: float | None = None) -> Accepted:
-        """Validate and schedule a chunk. Rejections are counted; nothing else changes."""
+    def submit_chunk(self, chunk: ActionChunk, now: float | None = None, wall: float | None = None) -> Accepted:
+        """Validate and schedule a chunk stamped on the wall clock. ``now``: controller time; ``wall``: the
+        wall clock at the same moment (default: read from ``wall_clock``, or ``now`` without one).
+        Rejections are counted; nothing else changes."""
         now = self._now(now)
+        if wall is None:
+            wall = now if self.wall_clock is None else float(self.wall_clock())
         self.counters.chunks_received += 1
-        verdict = self.scheduler.validate(chunk, now)
+        age = wall - float(chunk.stamp)
+        if math.isfinite(age):
+            self.counters.chunk_ages.append(age)
+        # onto the controller's clock, with the offset of this moment (module docstring)
+        chunk = dataclasses.replace(chunk, stamp=float(chunk.stamp) - (wall - now)) if wall != now else chunk
+        verdict = self._check_source(chunk)
+        if verdict.ok:
+            verdict = self.scheduler.validate(chunk, now)
         rows = None
         if verdict.ok:
             rows = self._to_joint_rows(chunk, now)
             if rows is None:
                 verdict = Accepted(False, ChunkRejection.IK_FAILED, detail="IK did not converge")
+            else:
+                verdict = self._check_rows(chunk, rows, now)
         if verdict.ok:
             verdict = self.scheduler.accept(chunk, now, actions=rows)
         if not verdict.ok:
             self.counters.chunks_rejected += 1
             self.counters.rejections[verdict.reason.value] += 1
             return verdict
+        if self._driver is None and self.mode == Mode.ENABLED:
+            self._driver = chunk.policy_id
         self.counters.actions_dropped_stale += verdict.dropped_stale
         self.watchdog.feed(now)
         return verdict
+
+    def reject(self, reason: ChunkRejection, detail: str = "") -> Accepted:
+        """Count a chunk the caller refused before submitting it (e.g. the node saw two publishers)."""
+        self.counters.chunks_received += 1
+        self.counters.chunks_rejected += 1
+        self.counters.rejections[reason.value] += 1
+        return Accepted(False, reason, detail=detail)
+
+    def _check_source(self, chunk: ActionChunk) -> Accepted:
+        if self._driver is not None and chunk.policy_id != self._driver:
+            return Accepted(False, ChunkRejection.OTHER_POLICY,
+                            detail=f"policy {chunk.policy_id!r} is not the enabled one ({self._driver!r}): "
+                                   "enable again to switch")
+        h = int(chunk.execute_horizon)
+        if h > 0 and h * float(chunk.dt) >= self.config.watchdog.timeout:
+            return Accepted(False, ChunkRejection.SLOWER_THAN_WATCHDOG,
+                            detail=f"replans every {h} x {float(chunk.dt):.3f} s >= watchdog timeout "
+                                   f"{self.config.watchdog.timeout} s: lower the policy's execution_horizon")
+        return Accepted(True)
+
+    def _check_rows(self, chunk: ActionChunk, rows: np.ndarray, now: float) -> Accepted:
+        """Bounds on a chunk's joint targets (module docstring); ``rows`` as from ``_to_joint_rows``."""
+        q = rows[:, :N_JOINTS]
+        out = (q < FR3_Q_MIN - RANGE_TOLERANCE) | (q > FR3_Q_MAX + RANGE_TOLERANCE)
+        if np.any(out):
+            j = int(np.argwhere(out)[0][1])
+            return Accepted(False, ChunkRejection.OUT_OF_RANGE,
+                            detail=f"joint {j + 1} target {q[out][0]:.3f} rad outside the FR3 range")
+        g = rows[:, N_JOINTS]
+        g = g[~np.isnan(g)]
+        if np.any((g < GRIPPER_WIDTH_MIN - GRIPPER_TOLERANCE) | (g > GRIPPER_WIDTH_MAX + GRIPPER_TOLERANCE)):
+            return Accepted(False, ChunkRejection.OUT_OF_RANGE, detail=f"gripper width {g.min():.3f}..{g.max():.3f} m")
+        if len(q) > 1:
+            speed = np.max(np.abs(np.diff(q, axis=0)), axis=0) / float(chunk.dt)
+            if np.any(speed > FR3_MAX_JOINT_SPEED):
+                j = int(np.argmax(speed / FR3_MAX_JOINT_SPEED))
+                return Accepted(False, ChunkRejection.TOO_FAST,
+                                detail=f"joint {j + 1} at {speed[j]:.2f} rad/s between actions")
+        keep = chunk.due_times() >= now - self.config.scheduler.stale_tolerance
+        fresh = self._meas_t is not None and now - self._meas_t <= self.config.max_measurement_age
+        here = self._meas_q if fresh else self._cmd.q if self._cmd is not None else None
+        if here is not None and np.any(keep):
+            gap = np.abs(q[keep][0] - here)
+            if np.max(gap) > self.config.max_start_distance:
+                j = int(np.argmax(gap))
+                return Accepted(False, ChunkRejection.FAR_FROM_ARM,
+                                detail=f"first action {gap[j]:.3f} rad from the arm on joint {j + 1} "
+                                       f"(max_start_distance {self.config.max_start_distance})")
+        return Accepted(True)
 
     def _to_joint_rows(self, chunk: ActionChunk, now: float) -> np.ndarray | None:
         """Rows of [7 joint targets, gripper width (NaN if none)] in FR3 joint order."""
@@ -232,13 +332,16 @@ class ArmController:
 
     # ------------------------------------------------------------- modes
     def enable(self, now: float | None = None) -> tuple[bool, str]:
-        """Explicit enable: from DISABLED, HOLDING (once at rest) or ERROR. Starts from the measured
-        joints (or the last command), clears old chunks and rearms the watchdog."""
+        """Explicit enable: from DISABLED or HOLDING (once at rest); not from ERROR (``recovered`` first).
+        Starts from the measured joints (or the last command), clears old chunks, rearms the watchdog and
+        lets the next chunk accepted bind the policy that drives the arm."""
         now = self._now(now)
         if self._cmd is None:
             return False, "no joint state received yet"
         if self._estop_active:
             return False, "e-stop is active; release it first"
+        if self.mode == Mode.ERROR:
+            return False, f"in ERROR ({self.reason}); recover first"
         if self.mode == Mode.ENABLED:
             return True, "already enabled"
         if not self._cmd.at_standstill:
@@ -248,6 +351,7 @@ class ArmController:
         self.scheduler.clear()
         self.watchdog.rearm(now)
         self._disable_requested = False
+        self._driver = None
         self._set_mode(Mode.ENABLED, "enabled")
         return True, "enabled"
 
@@ -258,6 +362,11 @@ class ArmController:
             self._set_mode(Mode.HOLDING, "disable requested")
         elif self.mode != Mode.ERROR:
             self._set_mode(Mode.DISABLED, "disabled")
+
+    def hold(self, reason: str) -> None:
+        """Decelerate to rest and wait for an explicit enable (a trip decided outside the core)."""
+        if self.mode == Mode.ENABLED:
+            self._set_mode(Mode.HOLDING, reason)
 
     def estop(self, active: bool = True) -> None:
         """E-stop input. ``active=True``: hold immediately at the filter's maximum deceleration, and refuse
@@ -271,12 +380,27 @@ class ArmController:
         if self.mode in (Mode.ENABLED, Mode.HOLDING):
             self._set_mode(Mode.HOLDING, TripReason.ESTOP.value)
 
+    @property
+    def estop_active(self) -> bool:
+        return self._estop_active
+
     def set_error(self, reason: str) -> None:
-        """The robot reported an error (e.g. a reflex): stop commanding until enable."""
+        """The robot reported an error (e.g. a reflex): stop commanding until recovered and enabled."""
         self._set_mode(Mode.ERROR, reason)
         self.scheduler.clear()
 
+    def recovered(self) -> tuple[bool, str]:
+        """The robot's errors were cleared (the caller did that): ERROR -> DISABLED. Resuming is a
+        separate, explicit enable."""
+        if self.mode != Mode.ERROR:
+            return True, f"nothing to recover ({self.mode.name})"
+        previous = self.reason
+        self._set_mode(Mode.DISABLED, f"recovered from: {previous}")
+        return True, f"recovered from: {previous}; enable to resume"
+
     def _set_mode(self, mode: Mode, reason: str) -> None:
+        if (mode, reason) != (self.mode, self.reason):
+            self.transitions.append((mode, reason))
         self.mode, self.reason = mode, reason
 
     # -------------------------------------------------------------- cycle
@@ -292,7 +416,7 @@ class ArmController:
         self.counters.cycles += 1
         if self.mode in (Mode.DISABLED, Mode.ERROR):
             if self._meas_q is not None:  # follow the robot so an enable starts where it is
-                self._cmd = CommandState.at_rest(self._meas_q, self._cmd.gripper)
+                self._cmd = CommandState.at_rest(self._meas_q, float("nan"))
             return CycleOutput(now, self.mode, self._cmd, Limit.NONE, False)
 
         if self._tracking_error_too_large(now):
@@ -330,7 +454,7 @@ class ArmController:
 
     def _tracking_error_too_large(self, now: float) -> bool:
         lim = self.config.max_tracking_error
-        if lim <= 0 or self._meas_q is None or self._meas_t is None:
+        if lim <= 0 or self.config.dry_run or self._meas_q is None or self._meas_t is None:
             return False
         if now - self._meas_t > self.config.max_measurement_age:
             return False
@@ -348,12 +472,15 @@ class ArmController:
             [self._meas_gripper] if self._meas_gripper is not None else [])
         jitter = float(np.percentile(self._jitter, 99)) if self._jitter else 0.0
         c = self.counters
+        ages = np.asarray(c.chunk_ages) * 1e3
         return StatusSnapshot(
             mode=self.mode, reason=self.reason, dry_run=self.config.dry_run,
-            active_policy_id="" if active is None else active.policy_id,
+            active_policy_id=self._driver or ("" if active is None else active.policy_id),
             active_sequence=0 if active is None else active.sequence,
             chunks_received=c.chunks_received, chunks_rejected=c.chunks_rejected,
             actions_dropped_stale=c.actions_dropped_stale, watchdog_trips=c.watchdog_trips,
             limit_hits=c.limit_hits, commanded_position=cmd, measured_position=meas,
             cycle_jitter_p99_ms=jitter, rejections=dict(c.rejections), limits=dict(c.limits),
+            chunk_age_p50_ms=float(np.median(ages)) if len(ages) else 0.0,
+            chunk_age_min_ms=float(ages.min()) if len(ages) else 0.0,
         )

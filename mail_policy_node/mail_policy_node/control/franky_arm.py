@@ -9,54 +9,79 @@ rad RMS error (most of it the simulator running slower than real time). Velocity
 gives a dead-man behaviour for free: each motion only holds its velocity for ``velocity_hold_ms``, so if
 our loop stops, franky ramps the robot to rest on its own, within its jerk-limited planner.
 
-franky still plans every transition with its own velocity/acceleration/jerk limits scaled by the
-relative dynamics factor; ``check_compatible`` makes sure those are never tighter than the safety
-filter's (otherwise franky, not our filter, would decide the motion). franky-control 2.0.0 notes:
-targets must be floats; ``poll_motion`` is unreliable, so errors are collected with
-``join_motion(timeout=0.0)``; asynchronous errors surface there or at the next ``move``.
+What the arm receives: franky turns each 10 ms velocity into 1 kHz commands with its own planner,
+within its joint velocity/acceleration/jerk limits. Those limits are set at connection to the caps of
+``limits.DynamicsBudget`` (the FR3 table x the profile's scales x the relative dynamics factor; franky's
+own factor stays 1) and read back: so every 1 kHz command is inside the caps, whatever the 100 Hz loop's
+jitter, and the caps are inside the FR3's limits. franky's built-in limits are the Panda's table (its
+maxima; higher values are refused); left as they were, franky's plans at a factor above about 0.5 gave
+a 1 kHz stream beyond the FR3's acceleration and jerk limits on a strict emulator.
 
-The gripper gets whole Hand commands (a grasp when closing, a move when opening) from
-``control.gripper.GripperCommander``, one at a time.
+Connection: ``host`` names the robot; "" means no robot (dry run only: the stand-in echoes the
+commands as the measured state). A dry run with a host connects and reads the arm's real state, and
+never moves it (nor changes its configuration). franky-control 2.0.0 notes: targets must be floats;
+``poll_motion`` is unreliable, so errors are collected with ``join_motion(timeout=0.0)``; asynchronous
+errors surface there or at the next ``move``.
+
+The gripper is owned by a worker thread (``_HandWorker``): it reads the width and sends whole Hand
+commands (a grasp when closing, a move when opening) from ``control.gripper.GripperCommander``, one
+at a time, so neither the blocking width read nor a Hand command ever runs on the control path.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .gripper import GripperCommander, GripperConfig, send_hand_command
-from .limits import FRANKY_DDDQ_MAX, FRANKY_DDQ_MAX, FRANKY_DQ_MAX, N_JOINTS
-from .safety import CommandState, SafetyConfig
+from .limits import N_JOINTS, DynamicsBudget, JointLimits, dynamics_budget
+from .safety import CommandState
 
 log = logging.getLogger(__name__)
+
+# libfranka's example thresholds (setDefaultBehavior): a reflex above these measured torques / forces
+DEFAULT_COLLISION_TORQUE = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)  # [Nm]
+DEFAULT_COLLISION_FORCE = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)  # [N], [Nm]
+HAND_WIDTH_MAX_AGE = 0.5  # [s] an older width reading is unknown
+LIMIT_READBACK_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
 class FrankyArmConfig:
-    host: str = "172.16.0.2"  # robot (FCI) address
-    dry_run: bool = False  # never connect or send; read_state echoes the last command
-    realtime: bool = False  # True: RealtimeConfig.Enforce (needs an RT kernel); False: Ignore
-    relative_dynamics_factor: float = 0.6  # franky's global scale of its own limits, (0, 1]
+    host: str = ""  # robot (FCI) address; "" = no robot (dry run only)
+    dry_run: bool = True  # never move the arm; with a host, read its real state
+    realtime: bool = True  # True: RealtimeConfig.Enforce (needs an RT kernel); False: Ignore
+    budget: DynamicsBudget = field(default_factory=dynamics_budget)  # caps franky plans within
     velocity_hold_ms: int = 30  # how long franky keeps a streamed velocity before ramping to rest
     position_gain: float = 5.0  # [1/s] feedback of the tracking error into the streamed velocity
-    max_correction: float = 0.1  # [rad/s] bound of that feedback term
-    use_gripper: bool = True
+    use_gripper: bool = True  # a gripper is required: connecting fails without one
     gripper: GripperConfig = field(default_factory=GripperConfig)  # how widths become Hand commands
+    collision_torque: tuple = DEFAULT_COLLISION_TORQUE  # [Nm] per joint: a reflex above these
+    collision_force: tuple = DEFAULT_COLLISION_FORCE  # [N, N, N, Nm, Nm, Nm] at the end effector
+    load_mass: float = 0.0  # [kg] payload beyond the end effector configured in Desk
+    load_com: tuple = (0.0, 0.0, 0.0)  # [m] payload centre of mass in the flange frame
+    load_inertia: tuple = (0.0,) * 9  # [kg m^2] column-major
 
     def __post_init__(self):
-        if not self.host:
-            raise ValueError("FrankyArmConfig.host must be set")
-        if not 0.0 < self.relative_dynamics_factor <= 1.0:
-            raise ValueError(f"relative_dynamics_factor must be in (0, 1], got {self.relative_dynamics_factor}")
+        if not self.dry_run and not self.host:
+            raise ValueError("a live arm needs a robot address (robot_ip); without one only dry_run is possible")
         if not 5 <= self.velocity_hold_ms <= 1000:
             raise ValueError(f"velocity_hold_ms must be in [5, 1000], got {self.velocity_hold_ms}")
         if not 0.0 <= self.position_gain <= 50.0:
             raise ValueError(f"position_gain must be in [0, 50] 1/s, got {self.position_gain}")
-        if not 0.0 <= self.max_correction <= 0.5:
-            raise ValueError(f"max_correction must be in [0, 0.5] rad/s, got {self.max_correction}")
+        for name, n, hi in (("collision_torque", 7, 100.0), ("collision_force", 6, 200.0)):
+            v = np.asarray(getattr(self, name), float)
+            if v.shape != (n,) or not np.all((v > 0) & (v <= hi)):
+                raise ValueError(f"{name} must be {n} values in (0, {hi}], got {getattr(self, name)}")
+        if not 0.0 <= self.load_mass <= 3.0:
+            raise ValueError(f"load_mass must be in [0, 3] kg (the FR3's payload), got {self.load_mass}")
+        if np.asarray(self.load_com).shape != (3,) or np.asarray(self.load_inertia).shape != (9,):
+            raise ValueError("load_com must be 3 values and load_inertia 9 (column-major 3x3)")
 
 
 @dataclass
@@ -65,21 +90,74 @@ class ArmState:
     dq: np.ndarray  # (7,) measured joint velocities [rad/s]
     robot_time: float  # [s] the robot's own clock (RobotState.time)
     host_time: float  # [s] time.monotonic() when read
-    gripper_width: float | None  # [m], None without gripper
+    gripper_width: float | None  # [m], None without gripper or when the width is not known
 
 
-def check_compatible(arm: FrankyArmConfig, safety: SafetyConfig) -> list[str]:
-    """Reasons why franky's scaled limits would be tighter than the filter's (empty = fine)."""
-    f = arm.relative_dynamics_factor
+def limit_problems(caps: JointLimits, velocity, acceleration, jerk) -> list[str]:
+    """Differences between franky's joint limits as read back and the caps they were set to."""
     problems = []
-    v_sent = safety.velocity_limit + arm.max_correction
-    if np.any(v_sent > FRANKY_DQ_MAX * f):
-        problems.append(f"velocity {np.round(v_sent, 3)} > franky {np.round(FRANKY_DQ_MAX * f, 3)}")
-    if np.any(safety.limits.ddq_max > FRANKY_DDQ_MAX * f):
-        problems.append(f"acceleration {safety.limits.ddq_max} > franky {FRANKY_DDQ_MAX * f}")
-    if np.any(safety.limits.dddq_max > FRANKY_DDDQ_MAX * f):
-        problems.append(f"jerk {safety.limits.dddq_max} > franky {FRANKY_DDDQ_MAX * f}")
+    for name, want, got in (("velocity", caps.dq_max, velocity), ("acceleration", caps.ddq_max, acceleration),
+                            ("jerk", caps.dddq_max, jerk)):
+        got = np.asarray(got, float)
+        if got.shape != (N_JOINTS,) or np.any(np.abs(got - want) > LIMIT_READBACK_TOLERANCE * np.maximum(1, want)):
+            problems.append(f"franky joint {name} limit {np.round(got, 4)} != {np.round(want, 4)}")
     return problems
+
+
+class _HandWorker:
+    """Owns the franky Gripper in a thread of its own: reads the width continuously and sends the Hand
+    commands the commander decides for the newest requested width."""
+
+    def __init__(self, gripper, commander: GripperCommander):
+        self.gripper = gripper
+        self.commander = commander
+        self._lock = threading.Lock()
+        self._requested = math.nan
+        self._width: tuple[float, float] | None = None  # (width, monotonic time of the read)
+        self._future = None
+        self.errors = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hand", daemon=True)
+        self._thread.start()
+
+    def request(self, width: float) -> None:
+        with self._lock:
+            self._requested = float(width)
+
+    def width(self) -> float | None:
+        with self._lock:
+            w = self._width
+        if w is None or time.monotonic() - w[1] > HAND_WIDTH_MAX_AGE:
+            return None
+        return w[0]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                width = float(self.gripper.width)  # blocks until the Hand's next state
+                with self._lock:
+                    self._width = (width, time.monotonic())
+                    requested = self._requested
+                busy = self._future is not None and not self._future.wait(0)
+                cmd = self.commander.command(requested, busy)
+                if cmd is not None:
+                    self._future = send_hand_command(self.gripper, cmd)
+            except Exception as exc:  # a failed read or command: the width becomes unknown after a while
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._stop.wait(0.05)
+            self._stop.wait(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        if self._future is not None:  # let a running Hand command end before its Gripper goes
+            try:
+                self._future.wait(1.0)
+            except Exception as exc:
+                log.warning("gripper on close: %s", exc)
+        self._future = None
 
 
 class FrankyArm:
@@ -88,122 +166,146 @@ class FrankyArm:
     def __init__(self, config: FrankyArmConfig):
         self.config = config
         self.robot = None
-        self.gripper = None
+        self.hand: _HandWorker | None = None
         self._franky = None
         self._last_cmd: CommandState | None = None
-        self.hand = GripperCommander(config.gripper)
-        self._gripper_future = None
+        self.commander = GripperCommander(config.gripper)
         self.sent = 0
         self.last_state: ArmState | None = None  # the latest read_state(), for publishers (no second read)
         self.last_error: str | None = None
-        self._v_cap = FRANKY_DQ_MAX * config.relative_dynamics_factor * 0.98
+        self.startup_error: str | None = None  # the robot was in error when we connected
+        budget = config.budget
+        self._v_cap = budget.caps.dq_max * (1.0 - 1e-6)  # franky refuses a velocity above its limit
+        self._correction = budget.max_correction
+
+    @property
+    def moves(self) -> bool:
+        """Whether this arm moves anything (a robot is connected and it is not a dry run)."""
+        return self.robot is not None and not self.config.dry_run
 
     # ---------------------------------------------------------- lifecycle
     def connect(self, timeout: float = 10.0) -> None:
-        """Connect to the robot (retrying for ``timeout`` s), recover from errors, set the dynamics
-        factor, and connect the gripper if configured (a gripper failure is logged, not fatal)."""
-        if self.config.dry_run:
+        """Connect to the robot (retrying for ``timeout`` s). Live: set franky's limits to the caps and
+        read them back, set the collision thresholds and the payload. Dry run: read only. The gripper is
+        required when ``use_gripper``. A robot found in error is not recovered here: ``startup_error``
+        says why, and recovery is an explicit step (``recover``)."""
+        c = self.config
+        if not c.host:
             return
-        import franky  # local import: dry-run and the rest of the core work without franky
+        import franky  # local import: the dry run without a robot and the rest of the core work without it
 
         self._franky = franky
-        rt = franky.RealtimeConfig.Enforce if self.config.realtime else franky.RealtimeConfig.Ignore
+        rt = franky.RealtimeConfig.Enforce if c.realtime else franky.RealtimeConfig.Ignore
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.robot = franky.Robot(self.config.host, realtime_config=rt)
+                self.robot = franky.Robot(c.host, realtime_config=rt)
                 break
             except Exception as exc:  # franky raises several exception types for "not there yet"
                 if time.monotonic() > deadline:
-                    raise ConnectionError(f"cannot connect to FR3 at {self.config.host}: {exc}") from exc
+                    raise ConnectionError(f"cannot connect to FR3 at {c.host}: {exc}") from exc
                 time.sleep(0.2)
-        self.robot.recover_from_errors()
-        self.robot.relative_dynamics_factor = float(self.config.relative_dynamics_factor)
-        if self.config.use_gripper:
+        if self.robot.has_errors:
+            self.startup_error = f"robot in error at connection: {self.robot.state.current_errors}"
+        if not c.dry_run:
+            self._configure_robot()
+        if c.use_gripper:
             try:
-                self.gripper = franky.Gripper(self.config.host)
-                self.hand.reset()
+                gripper = franky.Gripper(c.host)
             except Exception as exc:
-                log.warning("gripper not available at %s: %s", self.config.host, exc)
-                self.gripper = None
+                raise ConnectionError(f"no gripper at {c.host} ({exc}); set use_gripper false if the arm has "
+                                      "no Franka Hand") from exc
+            self.commander.reset()
+            self.hand = _HandWorker(gripper, self.commander)
+
+    def _configure_robot(self) -> None:
+        c, r = self.config, self.robot
+        caps = c.budget.caps
+        r.relative_dynamics_factor = 1.0
+        r.joint_velocity_limit.set([float(x) for x in caps.dq_max])
+        r.joint_acceleration_limit.set([float(x) for x in caps.ddq_max])
+        r.joint_jerk_limit.set([float(x) for x in caps.dddq_max])
+        problems = limit_problems(caps, r.joint_velocity_limit.get(), r.joint_acceleration_limit.get(),
+                                  r.joint_jerk_limit.get())
+        if problems:
+            raise ValueError("franky did not take the joint limits: " + "; ".join(problems))
+        r.set_collision_behavior([float(x) for x in c.collision_torque], [float(x) for x in c.collision_force])
+        r.set_load(float(c.load_mass), [float(x) for x in c.load_com], [float(x) for x in c.load_inertia])
+
+    def franky_limits(self) -> dict | None:
+        """franky's joint limits and dynamics factor as the robot object reports them (None: no robot)."""
+        if self.robot is None:
+            return None
+        r, f = self.robot, self.robot.relative_dynamics_factor
+        return {"velocity": list(r.joint_velocity_limit.get()), "acceleration": list(r.joint_acceleration_limit.get()),
+                "jerk": list(r.joint_jerk_limit.get()),
+                "relative_dynamics_factor": [float(f.velocity), float(f.acceleration), float(f.jerk)]}
 
     def close(self) -> None:
-        if self.robot is not None:
+        if self.moves:
             try:
                 self.robot.stop()
                 self.robot.join_motion(timeout=1.0)
             except Exception as exc:
                 log.warning("stop on close: %s", exc)
-        if self._gripper_future is not None:  # let a running Hand command end before its Gripper goes
-            try:
-                self._gripper_future.wait(1.0)
-            except Exception as exc:
-                log.warning("gripper on close: %s", exc)
+        if self.hand is not None:
+            self.hand.close()
         self.robot = None
-        self._gripper_future = None
-        self.gripper = None
+        self.hand = None
 
-    def recover(self) -> bool:
-        """``recover_from_errors`` (after a reflex); True in dry run."""
+    def recover(self) -> None:
+        """``recover_from_errors`` (after a reflex). Raises when the robot refuses."""
         self.last_error = None
-        return True if self.robot is None else bool(self.robot.recover_from_errors())
+        self.startup_error = None
+        if self.robot is not None and not self.robot.recover_from_errors():
+            raise RuntimeError("the robot refused to recover from its errors (see Desk)")
 
     # --------------------------------------------------------------- state
     def read_state(self) -> ArmState:
         now = time.monotonic()
-        if self.robot is None:  # dry run: a perfectly tracking robot
+        if self.robot is None:  # no robot (dry run): a perfectly tracking stand-in
             cmd = self._last_cmd
             q = np.zeros(N_JOINTS) if cmd is None else cmd.q.copy()
             dq = np.zeros(N_JOINTS) if cmd is None else cmd.dq.copy()
-            self.last_state = ArmState(q, dq, now, now, None if cmd is None else cmd.gripper)
+            width = None if cmd is None or math.isnan(cmd.gripper) else cmd.gripper
+            self.last_state = ArmState(q, dq, now, now, width)
             return self.last_state
         s = self.robot.state
-        width = None
-        if self.gripper is not None:
-            try:
-                width = float(self.gripper.width)
-            except Exception:
-                width = None
+        width = self.hand.width() if self.hand is not None else None
         self.last_state = ArmState(np.array(s.q, dtype=float), np.array(s.dq, dtype=float), float(s.time.to_sec()),
                                    now, width)
         return self.last_state
 
     # ---------------------------------------------------------- commanding
     def velocity_for(self, cmd: CommandState, q_measured: np.ndarray | None) -> np.ndarray:
-        """Velocity streamed for ``cmd``: feed-forward plus bounded position feedback, within franky's caps."""
+        """Velocity streamed for ``cmd``: feed-forward plus bounded position feedback, within the caps."""
         v = cmd.dq.copy()
         if q_measured is not None and self.config.position_gain > 0:
             corr = self.config.position_gain * (cmd.q - q_measured)
-            v += np.clip(corr, -self.config.max_correction, self.config.max_correction)
+            v += np.clip(corr, -self._correction, self._correction)
         return np.clip(v, -self._v_cap, self._v_cap)
 
     def send(self, cmd: CommandState, q_measured: np.ndarray | None = None) -> None:
-        """Stream one cycle's command (pre-empts the running motion). No-op on the robot in dry run."""
+        """Stream one cycle's command (pre-empts the running motion). Moves nothing in a dry run."""
         self._last_cmd = cmd
-        v = self.velocity_for(cmd, q_measured)
-        if self.robot is not None:
-            f = self._franky
-            motion = f.JointVelocityMotion([float(x) for x in v], duration=f.Duration(int(self.config.velocity_hold_ms)))
-            self.robot.move(motion, asynchronous=True)
-        self.sent += 1
-        self._send_gripper(cmd.gripper)
-
-    def _send_gripper(self, width: float) -> None:
-        if self.gripper is None:
+        if not self.moves:
             return
-        busy = self._gripper_future is not None and not self._gripper_future.wait(0)
-        cmd = self.hand.command(width, busy)
-        if cmd is not None:
-            self._gripper_future = send_hand_command(self.gripper, cmd)
+        f = self._franky
+        v = self.velocity_for(cmd, q_measured)
+        motion = f.JointVelocityMotion([float(x) for x in v], duration=f.Duration(int(self.config.velocity_hold_ms)))
+        self.robot.move(motion, asynchronous=True)
+        self.sent += 1
+        if self.hand is not None and not math.isnan(cmd.gripper):
+            self.hand.request(cmd.gripper)
 
     def stop(self) -> None:
         """Ask franky to stop the current motion (it decelerates within its own limits)."""
-        if self.robot is not None:
+        if self.moves:
             self.robot.stop()
 
     def poll_error(self) -> str | None:
         """Error raised by the running asynchronous motion, if any (join_motion with zero timeout)."""
-        if self.robot is None:
+        if not self.moves:
             return None
         try:
             self.robot.join_motion(timeout=0.0)
@@ -226,7 +328,7 @@ def run_cycle(controller, arm: FrankyArm, now: float | None = None):
     now = state.host_time if now is None else now
     controller.update_measurement(state.q, now, state.gripper_width)
     out = controller.step(now)
-    if out is not None and out.send:
+    if out is not None and (out.send or arm.config.dry_run):  # a dry run moves nothing (its stand-in echoes)
         try:
             arm.send(out.command, state.q)
         except Exception as exc:  # a failed move is a robot error, not a crash of the loop

@@ -17,7 +17,9 @@ How it stays inside the limits whatever the input (golden rule: when in doubt, h
    inside the workspace box shrunk by a margin. The stopping distance is an upper bound on the brake
    policy below. The box is checked at these points, not along the whole curved TCP path: the margin
    (default 2 cm) covers the path's bulge between them; the fuzzer checks every command against the
-   unshrunk box.
+   unshrunk box. The TCP's speed is bounded too: the desired joint velocity is scaled so the TCP
+   would move at most ``TCP_SPEED_SHARE`` of ``max_tcp_speed``, and a candidate that would move it
+   faster than ``max_tcp_speed`` is not accepted (the brake policy is taken).
 3. Otherwise the step of a fixed brake policy is taken (deceleration towards the largest b <= A with
    b*dt + b^2/(2J) <= |dq|, i.e. a jerk-limited stop that lands on zero velocity, inside the same
    interval). Because the brake policy only
@@ -38,6 +40,7 @@ from .limits import GRIPPER_WIDTH_MAX, GRIPPER_WIDTH_MIN, N_JOINTS, JointLimits,
 
 
 GRIPPER_REPORT_TOLERANCE = 1e-3  # [m] a width clamped by more than this is a GRIPPER limit hit
+TCP_SPEED_SHARE = 0.9  # tracking aims at most this share of max_tcp_speed (the rest absorbs the jerk lag)
 
 
 class Limit(enum.IntFlag):
@@ -53,6 +56,7 @@ class Limit(enum.IntFlag):
     WORKSPACE = enum.auto()  # TCP target outside the box, or braking to stay inside it
     GRIPPER = enum.auto()  # gripper width clamped or invalid
     HOLD = enum.auto()  # braking because the caller asked to hold (watchdog, e-stop, disabled)
+    TCP_SPEED = enum.auto()  # the TCP would move faster than max_tcp_speed: slowed down or braked
 
     def names(self) -> list[str]:
         return [m.name.lower() for m in Limit if m != Limit.NONE and m in self]
@@ -65,15 +69,17 @@ class CommandState:
     q: np.ndarray  # (7,) [rad]
     dq: np.ndarray  # (7,) [rad/s]
     ddq: np.ndarray  # (7,) [rad/s^2]
-    gripper: float = GRIPPER_WIDTH_MAX  # [m]
+    gripper: float = float("nan")  # [m]; NaN: no width commanded yet (the Hand is left as it is)
 
     @classmethod
-    def at_rest(cls, q, gripper: float = GRIPPER_WIDTH_MAX) -> "CommandState":
+    def at_rest(cls, q, gripper: float = float("nan")) -> "CommandState":
+        """At rest at ``q``; ``gripper`` NaN (unknown) stays NaN: an unknown width never means "open"."""
         q = np.array(q, dtype=float)
         if q.shape != (N_JOINTS,) or not np.all(np.isfinite(q)):
             raise ValueError(f"CommandState.at_rest needs 7 finite joint positions, got {q!r}")
-        g = float(gripper) if np.isfinite(gripper) else GRIPPER_WIDTH_MAX
-        return cls(q, np.zeros(N_JOINTS), np.zeros(N_JOINTS), float(np.clip(g, GRIPPER_WIDTH_MIN, GRIPPER_WIDTH_MAX)))
+        g = float(gripper)
+        return cls(q, np.zeros(N_JOINTS), np.zeros(N_JOINTS),
+                   float(np.clip(g, GRIPPER_WIDTH_MIN, GRIPPER_WIDTH_MAX)) if np.isfinite(g) else float("nan"))
 
     @property
     def at_standstill(self) -> bool:
@@ -88,6 +94,7 @@ class SafetyConfig:
     workspace_min: tuple[float, float, float] = (0.15, -0.6, 0.05)  # [m] TCP box in the base frame
     workspace_max: tuple[float, float, float] = (0.85, 0.6, 1.0)
     workspace_margin: float = 0.02  # [m] candidates must keep the TCP this far inside the box
+    max_tcp_speed: float = 1.0  # [m/s] Cartesian speed of the TCP
     gripper_min: float = GRIPPER_WIDTH_MIN  # [m]
     gripper_max: float = GRIPPER_WIDTH_MAX  # [m]
     approach_braking_fraction: float = 0.5  # tracking plans to stop at this fraction of the max deceleration
@@ -106,6 +113,8 @@ class SafetyConfig:
         if not 0.0 <= self.workspace_margin < 0.5 * float(np.min(hi - lo)):
             raise ValueError(f"workspace_margin {self.workspace_margin} must be >= 0 and leave a non-empty box "
                              f"{self.workspace_min}..{self.workspace_max}")
+        if not 0.01 <= self.max_tcp_speed <= 3.0:
+            raise ValueError(f"max_tcp_speed must be in [0.01, 3] m/s (the FR3's own limit is 3), got {self.max_tcp_speed}")
         if not GRIPPER_WIDTH_MIN <= self.gripper_min < self.gripper_max <= GRIPPER_WIDTH_MAX:
             raise ValueError(f"gripper range [{self.gripper_min}, {self.gripper_max}] must lie in "
                              f"[{GRIPPER_WIDTH_MIN}, {GRIPPER_WIDTH_MAX}] m")
@@ -192,10 +201,14 @@ class SafetyFilter:
         # one batched FK: the target's TCP, the candidate's, and those half-way and at the end of the
         # candidate's (joint-wise) braking path
         off = self._stop_offset(dq, ddq)
-        p_target, p_now, p_half, p_stop = fk_position(np.stack([clamped, q, q + 0.5 * off, q + off]))
+        p_target, p_now, p_half, p_stop, p_prev = fk_position(np.stack([clamped, q, q + 0.5 * off, q + off,
+                                                                         prev.q]))
         if np.any(p_target < self._box_lo) or np.any(p_target > self._box_hi):
             q, dq, ddq = self._brake_all(prev)
             return FilterResult(CommandState(q, dq, ddq, gripper), hits | Limit.WORKSPACE)
+        if np.linalg.norm(p_now - p_prev) > self.config.max_tcp_speed * self._dt:
+            q, dq, ddq = self._brake_all(prev)
+            return FilterResult(CommandState(q, dq, ddq, gripper), hits | Limit.TCP_SPEED)
         bad_now = self._box_violation(p_now)
         bad_stop = max(self._box_violation(p_half), self._box_violation(p_stop))
         if bad_now > 0 or bad_stop > 0:
@@ -308,13 +321,19 @@ class SafetyFilter:
         v_des = np.sign(e) * np.minimum(np.minimum(V, np.sqrt(2 * a_b * np.abs(e))), c.position_gain * np.abs(e))
         if v_ff is not None:  # follow a moving target: its own velocity plus the correction
             v_des = np.minimum(np.maximum(v_des + v_ff, -V), V)
+        hits = Limit.NONE
+        # the TCP speed this desired velocity would give, from one step of it
+        p0, p1 = fk_position(np.stack([prev.q, prev.q + v_des * dt]))
+        tcp_speed = float(np.linalg.norm(p1 - p0)) / dt
+        if tcp_speed > TCP_SPEED_SHARE * c.max_tcp_speed:
+            v_des = v_des * (TCP_SPEED_SHARE * c.max_tcp_speed / tcp_speed)
+            hits |= Limit.TCP_SPEED
         # velocity the joint will reach anyway when its acceleration is ramped to zero (jerk lag)
         v_pred = dq + ddq * np.abs(ddq) / (2 * J)
         t_v = max(A.max() / J.min(), 2 * dt)
         a_des = (v_des - v_pred) / t_v
         lo, hi = self._accel_interval(dq, ddq)
         a = np.clip(a_des, lo, hi)
-        hits = Limit.NONE
         if np.any(np.abs(a_des) > A):
             hits |= Limit.ACCELERATION
         if np.any(np.abs(a_des - ddq) > J * dt):
@@ -360,9 +379,11 @@ def check_command(config: SafetyConfig, prev: CommandState, cmd: CommandState, t
         v.append("jerk")
     if np.any(np.abs(cmd.q - prev.q) > config.max_joint_step + tol):
         v.append("step")
+    if np.linalg.norm(fk_position(cmd.q) - fk_position(prev.q)) > config.max_tcp_speed * dt * (1 + 1e-9) + tol:
+        v.append("tcp_speed")
     p = fk_position(cmd.q)
     if np.any(p < np.asarray(config.workspace_min) - 1e-9) or np.any(p > np.asarray(config.workspace_max) + 1e-9):
         v.append("workspace")
-    if not config.gripper_min <= cmd.gripper <= config.gripper_max:
+    if not (np.isnan(cmd.gripper) or config.gripper_min <= cmd.gripper <= config.gripper_max):
         v.append("gripper")
     return v

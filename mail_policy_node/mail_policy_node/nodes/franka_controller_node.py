@@ -4,164 +4,219 @@ A thin adapter over control.ArmController (scheduler, blending, SafetyFilter, wa
 control.FrankyArm. The control loop runs in its own thread at `control_rate_hz` (not an executor
 timer, whose jitter would reach the arm); message callbacks and services only hand data to the core
 under a lock. The node also publishes the arm's joint state (it owns the robot connection: libfranka
-allows one), the command actually sent after the safety filter, and ControllerStatus.
+allows one), the command after the safety filter, and ControllerStatus.
 
-Safety limits are parameters read at start-up only (read-only: they cannot be changed at run time).
+Safe by default: without parameters it is a dry run with no robot address (a stand-in arm echoes the
+commands). A live arm needs `robot_ip` and `dry_run: false`; a dry run with `robot_ip` connects and
+reads the real arm without moving it. Safety limits are parameters read at start-up only (read-only).
+
+Who may drive the arm: one publisher of chunks (with two, chunks are refused and the arm holds), and
+after an enable only the policy of the first chunk accepted. Errors: ERROR stops the motion; `~/recover`
+clears the robot's errors (mode DISABLED), `~/enable` resumes. The e-stop (`/mail/estop`, a volatile or
+transient-local Bool) is latched in `estop_latch_file` when that is set, so a restarted controller
+starts held. If the control loop dies, the node says so in its status and exits with code 1.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import ControllerStatus
-from mail_policy_node.nodes import run
-from mail_policy_node.control.chunks import SchedulerConfig
-from mail_policy_node.control.controller import ArmController, ControllerConfig
-from mail_policy_node.control.franky_arm import FrankyArm, FrankyArmConfig, check_compatible, run_cycle
-from mail_policy_node.control.gripper import GripperConfig
-from mail_policy_node.control.limits import fr3_limits
-from mail_policy_node.control.safety import CommandState, SafetyConfig
-from mail_policy_node.control.watchdog import WatchdogConfig
+from mail_policy_node.control.chunks import ChunkRejection
+from mail_policy_node.control.controller import ArmController, Mode
+from mail_policy_node.control.franky_arm import FrankyArm, run_cycle
+from mail_policy_node.control.params import CONTROLLER_PARAMETERS, controller_setup
+from mail_policy_node.control.safety import CommandState
 from mail_policy_node.data.sync import ClockMapper
+from mail_policy_node.nodes import run
 from mail_policy_node.nodes.ros_convert import chunk_from_msg, to_time
 from mail_policy_node.spec import (FR3_FINGER_NAMES, FR3_JOINT_NAMES, GRIPPER_NAME, TOPIC_ACTION_CHUNK,
-                                   TOPIC_ACTION_COMMAND, TOPIC_CONTROLLER_STATUS, TOPIC_JOINT_STATES)
+                                   TOPIC_ACTION_COMMAND, TOPIC_CONTROLLER_STATUS, TOPIC_ESTOP, TOPIC_JOINT_STATES)
 
-READ_ONLY = ParameterDescriptor(read_only=True)
+STALL_CYCLES = 20  # a control loop silent this many periods is reported as stalled
+ROBOT_CLOCK_RESET_S = 1.0  # the robot's clock this far behind the newest state published: it restarted
 
 
 class FrankaControllerNode(Node):
     def __init__(self):
         super().__init__("franka_controller")
-        p = self._declare({
-            "robot_ip": "172.16.0.2", "dry_run": False, "control_rate_hz": 100.0, "status_rate_hz": 10.0,
-            "joint_state_rate_hz": 100.0, "auto_enable": False, "relative_dynamics_factor": 0.6,
-            "velocity_scale": 0.5, "acceleration_scale": 0.3, "jerk_scale": 0.1, "position_margin": 0.05,
-            "max_joint_step": 0.05, "workspace_min": [0.15, -0.6, 0.05], "workspace_max": [0.85, 0.6, 1.0],
-            "watchdog_timeout": 0.5, "blend": "crossfade", "crossfade_duration": 0.1,
-            "max_tracking_error": 0.15, "use_gripper": True, "realtime": False,
-            "gripper_mode": "binary", "gripper_force": 20.0, "gripper_speed": 0.05, "gripper_close_below": 0.04,
-            "dry_run_start": [0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785],
-        })
-        period = 1.0 / p["control_rate_hz"]
-        config = ControllerConfig(
-            safety=SafetyConfig(cycle_period=period,
-                                limits=fr3_limits(position_margin=p["position_margin"],
-                                                  velocity_scale=p["velocity_scale"],
-                                                  acceleration_scale=p["acceleration_scale"],
-                                                  jerk_scale=p["jerk_scale"]),
-                                max_joint_step=p["max_joint_step"], workspace_min=tuple(p["workspace_min"]),
-                                workspace_max=tuple(p["workspace_max"])),
-            scheduler=SchedulerConfig(names=FR3_JOINT_NAMES + (GRIPPER_NAME,), blend=p["blend"],
-                                      crossfade_duration=p["crossfade_duration"]),
-            watchdog=WatchdogConfig(timeout=p["watchdog_timeout"]),
-            max_tracking_error=p["max_tracking_error"])
-        # Dry run lives in the arm adapter: commands flow exactly as on the robot, and the dry-run arm
-        # echoes them as its measured state instead of moving anything.
+        p = {spec.name: self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
+            description=spec.description, read_only=True)).value for spec in CONTROLLER_PARAMETERS}
+        setup = controller_setup(p)
+        budget, config = setup.budget, setup.controller
+        period = config.safety.cycle_period
         self.dry_run = p["dry_run"]
         self.period = period
         self.auto_enable = p["auto_enable"]
-        self.ctrl = ArmController(config, clock=time.time)
-        arm_config = FrankyArmConfig(host=p["robot_ip"], dry_run=p["dry_run"], realtime=p["realtime"],
-                                     relative_dynamics_factor=p["relative_dynamics_factor"], use_gripper=p["use_gripper"],
-                                     gripper=GripperConfig(mode=p["gripper_mode"], grasp_force=p["gripper_force"],
-                                                           speed=p["gripper_speed"],
-                                                           close_below=p["gripper_close_below"]))
-        problems = check_compatible(arm_config, config.safety)
-        if problems:  # franky would clip below the filter's commands: tracking errors, reflexes, stops
-            raise ValueError("relative_dynamics_factor is too low for the safety limits (lower velocity_scale / "
-                             "acceleration_scale / jerk_scale or raise the factor): " + "; ".join(problems))
-        self.arm = FrankyArm(arm_config)
+        self.ctrl = ArmController(config, clock=time.monotonic, wall_clock=time.time)
+        self.arm = FrankyArm(setup.arm)
         self.lock = threading.Lock()
         self.clock_map = ClockMapper()
         self._last_joint_time = float("-inf")  # robot time of the newest joint state published
         self.joint_every = max(1, round(p["control_rate_hz"] / p["joint_state_rate_hz"]))
+        self.exit_code = 0
+        self._loop_alive = True
+        self._last_cycle = time.monotonic()
+        self._was_error = False
+        self._estop_file = Path(os.path.expanduser(p["estop_latch_file"])) if p["estop_latch_file"] else None
+        if self._estop_file is not None and self._estop_file.exists():
+            self.ctrl.estop(True)
+            self.get_logger().error(f"E-STOP latched before this start ({self._estop_file}): publish false on "
+                                    f"{TOPIC_ESTOP} to release, then call ~/enable")
 
-        self.joint_pub = self.create_publisher(JointState, TOPIC_JOINT_STATES, qos_profile_sensor_data)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        # reliable, as joint_state_broadcaster publishes it: matches reliable and best-effort subscribers
+        self.joint_pub = self.create_publisher(JointState, TOPIC_JOINT_STATES, reliable)
         self.command_pub = self.create_publisher(JointState, TOPIC_ACTION_COMMAND, 10)
         self.status_pub = self.create_publisher(ControllerStatus, TOPIC_CONTROLLER_STATUS, 10)
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(ActionChunkMsg, TOPIC_ACTION_CHUNK, self.on_chunk, reliable)
-        self.create_subscription(Bool, "/mail/estop", self.on_estop, reliable)
+        # two e-stop subscriptions: a volatile one matches any publisher, a transient-local one also gets
+        # the last value a transient-local publisher sent before this node started
+        self.create_subscription(Bool, TOPIC_ESTOP, self.on_estop, reliable)
+        self.create_subscription(Bool, TOPIC_ESTOP, self.on_estop, QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.create_service(Trigger, "~/enable", self.on_enable)
         self.create_service(Trigger, "~/disable", self.on_disable)
+        self.create_service(Trigger, "~/recover", self.on_recover)
         self.create_timer(1.0 / p["status_rate_hz"], self.publish_status)
 
-        self.get_logger().info(f"connecting to the arm at {p['robot_ip']}" + (" (dry run)" if p["dry_run"] else ""))
+        where = p["robot_ip"] or "no robot (a stand-in arm echoes the commands)"
+        self.get_logger().info(f"arm: {where}" + (", dry run: nothing moves" if self.dry_run else ", live")
+                               + f"; caps {budget.caps.dq_max.round(3).tolist()} rad/s, factor "
+                               f"{p['relative_dynamics_factor']}")
         self.arm.connect(timeout=20.0)
-        if p["dry_run"]:  # a dry-run arm echoes commands; it starts at this joint configuration
-            self.arm.send(CommandState.at_rest(np.array(p["dry_run_start"], dtype=float), 0.08))
+        if self.arm.startup_error:
+            self.ctrl.set_error(self.arm.startup_error)
+        if self.arm.robot is None:  # the stand-in arm echoes commands; it starts at this joint configuration
+            self.arm.send(CommandState.at_rest(np.array(p["dry_run_start"], dtype=float)))
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self.control_loop, name="control", daemon=True)
         self._loop.start()
 
-    def _declare(self, defaults: dict) -> dict:
-        return {k: self.declare_parameter(k, v, READ_ONLY).value for k, v in defaults.items()}
-
     # ---- callbacks: hand data to the core --------------------------------------------------------
     def on_chunk(self, msg: ActionChunkMsg) -> None:
         chunk = chunk_from_msg(msg)
+        sources = self.get_publishers_info_by_topic(TOPIC_ACTION_CHUNK)
         with self.lock:
-            if (self.auto_enable and self.ctrl.mode.name == "DISABLED"
-                    and self.ctrl.scheduler.validate(chunk, time.time()).ok):
-                # once, on the first chunk that can run (a stale start-up chunk would only arm the
-                # watchdog); a later disable, hold or error needs the enable service
-                ok, why = self.ctrl.enable(now=time.time())
-                self.auto_enable = not ok
-                self.get_logger().info(f"auto enable on first chunk: {why}")
-            verdict = self.ctrl.submit_chunk(chunk, now=time.time())
+            if len(sources) > 1:
+                names = sorted(f"{s.node_namespace.rstrip('/')}/{s.node_name}" for s in sources)
+                verdict = self.ctrl.reject(ChunkRejection.AMBIGUOUS_SOURCE, f"publishers: {', '.join(names)}")
+                self.ctrl.hold(f"{len(sources)} publishers on {TOPIC_ACTION_CHUNK}: {', '.join(names)}")
+            else:
+                if self.auto_enable and self.ctrl.mode == Mode.DISABLED:
+                    # once, on the first chunk (a stale start-up chunk only arms the watchdog); a later
+                    # disable, hold, e-stop or error needs the enable service
+                    ok, why = self.ctrl.enable()
+                    self.auto_enable = False
+                    self.get_logger().info(f"auto enable on first chunk: {why}")
+                verdict = self.ctrl.submit_chunk(chunk)
         if not verdict.ok:
             self.get_logger().warn(f"chunk {chunk.sequence} rejected: {verdict.reason.value} {verdict.detail}",
                                    throttle_duration_sec=2.0)
 
     def on_estop(self, msg: Bool) -> None:
         """True: hold at once and refuse enable; False: release (the arm stays held until ~/enable)."""
+        active = bool(msg.data)
         with self.lock:
-            self.ctrl.estop(bool(msg.data))
-        if msg.data:
+            changed = active != self.ctrl.estop_active
+            self.ctrl.estop(active)
+            self.auto_enable = False
+        if self._estop_file is not None:
+            if active:
+                self._estop_file.parent.mkdir(parents=True, exist_ok=True)
+                self._estop_file.write_text(f"e-stop at {time.time():.3f}\n")
+            else:
+                self._estop_file.unlink(missing_ok=True)
+        if active:
             self.get_logger().error("E-STOP: holding; publish false to release, then call ~/enable",
                                     throttle_duration_sec=1.0)
-        else:
+        elif changed:
             self.get_logger().info("e-stop released; call ~/enable to resume")
 
     def on_enable(self, request, response):
-        with self.lock:
-            if self.ctrl.mode.name == "ERROR":
-                self.arm.recover()
-            response.success, response.message = self.ctrl.enable(now=time.time())
+        sources = self.get_publishers_info_by_topic(TOPIC_ACTION_CHUNK)
+        if len(sources) > 1:
+            response.success = False
+            response.message = f"{len(sources)} publishers on {TOPIC_ACTION_CHUNK}; exactly one may drive the arm"
+        else:
+            with self.lock:
+                self.auto_enable = False
+                response.success, response.message = self.ctrl.enable()
         self.get_logger().info(f"enable: {response.message}")
         return response
 
     def on_disable(self, request, response):
         with self.lock:
+            self.auto_enable = False
             self.ctrl.disable()
         response.success, response.message = True, "holding, then disabled at rest"
         return response
 
+    def on_recover(self, request, response):
+        """Clear the robot's errors (franky's recover_from_errors): ERROR -> DISABLED. Does not enable."""
+        with self.lock:
+            try:
+                if self.ctrl.mode == Mode.ERROR:
+                    self.arm.recover()
+                response.success, response.message = self.ctrl.recovered()
+            except Exception as exc:  # the robot refused, or the connection is gone: stay in ERROR
+                response.success, response.message = False, f"recovery failed: {type(exc).__name__}: {exc}"
+        self.get_logger().info(f"recover: {response.message}")
+        return response
+
     # ---- the control loop -------------------------------------------------------------------------
     def control_loop(self) -> None:
+        try:
+            self._control_loop()
+        except BaseException as exc:  # the arm must not be left believing it is controlled
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down: publishing after the context ended is not a fault
+            self._loop_alive = False
+            with self.lock:
+                self.ctrl.set_error(f"control loop died: {type(exc).__name__}: {exc}")
+            self.get_logger().fatal(f"control loop died: {type(exc).__name__}: {exc}; stopping the arm, exiting")
+            try:
+                self.arm.stop()
+            except Exception:
+                pass
+            self.publish_status()
+            self.exit_code = 1
+            self.context.try_shutdown()
+
+    def _control_loop(self) -> None:
         next_t = time.monotonic()
         cycle = 0
         while not self._stop.is_set():
             with self.lock:
-                out = run_cycle(self.ctrl, self.arm, now=time.time())
-            # the state run_cycle just read: a second read per cycle would query the robot (and the
-            # gripper's width) twice on the control path
+                out = run_cycle(self.ctrl, self.arm)
+                error = self.ctrl.mode == Mode.ERROR
+                if error and not self._was_error:
+                    self._stop_motion()
+                self._was_error = error
+                transitions = list(self.ctrl.transitions)
+                self.ctrl.transitions.clear()
+            self._last_cycle = time.monotonic()
+            for mode, reason in transitions:
+                log = self.get_logger().error if mode == Mode.ERROR else self.get_logger().info
+                log(f"mode {mode.name}: {reason}")
+            # the state run_cycle just read: a second read per cycle would query the robot twice
             state = self.arm.last_state if cycle % self.joint_every == 0 else None
             if state is not None:
                 self.publish_joint_state(state)
             if out is not None:
-                self.publish_command(out)
+                self.publish_command(out, state)
             cycle += 1
             next_t += self.period
             delay = next_t - time.monotonic()
@@ -170,25 +225,40 @@ class FrankaControllerNode(Node):
             else:
                 next_t = time.monotonic()  # overran: do not try to catch up with a burst
 
+    def _stop_motion(self) -> None:
+        """Entering ERROR: stop whatever franky still runs (a reflex already stopped the arm)."""
+        try:
+            self.arm.stop()
+        except Exception as exc:
+            self.get_logger().warn(f"stop after error: {exc}")
+
     def publish_joint_state(self, state) -> None:
         # a state whose robot time did not advance (the simulator's clock stalls under load) was already
-        # published: sent again it would carry the same data under an older-or-equal stamp
-        if state.robot_time <= self._last_joint_time:
+        # published: sent again it would carry the same data under an older-or-equal stamp. A clock far
+        # behind the last one restarted (a reconnected robot): publishing goes on from the new clock.
+        if state.robot_time < self._last_joint_time - ROBOT_CLOCK_RESET_S:
+            self.get_logger().warn(f"robot clock went back {self._last_joint_time - state.robot_time:.1f} s "
+                                   "(reconnected?): joint state stamps restart from it")
+        elif state.robot_time <= self._last_joint_time:
             return
         self._last_joint_time = state.robot_time
         m = JointState()
         m.header.stamp = to_time(self.clock_map.update(state.robot_time, time.time()))
         m.name = list(FR3_JOINT_NAMES) + list(FR3_FINGER_NAMES)
-        half = 0.5 * state.gripper_width if state.gripper_width is not None else 0.0
+        # an unknown width (no gripper, a failed read) is NaN, never "closed": the policy drops it
+        half = 0.5 * state.gripper_width if state.gripper_width is not None else float("nan")
         m.position = [float(x) for x in state.q] + [half, half]
         m.velocity = [float(x) for x in state.dq] + [0.0, 0.0]
         self.joint_pub.publish(m)
 
-    def publish_command(self, out) -> None:
+    def publish_command(self, out, state) -> None:
         m = JointState()
-        m.header.stamp = to_time(out.t)
+        m.header.stamp = to_time(time.time())
         m.name = list(FR3_JOINT_NAMES) + [GRIPPER_NAME]
-        m.position = [float(x) for x in out.command.q] + [float(out.command.gripper)]
+        grip = out.command.gripper
+        if np.isnan(grip) and state is not None and state.gripper_width is not None:
+            grip = state.gripper_width  # no width commanded yet: the Hand stays where it is
+        m.position = [float(x) for x in out.command.q] + [float(grip)]
         m.velocity = [float(x) for x in out.command.dq] + [0.0]
         self.command_pub.publish(m)
 
@@ -198,20 +268,29 @@ class FrankaControllerNode(Node):
         m = ControllerStatus()
         m.header.stamp = self.get_clock().now().to_msg()
         m.mode, m.reason, m.dry_run = int(s.mode), s.reason, self.dry_run
+        stalled = time.monotonic() - self._last_cycle > STALL_CYCLES * self.period
+        if not self._loop_alive or stalled:
+            m.mode = int(Mode.ERROR)
+            m.reason = s.reason if not self._loop_alive else f"control loop stalled ({s.reason})"
         m.active_policy_id, m.active_sequence = s.active_policy_id, s.active_sequence
         m.chunks_received, m.chunks_rejected = s.chunks_received, s.chunks_rejected
         m.actions_dropped_stale, m.watchdog_trips, m.limit_hits = \
             s.actions_dropped_stale, s.watchdog_trips, s.limit_hits
         m.limit_names = sorted(s.limits)
         m.limit_counts = [int(s.limits[n]) for n in m.limit_names]
+        m.rejection_names = sorted(s.rejections)
+        m.rejection_counts = [int(s.rejections[n]) for n in m.rejection_names]
         m.commanded_position = [float(x) for x in s.commanded_position]
         m.measured_position = [float(x) for x in s.measured_position]
         m.cycle_jitter_p99_ms = float(s.cycle_jitter_p99_ms)
+        m.chunk_age_p50_ms, m.chunk_age_min_ms = float(s.chunk_age_p50_ms), float(s.chunk_age_min_ms)
+        m.estop_active = self.ctrl.estop_active
         self.status_pub.publish(m)
 
     def destroy_node(self):
         self._stop.set()
-        self._loop.join(timeout=2.0)
+        if self._loop.is_alive() and self._loop is not threading.current_thread():
+            self._loop.join(timeout=2.0)
         self.arm.close()
         return super().destroy_node()
 
