@@ -3,6 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+TESTS ?= tests
 
 .PHONY: env demo test test-faults bench clean-env
 
@@ -12,8 +13,9 @@ env:
 demo: env
 	@$(VENV)/bin/mail-il demo
 
+# TESTS=tests/launch runs part of the suite the same way
 test: env
-	@PY=$(PY) bash scripts/run_tests.sh $(PYTEST_ARGS)
+	@PY=$(PY) TESTS=$(TESTS) bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 test-faults: env
 	@rm -f runs/fault_injection.json

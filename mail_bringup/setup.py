@@ -1,8 +1,17 @@
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 package_name = "mail_bringup"
+
+
+def tree(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries that install `folder` with its subfolders under share/<package>/ (the
+    profiles' YAML files, training configs, the shipped checkpoints: mail_bringup.graph.share_dir)."""
+    return [(os.path.join("share", package_name, path), sorted(os.path.join(path, f) for f in files))
+            for path, _, files in sorted(os.walk(folder)) if files]
+
 
 setup(
     name=package_name,
@@ -12,7 +21,8 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
+        *tree("config"),
+        *tree("checkpoints"),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -4,11 +4,35 @@
 # after another in one process were seen to stop discovering peers late in a long run (a probe that
 # heard nothing), while every such file passes on its own; a process per file keeps the graph of one
 # file from depending on what the files before it did.
+#
+# Loopback only: the pytest runs happen inside a network namespace of their own whose only interface is
+# loopback (as root, where `unshare` works; MAIL_NETNS=loopback tells the tests). Nothing a test starts
+# (DDS participants, franky-sim, `ros2 launch`) can reach the network or be reached from it, and graphs
+# running side by side on this machine (another checkout's tests, a demo) cannot hear each other's
+# discovery. A private /dev/shm keeps Fast DDS shared-memory ports apart too, and a private /run/netns
+# lets tests create namespaces and veth pairs of their own inside (tests/bringup/test_loopback_namespace.py
+# checks both). Only the test runs go in: the environment set-up before them (make env) needs the network
+# for pip. Elsewhere (not root, no unshare), or with MAIL_NETNS=off, the tests run in the host's network.
 set -u
+if [ -z "${MAIL_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null \
+    && unshare --net --mount sh -c 'ip link set lo up' 2>/dev/null; then
+  export MAIL_NETNS=loopback
+  # shellcheck disable=SC2016  # expanded by the inner shell
+  exec unshare --net --mount --propagation private bash -c '
+    set -e
+    ip link set lo up
+    mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+    mkdir -p /run/netns && mount -t tmpfs -o mode=755 tmpfs /run/netns
+    exec bash "$0" "$@"' "$0" "$@"
+fi
+[ "${MAIL_NETNS:-}" = loopback ] && echo "tests run in a loopback-only network namespace"
+
 PY="${PY:-.venv/bin/python}"
+TESTS="${TESTS:-tests}"   # a folder or file to run only part of the suite, e.g. TESTS=tests/launch
 status=0
-"$PY" -m pytest -m "not ros" "$@" || status=1
-for f in $(grep -rl "pytest.mark.ros" tests --include='test_*.py' | sort); do
+"$PY" -m pytest -m "not ros" "$TESTS" "$@" || status=1
+mapfile -t ros_files < <(grep -rl "pytest.mark.ros" "$TESTS" --include='test_*.py' | sort)
+for f in "${ros_files[@]}"; do
   "$PY" -m pytest -m ros "$f" "$@" || status=1
 done
 [ "$status" = 0 ] && echo "all test runs passed" || echo "some test runs FAILED"

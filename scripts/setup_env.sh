@@ -79,4 +79,45 @@ if ! step_done project "$h"; then
   mark_done project "$h"
 fi
 
+# 5. Test tools: the real ROS 2 launch system, `ros2` command line and colcon (../shared/ros2-tools; a
+#    user with ROS 2 from apt has them already), then the colcon workspace ros2_ws built with them twice:
+#    --symlink-install (what the README tells users) and a plain install (what a deployment does), each
+#    in its own folder under build/, so tests run `ros2 launch` from both (tests/launch). A fresh clone
+#    without ../shared skips this; those tests skip there.
+TOOLS="${MAIL_ROS2_TOOLS:-$ROOT/../shared/ros2-tools}"
+if [ -x "$TOOLS/install.sh" ]; then
+  h=$(inputs_hash "$TOOLS/install.sh" "$VENV/.stamp-pip" <(ls "$TOOLS/wheels"))
+  if ! step_done ros2-tools "$h"; then
+    log "installing launch, launch_ros, the ros2 command line and colcon from $TOOLS (test tools)"
+    quiet ros2-tools bash "$TOOLS/install.sh" "$VENV"
+    mark_done ros2-tools "$h"
+  fi
+  # What a build depends on: the packages' file names (a new file is a new link or install entry), the
+  #    contents the build reads (all of them for a plain install, which copies the code), the venv underneath.
+  files=$(find mail_msgs mail_policy_node mail_bringup -type f -not -path '*/__pycache__/*' -not -name '*.pyc' \
+            -not -path '*.egg-info/*' | LC_ALL=C sort)
+  meta=$(printf '%s\n' "$files" | grep -E '(package\.xml|setup\.py|setup\.cfg|CMakeLists\.txt|\.msg|resource/[^/]+)$')
+  for kind in symlink plain; do
+    if [ "$kind" = symlink ]; then
+      # shellcheck disable=SC2086  # file names without spaces, one per word
+      h=$( { printf '%s\n' "$files"; cat $meta "$VENV/.stamp-msgs" "$VENV/.stamp-ros2-tools"; } | sha256sum | cut -c1-16)
+    else
+      # shellcheck disable=SC2086
+      h=$( { sha256sum $files; cat "$VENV/.stamp-msgs" "$VENV/.stamp-ros2-tools"; } | sha256sum | cut -c1-16)
+    fi
+    base="$BUILD/colcon-$kind"
+    if ! step_done "colcon-$kind" "$h" || [ ! -f "$base/install/setup.bash" ]; then
+      log "building ros2_ws with colcon ($kind install) into ${base#"$ROOT"/}"
+      rm -rf "$base"
+      flag=(); [ "$kind" = symlink ] && flag=(--symlink-install)
+      t0=$(date +%s)
+      quiet "colcon-$kind" env -C "$ROOT/ros2_ws" AMENT_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH" \
+        "$VENV/bin/colcon" --log-base "$base/log" build "${flag[@]}" --build-base "$base/build" \
+        --install-base "$base/install" --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF
+      log "colcon ($kind install): $(( $(date +%s) - t0 )) s"
+      mark_done "colcon-$kind" "$h"
+    fi
+  done
+fi
+
 log "ready: $VENV ($(du -sh "$VENV" | cut -f1))"

@@ -169,9 +169,11 @@ def wait_until(predicate, timeout: float, what: str):
 
 def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", seeds=(0, 1, 2),
                     image_size: int = 128, log=print, echo: bool = False) -> ClosedLoopReport:
-    from mail_bringup.graph import Profile, profile
+    from dataclasses import replace
+
+    from mail_bringup.graph import profile
     from mail_bringup.up import Supervisor
-    from mail_policy_node.control.limits import fr3_limits
+    from mail_policy_node.control.params import controller_setup
 
     env, host = private_sim_graph()  # the observer in this process joins the same private graph
     cam = {"width": image_size, "height": image_size}
@@ -181,10 +183,8 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
     import yaml
 
     ctrl_params = yaml.safe_load(base.params_file.read_text())["franka_controller"]["ros__parameters"]
-    limits = fr3_limits(position_margin=ctrl_params["position_margin"], velocity_scale=ctrl_params["velocity_scale"],
-                        acceleration_scale=ctrl_params["acceleration_scale"], jerk_scale=ctrl_params["jerk_scale"])
-    persistent = Profile("sim", base.params_file, tuple(n for n in base.nodes if n.name in
-                                                        ("policy_node", "camera_agentview", "camera_wrist")))
+    limits = controller_setup(ctrl_params).controller.safety.limits  # what the node's safety filter enforces
+    persistent = base.only("policy_node", "camera_agentview", "camera_wrist")
     report = ClosedLoopReport(task, checkpoint)
     obs = _Observer()
     stack = Supervisor(persistent, env=env, echo=echo)
@@ -194,9 +194,9 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
         if obs.policy_status.state == 3:
             raise RuntimeError(f"policy node refused the checkpoint: {obs.policy_status.reason}")
         for seed in seeds:
-            world = Profile("sim", base.params_file, tuple(
-                _with(n, seed=seed, task=task, hostname=host) if n.name == "sim_world" else n
-                for n in base.nodes if n.name in ("sim_world", "franka_controller")))
+            world = base.only("sim_world", "franka_controller")
+            world = replace(world, nodes=tuple(_with(n, seed=seed, task=task, hostname=host) if n.name == "sim_world"
+                                               else n for n in world.nodes))
             report.episodes.append(_episode(obs, world, env, seed, limits, ctrl_params["control_rate_hz"], log, echo, stack))
         s = obs.policy_status
         report.latency_p50_ms, report.latency_p99_ms, report.inference_p50_ms = \

@@ -1,10 +1,12 @@
 """`mail-il up PROFILE`: start a bringup profile's nodes as separate processes, without `ros2 launch`.
 
-Each node runs as `python -m <module> --ros-args -r __node:=<name> --params-file <profile.yaml> -p ...`
-in one private ROS graph (mail_policy_node.rosenv). Output lines are prefixed with the node name;
-SIGINT/SIGTERM are forwarded; a node that exits is reported with its exit code and last output, and
-restarted when its spec says `respawn` (with back-off). A node without respawn that dies stops the whole
-profile with a non-zero exit, because the stack is then incomplete (e.g. no controller holding the arm).
+Each node runs as `python -m <module> --ros-args -r __node:=<name> --log-level <level> --params-file
+<profile.yaml> -p ...` in one private ROS graph (mail_policy_node.rosenv), with the same parameters the
+launch files pass (mail_bringup.graph). Output lines are prefixed with the node name; SIGINT/SIGTERM are
+forwarded; a node that exits is reported with its exit code and last output, and restarted when its
+spec says `respawn` (graph.RESPAWN_DELAY_S later, at most graph.RESPAWN_MAX_RETRIES times). A node without
+respawn that exits stops the whole profile with a non-zero exit, because the stack is then incomplete
+(e.g. no controller holding the arm); only a node that `ends_profile` may end it normally (exit code 0).
 """
 
 from __future__ import annotations
@@ -19,14 +21,24 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from mail_bringup.graph import PROFILES, NodeSpec, Profile, parse_overrides, profile
+from mail_bringup.graph import (LAUNCH_ARGUMENTS, LOG_LEVELS, MACHINES, NODE_SETTINGS, PROFILES, RESPAWN_DELAY_S,
+                                RESPAWN_MAX_RETRIES, ConfigNotFound, NodeSpec, Profile, argument_defaults, as_text,
+                                on_machine, params_file_in_namespace, parse_arguments, profile)
 
 
-def node_command(spec: NodeSpec, params_file) -> list[str]:
+def node_command(spec: NodeSpec, params_file, namespace: str = "", log_level: str = "info") -> list[str]:
+    """The node's command line. `params_file` is the profile's YAML (already renamed for `namespace`,
+    graph.params_file_in_namespace), or None for a node started without one."""
     cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
-    if params_file is not None and os.path.exists(params_file):
+    if namespace.strip("/"):
+        cmd += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    cmd += ["--log-level", log_level]
+    if params_file is not None:
+        if not os.path.isfile(params_file):
+            raise ConfigNotFound(f"parameter file {params_file} not found; refusing to start {spec.name} on its "
+                                 "code defaults")
         cmd += ["--params-file", str(params_file)]
-    for key, value in spec.parameters.items():
+    for key, value in spec.launch_parameters().items():
         cmd += ["-p", f"{key}:={json.dumps(value)}"]
     return cmd
 
@@ -44,13 +56,22 @@ class Supervisor:
     """Starts, watches and stops the processes of one profile. Usable from tests."""
 
     def __init__(self, prof: Profile, env: dict[str, str] | None = None, echo: bool = True,
-                 max_restarts: int = 5):
+                 max_restarts: int = RESPAWN_MAX_RETRIES, namespace: str = "", log_level: str = "info",
+                 respawn_delay: float = RESPAWN_DELAY_S):
         from mail_policy_node import rosenv
 
         self.profile = prof
         self.env = env if env is not None else rosenv.ros_environment()
         self.echo = echo
         self.max_restarts = max_restarts
+        self.respawn_delay = respawn_delay
+        self.namespace, self.log_level = namespace, log_level
+        self.params_file = None
+        if prof.params_file is not None:
+            if not os.path.isfile(prof.params_file):
+                raise ConfigNotFound(f"parameter file {prof.params_file} of profile {prof.name!r} not found; "
+                                     "refusing to start its nodes on their code defaults")
+            self.params_file = params_file_in_namespace(prof.params_file, namespace)
         self.nodes = {n.name: _Managed(n) for n in prof.nodes}
         self.failed: str | None = None
         self.finished = False  # a node whose exit ends the profile has exited normally
@@ -62,7 +83,8 @@ class Supervisor:
             self._spawn(m)
 
     def _spawn(self, m: _Managed) -> None:
-        m.proc = subprocess.Popen(node_command(m.spec, self.profile.params_file), env=self.env,
+        cmd = node_command(m.spec, self.params_file, self.namespace, self.log_level)
+        m.proc = subprocess.Popen(cmd, env=self.env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._pump, args=(m, m.proc), daemon=True).start()
         self._say(f"started {m.spec.name} (pid {m.proc.pid})")
@@ -92,7 +114,7 @@ class Supervisor:
                 m.next_start = float("inf")
             elif m.spec.respawn and m.restarts < self.max_restarts:
                 m.restarts += 1
-                m.next_start = now + min(10.0, 0.5 * 2 ** m.restarts)
+                m.next_start = now + self.respawn_delay
                 self._say(f"respawning {m.spec.name} (restart {m.restarts}/{self.max_restarts})")
             else:
                 self.failed = f"{m.spec.name} exited with code {rc}"
@@ -148,8 +170,11 @@ class Supervisor:
 # -- `mail-il up` ------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     parser.add_argument("profile", choices=PROFILES, help="which node graph to start")
-    parser.add_argument("overrides", nargs="*", metavar="node.param:=value",
-                        help="parameter overrides, e.g. policy_node.checkpoint:=reach_dma")
+    parser.add_argument("arguments", nargs="*", metavar="ARG:=VALUE",
+                        help="the launch file's arguments (checkpoint:=reach_dma, namespace:=lab, log_level:=debug; "
+                             "`ros2 launch mail_bringup PROFILE.launch.py -s` or --list-arguments lists them) or any "
+                             "node parameter as node.param:=value (policy_node.rate_hz:=5)")
+    parser.add_argument("--list-arguments", action="store_true", help="print the profile's arguments and exit")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: derived)")
 
@@ -157,8 +182,29 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from mail_policy_node import rosenv
 
-    prof = profile(args.profile, parse_overrides(args.overrides))
-    sup = Supervisor(prof, env=rosenv.ros_environment(args.domain_id))
+    try:
+        if args.list_arguments:
+            print(describe_arguments(args.profile))
+            return 0
+        overrides, settings = parse_arguments(args.profile, args.arguments)
+        prof = on_machine(profile(args.profile, overrides), settings.pop("machine", "all"))
+        sup = Supervisor(prof, env=rosenv.ros_environment(args.domain_id), **settings)
+    except (ConfigNotFound, ValueError) as exc:
+        print(f"[up] {exc}", file=sys.stderr, flush=True)
+        return 2
     print(f"[up] profile {prof.name}: {', '.join(n.name for n in prof.nodes)} "
           f"(ROS_DOMAIN_ID={sup.env['ROS_DOMAIN_ID']}, parameters {prof.params_file})", flush=True)
     return sup.run(args.duration)
+
+
+def describe_arguments(profile_name: str) -> str:
+    """The profile's arguments with their defaults (from its YAML) and descriptions, as `ros2 launch -s`."""
+    defaults = argument_defaults(profile(profile_name))
+    lines = [f"Arguments of profile {profile_name} (ARG:=VALUE):"]
+    for arg in LAUNCH_ARGUMENTS[profile_name]:
+        targets = ", ".join(f"{n}.{p}" for n, p in arg.targets)
+        lines.append(f"  {arg.name} (default: {as_text(defaults[arg.name])!r})\n      {arg.description} [{targets}]")
+    for name, (default, description) in NODE_SETTINGS.items():
+        choices = {"log_level": f": {', '.join(LOG_LEVELS)}", "machine": f": {', '.join(MACHINES)}"}.get(name, "")
+        lines.append(f"  {name} (default: {default!r})\n      {description}{choices}")
+    return "\n".join(lines)

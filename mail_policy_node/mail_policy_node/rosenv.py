@@ -24,7 +24,8 @@ def ros_environment(domain_id: int | None = None, log_dir: str | os.PathLike | N
 
     - ``ROS_DOMAIN_ID``: the given one, else the one already set, else one derived from the process id
       so that parallel test runs on one machine do not see each other;
-    - discovery limited to this host (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``);
+    - discovery limited to this host (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) unless the environment
+      says otherwise (two hosts: ``SUBNET`` with ``ROS_STATIC_PEERS``);
     - ``ROS_LOG_DIR`` inside the build tree (or the given folder);
     - the Fast DDS profile with a large shared-memory segment for camera images;
     - ``AMENT_PREFIX_PATH`` containing the venv, which ament_index needs to find packages.
@@ -35,7 +36,7 @@ def ros_environment(domain_id: int | None = None, log_dir: str | os.PathLike | N
     if not 0 <= domain_id <= 101:
         raise ValueError(f"ROS_DOMAIN_ID must be in 0..101 for Fast DDS on Linux, got {domain_id}")
     env["ROS_DOMAIN_ID"] = str(domain_id)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # two hosts: SUBNET and ROS_STATIC_PEERS
     if log_dir is None:
         log_dir = env.get("ROS_LOG_DIR") or str(repo_root() / "build" / "ros_log")
     Path(log_dir).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,152 @@
+"""Harness for the `real_robot` profile against the strict FR3 emulator, as a lab runs it.
+
+- Cameras: two RealSense recordings (librealsense .db3, 640x480 at 30 fps, the profile's camera settings)
+  of the reach scene at the emulated arm's start pose, played by the profile's own camera nodes
+  (`playback_file`).
+- The arm: `mail-il fr3-emulator` (franky-sim with the FR3's 1 kHz checks and reflexes) on a loopback
+  address of its own, a fresh process per stage; its recording and summary are read when it stops.
+- The profile, verbatim but for what a lab changes (robot_ip, playback files, device, the checkpoint; and
+  `realtime:=false`: this kernel has no PREEMPT_RT), started in the two parts labs deploy on two machines:
+  `machine:=gpu` (cameras, policy) once, `machine:=rt` (the controller) per stage, through `mail-il up` or
+  the real `ros2 launch` from a colcon install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "mail_bringup" / "checkpoints"
+TASK, SEED = "reach", 0
+FPS = 30
+STAGES = (0.1, 0.3, 0.6, 1.0)  # the runbook's relative_dynamics_factor stages
+
+
+def task_start():
+    """The reach scene's start joints for SEED and one 640x480 frame per camera there."""
+    from mail_policy_node.sim.env import make_task
+    from mail_policy_node.sim.scene import CAMERA_NAMES
+
+    env = make_task(TASK, render=True, image_size=(480, 640))
+    try:
+        env.reset(SEED)
+        return env.joint_state()[:7].copy(), {c: env.render(c) for c in CAMERA_NAMES}
+    finally:
+        env.close()
+
+
+def record_cameras(folder: Path, frames: dict, seconds: float) -> dict[str, Path]:
+    """One recording per camera: its frame repeated for `seconds` (a still scene, as before a task)."""
+    from mail_policy_node.data.cameras import record_realsense_file
+
+    out = {}
+    for camera, rgb in frames.items():
+        path = folder / f"{camera}.db3"
+        record_realsense_file(str(path), (rgb for _ in range(int(seconds * FPS))), fps=FPS)
+        out[camera] = path
+    return out
+
+
+def random_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """The shipped policy's architecture with random weights: chunks that jump around."""
+    import torch
+
+    from mail_policy_node.model.checkpoint import load_checkpoint, save_checkpoint
+
+    policy = load_checkpoint(SHIPPED / "reach_dma_small")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if p.dim() > 1:
+                torch.nn.init.normal_(p, std=1.5 / np.sqrt(p.shape[-1]))
+            else:
+                torch.nn.init.normal_(p, std=0.5)
+    out = folder / "reach_random"
+    save_checkpoint(policy, out, metadata={"test": "random weights"})
+    return out
+
+
+class Process:
+    """A child process with its output collected by a thread."""
+
+    def __init__(self, cmd: list[str], env: dict | None = None, cwd=None):
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self, last: int = 60) -> str:
+        return "\n".join(self.lines[-last:])
+
+    def wait_line(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in ln for ln in list(self.lines)):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise TimeoutError(f"no {text!r} from {' '.join(self.cmd[:4])} within {timeout} s:\n{self.output()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            rc = self.proc.wait()
+        self._pump.join(timeout=5)
+        return rc
+
+    def kill_group(self) -> None:
+        """Whatever the process left running in its session (a launch's nodes)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Emulator(Process):
+    """`python -m mail_policy_node.sim.fr3_emulator` on the reach scene, recording into `folder`."""
+
+    def __init__(self, host: str, folder: Path):
+        self.folder = folder
+        super().__init__([sys.executable, "-m", "mail_policy_node.sim.fr3_emulator", "--hostname", host,
+                          "--task", TASK, "--seed", str(SEED), "--record", str(folder)])
+        self.wait_line(f"fr3-emulator ready {host}", 120)
+
+    def finish(self) -> dict:
+        rc = self.stop()
+        assert rc == 0, f"the emulator exited with {rc}:\n{self.output()}"
+        summary = json.loads((self.folder / "fr3_emulator_summary.json").read_text())
+        summary["recording"] = dict(np.load(self.folder / "fr3_emulator.npz"))
+        return summary
+
+
+def stream_ratios(summary: dict, caps) -> dict[str, float]:
+    """Peak |velocity|, |acceleration|, |jerk| of the 1 kHz command stream over the caps, each the worst
+    joint."""
+    rec = summary["recording"]
+    joint = rec["commands_mode"] > 0
+    out = {}
+    for key, name, bound in (("commands_v", "velocity", caps.dq_max), ("commands_a", "acceleration", caps.ddq_max),
+                             ("commands_j", "jerk", caps.dddq_max)):
+        values = np.abs(rec[key][joint])
+        out[name] = float(np.max(values / bound)) if values.size else 0.0
+    return out
