@@ -22,13 +22,17 @@ inputs_hash() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 step_done() { [ -f "$VENV/.stamp-$1" ] && [ "$(cat "$VENV/.stamp-$1")" = "$2" ]; }
 mark_done() { echo "$2" > "$VENV/.stamp-$1"; }
 
-# 1. System libraries: libusb for pyrealsense2. Only touched when missing (needs root, as on CI).
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+# 1. System libraries: libusb for pyrealsense2; libfaketime for the tests that give one process another
+#    wall clock (a controller whose clock is behind). Only touched when missing (needs root, as on CI).
+missing=()
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(libfaketime)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing libusb-1.0-0 (pyrealsense2 needs it)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
+    log "installing ${missing[*]} (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    log "warning: libusb-1.0-0 missing and cannot apt-get it; the RealSense camera source will not import"
+    log "warning: ${missing[*]} missing and cannot apt-get: RealSense / libfaketime tests will skip"
   fi
 fi
 

@@ -337,3 +337,46 @@ def test_a_dead_control_loop_is_reported_as_error_and_ends_the_process(tmp_path)
     error = [s for s in status if s.mode == ControllerStatus.MODE_ERROR][-1]
     assert "control loop died" in error.reason and "injected fault" in error.reason
     assert "control loop died" in out
+
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+
+@pytest.mark.parametrize("behind_s, refused", [(0.01, False), (0.3, True)])
+def test_a_controller_whose_clock_is_behind_refuses_chunks_from_its_future_and_reports_the_offset(behind_s, refused):
+    """Chunks were accepted stamped up to 1 s ahead and the clock offset between the GPU box and the
+    real-time PC was neither measured nor bounded. The controller's wall clock is put behind this process's
+    with libfaketime (the one way to give one process on this kernel another wall clock): within
+    max_clock_offset the chunks run; beyond it they are refused as stamped in the future; either way
+    chunk_age_min_ms shows the offset."""
+    import os
+
+    from mail_msgs.msg import ActionChunk, ControllerStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    if not os.path.exists(FAKETIME):
+        pytest.skip("needs libfaketime (scripts/setup_env.sh installs it; the core's clock tests are the twin)")
+    env = {**os.environ, "LD_PRELOAD": FAKETIME, "FAKETIME": f"{-behind_s:+.3f}"}
+    proc = node_process("mail_policy_node.nodes.franka_controller_node", "franka_controller",
+                        {"dry_run": True, "dry_run_start": START, "auto_enable": True, "max_clock_offset": 0.05},
+                        env=env)
+    try:
+        with probe() as p:
+            status = p.subscribe(ControllerStatus, "/mail/controller_status")
+            pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk",
+                                          QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            wait_for(lambda: status and pub.get_subscription_count() > 0, 30, what="controller up")
+            for seq in range(10):
+                pub.publish(make_chunk_msg(seq, time.time(), [START + [0.04]] * 5))
+                time.sleep(0.1)
+            wait_for(lambda: status[-1].chunks_received >= 10, 5, what="chunks counted")
+            s = status[-1]
+    finally:
+        stop_process(proc)
+    rejections = dict(zip(s.rejection_names, s.rejection_counts))
+    if refused:
+        assert rejections.get("stamp_in_future", 0) >= 9 and s.mode != ControllerStatus.MODE_ENABLED, (rejections, s)
+        assert s.chunk_age_min_ms < -200.0, s.chunk_age_min_ms
+    else:
+        assert not rejections and s.mode == ControllerStatus.MODE_ENABLED, (rejections, s.reason)
+        assert s.chunk_age_min_ms < 5.0, s.chunk_age_min_ms  # ~ the latency minus 10 ms

@@ -2,7 +2,6 @@
 namespace (rclpy over DDS, the deployment's profile), drives one scenario against the controller there,
 prints one JSON line.
 
-    python tests/robot/operator.py drive SECONDS        enable, let the policy drive, report
     python tests/robot/operator.py cut GPU_NETNS LINK   enable, drive, take the link down, measure the hold,
                                                         bring it up, check the arm stays held until enable
 """
@@ -19,7 +18,7 @@ import numpy as np
 
 
 def main() -> dict:
-    from mail_msgs.msg import ActionChunk, ControllerStatus
+    from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
     from std_srvs.srv import Trigger
@@ -30,6 +29,7 @@ def main() -> dict:
         status = p.subscribe(ControllerStatus, "/mail/controller_status")
         p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         commands = p.subscribe(JointState, "/mail/action_command")
+        policy = p.subscribe(PolicyStatus, "/mail/policy_status")
         arrivals = p.arrivals["/mail/action_chunk"]
 
         def enable() -> tuple[bool, str]:
@@ -42,30 +42,33 @@ def main() -> dict:
         wait_for(lambda: status and status[-1].mode == ControllerStatus.MODE_DISABLED, 90, what="controller")
         wait_for(lambda: arrivals and time.time() - arrivals[-1] < 0.5, 120, what="chunks from the GPU host")
         out = {"enable": list(enable())}
-        time.sleep(float(sys.argv[2]) if sys.argv[1] == "drive" else 4.0)
+        time.sleep(4.0)
         s = status[-1]
         out.update(mode=int(s.mode), reason=s.reason, chunk_age_p50_ms=float(s.chunk_age_p50_ms),
                    chunk_age_min_ms=float(s.chunk_age_min_ms),
                    rejections=dict(zip(s.rejection_names, map(int, s.rejection_counts))),
                    chunks_received=int(s.chunks_received))
-        if sys.argv[1] == "cut":
-            netns, link = sys.argv[2], sys.argv[3]
-            t_cut = time.time()
-            subprocess.run(["ip", "-n", netns, "link", "set", link, "down"], check=True)
-            wait_for(lambda: status[-1].mode == ControllerStatus.MODE_HOLDING, 10, what="hold after the cut")
-            t_hold = time.time()
-            last = max([t for t in arrivals if t <= t_hold], default=t_cut)
-            out.update(hold_after_cut_s=t_hold - t_cut, hold_after_last_chunk_s=t_hold - last,
-                       hold_reason=status[-1].reason)
-            wait_for(lambda: len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0, atol=1e-9), 10,
-                     what="at rest")
-            subprocess.run(["ip", "-n", netns, "link", "set", link, "up"], check=True)
-            n = len(arrivals)
-            wait_for(lambda: len(arrivals) > n + 3, 60, what="chunks again after the link came back")
-            time.sleep(0.5)
-            out["held_until_enable"] = status[-1].mode == ControllerStatus.MODE_HOLDING
-            out["enable_after"] = list(enable())
-            wait_for(lambda: status[-1].mode == ControllerStatus.MODE_ENABLED, 10, what="enabled again")
+        if policy:
+            ps = policy[-1]
+            out["policy_drops"] = dict(zip(ps.drop_causes, map(int, ps.drop_counts)))
+            out["policy_chunks"] = int(ps.chunks_published)
+        netns, link = sys.argv[2], sys.argv[3]
+        t_cut = time.time()
+        subprocess.run(["ip", "-n", netns, "link", "set", link, "down"], check=True)
+        wait_for(lambda: status[-1].mode == ControllerStatus.MODE_HOLDING, 10, what="hold after the cut")
+        t_hold = time.time()
+        last = max([t for t in arrivals if t <= t_hold], default=t_cut)
+        out.update(hold_after_cut_s=t_hold - t_cut, hold_after_last_chunk_s=t_hold - last,
+                   hold_reason=status[-1].reason)
+        wait_for(lambda: len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0, atol=1e-9), 10,
+                 what="at rest")
+        subprocess.run(["ip", "-n", netns, "link", "set", link, "up"], check=True)
+        n = len(arrivals)
+        wait_for(lambda: len(arrivals) > n + 3, 60, what="chunks again after the link came back")
+        time.sleep(0.5)
+        out["held_until_enable"] = status[-1].mode == ControllerStatus.MODE_HOLDING
+        out["enable_after"] = list(enable())
+        wait_for(lambda: status[-1].mode == ControllerStatus.MODE_ENABLED, 10, what="enabled again")
     return out
 
 

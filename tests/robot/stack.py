@@ -125,10 +125,11 @@ class Process:
 class Emulator(Process):
     """`python -m mail_policy_node.sim.fr3_emulator` on the reach scene, recording into `folder`."""
 
-    def __init__(self, host: str, folder: Path):
+    def __init__(self, host: str, folder: Path, wrap=lambda cmd: cmd):
+        """``wrap``: the command line as run (e.g. inside a network namespace)."""
         self.folder = folder
-        super().__init__([sys.executable, "-m", "mail_policy_node.sim.fr3_emulator", "--hostname", host,
-                          "--task", TASK, "--seed", str(SEED), "--record", str(folder)])
+        super().__init__(wrap([sys.executable, "-m", "mail_policy_node.sim.fr3_emulator", "--hostname", host,
+                               "--task", TASK, "--seed", str(SEED), "--record", str(folder)]))
         self.wait_line(f"fr3-emulator ready {host}", 120)
 
     def finish(self) -> dict:

@@ -304,3 +304,143 @@ def test_real_robot_profile_through_mail_il_up(scene):
 def test_real_robot_profile_through_ros2_launch(scene):
     figures = run_profile(Launch, scene)
     assert [f["stage"] for f in figures] == ["dry_run"] + [f"factor_{f:g}" for f in STAGES]
+
+
+def _pid(process: Process, node: str) -> int:
+    import re
+
+    pids = [int(m.group(1)) for ln in list(process.lines) if (m := re.search(rf"started {node} \(pid (\d+)\)", ln))]
+    return pids[-1]
+
+
+def test_faults_on_the_real_robot_profile(scene, tmp_path):
+    """The fault tests of tests/nodes, on the real profile against the strict emulator (mail-il up, factor
+    0.3): a reflex injected by the emulator, a spoofed chunk from a second publisher, the policy killed and
+    hung, a camera lost, and an e-stop across a controller restart. Each: the arm holds (or errs) within
+    the bound, control resumes only on an explicit (recover and) enable, and the FR3 saw no reflex but the
+    injected one."""
+    import signal
+
+    from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool
+
+    host = next(loopback_candidates(os.getpid() + 13))
+    latch = tmp_path / "estop_latched"
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    rt_args = ["machine:=rt", f"robot_ip:={host}", "realtime:=false", "dry_run:=false",
+               "relative_dynamics_factor:=0.3", f"franka_controller.estop_latch_file:={latch}"]
+    figures = {}
+    with probe() as p:
+        driver = Up(p)
+        status = p.subscribe(ControllerStatus, "/mail/controller_status")
+        policy = p.subscribe(PolicyStatus, "/mail/policy_status")
+        p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        commands = p.subscribe(JointState, "/mail/action_command")
+        arrivals = p.arrivals["/mail/action_chunk"]
+        estop = p.node.create_publisher(Bool, "/mail/estop", reliable)
+        gpu = driver.start("machine:=gpu", "device:=cpu", f"checkpoint_root:={scene.root}", "checkpoint:=reach_dma_small",
+                           f"agentview_playback_file:={scene.cameras['agentview']}",
+                           f"wrist_playback_file:={scene.cameras['wrist']}")
+        emu = Emulator(host, tmp_path / "emulator")
+        rt = driver.start(*rt_args)
+        mode = lambda: status[-1].mode  # noqa: E731
+
+        def flowing():
+            wait_for(lambda: arrivals and time.time() - arrivals[-1] < 0.3, 90, what="chunks flowing")
+
+        def resume(recover=False):
+            flowing()
+            time.sleep(0.5)
+            held = mode() != ControllerStatus.MODE_ENABLED
+            if recover:
+                assert driver.call("/franka_controller/recover")[0]
+            for _ in range(30):
+                ok, why = driver.call("/franka_controller/enable")
+                if ok or "decelerating" not in why:
+                    break
+                time.sleep(0.1)
+            assert ok, why
+            wait_for(lambda: mode() == ControllerStatus.MODE_ENABLED, 5, what="enabled again")
+            time.sleep(1.5)
+            return held
+
+        def hold_after(inject, expect=ControllerStatus.MODE_HOLDING, timeout=5.0):
+            t0 = time.time()
+            inject()
+            wait_for(lambda: mode() == expect, timeout, what=f"mode {expect}")
+            t1 = time.time()
+            last = max([t for t in arrivals if t <= t1], default=t0)
+            wait_for(lambda: len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0, atol=1e-9), 10,
+                     what=f"at rest ({status[-1].reason}; velocity {list(commands[-1].velocity[:7])})")
+            return {"after_fault_s": round(t1 - t0, 3), "after_last_chunk_s": round(t1 - last, 3),
+                    "reason": status[-1].reason}
+
+        try:
+            wait_for(lambda: policy and policy[-1].checkpoint == "reach_dma_small", 120, what="the policy loaded")
+            wait_for(lambda: status and mode() == ControllerStatus.MODE_DISABLED, 60, what="controller up")
+            resume()
+            # a reflex (a collision), injected by the emulator
+            f = hold_after(lambda: os.kill(emu.proc.pid, signal.SIGUSR1), ControllerStatus.MODE_ERROR)
+            refused = driver.call("/franka_controller/enable")
+            f["enable_refused_in_error"] = not refused[0]
+            f["held_until_enable"] = resume(recover=True)
+            figures["reflex_injected"] = f
+            # a second publisher sends one chunk with the running policy's id and a huge sequence
+            spoof = p.node.create_publisher(ActionChunk, "/mail/action_chunk", reliable)
+            wait_for(lambda: spoof.get_subscription_count() > 0, 10, what="spoofer matched")
+            real = [m for m in p.messages["/mail/action_chunk"]][-1]
+            real.sequence += 10**9
+
+            f = hold_after(lambda: spoof.publish(real))
+            f["enable_refused_with_two_publishers"] = not driver.call("/franka_controller/enable")[0]
+            p.node.destroy_publisher(spoof)
+            time.sleep(0.5)
+            f["held_until_enable"] = resume()
+            figures["spoofed_chunk"] = f
+            # the policy node killed (mail-il up respawns it), then hung
+            figures["policy_killed"] = hold_after(lambda: os.kill(_pid(gpu, "policy_node"), signal.SIGKILL))
+            wait_for(lambda: policy and policy[-1].checkpoint == "reach_dma_small" and
+                     time.time() - arrivals[-1] < 0.3, 120, what="the respawned policy")
+            figures["policy_killed"]["held_until_enable"] = resume()
+            pid = _pid(gpu, "policy_node")
+            figures["policy_hung"] = hold_after(lambda: os.kill(pid, signal.SIGSTOP))
+            os.kill(pid, signal.SIGCONT)
+            figures["policy_hung"]["held_until_enable"] = resume()
+            # a camera lost (killed; respawned, its recording starts again)
+            figures["camera_lost"] = hold_after(lambda: os.kill(_pid(gpu, "camera_wrist"), signal.SIGKILL))
+            figures["camera_lost"]["held_until_enable"] = resume()
+            # an e-stop, then the controller restarted: still held, enable refused until released
+            f = hold_after(lambda: estop.publish(Bool(data=True)))
+            rt.stop()
+            rt = driver.start(*rt_args)
+            t_restart = time.time()
+            wait_for(lambda: status[-1].header.stamp.sec > t_restart and status[-1].estop_active, 60,
+                     what="the restarted controller, e-stop latched")
+            f["refused_after_restart"] = not driver.call("/franka_controller/enable")[0]
+            estop.publish(Bool(data=False))
+            wait_for(lambda: not status[-1].estop_active, 5, what="released")
+            f["held_until_enable"] = resume()
+            figures["estop_across_restart"] = f
+        finally:
+            rt.stop()
+            rt.kill_group()
+            gpu.stop()
+            gpu.kill_group()
+            summary = emu.finish()
+    figures["reflexes"] = [r["errors"] for r in summary["reflexes"]]
+    print(json.dumps(figures))
+    record({"faults_on_real_profile": figures})
+    assert figures["reflexes"] == [["cartesian_reflex"]], figures  # the injected one, nothing else
+    bound = profile_params()["watchdog_timeout"] + 0.01 + 0.1 + 0.3  # + status period + scheduling
+    for fault in ("policy_killed", "policy_hung", "camera_lost"):
+        assert figures[fault]["after_last_chunk_s"] <= bound, (fault, figures[fault])
+    for fault in ("reflex_injected", "spoofed_chunk", "policy_killed", "policy_hung", "camera_lost",
+                  "estop_across_restart"):
+        assert figures[fault]["held_until_enable"], (fault, figures[fault])
+    assert "cartesian_reflex" in figures["reflex_injected"]["reason"] and \
+        figures["reflex_injected"]["enable_refused_in_error"]
+    assert "2 publishers" in figures["spoofed_chunk"]["reason"] and \
+        figures["spoofed_chunk"]["enable_refused_with_two_publishers"]
+    assert figures["estop_across_restart"]["refused_after_restart"]

@@ -208,9 +208,11 @@ class FrankaControllerNode(Node):
                 transitions = list(self.ctrl.transitions)
                 self.ctrl.transitions.clear()
             self._last_cycle = time.monotonic()
-            for mode, reason in transitions:
-                log = self.get_logger().error if mode == Mode.ERROR else self.get_logger().info
-                log(f"mode {mode.name}: {reason}")
+            for mode, reason in transitions:  # one call site per severity: rclpy refuses a mix
+                if mode == Mode.ERROR:
+                    self.get_logger().error(f"mode ERROR: {reason}")
+                else:
+                    self.get_logger().info(f"mode {mode.name}: {reason}")
             # the state run_cycle just read: a second read per cycle would query the robot twice
             state = self.arm.last_state if cycle % self.joint_every == 0 else None
             if state is not None:
