@@ -10,7 +10,8 @@ the FR3's limit checks and reflexes). ActionChunks are fed to the controller dir
 0.1 s apart), once it is enabled, from a fixed sequence on joints 1, 4 and 7:
 
     0.0 - 1.5 s  ramp to q0 + [0.3, 0, 0, 0.25, 0, 0, 0.5] over 1.2 s, then hold
-    1.5 - 3.0 s  reverse: a step to q0 + [-0.2, 0, 0, -0.15, 0, 0, -0.3]
+    1.5 - 3.0 s  reverse: to q0 + [-0.2, 0, 0, -0.15, 0, 0, -0.3] in 0.3 s (up to 2.7 rad/s asked: the
+                 filter brakes and reverses at its limits; a step would be refused as too fast)
     3.0 - 3.8 s  hold there (stop); then no more chunks: the watchdog holds the arm
     until 5.0 s  the loop keeps cycling
 
@@ -48,6 +49,7 @@ START_Q = (0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785)  # the node's dry_run_start: T
 RAMP = np.array([0.3, 0.0, 0.0, 0.25, 0.0, 0.0, 0.5])
 REVERSE = np.array([-0.2, 0.0, 0.0, -0.15, 0.0, 0.0, -0.3])
 T_RAMP, T_REVERSE, T_STOP, T_SILENT, T_END = 1.2, 1.5, 3.0, 3.8, 5.0
+T_REVERSE_RAMP = 0.3
 GRIPPER_OPEN = 0.08
 
 def load_params(profile: Path) -> dict:
@@ -68,7 +70,8 @@ def build_setup(p: dict, host: str):
 def target(t: float, q0: np.ndarray) -> np.ndarray:
     if t < T_REVERSE:
         return q0 + RAMP * min(1.0, max(0.0, t) / T_RAMP)
-    return q0 + REVERSE
+    w = min(1.0, (t - T_REVERSE) / T_REVERSE_RAMP)
+    return q0 + (1.0 - w) * RAMP + w * REVERSE
 
 
 def run_factor(factor: float, profile: Path, save: Path | None, command_wait_ms: float = 5.0) -> dict:
