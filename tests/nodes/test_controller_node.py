@@ -380,3 +380,34 @@ def test_a_controller_whose_clock_is_behind_refuses_chunks_from_its_future_and_r
     else:
         assert not rejections and s.mode == ControllerStatus.MODE_ENABLED, (rejections, s.reason)
         assert s.chunk_age_min_ms < 5.0, s.chunk_age_min_ms  # ~ the latency minus 10 ms
+
+
+def test_auto_enable_is_not_re_armed_by_an_estop_release():
+    """auto_enable (simulators) stayed armed through an e-stop: releasing it let the next chunk enable the
+    arm without anyone asking. Now any e-stop, disable or enable call disarms it."""
+    from mail_msgs.msg import ActionChunk, ControllerStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Bool
+
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    proc = node_process("mail_policy_node.nodes.franka_controller_node", "franka_controller",
+                        {"dry_run": True, "dry_run_start": START, "auto_enable": True})
+    try:
+        with probe() as p:
+            status = p.subscribe(ControllerStatus, "/mail/controller_status")
+            pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk", reliable)
+            estop = p.node.create_publisher(Bool, "/mail/estop", reliable)
+            wait_for(lambda: status and pub.get_subscription_count() and estop.get_subscription_count(), 30,
+                     what="controller up")
+            estop.publish(Bool(data=True))
+            wait_for(lambda: status[-1].estop_active, 5, what="e-stop")
+            estop.publish(Bool(data=False))
+            wait_for(lambda: not status[-1].estop_active, 5, what="released")
+            for seq in range(5):
+                pub.publish(make_chunk_msg(seq, time.time(), [START + [0.04]] * 5))
+                time.sleep(0.1)
+            wait_for(lambda: status[-1].chunks_received >= 5, 5, what="chunks counted")
+            mode = status[-1].mode
+    finally:
+        stop_process(proc)
+    assert mode == ControllerStatus.MODE_DISABLED, mode

@@ -751,22 +751,6 @@ def _velocity_bounds_fast(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------- running it
-def _physics_loop(server, realtime: float, stop: threading.Event) -> None:
-    """1 ms steps at absolute deadlines (as FrankySimScene's loop); drops a backlog over 50 ms."""
-    period = 0.001 / float(realtime) if realtime else 0.0
-    next_t = time.perf_counter()
-    while server.running and not stop.is_set():
-        server.run_once(False)
-        if not period:
-            continue
-        next_t += period
-        delay = next_t - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -0.05:
-            next_t = time.perf_counter()
-
-
 class StrictFR3:
     """A bare FR3 (no task objects) served by franky-sim with the emulator installed. Context manager;
     connect with ``franky.Robot(fr3.hostname, realtime_config=RealtimeConfig.Ignore)``.
@@ -792,7 +776,7 @@ class StrictFR3:
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
 
-        from .franky import loopback_candidates
+        from .franky import loopback_candidates, run_physics
 
         sim = MujocoSimulator()
         sim.init()
@@ -803,7 +787,8 @@ class StrictFR3:
         self.sim, self.server = sim, server
         self.emulator = FR3Emulator(server.robot_servers[0], sim, **self.emulator_kwargs)
         server.running = True
-        self._thread = threading.Thread(target=_physics_loop, args=(server, self.realtime, self._stop),
+        period = 0.001 / self.realtime if self.realtime else 0.0
+        self._thread = threading.Thread(target=run_physics, args=(server, period, self._stop),
                                         name="fr3-emulator", daemon=True)
         server.async_thread = self._thread
         self._thread.start()

@@ -58,6 +58,25 @@ def loopback_candidates(seed: int | None = None) -> Iterator[str]:
         yield f"127.{1 + n // 62500}.{(n // 250) % 250}.{1 + n % 250}"
 
 
+def run_physics(server, period: float, stop: threading.Event | None = None) -> None:
+    """franky-sim's steps, one every ``period`` seconds (0: as fast as possible) until the server stops.
+    franky-sim's own loop sleeps 1 ms minus the step's time after every step, so each sleep's overshoot
+    adds up: its clock ran at 0.87x real time on an idle machine. This one sleeps to absolute deadlines,
+    so the simulated clock keeps wall-clock pace whenever the CPU allows; after falling more than 50 ms
+    behind it drops the backlog instead of bursting."""
+    next_t = time.perf_counter()
+    while server.running and not (stop is not None and stop.is_set()):
+        server.run_once(False)
+        if not period:
+            continue
+        next_t += period
+        delay = next_t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -0.05:
+            next_t = time.perf_counter()
+
+
 class FrankySimScene:
     """A task scene served by franky-sim. Use as a context manager; connect with
     ``franky.Robot(scene.hostname, realtime_config=RealtimeConfig.Ignore)``."""
@@ -112,22 +131,7 @@ class FrankySimScene:
         return self
 
     def _physics_loop(self) -> None:
-        """franky-sim's own loop sleeps 1 ms minus the step's time after every step, so each sleep's
-        overshoot adds up: its clock ran at 0.87x real time on an idle machine. This one sleeps to
-        absolute deadlines (1 ms x speed apart), so the simulated clock keeps wall-clock pace whenever
-        the CPU allows; after falling more than 50 ms behind it drops the backlog instead of bursting."""
-        server, period = self._server, 0.001 * float(self.realtime) if self.realtime else 0.0
-        next_t = time.perf_counter()
-        while server.running:
-            server.run_once(False)
-            if not period:
-                continue
-            next_t += period
-            delay = next_t - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -0.05:
-                next_t = time.perf_counter()
+        run_physics(self._server, 0.001 * float(self.realtime) if self.realtime else 0.0)
 
     @property
     def hostname(self) -> str:
