@@ -30,7 +30,6 @@ The configuration is the node's own (``control.params.controller_setup``). This 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess

@@ -87,8 +87,6 @@ from __future__ import annotations
 import argparse
 import enum
 import json
-import math
-import os
 import select
 import signal
 import struct
