@@ -178,7 +178,9 @@ def test_inputs_whose_stamps_step_back_are_reported_and_the_policy_goes_on(tmp_p
         stop.set()
         out = stop_process(node)
     assert counts["sync_backward_stamp"] >= 1, counts
-    assert "input stamps went backwards" in out and "new time base" in out, out[-3000:]
+    # the log is throttled (one line per 5 s): the restart itself is asserted on the status above
+    assert "input stamps went backwards" in out, out[-3000:]
+    assert counts["sync_time_base_restart"] >= 1, counts
     seqs = [c.sequence for c in chunks]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
 

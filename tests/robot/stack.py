@@ -140,14 +140,14 @@ class Emulator(Process):
         return summary
 
 
-def stream_ratios(summary: dict, caps) -> dict[str, float]:
-    """Peak |velocity|, |acceleration|, |jerk| of the 1 kHz command stream over the caps, each the worst
-    joint."""
+def stream_ratios(summary: dict, limits) -> dict[str, float]:
+    """Peak |velocity|, |acceleration|, |jerk| of the 1 kHz command stream over ``limits`` (anything with
+    dq_max, ddq_max, dddq_max: the caps, or the FR3's own table), each the worst joint."""
     rec = summary["recording"]
     joint = rec["commands_mode"] > 0
     out = {}
-    for key, name, bound in (("commands_v", "velocity", caps.dq_max), ("commands_a", "acceleration", caps.ddq_max),
-                             ("commands_j", "jerk", caps.dddq_max)):
+    for key, name, bound in (("commands_v", "velocity", limits.dq_max), ("commands_a", "acceleration", limits.ddq_max),
+                             ("commands_j", "jerk", limits.dddq_max)):
         values = np.abs(rec[key][joint])
         out[name] = float(np.max(values / bound)) if values.size else 0.0
     return out
