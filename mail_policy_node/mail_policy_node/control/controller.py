@@ -50,7 +50,7 @@ from ..spec import (ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, FR3_JOINT_NAMES
                     GRIPPER_NAME)
 from .chunks import Accepted, ActionChunk, ChunkRejection, ChunkScheduler, SchedulerConfig
 from .kinematics import fk, ik, rotvec_to_matrix
-from .limits import FR3_Q_MAX, FR3_Q_MIN, GRIPPER_WIDTH_MAX, GRIPPER_WIDTH_MIN, N_JOINTS
+from .limits import FR3_HW_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN, GRIPPER_WIDTH_MAX, GRIPPER_WIDTH_MIN, N_JOINTS
 from .safety import CommandState, Limit, SafetyConfig, SafetyFilter
 from .watchdog import TripReason, Watchdog, WatchdogConfig
 
@@ -77,10 +77,9 @@ def _default_scheduler() -> SchedulerConfig:
 
 # Garbage bounds of a chunk (what no FR3 policy can mean), wider than any configured limit: targets
 # beyond the FR3's joint range by this much, and consecutive actions implying more than the FR3's own
-# maximum joint velocity (Franka's table; the filter enforces the configured, lower limits anyway).
+# maximum joint velocity (FR3_HW_DQ_MAX; the filter enforces the configured, lower limits anyway).
 RANGE_TOLERANCE = 0.2  # [rad]
 GRIPPER_TOLERANCE = 0.01  # [m]
-FR3_MAX_JOINT_SPEED = np.array([2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26])  # [rad/s]
 
 
 @dataclass(frozen=True)
@@ -284,8 +283,8 @@ class ArmController:
             return Accepted(False, ChunkRejection.OUT_OF_RANGE, detail=f"gripper width {g.min():.3f}..{g.max():.3f} m")
         if len(q) > 1:
             speed = np.max(np.abs(np.diff(q, axis=0)), axis=0) / float(chunk.dt)
-            if np.any(speed > FR3_MAX_JOINT_SPEED):
-                j = int(np.argmax(speed / FR3_MAX_JOINT_SPEED))
+            if np.any(speed > FR3_HW_DQ_MAX):
+                j = int(np.argmax(speed / FR3_HW_DQ_MAX))
                 return Accepted(False, ChunkRejection.TOO_FAST,
                                 detail=f"joint {j + 1} at {speed[j]:.2f} rad/s between actions")
         keep = chunk.due_times() >= now - self.config.scheduler.stale_tolerance

@@ -98,8 +98,7 @@ from pathlib import Path
 import numpy as np
 
 from ..control.limits import (FR3_HW_DDDQ_MAX, FR3_HW_DDQ_MAX, FR3_HW_DQ_MAX, FR3_HW_Q_MAX, FR3_HW_Q_MIN,
-                              FR3_LIMIT_EPS, FR3_VBOUND_GAIN, FR3_VBOUND_OFFSET, FR3_VBOUND_Q_HI,
-                              FR3_VBOUND_Q_LO, fr3_velocity_bounds)
+                              FR3_LIMIT_EPS, fr3_velocity_bounds)
 
 # franka::Errors, libfranka 0.21 (the order of the 41 flags in RobotState's error arrays; checked against
 # the franky-control 2.0.0 binary: Errors.__setstate__ with one flag set names exactly this one).
@@ -430,7 +429,7 @@ class FR3Emulator:
             # NaN fails every "inside" test below, as it must
             if not ((q >= self._q_min).all() and (q <= self._q_max).all()):
                 flags |= POSITION_LIMITS
-            lo, up = _velocity_bounds_fast(prev_q)
+            lo, up = fr3_velocity_bounds(prev_q)
             tol = self.tolerance
             if not ((v <= up + tol).all() and (v >= lo - tol).all()):
                 flags |= VELOCITY_LIMITS
@@ -724,28 +723,6 @@ def _rate(ids: np.ndarray, motions: np.ndarray) -> float | None:
             n += len(sel) - 1
             span += int(sel[-1] - sel[0])
     return round(n / span, 4) if span > 0 else None
-
-
-_NEG_DQ_MAX = -FR3_HW_DQ_MAX
-
-
-def _velocity_bounds_fast(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``fr3_velocity_bounds`` for one (7,) position, a few us cheaper (no input conversion)."""
-    room_up = FR3_VBOUND_Q_HI - q
-    np.maximum(room_up, 0.0, out=room_up)
-    room_up *= FR3_VBOUND_GAIN
-    np.sqrt(room_up, out=room_up)
-    room_up -= FR3_VBOUND_OFFSET
-    np.maximum(room_up, 0.0, out=room_up)
-    upper = np.minimum(room_up, FR3_HW_DQ_MAX, out=room_up)
-    room_down = q - FR3_VBOUND_Q_LO
-    np.maximum(room_down, 0.0, out=room_down)
-    room_down *= FR3_VBOUND_GAIN
-    np.sqrt(room_down, out=room_down)
-    np.subtract(FR3_VBOUND_OFFSET, room_down, out=room_down)
-    np.minimum(room_down, 0.0, out=room_down)
-    lower = np.maximum(room_down, _NEG_DQ_MAX, out=room_down)
-    return lower, upper
 
 
 # ---------------------------------------------------------------------------------------------- running it
