@@ -205,8 +205,10 @@ class FrankaControllerNode(Node):
                 if error and not self._was_error:
                     self._stop_motion()
                 self._was_error = error
-                transitions = list(self.ctrl.transitions)
-                self.ctrl.transitions.clear()
+                transitions = ()
+                if self.ctrl.transitions:  # rare: no list built on ordinary cycles
+                    transitions = list(self.ctrl.transitions)
+                    self.ctrl.transitions.clear()
             self._last_cycle = time.monotonic()
             for mode, reason in transitions:  # one call site per severity: rclpy refuses a mix
                 if mode == Mode.ERROR:
