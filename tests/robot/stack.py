@@ -140,14 +140,16 @@ class Emulator(Process):
         return summary
 
 
-def stream_ratios(summary: dict, limits) -> dict[str, float]:
+def stream_ratios(summary: dict, limits, tolerance: float = 0.0) -> tuple[dict[str, float], dict[str, list]]:
     """Peak |velocity|, |acceleration|, |jerk| of the 1 kHz command stream over ``limits`` (anything with
-    dq_max, ddq_max, dddq_max: the caps, or the FR3's own table), each the worst joint."""
+    dq_max, ddq_max, dddq_max: the caps, or the FR3's own table), each the worst joint; and per quantity
+    the indices (into the joint-interface commands) of the commands over ``limits`` + ``tolerance``."""
     rec = summary["recording"]
     joint = rec["commands_mode"] > 0
-    out = {}
+    peaks, over = {}, {}
     for key, name, bound in (("commands_v", "velocity", limits.dq_max), ("commands_a", "acceleration", limits.ddq_max),
                              ("commands_j", "jerk", limits.dddq_max)):
-        values = np.abs(rec[key][joint])
-        out[name] = float(np.max(values / bound)) if values.size else 0.0
-    return out
+        ratio = np.max(np.abs(rec[key][joint]) / bound, axis=1) if joint.any() else np.zeros(0)
+        peaks[name] = float(ratio.max()) if ratio.size else 0.0
+        over[name] = np.flatnonzero(ratio > 1.0 + tolerance).tolist()
+    return peaks, over

@@ -6,9 +6,10 @@ reach policy and then, swapped in by a parameter set while enabled, a random-wei
 jump around.
 
 Per stage it asserts what the FR3 would have felt (from the emulator's recording of every 1 kHz command):
-no reflex; peak velocity / acceleration / jerk at most the FR3's limits, and at most the caps (the FR3
-table x the profile's scales x the factor) with an allowance for motion switches on a loaded machine
-(LOADED_ALLOWANCE; the figures say how much was used); the first command after enable within one cycle's step of the measured pose; the Hand not
+no reflex; every command's velocity / acceleration / jerk at most the FR3's limits, and at most the caps
+(the FR3 table x the profile's scales x the factor) but for load spikes at motion switches (at most
+MAX_OVER_CAPS_SHARE of the commands; each excursion reported); the first command after enable within one
+cycle's step of the measured pose; the Hand not
 commanded between an enable and the first chunk; the swap to another policy held until an enable; and
 for the dry run, nothing sent to the arm at all. The figures are printed and, with MAIL_ROBOT_FIGURES=path,
 written as JSON.
@@ -41,12 +42,15 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
 RUN_S = 5.0  # each policy drives this long per stage
 RECORDING_S = 260.0  # camera recordings cover one path's stages
 CAPS_TOLERANCE = 1e-3  # libfranka's own kLimitEps, as the emulator's checks
-# What the stream may reach over the caps when this 2-core machine is loaded: franky starts each motion that
-# pre-empts the last from the acceleration of the robot state it read; a state k ms old steps the
-# acceleration by about k ms of jerk, a jerk spike of about k x the cap (CI: up to 4x; acceleration up to
-# 1.2x). The profile's scales keep such spikes under the FR3's own limits (jerk 0.125 x 8 = 1): the FR3's
-# limits are asserted strictly, the caps with this allowance (velocity: none).
-LOADED_ALLOWANCE = {"velocity": 1.0, "acceleration": 1.5, "jerk": 8.0}
+# The caps bound every plan franky makes, but not every 1 kHz command on this loaded 2-core machine: franky
+# starts each motion that pre-empts the last from the robot state it read, and a late state steps the
+# acceleration (jerk spikes up to 7.8x the cap and acceleration 1.7x on fresh-clone CI at factor 0.3; none in the
+# 43,000 commands of a local run beside one busy process). The FR3's own limits are asserted on every command; the caps on the
+# share of commands over them: a controller that did not set franky's limits to the caps is over them
+# whenever it saturates (thousands of commands a stage at factor 0.3, where the policies hit the limits
+# ~500 cycles), load spikes a few ms each. Each excursion over the caps is reported (where, how long, what
+# the client's timing was then).
+MAX_OVER_CAPS_SHARE = 0.005
 
 
 @dataclass
@@ -276,6 +280,24 @@ def _at_rest(commands) -> bool:
     return len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0.0, atol=1e-9)
 
 
+def excursions(rec: dict, over: list[int], t_enable: float, most: int = 10) -> list[dict]:
+    """The runs of consecutive commands over the caps (indices into the joint-interface commands): when (s
+    after the enable), how many commands, whether a motion started there, the state-id gap before it and
+    how late the client's answer to that state came (ms after the state was sent)."""
+    joint = rec["commands_mode"] > 0
+    ids, t, motion = rec["commands_message_id"][joint], rec["commands_t"][joint], rec["commands_motion"][joint]
+    sent = dict(zip(rec["states_message_id"].tolist(), rec["states_t"].tolist()))
+    runs = np.split(np.asarray(over, int), np.flatnonzero(np.diff(over) > 1) + 1) if over else []
+    out = []
+    for run in runs[:most]:
+        i = int(run[0])
+        out.append({"t_s": round(float(t[i] - t_enable), 4), "commands": len(run),
+                    "motion_start": bool(i == 0 or motion[i] != motion[i - 1]),
+                    "id_gap": int(ids[i] - ids[i - 1]) if i else None,
+                    "answer_late_ms": round(float(t[i] - sent.get(int(ids[i]), np.nan)) * 1e3, 2)})
+    return out
+
+
 def judge(figures: dict, summary: dict, params: dict, factor, t_enable: float) -> dict:
     rec = summary["recording"]
     figures["reflexes"] = [r["errors"] for r in summary["reflexes"]]
@@ -288,11 +310,15 @@ def judge(figures: dict, summary: dict, params: dict, factor, t_enable: float) -
         assert figures["reflexes"] == []
         return figures
     caps = controller_setup({**params, "relative_dynamics_factor": factor}).budget.caps
-    ratios = stream_ratios(summary, caps)
-    fr3 = stream_ratios(summary, SimpleNamespace(dq_max=FR3_HW_DQ_MAX, ddq_max=FR3_HW_DDQ_MAX,
-                                                 dddq_max=FR3_HW_DDDQ_MAX))
+    ratios, over = stream_ratios(summary, caps, CAPS_TOLERANCE)
+    fr3, _ = stream_ratios(summary, SimpleNamespace(dq_max=FR3_HW_DQ_MAX, ddq_max=FR3_HW_DDQ_MAX,
+                                                    dddq_max=FR3_HW_DDDQ_MAX))
     figures["caps_ratios"] = {k: round(v, 4) for k, v in ratios.items()}
     figures["fr3_ratios"] = {k: round(v, 4) for k, v in fr3.items()}
+    over_any = sorted(set().union(*over.values()))
+    figures["commands"] = int(np.count_nonzero(rec["commands_mode"] > 0))
+    figures["commands_over_caps"] = len(over_any)
+    figures["excursions_over_caps"] = excursions(rec, over_any, t_enable)
     joint = rec["commands_mode"] > 0
     t_cmd, q_cmd = rec["commands_t"][joint], rec["commands_q"][joint]
     first = int(np.searchsorted(t_cmd, t_enable))
@@ -311,8 +337,7 @@ def judge(figures: dict, summary: dict, params: dict, factor, t_enable: float) -
     assert figures["reflexes"] == [], figures
     for name, r in fr3.items():
         assert r <= 1.0, (name, r, figures)
-    for name, r in ratios.items():
-        assert r <= LOADED_ALLOWANCE[name] + CAPS_TOLERANCE, (name, r, figures)
+    assert figures["commands_over_caps"] <= MAX_OVER_CAPS_SHARE * figures["commands"], figures
     assert figures["first_command_from_measured_rad"] <= params["max_joint_step"], figures
     assert figures["hand_before_first_chunk"] == 0, figures
     assert figures["other_policy_rejections"] >= 1, figures  # the swapped-in policy did not drive unasked
