@@ -211,7 +211,7 @@ _CONTROLLER_ARGS = (
     _arg("dry_run", "franka_controller", "dry_run",
          "compute and publish commands on /mail/action_command without moving the arm"),
     _arg("relative_dynamics_factor", "franka_controller", "relative_dynamics_factor",
-         "dynamics dial in (0, 1]: scales the arm's velocity, acceleration and jerk limits (start low with a new "
+         "dynamics dial in [0.01, 1]: scales the arm's velocity, acceleration and jerk limits (start low with a new "
          "robot or policy, raise it once the motion is trusted)"),
     _arg("realtime", "franka_controller", "realtime",
          "require a real-time kernel for libfranka (false only without one: simulators, never the robot)"),
@@ -255,8 +255,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[LaunchArgument, ...]] = {
 
 # Settings of every node that are not parameters: argument -> (default, description).
 NODE_SETTINGS = {
-    "namespace": ("", "ROS namespace of every node (services become /NAMESPACE/franka_controller/enable; "
-                      "topics stay absolute: /mail/..., /camera/..., /joint_states)"),
+    "namespace": ("", "ROS namespace of every node and topic (/NAMESPACE/joint_states, /NAMESPACE/mail/action_chunk, "
+                      "/NAMESPACE/franka_controller/enable): two arms, each in its own namespace, share one graph"),
     "log_level": ("info", "log level of every node"),
     "machine": ("all", "which machine's nodes to start, as labs deploy two: all; gpu (cameras, policy, and replay's "
                        "nodes) on the GPU box; rt (the controller and, in sim, the simulated world) on the real-time "

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checkpoint_root import resolve_checkpoint
-from .control.chunks import ActionChunk
+from .control.chunks import ActionChunk, SchedulerConfig
 from .data.images import ImageDecodeError, check_layout, msg_to_rgb
 from .data.sync import ObservationSynchronizer
-from .engine.engine import EngineConfig, InferenceEngine
+from .engine.engine import HISTORIES, EngineConfig, InferenceEngine
 from .engine.errors import EngineError
 from .engine.inputs import Observation
+from .model.diffusion import SAMPLERS
+from .parameters import Parameter, default_of
 from .spec import FeatureSpec
 
 JOINT_STREAM = "joint_state"
@@ -41,12 +43,51 @@ class RuntimeConfig:
     sync_tolerance: float = 0.03  # [s] largest stamp difference inside one observation set
     max_age: float = 0.25  # [s] older observation sets are not used
     max_future: float = 0.5  # [s] messages stamped further ahead of this clock are dropped
+    # a checkpoint whose first chunks are all refused (NaN / inf) this many times in a row is undone: the
+    # one it replaced runs again (at start-up, with none to go back to, the status says ERROR)
+    failed_chunks: int = 3
 
     def __post_init__(self):
         if not (self.rate_hz == 0 or 0.5 <= self.rate_hz <= 200):
             raise ValueError(f"rate_hz must be 0 (every observation set) or in [0.5, 200], got {self.rate_hz}")
         if self.execution_horizon < 0:
             raise ValueError(f"execution_horizon must be >= 0, got {self.execution_horizon}")
+        if self.failed_chunks < 1:
+            raise ValueError(f"failed_chunks must be >= 1, got {self.failed_chunks}")
+
+
+# The policy node's parameters (nodes/policy_node.py declares exactly these). "" stands for None (ROS
+# has no None): the checkpoint's own history and sampler.
+POLICY_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("checkpoint_root", "", "the only folder checkpoints load from; a checkpoint is a folder under it"),
+    Parameter("checkpoint", "", "checkpoint folder under checkpoint_root ('' = none: the policy waits); setting it "
+              "at run time loads, validates and warms it up, then swaps it in at the next chunk boundary",
+              read_only=False),
+    Parameter("device", default_of(EngineConfig, "device"), "where the policy runs: cpu, cuda or cuda:N"),
+    Parameter("history_mode", "", "the policy's observation history; '' = the checkpoint's own",
+              choices=("",) + HISTORIES),
+    Parameter("sampler", "", "the DDPM head's sampler; '' = the checkpoint's own (ddpm, as in the paper)",
+              choices=("",) + SAMPLERS),
+    # RuntimeConfig refuses rates in (0, 0.5)
+    Parameter("rate_hz", default_of(RuntimeConfig, "rate_hz"), "[Hz] control ticks per second (1 / the policy's "
+              "dt); 0: a tick per new observation set; otherwise at least 0.5", 0.0, 200.0),
+    # a chunk holds at most the controller's max_horizon actions: a longer gap leaves the arm without one
+    Parameter("execution_horizon", default_of(RuntimeConfig, "execution_horizon"), "ticks between published "
+              "chunks; 0: the policy's action horizon J (as in the paper)",
+              0, default_of(SchedulerConfig, "max_horizon")),
+    Parameter("sync_tolerance", default_of(RuntimeConfig, "sync_tolerance"),
+              "[s] largest stamp difference inside one observation set", 0.001, 1.0),
+    # the synchroniser keeps 2 s of messages: the age limit must stay below that
+    Parameter("max_age", default_of(RuntimeConfig, "max_age"), "[s] older observation sets are not used", 0.001, 1.0),
+    Parameter("failed_chunks", default_of(RuntimeConfig, "failed_chunks"), "a newly loaded checkpoint whose chunks "
+              "are refused (NaN or inf) this many times in a row before its first valid one is undone: the "
+              "checkpoint it replaced runs again (at start-up: status ERROR)", 1, 100),
+    Parameter("publish_trajectory", False, "also publish each chunk as a trajectory_msgs/JointTrajectory on "
+              "<chunk topic>_trajectory, for visualisation tools"),
+    # one thread by default: on a loaded 2-core machine torch's default (all cores, spin-waiting) was
+    # measured 20x slower per step
+    Parameter("cpu_threads", 1, "torch CPU inference threads; 0: torch's default (every core)", 0, 256),
+)
 
 
 @dataclass
@@ -115,6 +156,16 @@ class PolicyRuntime:
         self._pending: LoadedPolicy | None = None
         self._epoch = 0  # the synchroniser's time base that the engine's history was built in
         self.time_base_restarts = 0  # engine histories restarted for a new time base
+        # A checkpoint is on probation until its first valid chunk: `_previous` (the one a swap replaced)
+        # is kept until then, and `failed_chunks` refused chunks in a row undo the swap.
+        self._previous: LoadedPolicy | None = None
+        self._proven = False
+        self._refused_in_a_row = 0
+        self._retry = False  # the last chunk was refused: act on the next observation, not the next boundary
+        self.error: str | None = None  # the running checkpoint fails (start-up, nothing to go back to)
+        self.last_revert: str | None = None  # the last swap undone: which checkpoint, why, what runs now
+        self.reverts = 0
+        self._revert_events: list[tuple[str, str]] = []  # (failed, restored) names, for the node
         self._install(loaded)
 
     # ---- policy ---------------------------------------------------------------------------------
@@ -195,8 +246,11 @@ class PolicyRuntime:
     def tick(self) -> ActionChunk | None:
         with self._lock:
             if self._pending is not None and self.episode_steps % self.horizon == 0:
+                # the replaced checkpoint stays loaded until the new one has proven itself
+                self._previous = self.policy if self._proven else self._previous
                 self._install(self._pending)
                 self._pending = None
+                self._proven, self._refused_in_a_row, self.last_revert = False, 0, None
             now = self.clock()
             synced = self.sync.latest(now)
             if synced is None:
@@ -219,12 +273,27 @@ class PolicyRuntime:
                 engine.observe(obs)
                 self.observations += 1
                 self.episode_steps += 1
-                if self.paused or (self.episode_steps - 1) % self.horizon:
+                if self.paused or ((self.episode_steps - 1) % self.horizon and not self._retry):
                     return None
                 out = engine.act()
             except EngineError as exc:
                 self.drops[exc.reason] += 1
-                return None
+                if exc.reason != "nan_output":
+                    return None
+                self._retry = True  # no chunk this time: try again on the next observation
+                if self._proven or not self._refused_chunk(exc):
+                    return None
+                try:  # the swap was undone: the checkpoint that runs again acts on this observation at once
+                    engine = self.policy.engine
+                    engine.observe(obs)
+                    self.episode_steps = 1
+                    out = engine.act()
+                except EngineError as again:
+                    self.drops[again.reason] += 1
+                    return None
+            self._retry = False
+            if not self._proven:
+                self._proven, self._refused_in_a_row, self._previous, self.error = True, 0, None, None
             chunk = out.to_action_chunk(0, policy_id=self.policy.policy_id, sequence=self.sequence)
             chunk.execute_horizon = self.horizon
             self.sequence += 1
@@ -234,6 +303,33 @@ class PolicyRuntime:
             self.inference.append(out.latency_s)
             self.chunk_times.append(done)
             return chunk
+
+    def _refused_chunk(self, exc: EngineError) -> bool:
+        """A chunk of a checkpoint on probation was refused (lock held): after `failed_chunks` in a row,
+        go back to the checkpoint it replaced (returns True), or, with none, report the failure."""
+        self._refused_in_a_row += 1
+        if self._refused_in_a_row < self.config.failed_chunks:
+            return False
+        failed = self.policy
+        why = f"checkpoint {failed.name!r} ({failed.policy_id}): {self._refused_in_a_row} chunks in a row refused, " \
+              f"none valid ({exc.detail})"
+        if self._previous is None:
+            self.error = why
+            return False
+        restored, self._previous = self._previous, None
+        self._install(restored)
+        restored.engine.reset()  # its history stopped at the swap: start afresh on the next observations
+        self._proven, self._refused_in_a_row = True, 0
+        self.reverts += 1
+        self.last_revert = f"{why}; undone, {restored.name!r} runs again"
+        self._revert_events.append((failed.name, restored.name))
+        return True
+
+    def take_reverts(self) -> list[tuple[str, str]]:
+        """The swaps undone since the last call: (failed checkpoint, restored checkpoint) names."""
+        with self._lock:
+            events, self._revert_events = self._revert_events, []
+        return events
 
     # ---- status ----------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -253,4 +349,5 @@ class PolicyRuntime:
                         latency_p99_ms=pct(self.latency, 99), inference_p50_ms=pct(self.inference, 50),
                         inference_p99_ms=pct(self.inference, 99), missing=self.sync.missing(),
                         paused=self.paused, time_event=self.sync.last_event,
-                        time_base_restarts=self.time_base_restarts)
+                        time_base_restarts=self.time_base_restarts, error=self.error,
+                        last_revert=self.last_revert, reverts=self.reverts)

@@ -29,6 +29,13 @@ TOPIC_ESTOP = "/mail/estop"  # std_msgs/Bool: true = hold and refuse enable, fal
 TOPIC_EPISODE = "/mail/episode"  # std_msgs/String, JSON {"event": "start"|"end", "episode": n, "task": ..., ...}
 
 
+def relative(topic: str) -> str:
+    """The name a node uses for one of the topics above: relative, so it resolves in the node's namespace
+    (``/joint_states`` without one, ``/arm1/joint_states`` in ``arm1``: two arms share one graph). The
+    absolute names above are those of a graph without a namespace, and of the topics in recorded bags."""
+    return topic.lstrip("/")
+
+
 def camera_image_topic(camera: str) -> str:
     """sensor_msgs/Image (rgb8 preferred; bgr8, mono8 accepted) stamped with acquisition time."""
     return f"/camera/{camera}/image_raw"

@@ -1,8 +1,9 @@
 """The `sim` profile through the real `ros2 launch`, as a user runs it from a colcon install (started
 in a temporary folder, so nothing is found relative to the checkout): the closed loop until a chunk
 reaches the controller and the arm moves, a checkpoint hot swap with `ros2 param set`, the controller
-enabled with `ros2 service call`, a camera respawned after the graph's delay, and the launch ending by
-itself when the controller dies. The `mail-il up` twin: tests/bringup/test_closed_loop_trained.py."""
+enabled with `ros2 service call`, a camera respawned after the graph's delay, every topic inside the
+`namespace`, and the launch ending by itself when the controller dies. The `mail-il up` twin:
+tests/bringup/test_closed_loop_trained.py."""
 
 import os
 import signal
@@ -25,16 +26,16 @@ def sim_host(domain: int) -> str:
     return f"127.0.{domain}.{1 + os.getpid() % 250}"
 
 
-def watch(p):
+def watch(p, namespace: str = ""):
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import JointState
 
     from mail_msgs.msg import ActionChunk, ControllerStatus
 
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    return (p.subscribe(ActionChunk, "/mail/action_chunk", reliable),
-            p.subscribe(JointState, "/joint_states", qos_profile_sensor_data),
-            p.subscribe(ControllerStatus, "/mail/controller_status", 10))
+    return (p.subscribe(ActionChunk, f"{namespace}/mail/action_chunk", reliable),
+            p.subscribe(JointState, f"{namespace}/joint_states", qos_profile_sensor_data),
+            p.subscribe(ControllerStatus, f"{namespace}/mail/controller_status", 10))
 
 
 def moved(joints, since: int = 0) -> float:
@@ -68,6 +69,11 @@ def test_sim_profile_from_the_plain_install_closes_the_loop_and_hot_swaps(tmp_pa
                               "--no-daemon", "--spin-time", "3")
             assert "Set parameter successful" in swap.stdout, swap.stdout + swap.stderr
             wait_for(lambda: chunks[-1].checkpoint == f"{root}/reach_dma_small", 60, what="the swapped policy's chunks")
+            # each parameter explains itself: description, range, read-only
+            described = ros2_until(env, "param", "describe", "/policy_node", "rate_hz", "checkpoint", "--no-daemon",
+                                   "--spin-time", "3").stdout
+            assert "control ticks per second" in described and "Min value: 0.0" in described, described
+            assert "Max value: 200.0" in described and "Read only: true" in described, described
             refused = ros2_until(env, "param", "set", "/policy_node", "checkpoint", "../../..", "--no-daemon",
                                  "--spin-time", "3")
             said = refused.stdout + refused.stderr
@@ -88,17 +94,30 @@ def test_enable_service_respawn_and_the_controller_ending_the_launch(tmp_path):
 
     with private_domain() as domain, probe("sim_launch_probe") as p:
         env = install_env("symlink")
-        chunks, joints, status = watch(p)
+        chunks, joints, status = watch(p, "/lab")
+        outside = watch(p)  # the same topics without the namespace: nothing may arrive there
         launch = Launch(env, "sim", f"robot_ip:={sim_host(domain)}", "auto_enable:=false", "namespace:=lab",
                         cwd=tmp_path)
         try:
             wait_for(lambda: chunks or launch.proc.poll() is not None, FIRST_CHUNK_S, what="the first chunk")
             assert chunks, launch.output()
+            # every topic of the profile is inside the namespace (relative names), so two arms can share a graph:
+            # nothing publishes the names without it (this test's own subscriptions there are all they have)
+            topics = ros2(env, "topic", "list", "--no-daemon", "--spin-time", "3", timeout=60).stdout.split()
+            assert {"/lab/joint_states", "/lab/mail/action_chunk", "/lab/camera/wrist/image_raw"} <= set(topics)
+            for name in [t for t in topics if not t.startswith("/lab/")] + ["/mail/action_chunk", "/joint_states"]:
+                if name not in ("/rosout", "/parameter_events", "/diagnostics"):
+                    assert p.node.count_publishers(name) == 0, (name, topics)
+            assert not any(outside), [len(x) for x in outside]
             # chunks arrive, but the controller waits for the enable service: the arm stays where it is
             wait_for(lambda: len(chunks) > 10, 60, what="more chunks")
             assert status and status[-1].mode == ControllerStatus.MODE_DISABLED
             assert moved(joints) < 2e-3
 
+            # a managed node, configured and activated by its autostart
+            got = ros2_until(env, "lifecycle", "get", "/lab/franka_controller", "--no-daemon", "--spin-time", "3",
+                             ok=lambda r: r.stdout.startswith("active"))
+            assert got.stdout.startswith("active"), got.stdout + got.stderr
             call = ros2(env, "service", "call", "/lab/franka_controller/enable", "std_srvs/srv/Trigger", timeout=60)
             assert call.returncode == 0 and "success=True" in call.stdout, call.stdout + call.stderr
             since = len(joints)

@@ -401,3 +401,64 @@ def test_simulator_frames_recorded_at_640x480_30fps_play_back_exactly(tmp_path):
     assert cam.frame_period == pytest.approx(1 / 30)
     assert [b.stamp - a.stamp for a, b in zip(got, got[1:])] == pytest.approx([1 / 30] * (n - 1), abs=1e-6)
     assert (cam.intrinsics.fx, cam.intrinsics.cy) == pytest.approx((intr.fx, intr.cy), rel=1e-5)
+
+
+def test_the_camera_lifecycle_streams_only_while_active(tmp_path):
+    """A managed camera (autostart false) through its real lifecycle services: nothing before activate
+    (configure only checks the recording), frames while active, none after deactivate, frames again on a
+    second activate; a configure that fails (no such recording) leaves it unconfigured and alive."""
+    import time
+
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from mail_policy_node.data.cameras import record_realsense_file
+
+    rec = tmp_path / "cam.db3"
+    record_realsense_file(str(rec), synthetic_frames(n=60))
+
+    def call(p, srv, name, request):
+        client = p.node.create_client(srv, name)
+        assert client.wait_for_service(timeout_sec=30), name
+        future = client.call_async(request)
+        wait_for(future.done, 30, what=name)
+        return future.result()
+
+    def change(p, node, tid):
+        return call(p, ChangeState, f"/{node}/change_state", ChangeState.Request(transition=Transition(id=tid))).success
+
+    def state(p, node):
+        return call(p, GetState, f"/{node}/get_state", GetState.Request()).current_state.label
+
+    with probe() as p:
+        images = p.subscribe(Image, "/camera/agentview/image_raw", qos_profile_sensor_data)
+        proc = node_process("mail_policy_node.nodes.camera_node", "camera_agentview",
+                            {"camera_name": "agentview", "source": "realsense", "playback_file": str(rec),
+                             "autostart": False})
+        broken = node_process("mail_policy_node.nodes.camera_node", "camera_broken",
+                              {"camera_name": "broken", "source": "realsense",
+                               "playback_file": str(tmp_path / "missing.db3"), "autostart": False})
+        try:
+            assert state(p, "camera_agentview") == "unconfigured"
+            assert change(p, "camera_agentview", Transition.TRANSITION_CONFIGURE)
+            time.sleep(1.0)
+            assert images == [] and state(p, "camera_agentview") == "inactive"
+            assert change(p, "camera_agentview", Transition.TRANSITION_ACTIVATE)
+            wait_for(lambda: len(images) >= 10, 30, what="frames while active")
+            assert change(p, "camera_agentview", Transition.TRANSITION_DEACTIVATE)
+            time.sleep(0.5)  # frames already on their way
+            n = len(images)
+            time.sleep(1.0)
+            assert len(images) == n, "frames while inactive"
+            assert change(p, "camera_agentview", Transition.TRANSITION_ACTIVATE)
+            wait_for(lambda: len(images) >= n + 10, 30, what="frames after a second activate")
+
+            assert not change(p, "camera_broken", Transition.TRANSITION_CONFIGURE)
+            assert state(p, "camera_broken") == "unconfigured" and broken.poll() is None
+        finally:
+            out = stop_process(proc)
+            said = stop_process(broken)
+    assert proc.returncode == 0, out
+    assert "configure failed" in said and "missing.db3" in said, said

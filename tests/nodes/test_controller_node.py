@@ -144,7 +144,7 @@ def test_estop_holds_and_blocks_enable_until_released(controller):
 @pytest.mark.parametrize("params, message", [
     ({"dry_run": False}, "a live arm needs a robot address"),
     ({"robot_ip": "172.16.0.2", "auto_enable": True}, "auto_enable is for simulators on loopback only"),
-    ({"relative_dynamics_factor": 1.5}, "relative_dynamics_factor must be in (0, 1]"),
+    ({"relative_dynamics_factor": 1.5}, "relative_dynamics_factor must be in [0.01, 1.0], got 1.5"),  # its range
 ])
 def test_controller_refuses_to_start_on_an_unsafe_configuration(params, message):
     """Code defaults are a dry run with no robot address; a live arm must be named, auto_enable never

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.policy.ckpts import SIZE, make_checkpoint
+from tests.policy.ckpts import SIZE, make_checkpoint, make_nan_checkpoint
 from tests.rosutil import node_process, probe, stop_process, wait_for
 
 pytestmark = pytest.mark.ros
@@ -183,6 +183,72 @@ def test_inputs_whose_stamps_step_back_are_reported_and_the_policy_goes_on(tmp_p
     assert counts["sync_time_base_restart"] >= 1, counts
     seqs = [c.sequence for c in chunks]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+
+
+def test_a_swap_to_a_policy_whose_chunks_are_nan_is_undone_while_chunks_keep_flowing(tmp_path):
+    """A checkpoint that loads and warms up but yields NaN on every real observation is accepted by the
+    swap (nothing can tell before it runs); after failed_chunks refusals the old one drives again, the
+    `checkpoint` parameter reads the old name again, and the status and log say which one failed and why."""
+    from mail_msgs.msg import ActionChunk, PolicyStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+
+    from mail_policy_node.nodes.ros_convert import image_msg, to_time
+
+    root = tmp_path / "ckpts"
+    make_checkpoint(root / "a", seed=0)
+    make_nan_checkpoint(root / "nan")
+    node = node_process("mail_policy_node.nodes.policy_node", "policy_node",
+                        {"checkpoint_root": str(root), "checkpoint": "a", "rate_hz": 10.0, "failed_chunks": 3})
+    stop = threading.Event()
+    try:
+        with probe() as p:
+            chunks = p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+            status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
+                    for c in ("agentview", "wrist")}
+            jpub = p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+
+            def sensors():  # the gripper open 4 cm: a non-zero joint state, NaN for the bad checkpoint
+                while not stop.is_set():
+                    now = time.time()
+                    for c, pub in pubs.items():
+                        pub.publish(image_msg(np.full((SIZE, SIZE, 3), 100, np.uint8), now, c))
+                    js = JointState(name=[f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"],
+                                    position=[0.1] * 7 + [0.02, 0.02])
+                    js.header.stamp = to_time(now + 0.001)
+                    jpub.publish(js)
+                    time.sleep(0.05)
+
+            feeder = threading.Thread(target=sensors, daemon=True)
+            feeder.start()
+            wait_for(lambda: len(chunks) >= 3, 90, what="first chunks from checkpoint a")
+            a_id = chunks[-1].policy_id
+            r = set_checkpoint(p.node, "nan")
+            assert r.successful, r.reason  # it loads and warms up: only running it shows the fault
+            undone = wait_for(lambda: next((s for s in list(status) if "undone" in s.reason), None), 30,
+                              what="a status saying the swap was undone")
+            n = len(chunks)
+            wait_for(lambda: len(chunks) >= n + 5, 30, what="chunks after the undo")
+            from rclpy.parameter_client import AsyncParameterClient
+
+            client = AsyncParameterClient(p.node, "policy_node")
+            future = client.get_parameters(["checkpoint"])
+            wait_for(future.done, 10, what="the checkpoint parameter")
+            param = future.result().values[0].string_value
+            stop.set()
+            feeder.join(timeout=5)
+    finally:
+        stop.set()
+        out = stop_process(node)
+    assert all(c.policy_id == a_id for c in chunks), {c.policy_id for c in chunks}
+    seqs = [c.sequence for c in chunks]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    assert undone.state == PolicyStatus.STATE_RUNNING and undone.checkpoint == "a", undone
+    assert "'nan'" in undone.reason and "NaN" in undone.reason, undone.reason
+    assert dict(zip(undone.drop_causes, undone.drop_counts)).get("nan_output", 0) >= 3
+    assert param == "a"
+    assert "swap undone: checkpoint 'nan'" in out, out[-3000:]
 
 
 def stamp_of(chunk) -> float:

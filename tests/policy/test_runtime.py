@@ -7,7 +7,7 @@ import pytest
 from mail_policy_node.engine.engine import EngineConfig
 from mail_policy_node.runtime import PolicyRuntime, RuntimeConfig, load_policy
 from mail_policy_node.checkpoint_root import CheckpointRefused
-from tests.policy.ckpts import SIZE, make_checkpoint
+from tests.policy.ckpts import SIZE, make_checkpoint, make_nan_checkpoint
 
 
 class Msg:
@@ -42,6 +42,7 @@ def root(tmp_path_factory):
     make_checkpoint(r / "a", seed=0)
     make_checkpoint(r / "b", seed=1)
     make_checkpoint(r / "one_camera", seed=2, cameras=("agentview",))
+    make_nan_checkpoint(r / "nan")
     return r
 
 
@@ -166,3 +167,49 @@ def test_a_clock_step_back_restarts_the_policy_history_instead_of_stalling(root)
     assert s["time_base_restarts"] == 1 and "new time base" in s["time_event"]
     # the engine's history restarted with the first new-base set: a chunk at once, then every J = 3
     assert len(after) == 2 and rt.episode_steps == 4
+
+
+def test_a_swap_whose_chunks_are_all_nan_is_undone_and_the_old_policy_drives_on(root):
+    """The swapped-in checkpoint loads and warms up, but every chunk on real inputs is NaN: after
+    failed_chunks refusals in a row the one it replaced runs again, acting on the same observation."""
+    clock = Clock()
+    rt = PolicyRuntime(load_policy(str(root), "a", EngineConfig()), RuntimeConfig(rate_hz=10, failed_chunks=3),
+                       clock=clock)
+    nan = load_policy(str(root), "nan", EngineConfig())  # warm-up passed: a blank joint state is 0
+    out = []
+    for step in range(15):
+        if step == 4:
+            assert rt.incompatibilities(nan) == []
+            rt.request_swap(nan)
+        clock.t += 0.1
+        feed(rt, clock, step)
+        clock.t += 0.01
+        c = rt.tick()
+        out.append((step, rt.policy.name, c))
+    a_id = out[0][2].policy_id
+    published = [(step, c.policy_id, c.sequence) for step, _, c in out if c is not None]
+    assert all(pid == a_id for _, pid, _ in published)  # nothing of the NaN policy ever left
+    assert [seq for _, _, seq in published] == list(range(len(published)))  # no sequence gap
+    # swap at the boundary (step 6), refused at 6 and 7 (retried per observation), undone at the third
+    assert [name for _, name, _ in out[5:9]] == ["a", "nan", "nan", "a"] and out[8][2] is not None
+    assert rt.drops["nan_output"] == 3 and rt.reverts == 1 and rt.error is None
+    assert rt.take_reverts() == [("nan", "a")] and rt.take_reverts() == []
+    status = rt.status()
+    assert "'nan'" in status["last_revert"] and "'a' runs again" in status["last_revert"], status["last_revert"]
+    assert status["checkpoint"] == "a"
+
+
+def test_a_start_up_checkpoint_whose_chunks_are_all_nan_is_an_error(root):
+    clock = Clock()
+    rt = PolicyRuntime(load_policy(str(root), "nan", EngineConfig()), RuntimeConfig(rate_hz=10, failed_chunks=2),
+                       clock=clock)
+    errors = []
+    for step in range(4):
+        clock.t += 0.1
+        feed(rt, clock, step)
+        clock.t += 0.01
+        assert rt.tick() is None
+        errors.append(rt.error)
+    assert errors[0] is None and "'nan'" in errors[1] and "2 chunks in a row refused" in errors[1], errors
+    assert "4 chunks in a row refused" in rt.status()["error"]  # it keeps trying, and says so
+    assert rt.reverts == 0 and rt.take_reverts() == []

@@ -36,6 +36,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..parameters import Parameter, default_of
 from .sync import ClockMapper
 
 
@@ -451,3 +452,31 @@ class SimSceneCamera:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+CAMERA_SOURCES = ("realsense", "sim")
+
+# The camera node's parameters (nodes/camera_node.py declares exactly these); the RealSense stream's
+# defaults are RealSenseCamera's.
+CAMERA_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("autostart", True, "configure (check the source) and activate (stream) at start; false: a managed "
+              "node that waits unconfigured for its lifecycle transitions"),
+    Parameter("camera_name", "agentview", "the camera's name: it publishes camera/<name>/image_raw and "
+              "camera_info; with the sim source, the simulated scene's camera of that name"),
+    Parameter("source", "realsense", "realsense: a device (by serial) or a recording (playback_file); sim: "
+              "renders the simulated scene from the sim world's state", choices=CAMERA_SOURCES),
+    Parameter("serial", default_of(RealSenseCamera, "serial"), "RealSense serial number; '' = any connected device"),
+    Parameter("width", default_of(RealSenseCamera, "width"), "[px] image width", 1, 4096),
+    Parameter("height", default_of(RealSenseCamera, "height"), "[px] image height", 1, 4096),
+    # RealSense colour streams run at 6, 15, 30, 60 or 90 frames per second
+    Parameter("fps", default_of(RealSenseCamera, "fps"), "[1/s] RealSense frame rate (a stream profile's); the sim "
+              "source renders at the sim world's state_rate_hz", 1, 90),
+    Parameter("depth", default_of(RealSenseCamera, "depth"), "RealSense: also stream depth, aligned to colour"),
+    Parameter("playback_file", default_of(RealSenseCamera, "playback_file"),
+              "a librealsense .db3 recording played instead of the device; '' = the device"),
+    Parameter("frame_id", "", "frame_id of the images; '' = <camera_name>_optical_frame"),
+    Parameter("frame_timeout_periods", 30, "no frame for this many frame periods after the first: the camera is "
+              "lost (unplugged) and the node exits 1", 1, 1000),
+    Parameter("first_frame_timeout", 10.0, "[s] no first frame this long after the camera started: the node "
+              "exits 1", 0.1, 600.0),
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -24,12 +25,8 @@ def run(node_class, args=None) -> None:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args)
-    try:
-        node = node_class()
-    except Exception as exc:  # a refused configuration: say why in one line, no traceback
-        print(f"[{node_class.__name__}] cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        sys.exit(2)
+    node = construct(node_class)
+    forward_python_logging(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     companions = []
@@ -49,6 +46,63 @@ def run(node_class, args=None) -> None:
         rclpy.try_shutdown()
     if getattr(node, "exit_code", 0):  # the node ended itself on a fault (e.g. the controller's loop died)
         sys.exit(node.exit_code)
+
+
+class _RosLogHandler(logging.Handler):
+    """Python logging records (the ROS-free core logs through ``logging``) into a node's ROS logger, so
+    they reach /rosout and the ROS log files with the node's name. One call site per severity: rclpy
+    refuses a call site that logs at two."""
+
+    def __init__(self, logger):
+        super().__init__()
+        self.ros_logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.name}: {record.getMessage()}"
+            if record.levelno >= logging.ERROR:
+                self.ros_logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                self.ros_logger.warning(text)
+            elif record.levelno >= logging.INFO:
+                self.ros_logger.info(text)
+            else:
+                self.ros_logger.debug(text)
+        except Exception:  # a log line must never take the node down
+            self.handleError(record)
+
+
+def forward_python_logging(node, package: str = "mail_policy_node") -> logging.Handler:
+    """Route the package's Python logging (info and above) to ``node``'s ROS logger; returns the handler."""
+    handler = _RosLogHandler(node.get_logger())
+    logger = logging.getLogger(package)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not printed a second time by the root logger
+    return handler
+
+
+def refuse_sim_time(node) -> None:
+    """Raise when the node was started with ``use_sim_time`` true. The stack runs on the host's clocks:
+    the controller's watchdog and limits on the monotonic clock, stamps and the policy's synchronisation
+    on the system clock, the simulator and the bag player in real time (the player shifts recorded stamps
+    to now). A /clock would be ignored without a word, so it is refused with one."""
+    if node.get_parameter("use_sim_time").value:
+        raise ValueError("use_sim_time is not supported: every node runs on the host's clocks (the simulator and "
+                         "the bag player in real time, stamps shifted to now); start it with use_sim_time false")
+
+
+def construct(node_class):
+    """The node (rclpy initialised), or, when its constructor refuses the configuration (a parameter out
+    of its range, an unsafe combination), exit 2 saying why in one line, without a traceback."""
+    import rclpy
+
+    try:
+        return node_class()
+    except Exception as exc:
+        print(f"[{node_class.__name__}] cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
 
 
 def _spin_quietly(executor) -> None:

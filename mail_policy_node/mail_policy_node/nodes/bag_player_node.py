@@ -25,11 +25,24 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import String
 
-from mail_policy_node.nodes import wait_for_listeners
+from mail_policy_node.nodes import construct, forward_python_logging, refuse_sim_time, wait_for_listeners
+from mail_policy_node.nodes.diagnostics import OK, Diagnostics
+from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.ros_convert import from_time, to_time
-from mail_policy_node.spec import TOPIC_EPISODE, TOPIC_JOINT_STATES
+from mail_policy_node.parameters import Parameter
+from mail_policy_node.spec import TOPIC_EPISODE, TOPIC_JOINT_STATES, relative
 
 CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo")
+
+BAG_PLAYER_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("bag", "", "the recorded rosbag2 folder (mcap or sqlite3) to play; required"),
+    Parameter("rate", 1.0, "playback speed; 1.0 = the recorded timing", 0.01, 100.0),
+    Parameter("wait_for_subscribers", 10.0, "[s] at most, before publishing, for a subscriber on every camera "
+              "image topic (and the policy, with wait_for_policy); then it plays anyway", 0.0, 3600.0),
+    Parameter("wait_for_policy", False, "also wait for the policy node to report a loaded checkpoint"),
+    Parameter("wait_for_chunk_subscribers", 0, "with wait_for_policy: ... and this many subscribers matched by its "
+              "chunk publisher (the chunk recorder)", 0, 100),
+)
 
 
 def replayed(conn) -> bool:
@@ -46,11 +59,10 @@ def message_class(msgtype: str):
 class BagPlayerNode(Node):
     def __init__(self):
         super().__init__("bag_player")
-        self.bag = self.declare_parameter("bag", "").value
-        self.rate = self.declare_parameter("rate", 1.0).value
-        self.wait_for = self.declare_parameter("wait_for_subscribers", 10.0).value
-        self.wait_for_policy = self.declare_parameter("wait_for_policy", False).value
-        self.wait_for_chunk_subscribers = self.declare_parameter("wait_for_chunk_subscribers", 0).value
+        refuse_sim_time(self)
+        p = declare_table(self, BAG_PLAYER_PARAMETERS)
+        self.bag, self.rate, self.wait_for = p["bag"], p["rate"], p["wait_for_subscribers"]
+        self.wait_for_policy, self.wait_for_chunk_subscribers = p["wait_for_policy"], p["wait_for_chunk_subscribers"]
         self.policy_ready = False
         if self.wait_for_policy:
             from mail_msgs.msg import PolicyStatus
@@ -62,10 +74,11 @@ class BagPlayerNode(Node):
                     bool(m.policy_id) and m.state != PolicyStatus.STATE_LOADING
                     and m.chunk_subscribers >= self.wait_for_chunk_subscribers)
 
-            self.create_subscription(PolicyStatus, TOPIC_POLICY_STATUS, on_status, 10)
+            self.create_subscription(PolicyStatus, relative(TOPIC_POLICY_STATUS), on_status, 10)
         if not self.bag:
             raise ValueError("bag_player needs the `bag` parameter (a rosbag2 folder)")
         self.done = False
+        self.diagnostics = Diagnostics(self, hardware_id=self.bag)
 
     def play(self) -> int:
         from rosbags.rosbag2 import Reader
@@ -78,7 +91,7 @@ class BagPlayerNode(Node):
             for c in conns:
                 cls = String if c.topic == TOPIC_EPISODE else message_class(c.msgtype)
                 qos = 10 if c.topic == TOPIC_EPISODE else qos_profile_sensor_data
-                pubs[c.topic] = (self.create_publisher(cls, c.topic, qos), cls)
+                pubs[c.topic] = (self.create_publisher(cls, relative(c.topic), qos), cls)  # into this node's namespace
             cameras = [p for t, (p, cls) in pubs.items() if t.endswith("/image_raw") or t.endswith("/compressed")]
             self.wait_until_ready(cameras)
             t0_wall, t0_bag, shift, n = None, None, None, 0
@@ -96,9 +109,11 @@ class BagPlayerNode(Node):
                     msg.header.stamp = to_time(from_time(msg.header.stamp) + shift)
                 pub.publish(msg)
                 n += 1
+                self.diagnostics.update(OK, "playing", {"messages": n, "bag_time_s": t_bag - t0_bag})
             self.get_logger().info(f"replayed {n} messages from {self.bag} "
                                    f"({(t_bag - t0_bag) if t0_bag is not None else 0:.1f} s of recording)")
         self.done = True
+        self.diagnostics.update(OK, "played", {"messages": n}, force=True)
         return n
 
     def waiting_for(self, cameras) -> list[str]:
@@ -118,7 +133,8 @@ class BagPlayerNode(Node):
 
 def main(args=None):
     rclpy.init(args=args)
-    node = BagPlayerNode()
+    node = construct(BagPlayerNode)
+    forward_python_logging(node)
     try:
         node.play()
         # stay up briefly so late subscribers drain their queues, then exit (the profile ends)

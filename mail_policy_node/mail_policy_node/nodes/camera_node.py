@@ -13,6 +13,13 @@ that keeps failing ends visibly). A recording that plays to its end is a normal 
 A stamp that is not after the previous frame's (a host clock step) is published as it is, counted and
 logged (throttled): the policy node's synchroniser counts it too and, when the stamps go on from there,
 restarts its history in the new time base (data/sync.py).
+
+A managed (lifecycle) node: configure makes the source and checks it (the device is there, the
+recording readable), activate streams (opens the device, or renders the simulated scene), deactivate
+stops streaming (the device is closed, so another process may use it), cleanup lets the source go.
+With `autostart` (the default, what the profiles use) it configures and activates itself at start, and
+a camera that cannot start exits 1 as above; without, a failed configure leaves it unconfigured, saying
+why, for its lifecycle manager to try again.
 """
 
 from __future__ import annotations
@@ -22,15 +29,18 @@ import sys
 import threading
 import time
 
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float64MultiArray, String
 
-from mail_policy_node.data.cameras import CameraError
-from mail_policy_node.nodes import run, wait_for_listeners
+from mail_policy_node.data.cameras import CAMERA_PARAMETERS, CameraError
+from mail_policy_node.nodes import refuse_sim_time, run, wait_for_listeners
+from mail_policy_node.nodes.diagnostics import ERROR, OK, Diagnostics
+from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.ros_convert import camera_info_msg, image_msg
-from mail_policy_node.spec import camera_image_topic, camera_info_topic
+from mail_policy_node.spec import camera_image_topic, camera_info_topic, relative
 
 EXIT_FAILED = 1
 _failures: list[str] = []  # why this process's camera failed (read by main() for the exit code)
@@ -51,48 +61,103 @@ def make_source(node: Node):
     raise ValueError(f"unknown camera source {p['source']!r}; use realsense or sim")
 
 
-class CameraNode(Node):
+class CameraNode(LifecycleNode):
     def __init__(self):
         super().__init__("camera_node")
-        self.declare_parameter("camera_name", "agentview")
-        self.declare_parameter("source", "realsense")
-        self.declare_parameter("serial", "")
-        self.declare_parameter("width", 640)
-        self.declare_parameter("height", 480)
-        self.declare_parameter("fps", 30)
-        self.declare_parameter("depth", False)
-        self.declare_parameter("playback_file", "")
-        self.declare_parameter("frame_id", "")
-        # no frame for this many frame periods after the first: the camera is lost (unplugged)
-        self.frame_timeout_periods = self.declare_parameter("frame_timeout_periods", 30).value
-        self.first_frame_timeout = self.declare_parameter("first_frame_timeout", 10.0).value  # [s] after start
-        name = self.get_parameter("camera_name").value
+        refuse_sim_time(self)
+        p = declare_table(self, CAMERA_PARAMETERS)
+        self.frame_timeout_periods = p["frame_timeout_periods"]
+        self.first_frame_timeout = p["first_frame_timeout"]
+        name = p["camera_name"]
         self.frame_id = self.get_parameter("frame_id").value or f"{name}_optical_frame"
-        self.image_pub = self.create_publisher(Image, camera_image_topic(name), qos_profile_sensor_data)
-        self.info_pub = self.create_publisher(CameraInfo, camera_info_topic(name), qos_profile_sensor_data)
-        self.rate_pub = self.create_publisher(Float32, f"/camera/{name}/frame_rate", 10)
-        self.source = make_source(self)
+        self.image_pub = self.create_publisher(Image, relative(camera_image_topic(name)), qos_profile_sensor_data)
+        self.info_pub = self.create_publisher(CameraInfo, relative(camera_info_topic(name)), qos_profile_sensor_data)
+        self.rate_pub = self.create_publisher(Float32, f"camera/{name}/frame_rate", 10)
+        self.diagnostics = Diagnostics(self, hardware_id=self.get_parameter("serial").value or "")
+        self.autostart = p["autostart"]
+        self.source = None
+        self.active = False  # streaming (lifecycle state active)
         self.frames = 0
         self.backward_stamps = 0  # frames stamped not after the previous one
         self.failure: str | None = None
+        self.frame_rate = 0.0  # [frames/s] over the last window
         self.exit_code = 0
         self._stop = threading.Event()
         self._thread = None
+        self._sim_subscribed = False
         # the capture thread asks the executor to end the process (a guard condition: only the spinning
         # side shuts the context down, whenever the failure happens)
         self._fail_guard = self.create_guard_condition(self._shut_down_on_failure)
-        if self.get_parameter("source").value == "sim":
+        if self.autostart:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+        else:
+            self.get_logger().info("unconfigured: waiting for the lifecycle transition configure")
+
+    # ---- lifecycle: configure = make and check the source, activate = stream, deactivate = stop ----
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.source = make_source(self)
+            if self.get_parameter("source").value == "realsense":
+                self.source.check()  # no device with that serial, a missing or unreadable recording: now
+        except Exception as exc:  # noqa: BLE001 - every reason a camera cannot start is reported
+            reason = str(exc) if isinstance(exc, CameraError) else f"camera failed: {exc!r}"
+            self.source = None
+            if self.autostart:
+                self._fail(reason)  # as before lifecycles: exit 1, the launch respawns it a limited number of times
+            else:
+                self.get_logger().error(f"configure failed: {reason}")
+            return TransitionCallbackReturn.FAILURE
+        if self.get_parameter("source").value == "sim" and not self._sim_subscribed:
             self.get_logger().info("stamps: the sim world's state capture time (host clock)")
             # Rendered from the sim world's state snapshots, stamped with their capture time.
             from mail_policy_node.nodes.sim_world_node import SCENE_QOS, TOPIC_SIM_SCENE, TOPIC_SIM_STATE
 
-            self.create_subscription(String, TOPIC_SIM_SCENE, self._on_scene, SCENE_QOS)
-            self.create_subscription(Float64MultiArray, TOPIC_SIM_STATE, self._on_sim_state, 2)
-        else:
+            self.create_subscription(String, relative(TOPIC_SIM_SCENE), self._on_scene, SCENE_QOS)
+            self.create_subscription(Float64MultiArray, relative(TOPIC_SIM_STATE), self._on_sim_state, 2)
+            self._sim_subscribed = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.active = True
+        if self.get_parameter("source").value == "realsense":
+            self._stop.clear()
             self._thread = threading.Thread(target=self._capture, daemon=True)
             self._thread.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self.active = False
+        self._stop_capture()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_capture(self) -> None:
+        """Stop the capture thread and close the device (the source stays, ready to open again)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            if not self._thread.is_alive() and self.source is not None:
+                self.source.close()
+        self._thread = None
+
+    def _release(self) -> None:
+        self.active = False
+        self._stop_capture()
+        if self.source is not None:
+            self.source.close()
+        self.source = None
 
     def _on_scene(self, msg) -> None:
+        if self.source is None:
+            return
         scene = json.loads(msg.data)
         self.source.set_scene(scene["xml"], scene["task"], scene["params"])
         self.get_logger().info(f"rendering {self.source.camera} of task {scene['task']} seed {scene['seed']}")
@@ -100,7 +165,7 @@ class CameraNode(Node):
     def _on_sim_state(self, msg) -> None:
         from mail_policy_node.nodes.sim_world_node import unpack_state
 
-        if not self.source.ready:
+        if not self.active or self.source is None or not self.source.ready:
             return
         stamp, state = unpack_state(msg)
         self.image_pub.publish(image_msg(self.source.render(state), stamp, self.frame_id))
@@ -115,7 +180,6 @@ class CameraNode(Node):
                 self._fail(str(exc) if isinstance(exc, CameraError) else f"camera failed: {exc!r}")
 
     def _capture_frames(self) -> None:
-        self.source.check()  # a missing or unreadable recording fails now, not after the wait below
         if getattr(self.source, "playback_file", ""):
             # A recording is played once: wait (bounded) until someone listens, so it is not lost.
             wait_for_listeners(lambda: [] if self.image_pub.get_subscription_count() else ["a subscriber"],
@@ -171,14 +235,17 @@ class CameraNode(Node):
                 self.info_pub.publish(camera_info_msg(self.source.intrinsics, frame.stamp, self.frame_id))
             self.frames += 1
             n_window += 1
+            self.diagnostics.update(OK, "streaming", {"frames": self.frames, "frames_per_s": self.frame_rate,
+                                                      "backward_stamps": self.backward_stamps, "stamps": domain})
             if time.monotonic() - t_window >= 5.0:
-                rate = n_window / (time.monotonic() - t_window)
+                rate = self.frame_rate = n_window / (time.monotonic() - t_window)
                 self.rate_pub.publish(Float32(data=float(rate)))
                 self.get_logger().info(f"{rate:.1f} frames/s")
                 t_window, n_window = time.monotonic(), 0
 
     def _fail(self, reason: str) -> None:
         self.failure = reason
+        self.diagnostics.update(ERROR, reason, {"frames": self.frames}, force=True)
         self.exit_code = EXIT_FAILED  # for a `run` that exits with its node's exit_code
         _failures.append(reason)
         self.get_logger().fatal(f"{reason}; exiting with code {EXIT_FAILED}")
@@ -189,11 +256,7 @@ class CameraNode(Node):
             self.context.try_shutdown()
 
     def destroy_node(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        if self._thread is None or not self._thread.is_alive():
-            self.source.close()
+        self._release()
         return super().destroy_node()
 
 

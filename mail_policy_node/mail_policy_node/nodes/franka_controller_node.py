@@ -15,6 +15,11 @@ after an enable only the policy of the first chunk accepted. Errors: ERROR stops
 clears the robot's errors (mode DISABLED), `~/enable` resumes. The e-stop (`/mail/estop`, a volatile or
 transient-local Bool) is latched in `estop_latch_file` when that is set, so a restarted controller
 starts held. If the control loop dies, the node says so in its status and exits with code 1.
+
+A managed (lifecycle) node: configure connects to the arm and starts the control loop (joint states
+flow, nothing moves), activate allows `~/enable`, deactivate holds the arm to rest and disables it,
+cleanup stops the loop and lets the robot go. With `autostart` (the default, what the profiles use) it
+configures and activates itself at start; a failed connection then ends the process (exit 2).
 """
 
 from __future__ import annotations
@@ -25,8 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -40,20 +44,24 @@ from mail_policy_node.control.franky_arm import FrankyArm, run_cycle
 from mail_policy_node.control.params import CONTROLLER_PARAMETERS, controller_setup
 from mail_policy_node.control.safety import CommandState
 from mail_policy_node.data.sync import ClockMapper
-from mail_policy_node.nodes import run
+from mail_policy_node.nodes import refuse_sim_time, run
+from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from mail_policy_node.nodes.parameters import declare_table
+from mail_policy_node.nodes.qos import STATUS_QOS
 from mail_policy_node.nodes.ros_convert import chunk_from_msg, to_time
 from mail_policy_node.spec import (FR3_FINGER_NAMES, FR3_JOINT_NAMES, GRIPPER_NAME, TOPIC_ACTION_CHUNK,
-                                   TOPIC_ACTION_COMMAND, TOPIC_CONTROLLER_STATUS, TOPIC_ESTOP, TOPIC_JOINT_STATES)
+                                   TOPIC_ACTION_COMMAND, TOPIC_CONTROLLER_STATUS, TOPIC_ESTOP, TOPIC_JOINT_STATES,
+                                   relative)
 
 STALL_CYCLES = 20  # a control loop silent this many periods is reported as stalled
 ROBOT_CLOCK_RESET_S = 1.0  # the robot's clock this far behind the newest state published: it restarted
 
 
-class FrankaControllerNode(Node):
+class FrankaControllerNode(LifecycleNode):
     def __init__(self):
         super().__init__("franka_controller")
-        p = {spec.name: self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
-            description=spec.description, read_only=True)).value for spec in CONTROLLER_PARAMETERS}
+        refuse_sim_time(self)
+        p = declare_table(self, CONTROLLER_PARAMETERS)
         setup = controller_setup(p)
         budget, config = setup.budget, setup.controller
         period = config.safety.cycle_period
@@ -78,44 +86,103 @@ class FrankaControllerNode(Node):
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         # reliable, as joint_state_broadcaster publishes it: matches reliable and best-effort subscribers
-        self.joint_pub = self.create_publisher(JointState, TOPIC_JOINT_STATES, reliable)
-        self.command_pub = self.create_publisher(JointState, TOPIC_ACTION_COMMAND, 10)
-        self.status_pub = self.create_publisher(ControllerStatus, TOPIC_CONTROLLER_STATUS, 10)
-        self.create_subscription(ActionChunkMsg, TOPIC_ACTION_CHUNK, self.on_chunk, reliable)
+        self.joint_pub = self.create_publisher(JointState, relative(TOPIC_JOINT_STATES), reliable)
+        self.command_pub = self.create_publisher(JointState, relative(TOPIC_ACTION_COMMAND), 10)
+        self.status_pub = self.create_publisher(ControllerStatus, relative(TOPIC_CONTROLLER_STATUS), STATUS_QOS)
+        self.chunk_topic = self.resolve_topic_name(relative(TOPIC_ACTION_CHUNK))  # in this node's namespace
+        self.create_subscription(ActionChunkMsg, self.chunk_topic, self.on_chunk, reliable)
         # two e-stop subscriptions: a volatile one matches any publisher, a transient-local one also gets
         # the last value a transient-local publisher sent before this node started
-        self.create_subscription(Bool, TOPIC_ESTOP, self.on_estop, reliable)
-        self.create_subscription(Bool, TOPIC_ESTOP, self.on_estop, QoSProfile(
+        self.create_subscription(Bool, relative(TOPIC_ESTOP), self.on_estop, reliable)
+        self.create_subscription(Bool, relative(TOPIC_ESTOP), self.on_estop, QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.create_service(Trigger, "~/enable", self.on_enable)
         self.create_service(Trigger, "~/disable", self.on_disable)
         self.create_service(Trigger, "~/recover", self.on_recover)
         self.create_timer(1.0 / p["status_rate_hz"], self.publish_status)
+        self.diagnostics = Diagnostics(self, hardware_id=p["robot_ip"] or "no robot")
+        self._diagnosed_mode: int | None = None
 
         where = p["robot_ip"] or "no robot (a stand-in arm echoes the commands)"
         self.get_logger().info(f"arm: {where}" + (", dry run: nothing moves" if self.dry_run else ", live")
                                + f"; caps {budget.caps.dq_max.round(3).tolist()} rad/s, factor "
                                f"{p['relative_dynamics_factor']}")
-        self.arm.connect(timeout=20.0)
-        if self.arm.startup_error:
-            self.ctrl.set_error(self.arm.startup_error)
-        if self.arm.robot is None:  # the stand-in arm echoes commands; it starts at this joint configuration
-            self.arm.send(CommandState.at_rest(np.array(p["dry_run_start"], dtype=float)))
+        self._dry_run_start = np.array(p["dry_run_start"], dtype=float)
         self._stop = threading.Event()
+        self._loop: threading.Thread | None = None
+        self.lifecycle = "unconfigured"  # our view of the lifecycle state: what the services and status say
+        self._configure_error = ""
+        if p["autostart"]:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ConnectionError(self._configure_error or "configure failed")
+            self.trigger_activate()
+        else:
+            self.get_logger().info("unconfigured: waiting for the lifecycle transition configure")
+
+    # ---- lifecycle: configure = connect and run the loop, activate = enable allowed, deactivate = hold ----
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.arm.connect(timeout=20.0)
+        except Exception as exc:  # the transition fails; the node stays unconfigured and says why
+            self._configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            self.arm.close()
+            return TransitionCallbackReturn.FAILURE
+        if self.arm.startup_error:
+            with self.lock:
+                self.ctrl.set_error(self.arm.startup_error)
+        if self.arm.robot is None:  # the stand-in arm echoes commands; it starts at this joint configuration
+            self.arm.send(CommandState.at_rest(self._dry_run_start))
+        self._stop.clear()
+        self._last_cycle = time.monotonic()
         self._loop = threading.Thread(target=self.control_loop, name="control", daemon=True)
         self._loop.start()
+        self.lifecycle = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.lifecycle = "active"
+        self.get_logger().info("active: ~/enable lets the policy drive")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        with self.lock:
+            self.lifecycle = "inactive"
+            self.auto_enable = False
+            self.ctrl.disable()  # holds, then disabled at rest
+        self.get_logger().info("inactive: holding, then disabled at rest")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Stop the control loop and let the robot go (franky stops a running motion first)."""
+        with self.lock:
+            self.lifecycle = "unconfigured"
+            self.ctrl.disable()
+        self._stop.set()
+        if self._loop is not None and self._loop.is_alive() and self._loop is not threading.current_thread():
+            self._loop.join(timeout=2.0)
+        self._loop = None
+        self.arm.close()
 
     # ---- callbacks: hand data to the core --------------------------------------------------------
     def on_chunk(self, msg: ActionChunkMsg) -> None:
         chunk = chunk_from_msg(msg)
-        sources = self.get_publishers_info_by_topic(TOPIC_ACTION_CHUNK)
+        sources = self.get_publishers_info_by_topic(self.chunk_topic)
         with self.lock:
             if len(sources) > 1:
                 names = sorted(f"{s.node_namespace.rstrip('/')}/{s.node_name}" for s in sources)
                 verdict = self.ctrl.reject(ChunkRejection.AMBIGUOUS_SOURCE, f"publishers: {', '.join(names)}")
-                self.ctrl.hold(f"{len(sources)} publishers on {TOPIC_ACTION_CHUNK}: {', '.join(names)}")
+                self.ctrl.hold(f"{len(sources)} publishers on {self.chunk_topic}: {', '.join(names)}")
             else:
-                if self.auto_enable and self.ctrl.mode == Mode.DISABLED:
+                if self.auto_enable and self.ctrl.mode == Mode.DISABLED and self.lifecycle == "active":
                     # once, on the first chunk (a stale start-up chunk only arms the watchdog); a later
                     # disable, hold, e-stop or error needs the enable service
                     ok, why = self.ctrl.enable()
@@ -146,10 +213,13 @@ class FrankaControllerNode(Node):
             self.get_logger().info("e-stop released; call ~/enable to resume")
 
     def on_enable(self, request, response):
-        sources = self.get_publishers_info_by_topic(TOPIC_ACTION_CHUNK)
-        if len(sources) > 1:
+        sources = self.get_publishers_info_by_topic(self.chunk_topic)
+        if self.lifecycle != "active":
             response.success = False
-            response.message = f"{len(sources)} publishers on {TOPIC_ACTION_CHUNK}; exactly one may drive the arm"
+            response.message = f"the controller is {self.lifecycle}: activate it first (lifecycle transition activate)"
+        elif len(sources) > 1:
+            response.success = False
+            response.message = f"{len(sources)} publishers on {self.chunk_topic}; exactly one may drive the arm"
         else:
             with self.lock:
                 self.auto_enable = False
@@ -272,7 +342,9 @@ class FrankaControllerNode(Node):
         m = ControllerStatus()
         m.header.stamp = self.get_clock().now().to_msg()
         m.mode, m.reason, m.dry_run = int(s.mode), s.reason, self.dry_run
-        stalled = time.monotonic() - self._last_cycle > STALL_CYCLES * self.period
+        stalled = self._loop is not None and time.monotonic() - self._last_cycle > STALL_CYCLES * self.period
+        if self.lifecycle == "unconfigured":
+            m.reason = "unconfigured: not connected (lifecycle transition configure connects)"
         if not self._loop_alive or stalled:
             m.mode = int(Mode.ERROR)
             m.reason = s.reason if not self._loop_alive else f"control loop stalled ({s.reason})"
@@ -290,12 +362,13 @@ class FrankaControllerNode(Node):
         m.chunk_age_p50_ms, m.chunk_age_min_ms = float(s.chunk_age_p50_ms), float(s.chunk_age_min_ms)
         m.estop_active = self.ctrl.estop_active
         self.status_pub.publish(m)
+        level = {Mode.HOLDING: WARN, Mode.ERROR: ERROR}.get(Mode(m.mode), OK)
+        self.diagnostics.update(level, f"{Mode(m.mode).name.lower()}: {m.reason}", m,
+                                force=m.mode != self._diagnosed_mode)  # a change of mode goes out at once
+        self._diagnosed_mode = m.mode
 
     def destroy_node(self):
-        self._stop.set()
-        if self._loop.is_alive() and self._loop is not threading.current_thread():
-            self._loop.join(timeout=2.0)
-        self.arm.close()
+        self._release()
         return super().destroy_node()
 
 

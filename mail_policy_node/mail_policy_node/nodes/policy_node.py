@@ -21,8 +21,9 @@ import os
 import threading
 import time
 
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
@@ -31,39 +32,39 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import PolicyStatus
 from mail_policy_node.engine.engine import EngineConfig
-from mail_policy_node.nodes import run, topic_remaps
+from mail_policy_node.nodes import refuse_sim_time, run, topic_remaps
+from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from mail_policy_node.nodes.parameters import declare_table
+from mail_policy_node.nodes.qos import STATUS_QOS
 from mail_policy_node.nodes.ros_convert import chunk_to_msg, from_time, to_duration, to_time
-from mail_policy_node.runtime import LoadedPolicy, PolicyRuntime, RuntimeConfig, load_policy
+from mail_policy_node.runtime import POLICY_PARAMETERS, LoadedPolicy, PolicyRuntime, RuntimeConfig, load_policy
 from mail_policy_node.spec import (TOPIC_ACTION_CHUNK, TOPIC_JOINT_STATES, TOPIC_POLICY_STATUS,
-                                   camera_image_topic)
+                                   camera_image_topic, relative)
 
-READ_ONLY = ParameterDescriptor(read_only=True)
 TIME_EVENT_CAUSES = ("sync_backward_stamp", "sync_time_base_restart")  # drop causes of PolicyStatus
 TIME_EVENT_LOG_S = 5.0
+STATE_NAMES = {PolicyStatus.STATE_IDLE: "idle", PolicyStatus.STATE_RUNNING: "running",
+               PolicyStatus.STATE_LOADING: "loading", PolicyStatus.STATE_ERROR: "error",
+               PolicyStatus.STATE_PAUSED: "paused"}
 
 
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
-        self.root = self.declare_parameter("checkpoint_root", "", READ_ONLY).value
-        self.declare_parameter("checkpoint", "")
-        device = self.declare_parameter("device", "cpu", READ_ONLY).value
-        history = self.declare_parameter("history_mode", "", READ_ONLY).value  # "": the checkpoint's
-        sampler = self.declare_parameter("sampler", "", READ_ONLY).value  # "": ddpm (paper) / "ddim"
-        self.runtime_config = RuntimeConfig(
-            rate_hz=self.declare_parameter("rate_hz", 10.0, READ_ONLY).value,
-            execution_horizon=self.declare_parameter("execution_horizon", 0, READ_ONLY).value,
-            sync_tolerance=self.declare_parameter("sync_tolerance", 0.03, READ_ONLY).value,
-            max_age=self.declare_parameter("max_age", 0.25, READ_ONLY).value)
-        self.mirror = self.declare_parameter("publish_trajectory", False, READ_ONLY).value
-        # CPU inference threads: 1 by default. On a loaded 2-core machine torch's default (all cores,
-        # spin-waiting) was measured 20x slower per step than one thread.
-        threads = self.declare_parameter("cpu_threads", 1, READ_ONLY).value
-        if threads > 0:
+        refuse_sim_time(self)
+        p = declare_table(self, POLICY_PARAMETERS)
+        self.root = p["checkpoint_root"]
+        self.runtime_config = RuntimeConfig(rate_hz=p["rate_hz"], execution_horizon=p["execution_horizon"],
+                                            sync_tolerance=p["sync_tolerance"], max_age=p["max_age"],
+                                            failed_chunks=p["failed_chunks"])
+        self._restoring: str | None = None  # the checkpoint parameter set back after an undone swap
+        self.mirror = p["publish_trajectory"]
+        if p["cpu_threads"] > 0:
             import torch
 
-            torch.set_num_threads(threads)
-        self.engine_config = EngineConfig(history=history or None, device=device, sampler=sampler or None)
+            torch.set_num_threads(p["cpu_threads"])
+        self.engine_config = EngineConfig(history=p["history_mode"] or None, device=p["device"],
+                                          sampler=p["sampler"] or None)
         self.state, self.reason = PolicyStatus.STATE_IDLE, "no checkpoint set"
         self.runtime: PolicyRuntime | None = None
         self._loading: str | None = None  # the checkpoint being loaded, validated and warmed up
@@ -74,9 +75,9 @@ class PolicyNode(Node):
         self._time_counts, self._time_logged_at = (0, 0), -float("inf")
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.chunk_pub = self.create_publisher(ActionChunkMsg, TOPIC_ACTION_CHUNK, reliable)
-        self.status_pub = self.create_publisher(PolicyStatus, TOPIC_POLICY_STATUS, reliable)
-        self.traj_pub = (self.create_publisher(JointTrajectory, TOPIC_ACTION_CHUNK + "_trajectory", 10)
+        self.chunk_pub = self.create_publisher(ActionChunkMsg, relative(TOPIC_ACTION_CHUNK), reliable)
+        self.status_pub = self.create_publisher(PolicyStatus, relative(TOPIC_POLICY_STATUS), STATUS_QOS)
+        self.traj_pub = (self.create_publisher(JointTrajectory, relative(TOPIC_ACTION_CHUNK) + "_trajectory", 10)
                          if self.mirror else None)
         # Inputs keep flowing while a checkpoint loads in this node's parameter callback. The
         # companion takes this process's topic remappings but not its node name.
@@ -88,6 +89,7 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/reset_episode", self.on_reset)
         self.create_service(Trigger, "~/pause", self.on_pause)
         self.create_service(Trigger, "~/resume", self.on_resume)
+        self.diagnostics = Diagnostics(self)
         self.inputs.create_timer(0.5, self.publish_status)  # not on this node: a load blocks its executor
         self._stop = threading.Event()
         self._frame_arrived = threading.Event()  # rate_hz 0: wakes the tick thread
@@ -147,17 +149,20 @@ class PolicyNode(Node):
     def _subscribe(self, loaded: LoadedPolicy) -> None:
         for cam in loaded.spec.camera_names:
             if cam not in self._subscribed:
-                self.inputs.create_subscription(Image, camera_image_topic(cam), lambda m, c=cam: self.on_image(c, m),
-                                                qos_profile_sensor_data)
+                self.inputs.create_subscription(Image, relative(camera_image_topic(cam)),
+                                                lambda m, c=cam: self.on_image(c, m), qos_profile_sensor_data)
                 self._subscribed.add(cam)
         if loaded.spec.use_joint_state and "joints" not in self._subscribed:
-            self.inputs.create_subscription(JointState, TOPIC_JOINT_STATES, self.on_joint_state,
+            self.inputs.create_subscription(JointState, relative(TOPIC_JOINT_STATES), self.on_joint_state,
                                             qos_profile_sensor_data)
             self._subscribed.add("joints")
 
     def on_set_parameters(self, params) -> SetParametersResult:
         for p in params:
             if p.name != "checkpoint":
+                continue
+            if p.value == self._restoring:  # set back to the checkpoint that runs again: nothing to load
+                self._restoring = None
                 continue
             try:
                 loaded = self._load(p.value)
@@ -212,18 +217,24 @@ class PolicyNode(Node):
             return
         try:
             chunk = rt.tick()
+            for failed, restored in rt.take_reverts():
+                self.get_logger().error(f"swap undone: {rt.last_revert}")
+                self._restoring = restored
+                self.set_parameters([Parameter("checkpoint", Parameter.Type.STRING, restored)])
             self._publish(rt, chunk)
         except Exception as exc:  # a failing tick must not end the tick thread; shutdown races end here too
             if not self._stop.is_set():
                 self.get_logger().error(f"tick failed: {exc!r}", throttle_duration_sec=5.0)
 
     def _publish(self, rt, chunk) -> None:
-        if rt.paused:
+        if rt.error:
+            self.state, self.reason = PolicyStatus.STATE_ERROR, rt.error
+        elif rt.paused:
             self.state, self.reason = PolicyStatus.STATE_PAUSED, "paused by service"
         elif rt.sync.missing():
             self.state, self.reason = PolicyStatus.STATE_IDLE, f"waiting for {', '.join(rt.sync.missing())}"
         elif rt.chunks:
-            self.state, self.reason = PolicyStatus.STATE_RUNNING, ""
+            self.state, self.reason = PolicyStatus.STATE_RUNNING, rt.last_revert or ""
         if chunk is None:
             return
         msg = chunk_to_msg(chunk, checkpoint=rt.policy.name, inference_time=rt.inference[-1])
@@ -252,7 +263,12 @@ class PolicyNode(Node):
     # ---- status -----------------------------------------------------------------------------------
     def publish_status(self) -> None:
         with self._status_lock:
-            self.status_pub.publish(self._status())
+            m = self._status()
+            self.status_pub.publish(m)
+        # running with a reason (a swap undone): a warning
+        level = {PolicyStatus.STATE_RUNNING: WARN if m.reason else OK, PolicyStatus.STATE_LOADING: OK,
+                 PolicyStatus.STATE_ERROR: ERROR}
+        self.diagnostics.update(level.get(m.state, WARN), f"{STATE_NAMES.get(m.state, m.state)}: {m.reason}", m)
 
     def _status(self) -> PolicyStatus:
         m = PolicyStatus()

@@ -20,8 +20,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from mail_policy_node.data.bags import json_default
-from mail_policy_node.nodes import run
-from mail_policy_node.spec import TOPIC_EPISODE
+from mail_policy_node.nodes import refuse_sim_time, run
+from mail_policy_node.nodes.diagnostics import OK, Diagnostics
+from mail_policy_node.nodes.parameters import declare_table
+from mail_policy_node.spec import TOPIC_EPISODE, relative
 
 TOPIC_SIM_SCENE = "/sim/scene"
 TOPIC_SIM_STATE = "/sim/state"
@@ -59,14 +61,13 @@ SCENE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabili
 class SimWorldNode(Node):
     def __init__(self):
         super().__init__("sim_world")
-        task = self.declare_parameter("task", "reach").value
-        seed = self.declare_parameter("seed", 0).value
-        hostname = self.declare_parameter("hostname", "127.0.0.1").value
-        rate = self.declare_parameter("state_rate_hz", 10.0).value
-        self.timeout = self.declare_parameter("episode_timeout", 0.0).value  # 0: the task's own limit
-        self.motion_timeout = self.declare_parameter("motion_timeout", 60.0).value  # ready -> first motion
+        refuse_sim_time(self)
+        from mail_policy_node.sim.franky import SIM_WORLD_PARAMETERS, FrankySimScene
 
-        from mail_policy_node.sim.franky import FrankySimScene
+        p = declare_table(self, SIM_WORLD_PARAMETERS)
+        task, seed, hostname, rate = p["task"], p["seed"], p["hostname"], p["state_rate_hz"]
+        self.timeout = p["episode_timeout"]  # 0: the task's own limit
+        self.motion_timeout = p["motion_timeout"]  # ready -> first motion
 
         self.scene = FrankySimScene(task, seed=seed, hostname=hostname).start()
         self.task_name, self.seed = task, seed
@@ -76,9 +77,9 @@ class SimWorldNode(Node):
         self._arm_qpos = [model.jnt_qposadr[model.joint(f"{ROBOT_PREFIX}fr3_joint{i}").id] for i in range(1, 8)]
         if self.timeout <= 0:
             self.timeout = 0.1 * self.scene.task.max_steps
-        self.scene_pub = self.create_publisher(String, TOPIC_SIM_SCENE, SCENE_QOS)
-        self.state_pub = self.create_publisher(Float64MultiArray, TOPIC_SIM_STATE, 10)
-        self.episode_pub = self.create_publisher(String, TOPIC_EPISODE, SCENE_QOS)
+        self.scene_pub = self.create_publisher(String, relative(TOPIC_SIM_SCENE), SCENE_QOS)
+        self.state_pub = self.create_publisher(Float64MultiArray, relative(TOPIC_SIM_STATE), 10)
+        self.episode_pub = self.create_publisher(String, relative(TOPIC_EPISODE), SCENE_QOS)
         self.scene_pub.publish(String(data=json.dumps(
             {"task": task, "seed": seed, "params": self.scene.params, "xml": self.scene.xml}, default=json_default)))
         self.t_ready = time.time()
@@ -86,6 +87,7 @@ class SimWorldNode(Node):
         self.start_distance = self.scene.goal_distance()  # task distance to done [m] (None: the task has none)
         self.min_distance = self.start_distance
         self.ended = False
+        self.diagnostics = Diagnostics(self, hardware_id=f"franky-sim {self.scene.hostname}")
         self._event("ready")
         self.create_timer(1.0 / rate, self.tick)
         self.get_logger().info(f"task {task} seed {seed} served by franky-sim at {self.scene.hostname}")
@@ -97,6 +99,10 @@ class SimWorldNode(Node):
     def tick(self) -> None:
         stamp = time.time()
         self.state_pub.publish(pack_state(stamp, self.scene.capture_state()))
+        phase = "ended" if self.ended else "ready" if self.t_start is None else "running"
+        self.diagnostics.update(OK, f"{self.task_name} seed {self.seed}: episode {phase}",
+                                {"task": self.task_name, "seed": self.seed, "episode": phase,
+                                 "min_distance_m": self.min_distance})
         if self.ended:
             return
         if self.t_start is None:

@@ -43,9 +43,10 @@ import mujoco
 import numpy as np
 
 from ..control.gripper import GripperCommander, GripperConfig, send_hand_command
+from ..parameters import Parameter, default_of
 from .env import TaskEnv, make_task
 from .scene import CAMERA_NAMES, add_to_franky_scene, scene_renderer
-from .tasks import get_task
+from .tasks import TASKS, get_task
 
 ROBOT_PREFIX = "robot0_"
 
@@ -167,6 +168,20 @@ class FrankySimScene:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# The sim world node's parameters (nodes/sim_world_node.py declares exactly these).
+SIM_WORLD_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("task", "reach", "the simulated task", choices=tuple(TASKS)),
+    Parameter("seed", default_of(FrankySimScene, "seed"), "seed of the task's scene (object and goal placement)",
+              0, 2**31 - 1),
+    Parameter("hostname", "127.0.0.1", "loopback address franky-sim serves the FR3 on (the controller's robot_ip)"),
+    Parameter("state_rate_hz", 10.0, "[Hz] state snapshots for the simulated cameras (their frame rate)", 0.1, 100.0),
+    Parameter("episode_timeout", 0.0, "[s] from the arm's first motion to the end of the episode; 0 = the task's "
+              "own step limit x 0.1 s", 0.0, 7 * 24 * 3600.0),
+    Parameter("motion_timeout", 60.0, "[s] from ready to the arm's first motion, else the episode ends failed",
+              1.0, 24 * 3600.0),
+)
 
 
 def _camera_worker(conn, xml: str, task: str, params: dict, cameras, size) -> None:
