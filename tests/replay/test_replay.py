@@ -265,3 +265,30 @@ def test_end_events_alone_split_the_bag(tmp_path, ckpts):
     eps = replay_bag(tmp_path / "bag", load_lanes([ckpts["a"]], ReplayConfig())).episodes["a"]
     assert [len(e.recorded) for e in eps] == [4, 3] and eps[1].info["episode"] == 1
     assert np.array_equal(eps[1].chunk_actions.astype(np.float32), direct_chunks(ckpts["a"], written, 1))
+
+
+def test_lab_style_bag_replays_as_the_same_recording_under_the_stack_names(tmp_path, ckpts):
+    """The map training takes (data.topics_map) replays the lab's bag: renamed topics (episode events too),
+    jpeg + bgr8 cameras at 30 Hz, 1 kHz joint states in another order give the stack-named bag's
+    observation sets, recorded actions and episodes (its last step too: a joint state logged 1 ms after the
+    "end" event does not close the episode before the tick for that step)."""
+    from tests.replay.bagmaker import LAB, LAB_MAP, SHUFFLED
+
+    write_bag(tmp_path / "stack", episodes=(6, 4), size=(64, 64))
+    write_bag(tmp_path / "lab", episodes=(6, 4), size=(64, 64), topics=LAB,
+              encoding={"agentview": "jpeg", "wrist": "bgr8"}, joint_rate_hz=1000, joint_order=SHUFFLED,
+              camera_rate_hz=30)
+    (tmp_path / "lab.yaml").write_text(json.dumps(LAB_MAP))
+    lanes = load_lanes([ckpts["a"]], ReplayConfig())
+    stack = replay_bag(tmp_path / "stack", lanes).episodes["a"]
+    lab = replay_bag(tmp_path / "lab", lanes, TopicMap.from_yaml(tmp_path / "lab.yaml")).episodes["a"]
+    assert [e.observations for e in lab] == [e.observations for e in stack] == [6, 4]  # two episodes: events read
+    for s, b in zip(stack, lab):
+        np.testing.assert_allclose(b.recorded, s.recorded)
+        np.testing.assert_allclose(b.chunk_stamp, s.chunk_stamp)
+        assert b.chunk_actions.shape == s.chunk_actions.shape
+        # the same joint states reach the engine (these tiny checkpoints hardly look at the pictures; the
+        # decoded frames are compared in tests/training/test_topic_map.py)
+        assert np.abs(b.chunk_actions - s.chunk_actions).max() < 0.05
+    without_episode = TopicMap.from_dict({k: v for k, v in LAB_MAP.items() if k != "episode"})
+    assert len(replay_bag(tmp_path / "lab", lanes, without_episode).episodes["a"]) == 1  # no events: one episode

@@ -21,7 +21,8 @@ stamped t - lead, the target the arm reaches one lead (one dt) after the observa
 from, as the recorded commands are.
 
 `BagReader` opens mcap and sqlite3 bags alike and yields time-ordered typed records (camera frames
-already decoded to RGB); `load_demo` turns one demo bag into aligned arrays for training and replay.
+already decoded to RGB); `load_demo` turns one demo bag into aligned arrays. Bags recorded under other
+names are read through a topic map (`data.topics.TopicMap`), the same one for training and replay.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ..spec import (
     camera_info_topic,
 )
 from .images import msg_to_rgb, resize_to_model
+from .topics import TopicMap
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -311,9 +313,11 @@ class BagReader:
                 f"bag {self.path} lacks topic(s) {missing}; it has {sorted(self.topics)}"
             )
 
-    def records(self, topics: Sequence[str] | None = None, decode_images: bool = True) -> Iterator:
+    def records(self, topics: Sequence[str] | None = None, decode_images: bool = True,
+                episode_topic: str = TOPIC_EPISODE) -> Iterator:
         """Time-ordered records of ``topics`` (all when None; every requested topic must exist).
-        Images and compressed images become ImageRecord (RGB, native size) when ``decode_images``."""
+        Images and compressed images become ImageRecord (RGB, native size) when ``decode_images``;
+        std_msgs/String on ``episode_topic`` (a topic map's ``episode``) become EpisodeEventRecord."""
         if topics is not None:
             self.require(topics)
             conns = [c for c in self._reader.connections if c.topic in set(topics)]
@@ -324,10 +328,11 @@ class BagReader:
                 yield Record(conn.topic, log_time, None, conn.msgtype, raw)
                 continue
             msg = self._ts.deserialize_cdr(raw, conn.msgtype)
-            yield self._typed(conn.topic, conn.msgtype, log_time, msg, decode_images)
+            yield self._typed(conn.topic, conn.msgtype, log_time, msg, decode_images, episode_topic)
 
     @staticmethod
-    def _typed(topic: str, msgtype: str, log_time: int, msg, decode_images: bool):
+    def _typed(topic: str, msgtype: str, log_time: int, msg, decode_images: bool,
+               episode_topic: str = TOPIC_EPISODE):
         stamp = _stamp_ns(msg)
         if msgtype in (IMAGE, COMPRESSED_IMAGE) and decode_images:
             return ImageRecord(topic, log_time, stamp, msg.header.frame_id, msg_to_rgb(msg))
@@ -337,7 +342,7 @@ class BagReader:
         if msgtype == CAMERA_INFO:
             return CameraInfoRecord(topic, log_time, stamp, int(msg.height), int(msg.width),
                                     np.asarray(msg.k, float).reshape(3, 3))
-        if msgtype == STRING and topic == TOPIC_EPISODE:
+        if msgtype == STRING and topic == episode_topic:
             try:
                 event = json.loads(msg.data)
             except json.JSONDecodeError:
@@ -402,12 +407,16 @@ def load_demo(
     path: str | Path,
     cameras: Sequence[str] = ("agentview", "wrist"),
     image_size: tuple[int, int] | None = (128, 128),
+    topics: TopicMap | None = None,
 ) -> Demo:
     """Read one demo bag into aligned arrays (images resized by `data.images.resize_to_model` when
-    ``image_size`` is given). Raises MissingTopicError naming any missing topic, ValueError when an
-    action has no earlier observation."""
-    image_topics = {camera_image_topic(c): c for c in cameras}
-    needed = [*image_topics, TOPIC_JOINT_STATES, TOPIC_ACTION_COMMAND]
+    ``image_size`` is given), its topics named by ``topics`` (`data.topics.TopicMap`; default the
+    stack's). Raises MissingTopicError naming any missing topic, ValueError when an action has no
+    earlier observation."""
+    topics = topics or TopicMap()
+    image_topics = {topics.camera_topic(c): c for c in cameras}
+    joint_topic, action_topic, episode_topic = topics.joint_states, topics.action, topics.episode
+    needed = list(dict.fromkeys([*image_topics, joint_topic, action_topic]))
     frames: dict[str, tuple[list, list]] = {c: ([], []) for c in cameras}  # camera -> (stamps, images)
     states: tuple[list, list] = ([], [])
     actions: tuple[list, list] = ([], [])
@@ -415,23 +424,23 @@ def load_demo(
     action_names: tuple[str, ...] = ()
     with BagReader(path) as bag:
         bag.require(needed)
-        topics = needed + ([TOPIC_EPISODE] if TOPIC_EPISODE in bag.topics else [])
-        for rec in bag.records(topics):
+        read = needed + ([episode_topic] if episode_topic in bag.topics else [])
+        for rec in bag.records(read, episode_topic=episode_topic):
             if isinstance(rec, EpisodeEventRecord):
                 events.append(rec.event)
             elif rec.topic in image_topics:
                 img = rec.image if image_size is None else resize_to_model(rec.image, *image_size)
                 frames[image_topics[rec.topic]][0].append(rec.stamp_ns)
                 frames[image_topics[rec.topic]][1].append(img)
-            elif rec.topic == TOPIC_JOINT_STATES:
+            elif rec.topic == joint_topic:
                 states[0].append(rec.stamp_ns)
                 states[1].append(joint_state_to_vector(rec.names, rec.position))
-            elif rec.topic == TOPIC_ACTION_COMMAND:
+            if rec.topic == action_topic and not isinstance(rec, EpisodeEventRecord):
                 action_names = action_names or rec.names
                 actions[0].append(rec.stamp_ns)
                 actions[1].append(rec.position)
     if not actions[0]:
-        raise ValueError(f"{path}: no messages on {TOPIC_ACTION_COMMAND}")
+        raise ValueError(f"{path}: no messages on {action_topic}")
     order = np.argsort(actions[0], kind="stable")
     action_stamps = np.asarray(actions[0], np.int64)[order]
 

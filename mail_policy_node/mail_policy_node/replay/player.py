@@ -254,7 +254,8 @@ class _Run:
 def _first_start(bag: BagReader, topic: str) -> bool:
     if topic not in bag.topics:
         return False
-    return any(isinstance(r, EpisodeEventRecord) and r.event.get("event") == "start" for r in bag.records([topic]))
+    return any(isinstance(r, EpisodeEventRecord) and r.event.get("event") == "start"
+               for r in bag.records([topic], episode_topic=topic))
 
 
 def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = TopicMap(),
@@ -330,7 +331,7 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
             if progress:
                 progress(f"{path}: episode {state.index - 1} done")
 
-        records = bag.records(read, decode_images=False)
+        records = bag.records(read, decode_images=False, episode_topic=topics.episode)
         for t_ns, group in itertools.groupby(records, key=lambda rec: rec.log_time_ns):
             group = list(group)
             if first_ns is None:
@@ -338,8 +339,9 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
             last_ns = t_ns
             if state.open and state.close_at is not None:
                 end_tick = state.close_at + phase_ns  # the tick for frames logged with the end event
-                run_ticks(end_tick, inclusive=True) if end_tick < t_ns else run_ticks(t_ns, inclusive=False)
-                close_episode(state.close_at)
+                if end_tick < t_ns:  # messages logged up to that tick (a 1 kHz joint state) still count
+                    run_ticks(end_tick, inclusive=True)
+                    close_episode(state.close_at)
             if not has_starts and not state.open:  # without start events, an "end" splits the bag
                 open_episode(t_ns, {})
             if state.open:
@@ -350,7 +352,7 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
             for ev in events:
                 if ev.get("event") == "start":
                     if state.open:
-                        close_episode(t_ns)
+                        close_episode(t_ns if state.close_at is None else state.close_at)
                     open_episode(t_ns, ev)
             if state.open:
                 took_image: set[int] = set()

@@ -6,7 +6,8 @@
     out: runs/train/reach_dma_bc
 
 Command-line overrides are ``section.key=value`` (the value is parsed as YAML), e.g.
-``train.steps=200 policy.head=DDPM data.fraction=0.2``. Unknown keys are errors naming the key.
+``train.steps=200 policy.head=DDPM data.fraction=0.2``. Unknown keys are errors naming the key. Bags
+recorded under other topic names: ``data.topics_map=lab.yaml`` (the format of `data.topics`).
 Defaults are the paper's (Adam 5e-4, batch 256, EMA 0.995 with warm-up for DDPM, 50 epochs).
 """
 
@@ -17,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
+
+from ..data.topics import TopicMap
 
 BACKBONES = {"d-ma": "d_ma", "ed-ma": "ed_ma", "d-tr": "d_tr", "ed-tr": "ed_tr"}
 HEADS = {"bc": "bc", "ddpm": "ddpm"}
@@ -47,8 +50,14 @@ class DataConfig:
     use_joint_state: bool = False  # joint state (7 joints + gripper width) as an extra observation token
     dt: float = 0.1  # control period the actions are aligned to [s]
     # what the actions are: commands (/mail/action_command), or /joint_states for hand-guided demos (the
-    # arm's joints and gripper width measured dt after each observation; training.episodes)
+    # arm's joints and gripper width measured dt after each observation; training.episodes). Shorthand for
+    # data.topics.action: when not this default, it is the topic map's action
     action_topic: str = "/mail/action_command"
+    # which bag topics hold the cameras, joint state, actions and episode events (data.topics, the map
+    # `mail-il replay --topics-map` takes): topics_map names a map's YAML file, topics holds the same keys
+    # inline (over the file's), e.g. {cameras: {wrist: /cam_wrist/image_raw/compressed}, joint_states: ...}
+    topics: dict = field(default_factory=dict)
+    topics_map: str = ""
     skip_still_start: bool = False  # start episodes where the arm first moves (hand-guided demos: true)
     fraction: float = 1.0  # use the first fraction of demonstrations (sorted by path): 0.2 = first 10 of 50
     val_fraction: float = 0.1  # last episodes of the used ones held out for validation (at least 1 if > 0)
@@ -67,6 +76,14 @@ class DataConfig:
             raise ConfigError("data.cameras must name at least one camera")
         if not str(self.action_topic).startswith("/"):
             raise ConfigError(f"data.action_topic must be a topic name starting with '/', got {self.action_topic!r}")
+        self.topic_map()
+
+    def topic_map(self) -> TopicMap:
+        """The bags' topic map: data.topics_map's file, data.topics over it, data.action_topic (data.topics)."""
+        try:
+            return TopicMap.resolve(self.topics or None, self.topics_map or None, self.action_topic)
+        except ValueError as e:
+            raise ConfigError(f"data.topics / data.topics_map: {e}") from None
 
 
 @dataclass

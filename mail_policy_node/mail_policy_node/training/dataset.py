@@ -1,5 +1,8 @@
 """Training data: episodes from bags -> split, normalisation statistics, window and episode batches.
 
+- Bags are found under ``data.bags`` (through symbolic links) and read through the config's topic map
+  (``data.topics_map`` / ``data.topics``: `data.topics`, the map replay takes), so bags recorded under other
+  names, with compressed or bgr8 images, train as they replay.
 - Demonstrations (episodes) are ordered by bag path, then by time inside a bag; ``fraction`` keeps the
   first ones (the paper's "20 %" = the first 10 of 50), then the last ``val_fraction`` of those (at least one when > 0) are the validation
   split. The split is by episode, never by window.
@@ -84,7 +87,7 @@ class DemoDataset:
         self.cfg = cfg
         self.K, self.J = int(obs_horizon), int(action_horizon)
         self.settings = EpisodeSettings(tuple(cfg.cameras), tuple(cfg.image_size), float(cfg.dt),
-                                        action_topic=cfg.action_topic, skip_still_start=cfg.skip_still_start)
+                                        skip_still_start=cfg.skip_still_start, topics=cfg.topic_map())
         self.bags = find_bags(cfg.bags)
         self.cache_hits = 0
         episodes: list[Episode] = []
@@ -178,7 +181,8 @@ class DemoDataset:
                     train_windows=self.n_windows("train"), val_windows=self.n_windows("val"),
                     train_steps=int(sum(len(e) for e in self.train)), cache_hits=self.cache_hits,
                     action_names=list(self.action_names), fraction=self.cfg.fraction,
-                    first_episode=self.episodes[0].source, last_episode=self.episodes[-1].source)
+                    first_episode=self.episodes[0].source, last_episode=self.episodes[-1].source,
+                    topics=self.settings.topics.resolved(self.cfg.cameras))
 
 
 def to_torch(batch: dict, device: torch.device | str, use_state: bool) -> dict:

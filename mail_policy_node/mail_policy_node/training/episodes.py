@@ -8,9 +8,16 @@ Alignment (per bag, any storage `data.bags.BagReader` opens):
 3. Each step's observation is the latest frame of every camera and the latest joint state stamped at
    or before that step's action (header stamps). Leading actions without every stream are dropped.
 
-Actions come from ``action_topic`` (default /mail/action_command). Set to /joint_states, the arm's
-measured joints and gripper width dt later are the actions (`data.bags.recorded_action`): hand-guided
-demonstrations, recorded without any command.
+Topics: which topic holds each camera, the joint state, the actions and the episode events is the
+settings' topic map (`data.topics.TopicMap`, the one `mail-il replay --topics-map` takes; from the config's
+``data.topics_map`` / ``data.topics``), by default the stack's names. Camera topics may carry raw images
+(rgb8, bgr8, mono8, ...) or jpeg / png CompressedImage, decoded as replay decodes them; the joint state
+may name its joints in any order and come at any rate (the latest at or before each step, as above), so
+a bag recorded under other names gives the same episodes as the same recording under the stack's.
+
+Actions come from the map's ``action`` (default /mail/action_command; ``action_topic`` sets it). Set to
+the joint-state topic, the arm's measured joints and gripper width dt later are the actions
+(`data.bags.recorded_action`): hand-guided demonstrations, recorded without any command.
 
 ``skip_still_start``: an episode starts at its last step before the arm first moves (a joint by more
 than ``STILL_JOINT`` or the gripper by more than ``STILL_GRIPPER`` between two steps). A hand-guided
@@ -19,7 +26,7 @@ a policy to stay where it starts.
 
 Cache: one folder per (bag, settings) under the cache folder, named ``<path hash>-<key>``, where the
 key hashes the bag's absolute path, every file's size and mtime, the settings (cameras, image size,
-dt, ...) and a format version. It holds ``<camera>.npy`` (N, H, W, 3) uint8, ``state.npy``,
+dt, the topic map, ...) and a format version. It holds ``<camera>.npy`` (N, H, W, 3) uint8, ``state.npy``,
 ``actions.npy`` (every episode of the bag concatenated) and ``meta.json`` (episode offsets). Entries
 are written to a temporary folder and renamed, so concurrent runs never see half an entry; a new entry
 for a bag removes that bag's stale ones. Arrays are memory-mapped on load.
@@ -27,6 +34,7 @@ for a bag removes that bag's stale ones. Arrays are memory-mapped on load.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,16 +46,18 @@ from typing import Sequence
 import numpy as np
 
 from ..data.bags import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    JOINT_STATE,
     BagReader,
     EpisodeEventRecord,
     ImageRecord,
     JointStateRecord,
-    MissingTopicError,
     joint_state_to_vector,
     recorded_action,
 )
-from ..data.images import resize_to_model
-from ..spec import TOPIC_ACTION_COMMAND, TOPIC_EPISODE, TOPIC_JOINT_STATES, camera_image_topic
+from ..data.images import ImageDecodeError, resize_to_model
+from ..data.topics import TopicMap
 
 CACHE_VERSION = 1
 STILL_JOINT = 0.002  # [rad] per step: below this on every joint (and the gripper below STILL_GRIPPER) ...
@@ -80,30 +90,67 @@ class EpisodeSettings:
     dt: float
     max_gap: float = 1.0  # [s] between actions: longer gaps start a new episode
     skip_failed: bool = True  # drop episodes whose "end" event says success false
-    action_topic: str = TOPIC_ACTION_COMMAND  # commands, or a measured joint state (module docstring)
+    # commands, or a measured joint state (module docstring); None: the topic map's action. Given, it is
+    # the map's action (``topics.action`` is then this topic)
+    action_topic: str | None = None
     skip_still_start: bool = False  # drop the still steps an episode starts with (module docstring)
+    topics: TopicMap = field(default_factory=TopicMap)  # which topic holds what (module docstring)
+
+    def __post_init__(self):
+        if self.action_topic is None:
+            object.__setattr__(self, "action_topic", self.topics.action)
+        elif self.action_topic != self.topics.action:
+            object.__setattr__(self, "topics", dataclasses.replace(self.topics, action=self.action_topic))
 
     def key_dict(self) -> dict:
-        return dict(cameras=list(self.cameras), image_size=list(self.image_size), dt=self.dt,
-                    max_gap=self.max_gap, skip_failed=self.skip_failed, action_topic=self.action_topic,
-                    skip_still_start=self.skip_still_start, version=CACHE_VERSION)
+        d = dict(cameras=list(self.cameras), image_size=list(self.image_size), dt=self.dt,
+                 max_gap=self.max_gap, skip_failed=self.skip_failed, action_topic=self.action_topic,
+                 skip_still_start=self.skip_still_start, version=CACHE_VERSION)
+        topics = self.topics.resolved(self.cameras)
+        if topics != TopicMap(action=self.action_topic).resolved(self.cameras):
+            d["topics"] = topics  # only when not the stack's: entries of stack-named bags stay valid
+        return d
 
 
 # ------------------------------------------------------------------------------------------------
 def find_bags(paths: Sequence[str | Path]) -> list[Path]:
     """rosbag2 folders named by ``paths`` (bag folders, or folders searched recursively), sorted by path
-    so that "the first N demonstrations" is well defined."""
-    found: set[Path] = set()
+    so that "the first N demonstrations" is well defined.
+
+    Symbolic links are followed: a data folder may hold links to bags (or to folders of bags) kept
+    elsewhere, and its bags are ordered by the links' names. A bag reached twice (two links, a link and
+    its target) counts once; a folder reached again (a link cycle) is not searched again."""
+    found: dict[str, Path] = {}  # real path -> path as found (absolute, links kept)
     for p in map(Path, paths):
         if (p / "metadata.yaml").is_file():
-            found.add(p.resolve())
+            bags = [p]
         elif p.is_dir():
-            found.update(m.parent.resolve() for m in p.rglob("metadata.yaml"))
+            bags = _walk_bags(p)
         else:
             raise DatasetError(f"data path {p} does not exist")
+        for bag in bags:
+            bag = bag.absolute()
+            real = os.path.realpath(bag)
+            found[real] = min(found.get(real, bag), bag)
     if not found:
         raise DatasetError(f"no rosbag2 folders (with metadata.yaml) under {[str(p) for p in paths]}")
-    return sorted(found)
+    return sorted(found.values())
+
+
+def _walk_bags(root: Path) -> list[Path]:
+    """Folders holding a metadata.yaml under ``root``, through symbolic links, each real folder once."""
+    seen: set[str] = set()
+    out = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link cycle, or a second link to a folder already searched
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        if "metadata.yaml" in files and os.path.isfile(os.path.join(folder, "metadata.yaml")):
+            out.append(Path(folder))
+    return out
 
 
 def bag_fingerprint(bag: Path) -> list:
@@ -156,11 +203,32 @@ def _still_steps(state: np.ndarray) -> int:
     return int(np.argmax(moved)) if moved.any() else len(state) - 1
 
 
+def check_topics(bag: Path, reader: BagReader, settings: EpisodeSettings) -> None:
+    """DatasetError naming the bag, each topic of the settings' map it lacks or holds in another message
+    type, and what the topic is for."""
+    tm = settings.topics
+    wanted = [(tm.camera_topic(c), f"camera {c!r}", (IMAGE, COMPRESSED_IMAGE)) for c in settings.cameras]
+    wanted += [(tm.joint_states, "joint state", (JOINT_STATE,)), (tm.action, "actions", (JOINT_STATE,))]
+    have = reader.topics
+    missing = list(dict.fromkeys(t for t, _, _ in wanted if t not in have))
+    if missing:
+        what = ", ".join(f"{t} ({w})" for t, w, _ in wanted if t not in have)
+        raise DatasetError(f"bag {bag} lacks topic(s) {missing}: {what}; it has {sorted(have)}. Map the bag's "
+                           f"names with data.topics_map (a topic map file) or data.topics (training.config)")
+    wrong = [f"{t} ({what}) carries {have[t]}, not {' or '.join(types)}"
+             for t, what, types in wanted if have[t] not in types]
+    if wrong:
+        raise DatasetError(f"bag {bag}: {'; '.join(wrong)}")
+
+
 def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[str, ...]]:
     """Decode one bag into aligned episodes: [{"images": {cam: (T,H,W,3)}, "state", "actions", "info"}]."""
-    image_topics = {camera_image_topic(c): c for c in settings.cameras}
-    action_topic = settings.action_topic
-    needed = list(dict.fromkeys([*image_topics, TOPIC_JOINT_STATES, action_topic]))
+    tm = settings.topics
+    image_topics: dict[str, list[str]] = {}  # topic -> cameras (one each, unless a map names a topic twice)
+    for c in settings.cameras:
+        image_topics.setdefault(tm.camera_topic(c), []).append(c)
+    joint_topic, action_topic, episode_topic = tm.joint_states, tm.action, tm.episode
+    needed = list(dict.fromkeys([*image_topics, joint_topic, action_topic]))
     frames = {c: ([], []) for c in settings.cameras}
     states: tuple[list, list] = ([], [])
     actions: tuple[list, list] = ([], [])
@@ -170,26 +238,28 @@ def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[st
     h, w = settings.image_size
     try:
         with BagReader(bag) as reader:
-            try:
-                reader.require(needed)
-            except MissingTopicError as e:
-                raise DatasetError(str(e)) from None
+            check_topics(bag, reader, settings)
             if reader.message_count(action_topic) == 0:
                 raise DatasetError(f"bag {bag} is empty: no messages on {action_topic} "
                                    f"(topics: {sorted(reader.topics)})")
-            topics = needed + ([TOPIC_EPISODE] if TOPIC_EPISODE in reader.topics else [])
-            for rec in reader.records(topics):
+            topics = needed + ([episode_topic] if episode_topic in reader.topics else [])
+            for rec in reader.records(topics, episode_topic=episode_topic):
                 if isinstance(rec, EpisodeEventRecord):
                     events.append((rec.log_time_ns, rec.event))
                 elif isinstance(rec, ImageRecord):
-                    cam = image_topics[rec.topic]
-                    native.setdefault(cam, list(rec.image.shape[:2]))
-                    frames[cam][0].append(rec.stamp_ns)
-                    frames[cam][1].append(resize_to_model(rec.image, h, w))
+                    small = resize_to_model(rec.image, h, w)
+                    for cam in image_topics[rec.topic]:
+                        native.setdefault(cam, list(rec.image.shape[:2]))
+                        frames[cam][0].append(rec.stamp_ns)
+                        frames[cam][1].append(small)
                 elif isinstance(rec, JointStateRecord):
-                    if rec.topic == TOPIC_JOINT_STATES:
+                    if rec.topic == joint_topic:
+                        try:
+                            vector = joint_state_to_vector(rec.names, rec.position)
+                        except ValueError as e:
+                            raise DatasetError(f"bag {bag}: {joint_topic}: {e}") from None
                         states[0].append(rec.stamp_ns)
-                        states[1].append(joint_state_to_vector(rec.names, rec.position))
+                        states[1].append(vector)
                     if rec.topic != action_topic:
                         continue
                     try:
@@ -207,11 +277,13 @@ def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[st
                     actions[1].append(value)
     except FileNotFoundError as e:
         raise DatasetError(str(e)) from None
+    except ImageDecodeError as e:
+        raise DatasetError(f"bag {bag}: a camera frame cannot be decoded: {e}") from None
     for cam, (stamps, _) in frames.items():
         if not stamps:
-            raise DatasetError(f"bag {bag}: no frames on {camera_image_topic(cam)}")
+            raise DatasetError(f"bag {bag}: no frames on {tm.camera_topic(cam)} (camera {cam!r})")
     if not states[0]:
-        raise DatasetError(f"bag {bag}: no messages on {TOPIC_JOINT_STATES}")
+        raise DatasetError(f"bag {bag}: no messages on {joint_topic} (joint state)")
 
     def sort(stamps, values):
         order = np.argsort(np.asarray(stamps, np.int64), kind="stable")
