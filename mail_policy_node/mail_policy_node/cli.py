@@ -38,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    from .checkpoint_limits import CheckpointError
+
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except CheckpointError as e:  # a command that did not report it itself: one line, no traceback
+        print(f"mail-il {args.command}: checkpoint refused: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -104,8 +104,8 @@ class LoadedPolicy:
 
 def load_policy(root: str, name: str, engine_config: EngineConfig) -> LoadedPolicy:
     """Resolve `name` under `root`, load and validate the checkpoint, warm the engine up and reset it.
-    Raises CheckpointRefused / CheckpointError / ValueError with the reason; nothing else changes."""
-    from .model.checkpoint import policy_id
+    Raises CheckpointError (CheckpointRefused is one) with the reason; nothing else changes."""
+    from .checkpoint_limits import CheckpointError
 
     folder = resolve_checkpoint(root, name)
     engine = InferenceEngine.from_checkpoint(folder, engine_config)
@@ -114,9 +114,13 @@ def load_policy(root: str, name: str, engine_config: EngineConfig) -> LoadedPoli
     blank = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in spec.cameras}
     state = np.zeros(spec.state_dim, np.float32) if spec.use_joint_state else None
     goal = np.zeros(spec.goal_embedding_dim, np.float32) if spec.goal_embedding_dim else None
-    engine.step(Observation(stamp=1.0, images=blank, state=state, goal=goal))
+    try:
+        engine.step(Observation(stamp=1.0, images=blank, state=state, goal=goal))
+    except (EngineError, RuntimeError, MemoryError) as exc:  # e.g. NaN on blank inputs, out of memory
+        raise CheckpointError(f"warm-up failed: {exc}") from None
     engine.reset()
-    return LoadedPolicy(engine, name, str(folder), policy_id(folder))
+    # the id of the bytes that were loaded (not of what the folder holds by now)
+    return LoadedPolicy(engine, name, str(folder), engine.policy.metadata["policy_id"])
 
 
 def joint_state_vector(msg, spec: FeatureSpec) -> np.ndarray:

@@ -148,7 +148,7 @@ def test_config_problems_are_named(saved, tmp_path):
         (lambda c: c["policy"]["backbone"].update(wings=2), r"unknown BackboneConfig fields: \['wings'\]"),
         (lambda c: c["policy"]["backbone"].update(variant="x"), "variant must be one of"),
         (lambda c: c["policy"].pop("encoder"), r"missing \['encoder'\]"),
-        (lambda c: c["policy"]["spec"].update(obs_horizon=0), "K and J must be >= 1"),
+        (lambda c: c["policy"]["spec"].update(obs_horizon=0), r"policy.spec.obs_horizon = 0 is outside \[1, 64\]"),
         (lambda c: c.update(extra=1), r"unknown top-level keys \['extra'\]"),
     ]
     for i, (edit, message) in enumerate(cases):

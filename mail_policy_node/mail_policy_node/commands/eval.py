@@ -49,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
         summary, results = evaluate(args.checkpoint, args.task, args.episodes, args.seed, args.workers,
                                     args.history_mode, args.exec_horizon, args.pictures, args.threads,
                                     not args.no_progress, args.max_steps, args.device)
-    except (CheckpointError, ValueError) as e:
+    except CheckpointError as e:  # resolving, parsing, bounds, budget, weights: one line
+        print(f"mail-il eval: checkpoint refused: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
         print(f"mail-il eval: {e}", file=sys.stderr)
         return 2
     out = args.out or args.checkpoint / f"eval_{args.task}_seed{args.seed}"

@@ -17,13 +17,24 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     import torch
 
-    from mail_policy_node.model.checkpoint import load_checkpoint, policy_id, save_checkpoint
+    from mail_policy_node.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-    policy = load_checkpoint(args.source)
-    source_id = policy.metadata.get("policy_id", policy_id(args.source))
-    new_id = save_checkpoint(policy, args.dest, metadata={"exported_from": source_id, "stored_weights": args.weights},
-                             weights_dtype=getattr(torch, args.weights))
+    try:
+        policy = load_checkpoint(args.source)
+    except CheckpointError as e:
+        print(f"mail-il export: checkpoint refused: {e}", file=sys.stderr)
+        return 2
+    source_id = policy.metadata["policy_id"]
+    try:
+        new_id = save_checkpoint(policy, args.dest, metadata={"exported_from": source_id,
+                                                              "stored_weights": args.weights},
+                                 weights_dtype=getattr(torch, args.weights))
+    except OSError as e:
+        print(f"mail-il export: cannot write {args.dest}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(f"{args.source} ({source_id}) -> {args.dest} ({new_id}), weights stored as {args.weights}")
     return 0

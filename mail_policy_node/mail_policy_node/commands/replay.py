@@ -4,9 +4,11 @@
     mail-il replay BAG --checkpoint DIR --topics-map robot_topics.yaml --realtime --out runs/replay/x
 
 Observation sets are built as the policy node builds them (its synchroniser, tick every dt), episodes
-follow /mail/episode events. Writes OUT/replay.json, OUT/summary.md, OUT/plots/*.png and
-OUT/chunks/<checkpoint>.npz; prints the summary table. Exit status 1 when a bag or checkpoint cannot
-be replayed (the message names the missing topic or the incompatibility).
+follow /mail/episode events. Bags under other topic names: ``--topics-map``, the same map (`data.topics`)
+that training takes as ``data.topics_map``; bag folders are found as training finds them (through links).
+Writes OUT/replay.json, OUT/summary.md, OUT/plots/*.png and OUT/chunks/<checkpoint>.npz; prints the
+summary table. Exit status 1 when a bag or checkpoint cannot be replayed (the message names the missing
+topic or the incompatibility).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint folder; repeat to compare checkpoints side by side")
     parser.add_argument("--realtime", action="store_true", help="pace the replay to the recorded timing")
     parser.add_argument("--topics-map", type=Path, default=None,
-                        help="YAML: cameras {name: topic}, joint_states, action, episode (defaults: the stack's)")
+                        help="YAML: cameras {name: topic}, joint_states, action, episode (defaults: the stack's); "
+                             "the map training takes (data.topics_map), or a training config: its data.topics")
     parser.add_argument("--out", type=Path, default=Path("runs/replay"), help="output folder")
     parser.add_argument("--execution-horizon", type=int, default=1,
                         help="ticks between chunks (1: every control step; 0: J, the policy node's default)")
@@ -64,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
         bags = _bag_folders(args.bags)
         lanes = load_lanes(args.checkpoint, config)
         results, summary = run_replay(bags, lanes, topics, config, progress=lambda m: print(m, file=sys.stderr))
-    except (MissingTopicError, IncompatibleCheckpointError, CheckpointError, ValueError) as e:
+    except CheckpointError as e:  # resolving, parsing, bounds, budget, weights: one line
+        print(f"mail-il replay: checkpoint refused: {e}", file=sys.stderr)
+        return 1
+    except (MissingTopicError, IncompatibleCheckpointError, ValueError) as e:
         print(f"mail-il replay: {e}", file=sys.stderr)
         return 1
     paths = write(args.out, summary, results, lanes, config, args.max_plots)

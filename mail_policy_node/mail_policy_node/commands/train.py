@@ -4,6 +4,7 @@
     mail-il train CONFIG.yaml train.steps=200 policy.head=DDPM data.fraction=0.2 out=runs/train/x
     mail-il train CONFIG.yaml --resume            # continue OUT's latest checkpoint
     mail-il train CONFIG.yaml train.device=cuda   # the same config on a GPU (bf16 autocast, kernels)
+    mail-il train CONFIG.yaml data.topics_map=lab.yaml  # bags under other topic names (data.topics)
 
 Writes OUT/checkpoints/step_*/ (resumable), OUT/final/ (a checkpoint for `mail-il eval` and the policy
 node), OUT/log.jsonl and OUT/summary.json; prints the summary's main numbers.
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint_limits import CheckpointError
     from ..training.config import ConfigError, load_config
     from ..training.episodes import DatasetError
 
@@ -45,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
               f"({d['train_episodes']} train / {d['val_episodes']} val, {d['train_windows']} train windows, "
               f"cache hits {d['cache_hits']}/{d['bags']})", file=sys.stderr)
         summary = trainer.run()
+    except CheckpointError as e:  # --resume: the checkpoint resumed from is unusable
+        print(f"mail-il train: checkpoint refused: {e}", file=sys.stderr)
+        return 2
     except (ConfigError, DatasetError) as e:
         print(f"mail-il train: {e}", file=sys.stderr)
         return 2

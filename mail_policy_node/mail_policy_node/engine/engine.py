@@ -220,9 +220,16 @@ class InferenceEngine:
 
     @classmethod
     def from_checkpoint(cls, folder, config: EngineConfig | None = None) -> "InferenceEngine":
-        from ..model.checkpoint import load_checkpoint
+        """Load (every check of load_checkpoint: bounds and budget before anything is built) and prepare.
+        Any refusal is a CheckpointError with a one-line reason, also when the checkpoint cannot run with
+        this engine configuration (a history or path its layout lacks, no CUDA, out of memory)."""
+        from ..model.checkpoint import CheckpointError, load_checkpoint
 
-        return cls(load_checkpoint(folder, "cpu"), config)
+        policy = load_checkpoint(folder, "cpu")
+        try:
+            return cls(policy, config)
+        except (ValueError, MemoryError, torch.cuda.OutOfMemoryError) as e:
+            raise CheckpointError(f"the checkpoint cannot run with this engine configuration: {e}") from None
 
     # ---- static buffers ----
     def _alloc(self) -> None:

@@ -31,6 +31,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import PolicyStatus
+from mail_policy_node.checkpoint_limits import short
 from mail_policy_node.engine.engine import EngineConfig
 from mail_policy_node.nodes import refuse_sim_time, run, topic_remaps
 from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -101,14 +102,14 @@ class PolicyNode(Node):
             try:
                 self._start(self._load(name))
             except Exception as exc:  # the node stays up so a valid checkpoint can be set
-                self.state, self.reason = PolicyStatus.STATE_ERROR, f"checkpoint {name!r} refused: {exc}"
+                self.state, self.reason = PolicyStatus.STATE_ERROR, f"checkpoint {short(name)} refused: {exc}"
                 self.get_logger().error(self.reason)
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def _load(self, name: str) -> LoadedPolicy:
         """Load, validate and warm up a checkpoint; the status says LOADING (with its name) meanwhile."""
-        self.get_logger().info(f"loading checkpoint {name!r} from {self.root}")
+        self.get_logger().info(f"loading checkpoint {short(name)} from {self.root}")
         self._loading = name
         self.publish_status()
         try:
@@ -167,7 +168,7 @@ class PolicyNode(Node):
             try:
                 loaded = self._load(p.value)
             except Exception as exc:
-                reason = f"checkpoint {p.value!r} refused: {exc}"
+                reason = f"checkpoint {short(p.value)} refused: {exc}"
                 self.get_logger().warn(reason)
                 return SetParametersResult(successful=False, reason=reason)
             if self.runtime is None:
@@ -175,11 +176,11 @@ class PolicyNode(Node):
                 continue
             problems = self.runtime.incompatibilities(loaded)
             if problems:
-                reason = f"checkpoint {p.value!r} incompatible with the running one: " + "; ".join(problems)
+                reason = f"checkpoint {short(p.value)} incompatible with the running one: " + "; ".join(problems)
                 self.get_logger().warn(reason)
                 return SetParametersResult(successful=False, reason=reason)
             self.runtime.request_swap(loaded)
-            self.get_logger().info(f"checkpoint {p.value!r} ({loaded.policy_id}) swaps in at the next chunk boundary")
+            self.get_logger().info(f"checkpoint {short(p.value)} ({loaded.policy_id}) swaps in at the next chunk boundary")
         return SetParametersResult(successful=True)
 
     # ---- inputs -----------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ class PolicyNode(Node):
         loading = self._loading
         if loading is not None:
             m.state = PolicyStatus.STATE_LOADING
-            m.reason = f"loading checkpoint {loading!r}" + ("; the running one keeps going" if self.runtime else "")
+            m.reason = f"loading checkpoint {short(loading)}" + ("; the running one keeps going" if self.runtime else "")
         return m
 
     def _log_time_events(self, s: dict) -> None:

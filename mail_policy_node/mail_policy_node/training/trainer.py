@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..model.checkpoint import save_checkpoint
+from ..checkpoint_limits import MAX_HEADER_BYTES, MAX_TENSORS, CheckpointError, check_path, parse_json
+from ..model.checkpoint import read_safetensors_header, save_checkpoint
 from ..model.diffusion import EMA, DiffusionConfig
 from ..model.policy import MailPolicy, PolicyConfig
 from ..spec import ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, CameraSpec, FeatureSpec
@@ -62,13 +63,70 @@ def make_policy_config(cfg: TrainConfig, spec: FeatureSpec) -> PolicyConfig:
 
 def latest_checkpoint(path: Path) -> Path:
     """A training output folder's newest resumable checkpoint (or ``path`` itself when it is one)."""
-    if (path / STATE_JSON).is_file():
-        return path
-    steps = sorted((path / "checkpoints").glob("step_*")) if (path / "checkpoints").is_dir() else []
-    steps = [s for s in steps if (s / STATE_JSON).is_file()]
+    path = Path(check_path(path, "resume path"))
+    try:
+        if (path / STATE_JSON).is_file():
+            return path
+        steps = sorted((path / "checkpoints").glob("step_*")) if (path / "checkpoints").is_dir() else []
+        steps = [s for s in steps if (s / STATE_JSON).is_file()]
+    except OSError as e:
+        raise CheckpointError(f"cannot resume from {path}: {e.strerror or type(e).__name__}") from None
     if not steps:
         raise ConfigError(f"nothing to resume in {path}: no {STATE_JSON} there or under {path / 'checkpoints'}")
     return steps[-1]
+
+
+_ADAM_STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_MAX_RNG_STATE = 1 << 16  # bytes of a generator's state (CPU: 5056)
+MAX_STATE_JSON_BYTES = 16 << 20  # train_state.json grows ~100 bytes per validation: 160 k of them
+
+
+def read_train_state(folder: Path) -> dict:
+    """train_state.json of a resumable checkpoint, bounded and checked (CheckpointError otherwise)."""
+    path = folder / STATE_JSON
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_STATE_JSON_BYTES + 1)
+    except OSError as e:
+        raise CheckpointError(f"cannot resume from {folder}: {STATE_JSON}: {e.strerror or type(e).__name__}") from None
+    state = parse_json(raw, f"{STATE_JSON} of {folder}", max_bytes=MAX_STATE_JSON_BYTES)
+    if not (isinstance(state, dict) and isinstance(state.get("config"), dict)
+            and all(isinstance(state["config"].get(k), dict) for k in ("data", "policy"))
+            and type(state.get("step")) is int and state["step"] >= 0 and isinstance(state.get("param_groups"), list)):
+        raise CheckpointError(f"cannot resume from {folder}: {STATE_JSON} lacks config (data, policy), step or "
+                              f"param_groups")
+    return state
+
+
+def check_train_tensors(path: Path, policy: MailPolicy, ema: EMA | None) -> None:
+    """The header of train_state.safetensors against this run: model.* and ema.* tensors of the policy's
+    shapes, optim.<i>.<Adam state> of parameter i's shape (step: one value), rng.* small byte tensors."""
+    params = [tuple(p.shape) for p in policy.parameters()]
+    expected = {f"model.{k}": tuple(v.shape) for k, v in policy.state_dict().items()}
+    if ema is not None:
+        expected.update({f"ema.{k}": tuple(v.shape) for k, v in ema.shadow.items()})
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            header = read_safetensors_header(f, size, name=STATE_WEIGHTS, max_tensors=4 * MAX_TENSORS,
+                                             max_header=4 * MAX_HEADER_BYTES, dtypes=("F32", "F16", "BF16", "F64", "U8"))
+    except OSError as e:
+        raise CheckpointError(f"cannot resume: {STATE_WEIGHTS}: {e.strerror or type(e).__name__}") from None
+    missing = sorted(k for k in expected if k.startswith("model.") and k not in header)
+    if missing:
+        raise CheckpointError(f"cannot resume: {STATE_WEIGHTS} lacks {missing[:4]}")
+    for name, (_, shape) in header.items():
+        if name in expected:
+            ok = shape == expected[name]
+        elif name.startswith("optim."):
+            _, i, key = (name.split(".", 2) + ["", ""])[:3]
+            ok = (i.isdigit() and int(i) < len(params) and key in _ADAM_STATE
+                  and (math.prod(shape) <= 1 if key == "step" else shape == params[int(i)]))
+        else:
+            ok = name in ("rng.torch", "rng.cuda") and len(shape) == 1 and shape[0] <= _MAX_RNG_STATE
+        if not ok:
+            raise CheckpointError(f"cannot resume: {STATE_WEIGHTS} holds {name[:80]!r} of shape {shape}, which this "
+                                  f"run's model and optimiser do not have")
 
 
 class Trainer:
@@ -84,9 +142,10 @@ class Trainer:
         self.resume_from = None
         if resume is not None:
             self.resume_from = latest_checkpoint(Path(self.out if resume == "auto" else resume))
-            saved = json.loads((self.resume_from / STATE_JSON).read_text())["config"]
+            saved = read_train_state(self.resume_from)["config"]
+            defaults = TrainConfig().to_dict()  # keys added since the run was saved hold their defaults
             for section in ("data", "policy"):
-                if saved[section] != cfg.to_dict()[section]:
+                if {**defaults[section], **saved[section]} != cfg.to_dict()[section]:
                     raise ConfigError(f"cannot resume {self.resume_from}: its {section} config differs from this one "
                                       f"(saved {saved[section]}, now {cfg.to_dict()[section]})")
         self.data = DemoDataset(cfg.data, cfg.policy.obs_horizon, cfg.policy.action_horizon, progress=progress,
@@ -219,8 +278,18 @@ class Trainer:
         return pid
 
     def _load_state(self, folder: Path) -> None:
-        state = json.loads((folder / STATE_JSON).read_text())
-        tensors = load_file(str(folder / STATE_WEIGHTS))
+        """Resume: train_state.json and train_state.safetensors checked (header against this run's model and
+        optimiser before any tensor is read); anything unusable is a CheckpointError naming it."""
+        state = read_train_state(folder)
+        check_train_tensors(folder / STATE_WEIGHTS, self.policy, self.ema)
+        try:
+            self._restore(state, load_file(str(folder / STATE_WEIGHTS)))
+        except CheckpointError:
+            raise
+        except Exception as e:  # a state that passed the checks and still does not fit: name it, no traceback
+            raise CheckpointError(f"cannot resume from {folder}: {type(e).__name__}: {e}") from None
+
+    def _restore(self, state: dict, tensors: dict) -> None:
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         self.policy.load_state_dict(model, strict=True)
         if self.ema is not None:
