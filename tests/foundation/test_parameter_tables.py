@@ -141,7 +141,7 @@ def policy_core(values: dict) -> None:
 
     p = {**defaults(POLICY_PARAMETERS), **values}
     RuntimeConfig(rate_hz=p["rate_hz"], execution_horizon=p["execution_horizon"], sync_tolerance=p["sync_tolerance"],
-                  max_age=p["max_age"])
+                  max_age=p["max_age"], failed_chunks=p["failed_chunks"])
     ObservationSynchronizer(("camera", "joint_state"), p["sync_tolerance"], p["max_age"])
     EngineConfig(history=p["history_mode"] or None, sampler=p["sampler"] or None, device=p["device"])
 
@@ -155,6 +155,7 @@ POLICY_NARROWER = {
     ("max_age", "high"): "the synchroniser keeps 2 s of messages (max_age must stay below): the range stops at 1 s",
     ("cpu_threads", "low"): "the node leaves torch's own thread count below 1; the range says so with 0",
     ("cpu_threads", "high"): "torch takes any count; more than 256 threads is a typo",
+    ("failed_chunks", "high"): "no core bound: 100 refused chunks in a row is seconds of a policy that cannot act",
 }
 
 

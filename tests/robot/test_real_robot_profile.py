@@ -428,10 +428,13 @@ def test_faults_on_the_real_robot_profile(scene, tmp_path):
             return held
 
         def hold_after(inject, expect=ControllerStatus.MODE_HOLDING, timeout=5.0):
-            t0 = time.time()
+            t0, n = time.time(), len(status)
             inject()
             wait_for(lambda: mode() == expect, timeout, what=f"mode {expect}")
-            t1 = time.time()
+            # when the controller held: the stamp of its first status saying so (this host's clock), not when
+            # this test's own thread got to see it
+            first = next(s for s in list(status)[n:] if s.mode == expect)
+            t1 = first.header.stamp.sec + 1e-9 * first.header.stamp.nanosec
             last = max([t for t in arrivals if t <= t1], default=t0)
             wait_for(lambda: len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0, atol=1e-9), 10,
                      what=f"at rest ({status[-1].reason}; velocity {list(commands[-1].velocity[:7])})")
