@@ -39,6 +39,35 @@ class EpisodeResult:
     min_distance: float | None = None  # closest the episode came
     cycle_jitter_p99_ms: float = 0.0  # controller's control-cycle period deviation from nominal
     limits: dict = field(default_factory=dict)  # limit name -> cycles (ControllerStatus.limit_names/_counts)
+    failed: bool = False  # the task judged the episode failed (memory: the wrong pad), not a timeout
+    reason: str = ""  # the world's reason for an end without a verdict (e.g. "the arm never moved")
+    sim_duration_s: float | None = None  # simulated seconds from the first motion to the end
+    timeout_s: float | None = None  # the world's episode timeout [s of wall clock from the first motion]
+    rejections: dict = field(default_factory=dict)  # why chunks were refused -> chunks (ControllerStatus)
+    actions_dropped_stale: int = 0  # actions the controller skipped because their due time had passed
+    chunk_age_p50_ms: float | None = None  # chunk arrival here minus its stamp (camera acquisition)
+    chunk_age_p99_ms: float | None = None
+    error: str | None = None  # the episode could not run to its end (keep_going): why
+
+    def ended_by(self) -> str:
+        """success, error (did not run to its end), no_motion (the arm never moved), task_failure (the
+        task said failed), watchdog (the controller held the arm after a late chunk, then the time ran
+        out) or timeout (the time ran out)."""
+        if self.error:
+            return "error"
+        if self.success:
+            return "success"
+        if self.reason:
+            return "no_motion" if "never moved" in self.reason else "error"
+        if self.failed:
+            return "task_failure"
+        return "watchdog" if self.watchdog_trips else "timeout"
+
+    @classmethod
+    def errored(cls, seed: int, error: str) -> "EpisodeResult":
+        return cls(seed=seed, success=False, duration_s=0.0, chunks=0, max_velocity_ratio=0.0,
+                   max_acceleration_ratio=0.0, position_violations=0, limit_hits=0, watchdog_trips=0,
+                   chunks_rejected=0, error=error)
 
 
 @dataclass
@@ -68,7 +97,7 @@ class ClosedLoopReport:
                     chunks_rejected=sum(e.chunks_rejected for e in self.episodes),
                     goal_distance_start_m=_median([e.start_distance for e in self.episodes]),
                     goal_distance_final_m=_median([e.final_distance for e in self.episodes]),
-                    per_episode=[asdict(e) for e in self.episodes])
+                    per_episode=[{**asdict(e), "ended_by": e.ended_by()} for e in self.episodes])
 
 
 def _median(values) -> float | None:
@@ -133,9 +162,10 @@ class _Observer(SpunNode):
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.events, self.chunks, self.commands = [], [], []
+        self.chunk_ages = []  # per chunk: arrival here minus its stamp [s] (parallel to chunks)
         self.policy_status = self.controller_status = None
         self.node.create_subscription(String, "/mail/episode", lambda m: self.events.append(json.loads(m.data)), latched)
-        self.node.create_subscription(ActionChunk, "/mail/action_chunk", lambda m: self.chunks.append(m.sequence), reliable)
+        self.node.create_subscription(ActionChunk, "/mail/action_chunk", self._on_chunk, reliable)
         self.node.create_subscription(JointState, "/mail/action_command",
                                       self._on_command, 100)
         self.node.create_subscription(PolicyStatus, "/mail/policy_status", lambda m: setattr(self, "policy_status", m), reliable)
@@ -144,6 +174,10 @@ class _Observer(SpunNode):
         self.reset_client = self.node.create_client(Trigger, "/policy_node/reset_episode")
         self._trigger = Trigger
         self.start()
+
+    def _on_chunk(self, m) -> None:
+        self.chunk_ages.append(time.time() - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec))
+        self.chunks.append(m.sequence)
 
     def _on_command(self, m) -> None:
         self.commands.append((m.position[:7], m.velocity[:7]))
@@ -168,7 +202,11 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", seeds=(0, 1, 2),
-                    image_size: int = 128, log=print, echo: bool = False) -> ClosedLoopReport:
+                    image_size: int = 128, log=print, echo: bool = False, overrides: dict | None = None,
+                    keep_going: bool = False) -> ClosedLoopReport:
+    """``overrides``: node name -> parameters over the sim profile's (e.g. policy_node.execution_horizon,
+    sim_world.episode_timeout). ``keep_going``: an episode that cannot run to its end (a node died, the
+    world never got ready) is recorded with its error and the next seed runs; otherwise it raises."""
     from dataclasses import replace
 
     from mail_bringup.graph import profile
@@ -177,9 +215,12 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
 
     env, host = private_sim_graph()  # the observer in this process joins the same private graph
     cam = {"width": image_size, "height": image_size}
-    base = profile("sim", {"policy_node": {"checkpoint_root": os.path.abspath(checkpoint_root), "checkpoint": checkpoint},
-                           "camera_agentview": cam, "camera_wrist": cam,
-                           "franka_controller": {"robot_ip": host, "auto_enable": True}})
+    params = {"policy_node": {"checkpoint_root": os.path.abspath(checkpoint_root), "checkpoint": checkpoint},
+              "camera_agentview": cam, "camera_wrist": cam,
+              "franka_controller": {"robot_ip": host, "auto_enable": True}}
+    for node, values in (overrides or {}).items():
+        params[node] = {**values, **params.get(node, {})}  # what this run needs (checkpoint, address) wins
+    base = profile("sim", params)
     import yaml
 
     ctrl_params = yaml.safe_load(base.params_file.read_text())["franka_controller"]["ros__parameters"]
@@ -197,7 +238,14 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
             world = base.only("sim_world", "franka_controller")
             world = replace(world, nodes=tuple(_with(n, seed=seed, task=task, hostname=host) if n.name == "sim_world"
                                                else n for n in world.nodes))
-            report.episodes.append(_episode(obs, world, env, seed, limits, ctrl_params["control_rate_hz"], log, echo, stack))
+            try:
+                report.episodes.append(_episode(obs, world, env, seed, limits, ctrl_params["control_rate_hz"],
+                                                log, echo, stack))
+            except (RuntimeError, TimeoutError) as e:
+                if not keep_going:
+                    raise
+                log(f"[demo]   episode seed {seed}: error: {e}")
+                report.episodes.append(EpisodeResult.errored(seed, str(e)))
         s = obs.policy_status
         report.latency_p50_ms, report.latency_p99_ms, report.inference_p50_ms = \
             s.latency_p50_ms, s.latency_p99_ms, s.inference_p50_ms
@@ -242,6 +290,7 @@ def _episode(obs, world, env, seed, limits, period_hz, log, echo, stack) -> Epis
                 f"drops {dict(zip(ps.drop_causes, ps.drop_counts))}")
         cs = obs.controller_status
         cmds = np.array(obs.commands[k0:], float).reshape(-1, 2, 7)  # (commands, position | velocity, joint)
+        ages = 1e3 * np.array(obs.chunk_ages[c0:], float)
         q, dq = cmds[:, 0], cmds[:, 1]
         # per control cycle, as the safety filter limits it (a lost message makes this conservative)
         ddq = np.diff(dq, axis=0) * period_hz
@@ -257,7 +306,13 @@ def _episode(obs, world, env, seed, limits, period_hz, log, echo, stack) -> Epis
                                start_distance=end.get("start_distance"), final_distance=end.get("final_distance"),
                                min_distance=end.get("min_distance"),
                                cycle_jitter_p99_ms=float(cs.cycle_jitter_p99_ms) if cs else 0.0,
-                               limits=dict(zip(cs.limit_names, map(int, cs.limit_counts))) if cs else {})
+                               limits=dict(zip(cs.limit_names, map(int, cs.limit_counts))) if cs else {},
+                               failed=bool(end.get("failed", False)), reason=end.get("reason") or "",
+                               sim_duration_s=end.get("sim_duration"), timeout_s=end.get("timeout"),
+                               rejections=dict(zip(cs.rejection_names, map(int, cs.rejection_counts))) if cs else {},
+                               actions_dropped_stale=int(cs.actions_dropped_stale) if cs else 0,
+                               chunk_age_p50_ms=float(np.percentile(ages, 50)) if len(ages) else None,
+                               chunk_age_p99_ms=float(np.percentile(ages, 99)) if len(ages) else None)
         dist = (f", goal distance {result.start_distance:.3f} -> {result.final_distance:.3f} m"
                 if result.start_distance is not None and result.final_distance is not None else "")
         log(f"[demo]   episode seed {seed}: {'success' if result.success else 'failure'} in {result.duration_s} s, "

@@ -8,6 +8,11 @@ episodes spread over worker processes. Prints a markdown table (success with a 9
 mean episode length, chunk latency, per-step time) and writes eval.json, eval.md and a few rollout
 strips (PNG: agent view above wrist) to --out (default: CHECKPOINT/eval_<task>_seed<seed>/).
 Use seeds the demonstrations did not use (`mail-il demos` starts at --seed 0).
+
+--through-stack then runs the same seeds through the `sim` profile's ROS stack (franky-sim, camera nodes,
+policy node, controller node over DDS; commands/fidelity.py) and prints both side by side: success with
+Wilson intervals, per-seed outcomes, and where the stack's failures come from (timeouts, watchdog,
+safety-filter overrides per limit, latency, jitter); written to --out/fidelity.json and fidelity.md.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pictures", type=int, default=3, help="rollout strips to write (first episodes)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--through-stack", action="store_true",
+                        help="also run the same seeds closed loop through the sim profile's ROS stack and compare "
+                             "(fidelity.json); needs ROS, run it on loopback only")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     (out / "eval.md").write_text(table)
     print(table)
     print(f"wrote {out}/eval.json, eval.md and {len(pictures)} rollout picture(s)")
+    if getattr(args, "through_stack", False):
+        from .fidelity import run_stack
+
+        return run_stack(args, summary, episodes, out)
     return 0
 
 

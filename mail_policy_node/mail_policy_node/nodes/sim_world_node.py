@@ -84,6 +84,7 @@ class SimWorldNode(Node):
             {"task": task, "seed": seed, "params": self.scene.params, "xml": self.scene.xml}, default=json_default)))
         self.t_ready = time.time()
         self.t_start = None  # set when the arm first moves
+        self.sim_t_start = 0.0  # the simulated clock then (franky-sim may run behind the wall clock)
         self.start_distance = self.scene.goal_distance()  # task distance to done [m] (None: the task has none)
         self.min_distance = self.start_distance
         self.ended = False
@@ -98,7 +99,8 @@ class SimWorldNode(Node):
 
     def tick(self) -> None:
         stamp = time.time()
-        self.state_pub.publish(pack_state(stamp, self.scene.capture_state()))
+        state = self.scene.capture_state()
+        self.state_pub.publish(pack_state(stamp, state))
         phase = "ended" if self.ended else "ready" if self.t_start is None else "running"
         self.diagnostics.update(OK, f"{self.task_name} seed {self.seed}: episode {phase}",
                                 {"task": self.task_name, "seed": self.seed, "episode": phase,
@@ -109,7 +111,7 @@ class SimWorldNode(Node):
             q = self.scene.data.qpos[self._arm_qpos]
             moved = np.max(np.abs(q - self.scene.initial_q)) > 2e-3
             if moved:
-                self.t_start = stamp
+                self.t_start, self.sim_t_start = stamp, state["time"]
                 self._event("start")
             elif stamp - self.t_ready > self.motion_timeout:
                 self.ended = True
@@ -122,7 +124,9 @@ class SimWorldNode(Node):
         elapsed = stamp - self.t_start
         if success or failed or elapsed > self.timeout:
             self.ended = True
+            # duration: wall-clock seconds (what the timeout counts); sim_duration: simulated seconds
             self._event("end", success=bool(success), failed=bool(failed), duration=round(elapsed, 3),
+                        sim_duration=round(state["time"] - self.sim_t_start, 3), timeout=self.timeout,
                         start_distance=self.start_distance, final_distance=distance, min_distance=self.min_distance)
             self.get_logger().info(f"episode end: success={success} after {elapsed:.1f} s")
 

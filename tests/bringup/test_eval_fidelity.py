@@ -1,0 +1,185 @@
+"""`mail-il eval --through-stack`: the synchronous evaluation and the same seeds through the sim profile's
+ROS stack, side by side (commands/fidelity.py).
+
+Fast tests assemble the comparison from given results (no stack); the `ros`/`slow` one runs two episodes
+of the shipped reach checkpoint through both and checks what fidelity.json holds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mail_bringup.closed_loop import ClosedLoopReport, EpisodeResult
+from mail_policy_node.commands import eval as eval_cmd
+from mail_policy_node.commands import fidelity
+
+SHIPPED = Path(__file__).resolve().parents[2] / "mail_bringup" / "checkpoints" / "reach_dma_small"
+
+
+def _sync(seed, success, steps=60, failed=False, final=0.05):
+    return dict(seed=seed, success=success, failed=failed, steps=steps, chunk_latency_ms=20.0, step_ms=3.0,
+                episode_s=1.0, final_goal_distance=0.02 if success else final, min_goal_distance=0.02)
+
+
+def _ep(seed, success, **kw):
+    base = dict(seed=seed, success=success, duration_s=3.0 if success else 6.05, chunks=30, max_velocity_ratio=0.5,
+                max_acceleration_ratio=0.4, position_violations=0, limit_hits=0, watchdog_trips=0, chunks_rejected=0,
+                start_distance=0.2, final_distance=0.02 if success else 0.08, min_distance=0.02,
+                cycle_jitter_p99_ms=1.5, limits={"jerk": 100, "acceleration": 50}, sim_duration_s=2.9 if success else 5.5,
+                timeout_s=6.0, chunk_age_p50_ms=40.0, chunk_age_p99_ms=120.0)
+    base.update(kw)
+    return EpisodeResult(**base)
+
+
+def _results():
+    sync_eps = [_sync(1000, True, 25), _sync(1001, True, 30), _sync(1002, False), _sync(1003, True, 20),
+                _sync(1004, False)]
+    sync_summary = dict(task="reach", checkpoint="ck", policy_id="abc", mean_steps=39.0, chunk_latency_ms=20.0,
+                        exec_horizon=2, history="window", render_size=[128, 128], wall_seconds=10.0,
+                        failed_final_goal_distance_median=0.05)
+    report = ClosedLoopReport("reach", "ck", latency_p50_ms=45.0, latency_p99_ms=210.0, inference_p50_ms=25.0,
+                              controller_jitter_p99_ms=2.0)
+    report.episodes = [
+        _ep(1000, True),
+        _ep(1001, False, limit_hits=12, limits={"velocity": 10, "workspace": 2, "jerk": 400}),  # timeout
+        _ep(1002, True),  # only the stack
+        _ep(1003, False, watchdog_trips=1, chunks_rejected=2, rejections={"far_from_arm": 2},
+            actions_dropped_stale=5),  # held after a late chunk
+        EpisodeResult.errored(1004, "episode 1004: sim_world exited with 1"),
+    ]
+    return sync_summary, sync_eps, report
+
+
+def test_comparison_per_seed_intervals_and_breakdown():
+    sync_summary, sync_eps, report = _results()
+    r = fidelity.compare(sync_summary, sync_eps, report.summary(), step_limit=60, dt=0.1, settings={"exec_horizon": 2})
+    json.dumps(r)  # what fidelity.json holds
+    s, k, c = r["synchronous"], r["stack"], r["comparison"]
+    assert (s["successes"], s["episodes"], k["successes"], k["episodes"]) == (3, 5, 2, 5)
+    assert s["wilson95"][0] < 0.6 < s["wilson95"][1] and k["wilson95"][0] < 0.4 < k["wilson95"][1]
+    assert s["ended_by"] == {"success": 3, "step_limit": 2, "task_failure": 0}
+    assert k["ended_by"] == {"success": 2, "timeout": 1, "task_failure": 0, "watchdog": 1, "no_motion": 0, "error": 1}
+    assert c["same_seeds"] and c["seeds"] == [1000, 1001, 1002, 1003, 1004]
+    assert (c["both_success"], c["both_fail"], c["sync_only"], c["stack_only"]) == (1, 1, 2, 1)
+    assert c["differing_seeds"] == [1001, 1002, 1003]
+    assert c["mcnemar_exact_p"] == pytest.approx(1.0)  # 2 vs 1 discordant: no evidence
+    assert c["rate_difference"] == pytest.approx(-0.2)
+    # overrides per limit, apart from the smoothing, and where they happened
+    assert k["overrides"] == {"velocity": 10, "workspace": 2} and k["limit_hits"] == 12
+    assert k["overrides_in_failures"] == {"velocity": 10, "workspace": 2} and k["overrides_in_successes"] == {}
+    assert k["smoothing"] == {"acceleration": 150, "jerk": 700}
+    assert k["rejections"] == {"far_from_arm": 2} and k["chunks_rejected"] == 2 and k["actions_dropped_stale"] == 5
+    assert k["watchdog_trips"] == 1 and k["errors"] == {1004: "episode 1004: sim_world exited with 1"}
+    assert (k["latency_p50_ms"], k["latency_p99_ms"], k["controller_jitter_p99_ms"]) == (45.0, 210.0, 2.0)
+    assert k["episode_timeout_s"] == 6.0 and s["episode_limit_s"] == 6.0
+    assert k["sim_per_wall"] == pytest.approx((2.9 * 2 + 5.5 * 2) / (3.0 * 2 + 6.05 * 2), abs=1e-3)
+    rows = {row["seed"]: row for row in r["per_seed"]}
+    assert rows[1001]["differs"] and rows[1001]["sync"]["ended_by"] == "success"
+    assert rows[1001]["stack"]["ended_by"] == "timeout" and rows[1001]["stack"]["overrides"] == {"velocity": 10,
+                                                                                              "workspace": 2}
+    assert rows[1003]["stack"]["ended_by"] == "watchdog" and rows[1004]["stack"]["ended_by"] == "error"
+    assert not rows[1004]["differs"] and rows[1000]["differs"] is False
+    assert any("wall clock" in n for n in r["not_identical"]) and any("latency" in n for n in r["not_identical"])
+
+    table = fidelity.markdown(r)
+    assert "| success | 3/5 (60 %) | 2/5 (40 %) |" in table
+    assert "| 1001 **differs** | success (30 steps) | timeout |" in table
+    assert "velocity 10, workspace 2" in table and "timeout 1, watchdog 1, error 1" in table
+    assert "only synchronous 2, only the stack 1; differing: 1001, 1002, 1003" in table
+
+
+def test_seed_sets_that_differ_are_said():
+    sync_summary, sync_eps, report = _results()
+    report.episodes = report.episodes[:3]
+    r = fidelity.compare(sync_summary, sync_eps, report.summary(), 60, 0.1)
+    assert not r["comparison"]["same_seeds"]
+    assert "NOT cover the same seeds" in fidelity.markdown(r)
+    assert {row["seed"]: row["stack"] for row in r["per_seed"]}[1004] is None
+
+
+def test_mcnemar_exact():
+    assert fidelity.mcnemar_exact_p(0, 0) == 1.0
+    assert fidelity.mcnemar_exact_p(6, 0) == pytest.approx(2 / 64)
+    assert fidelity.mcnemar_exact_p(1, 5) == pytest.approx(2 * (1 + 6) / 64)
+    assert fidelity.mcnemar_exact_p(3, 3) == 1.0
+
+
+def test_ended_by_order():
+    assert _ep(1, True, watchdog_trips=1).ended_by() == "success"
+    assert _ep(1, False, failed=True, watchdog_trips=1).ended_by() == "task_failure"
+    assert _ep(1, False, failed=True, reason="the arm never moved").ended_by() == "no_motion"
+    assert EpisodeResult.errored(1, "x").ended_by() == "error"
+
+
+def test_the_command_gives_the_stack_the_same_seeds_and_limit(tmp_path, monkeypatch, capsys):
+    """--through-stack: the synchronous half as before (eval.json), then the stack with the same seeds,
+    execution horizon and episode length; no ROS here (both halves replaced)."""
+    import mail_bringup.closed_loop as closed_loop
+    from mail_policy_node.training import evaluate as evaluate_mod
+
+    sync_summary, sync_eps, report = _results()
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "train_state.pt").write_text("big")
+    calls = {}
+
+    def fake_evaluate(checkpoint, task, episodes, seed, *rest):
+        calls["sync"] = (task, episodes, seed)
+        return dict(sync_summary, episodes=len(sync_eps), seeds=[seed, seed + episodes - 1], successes=3,
+                    success_rate=0.6, wilson95=[0.2, 0.9], step_ms=3.0), [dict(r, frames=[]) for r in sync_eps]
+
+    def fake_closed_loop(root, name, task, seeds, image_size, log, overrides, keep_going):
+        calls["stack"] = dict(root=root, name=name, task=task, seeds=seeds, image_size=image_size,
+                              overrides=overrides, keep_going=keep_going)
+        return report
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(closed_loop, "run_closed_loop", fake_closed_loop)
+    out = tmp_path / "out"
+    assert eval_cmd.main(["--checkpoint", str(ckpt), "--task", "reach", "--episodes", "5", "--seed", "1000",
+                          "--exec-horizon", "2", "--out", str(out), "--no-progress", "--through-stack"]) == 0
+    st = calls["stack"]
+    assert calls["sync"] == ("reach", 5, 1000) and st["seeds"] == (1000, 1001, 1002, 1003, 1004)
+    assert st["overrides"]["policy_node"]["execution_horizon"] == 2
+    assert st["overrides"]["sim_world"]["episode_timeout"] == pytest.approx(6.0)  # reach: 60 steps x 0.1 s
+    assert st["keep_going"] and st["image_size"] == 128 and st["name"] == "ckpt"
+    assert sorted(p.name for p in Path(st["root"], "ckpt").iterdir()) == ["config.json"]  # no training state
+    assert (out / "eval.json").is_file()  # the synchronous output as without the option
+    r = json.loads((out / "fidelity.json").read_text())
+    assert r["settings"]["step_limit"] == 60 and r["comparison"]["seeds"] == [1000, 1001, 1002, 1003, 1004]
+    assert "| success | 3/5 (60 %) | 2/5 (40 %) |" in capsys.readouterr().out
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_through_stack_on_the_shipped_checkpoint(tmp_path):
+    out = tmp_path / "eval"
+    assert eval_cmd.main(["--checkpoint", str(SHIPPED), "--task", "reach", "--episodes", "2", "--seed", "1000",
+                          "--exec-horizon", "2", "--pictures", "0", "--out", str(out), "--no-progress",
+                          "--through-stack"]) == 0
+    r = json.loads((out / "fidelity.json").read_text())
+    print(fidelity.markdown(r))
+    s, k, c = r["synchronous"], r["stack"], r["comparison"]
+    assert c["same_seeds"] and c["seeds"] == [1000, 1001]
+    assert s["episodes"] == k["episodes"] == 2
+    assert [row["seed"] for row in r["per_seed"]] == [1000, 1001]
+    for row in r["per_seed"]:
+        assert row["sync"]["ended_by"] in fidelity.SYNC_ENDINGS
+        assert row["stack"]["ended_by"] in fidelity.STACK_ENDINGS and row["stack"]["ended_by"] != "error", row
+        assert row["stack"]["chunks"] > 0 and row["stack"]["sim_duration_s"] > 0
+        assert row["differs"] == (row["sync"]["success"] != row["stack"]["success"])
+    assert sum(s["ended_by"].values()) == sum(k["ended_by"].values()) == 2
+    assert s["step_limit"] == 60 and k["episode_timeout_s"] == pytest.approx(6.0)
+    assert 0.0 < k["latency_p50_ms"] <= k["latency_p99_ms"] and k["controller_jitter_p99_ms"] > 0
+    assert k["smoothing"].get("jerk", 0) > 0  # the filter's cycles per limit reached the report
+    for key in ("overrides", "overrides_in_failures", "rejections", "chunks_rejected", "watchdog_trips",
+                "actions_dropped_stale", "chunk_age_p50_ms_median", "sim_per_wall"):
+        assert key in k, key
+    assert all(0 <= x[0] <= x[1] <= 1 for x in (s["wilson95"], k["wilson95"]))
+    assert math.isfinite(c["mcnemar_exact_p"]) and r["not_identical"]
+    assert (out / "eval.json").is_file() and (out / "fidelity.md").is_file()
