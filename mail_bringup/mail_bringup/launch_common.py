@@ -7,7 +7,7 @@ domain, localhost discovery, the Fast DDS profile, ...) as `SetEnvironmentVariab
 launch_ros `Node` per node, with respawn delay and retry limit from the graph; and an `OnProcessExit`
 handler per node that shuts the launch down when `mail-il up` would end the profile: a node without
 respawn exits (the controller, the simulated world, the recorder; the bag player's normal exit is the
-replay's end), or a respawning node exits once more than its retries.
+replay's end, exit code 0), or a respawning node exits once more than its retries (exit code 1).
 """
 
 from __future__ import annotations
@@ -78,9 +78,15 @@ def _end_of_profile(prof: Profile, spec: NodeSpec):
                     Shutdown(reason=f"{spec.name} finished")]
         why = f"{spec.name} exited with code {event.returncode}" + (
             f" after {RESPAWN_MAX_RETRIES} restarts" if spec.respawn else "")
-        return [LogInfo(msg=f"profile {prof.name} stops: {why}"), Shutdown(reason=why)]
+        # launch has no exit code of its own for a Shutdown: an error raised here shuts the launch down
+        # as Shutdown does, logs the reason, and makes `ros2 launch` exit 1, as `mail-il up` does
+        raise ProfileStopped(f"profile {prof.name} stops: {why}")
 
     return on_exit
+
+
+class ProfileStopped(RuntimeError):
+    """A node the profile cannot run without ended: `ros2 launch` stops every node and exits 1."""
 
 
 def describe(profile_name: str) -> LaunchDescription:
