@@ -89,8 +89,9 @@ def _os_reason(e: OSError) -> str:
     return e.strerror or type(e).__name__
 
 
-def _read_bounded(path: Path, limit: int) -> bytes:
-    """The whole file, at most ``limit`` bytes (read from one open file: no size race), or CheckpointError."""
+def _read_bounded(path: Path, limit: int, check=None) -> bytes:
+    """The whole file, at most ``limit`` bytes (read from one open file: no size race), or CheckpointError.
+    ``check(f, size)`` runs on the open file before its bytes are read (the weights' header)."""
     try:
         if not path.is_file():
             raise CheckpointError(f"missing {path.name} in {path.parent}")
@@ -98,11 +99,14 @@ def _read_bounded(path: Path, limit: int) -> bytes:
             size = os.fstat(f.fileno()).st_size
             if size > limit:
                 raise CheckpointError(f"{path.name} is {size} bytes, over the bound of {limit}")
-            data = f.read(limit + 1)
+            if check is not None:
+                check(f, size)
+                f.seek(0)
+            data = f.read(size + 1)
     except OSError as e:
         raise CheckpointError(f"{path.name} in {path.parent} cannot be read: {_os_reason(e)}") from None
-    if len(data) > limit:
-        raise CheckpointError(f"{path.name} is over {limit} bytes")
+    if len(data) != size:
+        raise CheckpointError(f"{path.name} changed while it was read ({size} -> {len(data)} bytes)")
     return data
 
 
@@ -179,22 +183,10 @@ def _check_fits(stored: dict[str, tuple[int, ...]], expected: dict[str, tuple[in
 
 def _read_weights(path: Path, limit: int, expected: dict[str, tuple[int, ...]]) -> bytes:
     """The weights file's bytes, read only after its header fits ``expected`` (names and shapes)."""
-    try:
-        if not path.is_file():
-            raise CheckpointError(f"missing {path.name} in {path.parent}")
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise CheckpointError(f"{path.name} is {size} bytes, over the bound of {limit}")
-            header = read_safetensors_header(f, size)
-            _check_fits({k: shape for k, (_, shape) in header.items()}, expected)
-            f.seek(0)
-            data = f.read(size + 1)
-    except OSError as e:
-        raise CheckpointError(f"{path.name} in {path.parent} cannot be read: {_os_reason(e)}") from None
-    if len(data) != size:
-        raise CheckpointError(f"{path.name} changed while it was read ({size} -> {len(data)} bytes)")
-    return data
+    def header_fits(f, size):
+        _check_fits({k: shape for k, (_, shape) in read_safetensors_header(f, size).items()}, expected)
+
+    return _read_bounded(path, limit, header_fits)
 
 
 def read_config(folder: str | os.PathLike, max_params: int = MAX_PARAMS,
