@@ -163,7 +163,7 @@ def run_profile(driver_class, scene: Scene) -> list[dict]:
     hosts = loopback_candidates(os.getpid() + (7 if driver_class is Launch else 0))
     params = profile_params()
     figures = []
-    with probe() as p:
+    with probe(settle=15.0) as p:  # the stack's participants gone first (tests/rosutil.Probe.close)
         driver = driver_class(p)
         status = p.subscribe(ControllerStatus, "/mail/controller_status")
         policy = p.subscribe(PolicyStatus, "/mail/policy_status")
@@ -393,7 +393,7 @@ def test_faults_on_the_real_robot_profile(scene, tmp_path):
     rt_args = ["machine:=rt", f"robot_ip:={host}", "realtime:=false", "dry_run:=false",
                "relative_dynamics_factor:=0.3", f"franka_controller.estop_latch_file:={latch}"]
     figures = {}
-    with probe() as p:
+    with probe(settle=15.0) as p:  # the stack's participants gone first (tests/rosutil.Probe.close)
         driver = Up(p)
         status = p.subscribe(ControllerStatus, "/mail/controller_status")
         policy = p.subscribe(PolicyStatus, "/mail/policy_status")
