@@ -28,12 +28,40 @@ def set_checkpoint(node, value, timeout=120.0):
     return future.result().results[0]
 
 
-def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
-    from mail_msgs.msg import ActionChunk, PolicyStatus
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+def feed_sensors(p, stop, lead=(0.0,)) -> threading.Thread:
+    """Both cameras at 20 Hz (frame k filled with k % 250) and a joint state with each frame (arm at 0, the
+    gripper open 4 cm: a non-zero state), stamped now + lead[0] (a list: the test may change it), until
+    ``stop``. Returns the running thread."""
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, JointState
 
     from mail_policy_node.nodes.ros_convert import image_msg, to_time
+
+    pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
+            for c in ("agentview", "wrist")}
+    jpub = p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+    names = [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"]
+
+    def sensors():
+        k = 0
+        while not stop.is_set():
+            t = time.time() + lead[0]
+            for c, pub in pubs.items():
+                pub.publish(image_msg(np.full((SIZE, SIZE, 3), k % 250, np.uint8), t, c))
+            js = JointState(name=names, position=[0.0] * 7 + [0.02, 0.02])
+            js.header.stamp = to_time(t + 0.001)
+            jpub.publish(js)
+            k += 1
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=sensors, daemon=True)
+    feeder.start()
+    return feeder
+
+
+def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
+    from mail_msgs.msg import ActionChunk, PolicyStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     root = tmp_path / "ckpts"
     make_checkpoint(root / "a", seed=0)
@@ -47,25 +75,7 @@ def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
         with probe() as p:
             chunks = p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
             status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-            pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
-                    for c in ("agentview", "wrist")}
-            jpub = p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
-
-            def sensors():  # cameras at 20 Hz, joint state with each frame
-                k = 0
-                while not stop.is_set():
-                    now = time.time()
-                    for c, pub in pubs.items():
-                        pub.publish(image_msg(np.full((SIZE, SIZE, 3), k % 250, np.uint8), now, c))
-                    js = JointState(name=[f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"],
-                                    position=[0.0] * 7 + [0.02, 0.02])
-                    js.header.stamp = to_time(now + 0.001)
-                    jpub.publish(js)
-                    k += 1
-                    time.sleep(0.05)
-
-            feeder = threading.Thread(target=sensors, daemon=True)
-            feeder.start()
+            feeder = feed_sensors(p, stop)
             wait_for(lambda: len(chunks) >= 3, 90, what="first chunks from checkpoint a")
             a_id = chunks[-1].policy_id
 
@@ -121,10 +131,7 @@ def test_inputs_whose_stamps_step_back_are_reported_and_the_policy_goes_on(tmp_p
     PolicyStatus or the log. Now it is counted in PolicyStatus (sync_backward_stamp,
     sync_time_base_restart), logged, and chunks continue in the corrected time base."""
     from mail_msgs.msg import ActionChunk, PolicyStatus
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from sensor_msgs.msg import Image, JointState
-
-    from mail_policy_node.nodes.ros_convert import image_msg, to_time
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     root = tmp_path / "ckpts"
     make_checkpoint(root / "a", seed=0)
@@ -137,25 +144,7 @@ def test_inputs_whose_stamps_step_back_are_reported_and_the_policy_goes_on(tmp_p
             reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
             chunks = p.subscribe(ActionChunk, "/mail/action_chunk", reliable)
             status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-            pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
-                    for c in ("agentview", "wrist")}
-            jpub = p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
-
-            def sensors():
-                k = 0
-                while not stop.is_set():
-                    t = time.time() + lead[0]
-                    for c, pub in pubs.items():
-                        pub.publish(image_msg(np.full((SIZE, SIZE, 3), k % 250, np.uint8), t, c))
-                    js = JointState(name=[f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"],
-                                    position=[0.0] * 7 + [0.02, 0.02])
-                    js.header.stamp = to_time(t + 0.001)
-                    jpub.publish(js)
-                    k += 1
-                    time.sleep(0.05)
-
-            feeder = threading.Thread(target=sensors, daemon=True)
-            feeder.start()
+            feeder = feed_sensors(p, stop, lead)
             wait_for(lambda: len(chunks) >= 3, 90, what="chunks with stamps ahead")
             n_ahead = len(chunks)
             lead[0] = 0.0  # the clock is corrected: every stamp steps back 0.45 s
@@ -190,10 +179,7 @@ def test_a_swap_to_a_policy_whose_chunks_are_nan_is_undone_while_chunks_keep_flo
     swap (nothing can tell before it runs); after failed_chunks refusals the old one drives again, the
     `checkpoint` parameter reads the old name again, and the status and log say which one failed and why."""
     from mail_msgs.msg import ActionChunk, PolicyStatus
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from sensor_msgs.msg import Image, JointState
-
-    from mail_policy_node.nodes.ros_convert import image_msg, to_time
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     root = tmp_path / "ckpts"
     make_checkpoint(root / "a", seed=0)
@@ -205,23 +191,7 @@ def test_a_swap_to_a_policy_whose_chunks_are_nan_is_undone_while_chunks_keep_flo
         with probe() as p:
             chunks = p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
             status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-            pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
-                    for c in ("agentview", "wrist")}
-            jpub = p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
-
-            def sensors():  # the gripper open 4 cm: a non-zero joint state, NaN for the bad checkpoint
-                while not stop.is_set():
-                    now = time.time()
-                    for c, pub in pubs.items():
-                        pub.publish(image_msg(np.full((SIZE, SIZE, 3), 100, np.uint8), now, c))
-                    js = JointState(name=[f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"],
-                                    position=[0.1] * 7 + [0.02, 0.02])
-                    js.header.stamp = to_time(now + 0.001)
-                    jpub.publish(js)
-                    time.sleep(0.05)
-
-            feeder = threading.Thread(target=sensors, daemon=True)
-            feeder.start()
+            feeder = feed_sensors(p, stop)
             wait_for(lambda: len(chunks) >= 3, 90, what="first chunks from checkpoint a")
             a_id = chunks[-1].policy_id
             r = set_checkpoint(p.node, "nan")

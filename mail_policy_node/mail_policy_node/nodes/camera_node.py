@@ -135,9 +135,7 @@ class CameraNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
+    on_shutdown = on_cleanup  # shutting down from any state lets go the same way
 
     def _stop_capture(self) -> None:
         """Stop the capture thread and close the device (the source stays, ready to open again)."""

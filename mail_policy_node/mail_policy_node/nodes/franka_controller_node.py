@@ -157,9 +157,7 @@ class FrankaControllerNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
+    on_shutdown = on_cleanup  # shutting down from any state lets go the same way
 
     def _release(self) -> None:
         """Stop the control loop and let the robot go (franky stops a running motion first)."""
