@@ -11,7 +11,8 @@ Plans (below): ``recipes`` (small CPU-sized policies: which training recipe reac
 reach and push; memory with stream vs a one-frame window), ``push`` (the push recipe with more demos, larger
 frames, two frames; memory with more demos), ``noise`` (push and memory from demos recorded with the arm
 disturbed), ``memory_stream`` (stream seeds, fp32 vs bf16, longer training), ``push_more`` (1600 push
-demos), ``paper`` (the paper's central claim: D-Ma vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50
+demos), ``fidelity`` (issue 20: reach, push and memory policies from demos within the deployment's limits,
+exported), ``paper`` (the paper's central claim: D-Ma vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50
 demonstrations on push and pick_place), ``smoke``
 (a few-second end-to-end check of this script, also on a CPU). Every stage is a `mail-il` command in
 its own process; a stage that fails or runs out of time is recorded and the others go on. Demos are
@@ -148,11 +149,34 @@ PLANS = {
                      "train.steps=2000", f"train.seed={seed}", noise=0.02)
               for amp in ("off", "bf16") for seed in (0, 1, 2)],
         episodes=50, parallel_train=6, parallel_eval=6, eval_workers=2, eval_device="cpu"),
+    # issue 20: the policies measured through the stack, trained on demos that stay within the deployment's
+    # limits (sim/experts.py ExpertLimits): the reach recipe of the shipped checkpoint, the push recipe
+    # (noisy demos), the memory stream policy and its one-frame window. Exported (fp16) beside --out.
+    "fidelity": dict(
+        demos={"reach": 200, "push@0.02": 800, "memory@0.02": 400},
+        runs=[
+            dict(name="reach_dma_small", config=str(CFG / "reach_dma_bc_cpu.yaml"), task="reach", evals=((2,),),
+                 overrides=[f"data.bags=[{DEMOS / 'reach'}]", "train.steps=2500"]),
+            push("push_dma_bc", noise=0.02),
+            memory("memory_stream", "memory_dma_stream_cpu.yaml", "train.steps=2000", noise=0.02),
+            memory("memory_window_k1", "memory_dma_window_k1_cpu.yaml", "train.steps=3200", noise=0.02),
+        ],
+        episodes=50, parallel_train=4, parallel_eval=4, eval_workers=3, eval_device="cpu", export=True),
+    # the same demos, longer training: the slower demos (about 1.6x the steps per episode) cost push and the
+    # memory stream policy most at "fidelity"'s step counts
+    "fidelity_more": dict(
+        demos={"push@0.02": 800, "memory@0.02": 400},
+        runs=[
+            push("push_dma_bc_8k", steps=8000, noise=0.02),
+            memory("memory_stream_4500", "memory_dma_stream_cpu.yaml", "train.steps=4500", noise=0.02),
+            memory("memory_window_k1_6k", "memory_dma_window_k1_cpu.yaml", "train.steps=6000", noise=0.02),
+        ],
+        episodes=50, parallel_train=3, parallel_eval=3, eval_workers=4, eval_device="cpu", export=True),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
                     steps=3)],
-        episodes=2, parallel_train=1, parallel_eval=1, eval_workers=1),
+        episodes=2, parallel_train=1, parallel_eval=1, eval_workers=1, export=True),
 }
 
 
@@ -214,8 +238,11 @@ def main() -> int:
     except Exception as e:  # noqa: BLE001 - recorded, not fatal
         results["gpu"] = repr(e)
 
-    # 1. demonstrations (reused when already there)
+    runs = [r for r in plan["runs"] if not args.only or r["name"] in args.only.split(",")]
+    # 1. demonstrations (reused when already there), of the tasks the chosen runs train on
     for key, n in plan["demos"].items():
+        if demo_key(key)[0] not in {r["task"] for r in runs}:
+            continue
         task, noise = demo_key(key)
         root = demo_root(noise)
         have = len(list((root / task).glob("ep*"))) if (root / task).is_dir() else 0
@@ -232,7 +259,6 @@ def main() -> int:
         print(f"[suite] demos {key}: {results['demos'][key]}", flush=True)
         save()
 
-    runs = [r for r in plan["runs"] if not args.only or r["name"] in args.only.split(",")]
     # 2. training, side by side
     train_cmds = [(r["name"], cli("train", r["config"], *r["overrides"], f"out={work / r['name']}",
                                   f"train.device={args.device}", f"data.cache_dir={work / 'cache'}"),
@@ -251,6 +277,12 @@ def main() -> int:
             entry["train"]["dataset"] = {k: s["dataset"].get(k) for k in ("episodes", "train_episodes", "train_windows")}
     save()
     print(f"[suite] training done after {time.time() - t_start:.0f} s", flush=True)
+    if plan.get("export"):  # the trained policies come back: fp16 exports beside the results
+        exports = [(r["name"], cli("export", str(work / r["name"] / "final"), str(args.out.parent / "checkpoints" / r["name"])),
+                    work / "logs" / f"export_{r['name']}.log") for r in runs if (work / r["name"] / "final").is_dir()]
+        for name, res in run_all(exports, len(exports) or 1, deadline).items():
+            results["runs"][name]["export"] = res
+        save()
 
     # 3. closed-loop evaluation of each trained policy
     eval_cmds = []

@@ -15,6 +15,7 @@ import pytest
 from mail_bringup.closed_loop import ClosedLoopReport, EpisodeResult
 from mail_policy_node.commands import eval as eval_cmd
 from mail_policy_node.commands import fidelity
+from mail_policy_node.sim.tasks import get_task
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mail_bringup" / "checkpoints" / "reach_dma_small"
 
@@ -145,12 +146,12 @@ def test_the_command_gives_the_stack_the_same_seeds_and_limit(tmp_path, monkeypa
     st = calls["stack"]
     assert calls["sync"] == ("reach", 5, 1000) and st["seeds"] == (1000, 1001, 1002, 1003, 1004)
     assert st["overrides"]["policy_node"]["execution_horizon"] == 2
-    assert st["overrides"]["sim_world"]["episode_timeout"] == pytest.approx(6.0)  # reach: 60 steps x 0.1 s
+    assert st["overrides"]["sim_world"]["episode_timeout"] == pytest.approx(get_task("reach").max_steps * 0.1)
     assert st["keep_going"] and st["image_size"] == 128 and st["name"] == "ckpt"
     assert sorted(p.name for p in Path(st["root"], "ckpt").iterdir()) == ["config.json"]  # no training state
     assert (out / "eval.json").is_file()  # the synchronous output as without the option
     r = json.loads((out / "fidelity.json").read_text())
-    assert r["settings"]["step_limit"] == 60 and r["comparison"]["seeds"] == [1000, 1001, 1002, 1003, 1004]
+    assert r["settings"]["step_limit"] == get_task("reach").max_steps and r["comparison"]["seeds"] == [1000, 1001, 1002, 1003, 1004]
     assert "| success | 3/5 (60 %) | 2/5 (40 %) |" in capsys.readouterr().out
 
 
@@ -174,7 +175,8 @@ def test_through_stack_on_the_shipped_checkpoint(tmp_path):
         assert row["stack"]["chunks"] > 0 and row["stack"]["sim_duration_s"] > 0
         assert row["differs"] == (row["sync"]["success"] != row["stack"]["success"])
     assert sum(s["ended_by"].values()) == sum(k["ended_by"].values()) == 2
-    assert s["step_limit"] == 60 and k["episode_timeout_s"] == pytest.approx(6.0)
+    limit = get_task("reach").max_steps
+    assert s["step_limit"] == limit and k["episode_timeout_s"] == pytest.approx(limit * 0.1)
     assert 0.0 < k["latency_p50_ms"] <= k["latency_p99_ms"] and k["controller_jitter_p99_ms"] > 0
     assert k["smoothing"].get("jerk", 0) > 0  # the filter's cycles per limit reached the report
     for key in ("overrides", "overrides_in_failures", "rejections", "chunks_rejected", "watchdog_trips",

@@ -131,16 +131,22 @@ class Launch:
         return rc
 
     def interrupt(self, timeout: float = 30.0) -> int:
+        """Ctrl-C and the return code; a launch still running after ``timeout`` fails with its last output
+        (which node did not stop)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        return self.wait(timeout)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            tail = "\n".join(self.lines[-40:])
+            raise AssertionError(f"ros2 launch still running {timeout} s after Ctrl-C; its last output:\n{tail}") from None
 
     def close(self) -> None:
         """Make sure the launch and its nodes are gone (the test failed half-way)."""
         if self.proc.poll() is None:
             try:
                 self.interrupt(30.0)
-            except subprocess.TimeoutExpired:
+            except AssertionError:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         for pid in self.pids().values():  # nodes stay in the launch's process group

@@ -357,11 +357,17 @@ def record(figures: dict) -> None:
         path.write_text(json.dumps(data, indent=1))
 
 
+# Five stages of about a minute each (dry run, factors 0.1 ... 1): past pytest.ini's 300 s on a loaded machine.
+PROFILE_RUN_TIMEOUT_S = 600
+
+
+@pytest.mark.timeout(PROFILE_RUN_TIMEOUT_S)
 def test_real_robot_profile_through_mail_il_up(scene):
     figures = run_profile(Up, scene)
     assert [f["stage"] for f in figures] == ["dry_run"] + [f"factor_{f:g}" for f in STAGES]
 
 
+@pytest.mark.timeout(PROFILE_RUN_TIMEOUT_S)
 def test_real_robot_profile_through_ros2_launch(scene):
     figures = run_profile(Launch, scene)
     assert [f["stage"] for f in figures] == ["dry_run"] + [f"factor_{f:g}" for f in STAGES]

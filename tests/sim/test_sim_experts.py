@@ -6,11 +6,16 @@ CI runs 10 seeded episodes per task (no rendering). The full check (50 episodes 
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from mail_policy_node.control.kinematics import fk_position
+from mail_policy_node.control.params import CONTROLLER_PARAMETERS, controller_setup, full_stage_safety
 from mail_policy_node.sim import TASKS, make_expert, make_task, run_expert_episode
+from mail_policy_node.sim.experts import ExpertLimits
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -89,3 +94,69 @@ def test_memory_expert_follows_the_cue():
     assert touched["left"][1] > 0.05 and touched["right"][1] < -0.05
     # ... and nothing in the expert's motion gives the cue away while it is still visible.
     np.testing.assert_array_equal(actions["left"][:10], actions["right"][:10])
+
+
+# --- what the experts command can be executed by the deployed stack ------------------------------------
+
+
+def _expert_commands(name, seed, limits=None):
+    env = make_task(name, render=False)
+    env.reset(seed)
+    expert = make_expert(env, limits=limits)
+    expert.reset(seed)
+    qs, done = [env.state()["command"][:7].copy()], False
+    while not done:
+        action = expert.act()
+        _, done, info = env.step(action)
+        qs.append(action[:7])
+    return np.array(qs), info, expert, env.dt
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_expert_commands_stay_within_the_deployments_safety_filter(name):
+    # Before: the push expert's joint 2 peaked at 2.25x the sim profile's filter velocity (4.4x at most),
+    # joint 4 went below the filter's range in a third of the episodes and the TCP 5 cm below the
+    # workspace floor: the stack slowed and stopped what the policy had learnt.
+    safety = full_stage_safety()
+    for seed in range(3):
+        q, info, expert, dt = _expert_commands(name, seed)
+        assert info["success"], (name, seed)
+        speed = np.abs(np.diff(q, axis=0)) / dt
+        assert np.all(speed <= safety.velocity_limit * 0.7 + 1e-9), (name, seed, (speed.max(0) / safety.velocity_limit).round(2))
+        assert np.all(q >= safety.limits.q_min) and np.all(q <= safety.limits.q_max), (name, seed)
+        floor = safety.workspace_min[2] + safety.workspace_margin
+        assert fk_position(q)[:, 2].min() >= floor, (name, seed)
+
+
+def test_a_move_is_slowed_to_the_limits_not_cut_short():
+    # the same reach plan with half the velocity and a quarter of the acceleration: still reaches the target, later
+    fast = ExpertLimits.deployment()
+    slow = ExpertLimits(fast.q_min, fast.q_max, fast.dq_max * 0.5, fast.ddq_max * 0.25, fast.tcp_z_min)
+    qf, info_f, _, dt = _expert_commands("reach", 4)
+    env = make_task("reach", render=False)
+    env.reset(4)
+    target = env.state()["target"]
+    expert = make_expert(env, limits=slow)
+    expert.reset(4)
+    q = [env.state()["command"][:7]]
+    for _ in range(400):  # past the task's step limit: the commands, not the episode
+        action = expert.act()
+        q.append(action[:7])
+    speed = np.abs(np.diff(np.array(q), axis=0)) / dt
+    assert np.all(speed <= slow.dq_max + 1e-9)
+    assert expert.rate_limited_steps == 0  # the moves were timed for the limits, not clipped
+    assert np.linalg.norm(fk_position(q[-1]) - target) < 0.03
+    assert info_f["success"] and info_f["steps"] < 0.6 * len(q)
+
+
+def test_the_sim_profile_runs_the_filter_the_experts_respect():
+    # one home: the sim profile's YAML gives the safety configuration the experts are held to
+    path = Path(__file__).resolve().parents[2] / "mail_bringup" / "config" / "sim.yaml"
+    params = yaml.safe_load(path.read_text())["franka_controller"]["ros__parameters"]
+    names = {p.name for p in CONTROLLER_PARAMETERS}
+    profile = controller_setup({k: v for k, v in params.items() if k in names}).controller.safety
+    expected = full_stage_safety()
+    for name in ("q_min", "q_max", "dq_max", "ddq_max", "dddq_max"):
+        np.testing.assert_allclose(getattr(profile.limits, name), getattr(expected.limits, name), err_msg=name)
+    for name in ("cycle_period", "max_joint_step", "workspace_min", "workspace_max", "workspace_margin", "max_tcp_speed"):
+        assert getattr(profile, name) == getattr(expected, name), name

@@ -107,6 +107,14 @@ class ControllerSetup:
     budget: DynamicsBudget
 
 
+def full_stage_safety() -> SafetyConfig:
+    """The safety filter at the runbook's last stage (relative_dynamics_factor 1) with every other
+    parameter at its default: what the `sim` profile runs (its YAML sets these values; a test keeps the
+    two equal), the most a real profile allows, and what the scripted experts' demonstrations stay within
+    (sim.experts.ExpertLimits)."""
+    return controller_setup({"relative_dynamics_factor": 1.0}).controller.safety
+
+
 def controller_setup(params: dict) -> ControllerSetup:
     """The core's configuration from parameter values (missing ones take the defaults). Raises
     ValueError naming the bad value."""

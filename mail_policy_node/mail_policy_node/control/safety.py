@@ -91,7 +91,8 @@ class SafetyConfig:
     cycle_period: float = 0.01  # [s] control cycle (0.001 .. 0.1)
     limits: JointLimits = field(default_factory=fr3_limits)  # position range incl. margin, scaled dq/ddq/dddq
     max_joint_step: float = 0.05  # [rad] largest change of any joint per cycle (caps velocity at this/period)
-    workspace_min: tuple[float, float, float] = (0.15, -0.6, 0.05)  # [m] TCP box in the base frame
+    # [m] TCP box in the base frame; z = 0: the plane the arm stands on (the simulated table's top)
+    workspace_min: tuple[float, float, float] = (0.15, -0.6, 0.0)
     workspace_max: tuple[float, float, float] = (0.85, 0.6, 1.0)
     workspace_margin: float = 0.02  # [m] candidates must keep the TCP this far inside the box
     max_tcp_speed: float = 1.0  # [m/s] Cartesian speed of the TCP

@@ -10,11 +10,20 @@ Human-like variation, all drawn from the expert's own seed: an episode speed fac
 on every free-space move (min-jerk timing), small via-point offsets and random waiting times.
 Multimodality where the task allows it: which pair of cube
 faces to grasp and the carry arc (pick_place), direct or over-then-down approaches (reach, memory).
+
+What an expert commands can be executed by the stack as it is (`ExpertLimits`): a policy learns the
+speeds of its demonstrations, and a demonstration faster than the deployment's safety filter is slowed
+down on the robot (it then times out, or arrives late on a moving plan). Every move is timed so that its
+joint velocities and accelerations stay within a share of the filter's (the `sim` profile's, which is the
+most a real profile allows at its last runbook stage), the IK keeps the joints inside the filter's range,
+and the TCP stays above the workspace box's floor; closed-loop segments (pushing) are rate-limited to
+the same velocities.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -24,6 +33,51 @@ from .kinematics import down_rotation, wrap_gripper_yaw
 from .tasks import BLOCK_HALF, CUBE_HALF
 
 Target = tuple[np.ndarray, float, float]  # tcp position, hand yaw, gripper width
+
+
+EXPERT_SHARE = 0.7  # of the filter's velocity and acceleration limits (the rest: tracking corrections)
+STRETCH_ROUNDS = 6  # a move is re-timed at most this often to meet the limits
+MAX_MOVE_S = 20.0  # [s] and made at most this long (a jump in the IK is not a speed: act() rate-limits it)
+
+
+@dataclass(frozen=True)
+class ExpertLimits:
+    """What an expert may command: joint range (7,), velocity and acceleration (7,) and the TCP's lowest
+    height [m]."""
+
+    q_min: np.ndarray
+    q_max: np.ndarray
+    dq_max: np.ndarray
+    ddq_max: np.ndarray
+    tcp_z_min: float
+
+    @classmethod
+    def from_safety(cls, safety, share: float = EXPERT_SHARE, inset: float = 0.01) -> "ExpertLimits":
+        """From a safety filter's configuration (control.safety.SafetyConfig): ``share`` of its velocity and
+        acceleration, its joint range less ``inset`` [rad], and its workspace floor plus its margin and
+        ``inset`` / 5 [m]."""
+        lim = safety.limits
+        return cls(lim.q_min + inset, lim.q_max - inset, share * safety.velocity_limit, share * lim.ddq_max,
+                   float(safety.workspace_min[2]) + safety.workspace_margin + inset / 5)
+
+    @classmethod
+    def deployment(cls) -> "ExpertLimits":
+        """The `sim` profile's filter (control.params.full_stage_safety)."""
+        from ..control.params import full_stage_safety
+
+        return cls.from_safety(full_stage_safety())
+
+    def joint_ratio(self, q: np.ndarray, dt: float) -> float:
+        """How far a joint path (N, 7) sampled every ``dt`` exceeds the velocity and acceleration limits:
+        the factor its duration must grow by (<= 1: within them)."""
+        if len(q) < 2:
+            return 0.0
+        dq = np.diff(q, axis=0) / dt
+        ratio = float(np.max(np.abs(dq) / self.dq_max))
+        if len(q) > 2:
+            ddq = np.diff(dq, axis=0) / dt
+            ratio = max(ratio, math.sqrt(float(np.max(np.abs(ddq) / self.ddq_max))))
+        return ratio
 
 
 def _min_jerk(s: float) -> float:
@@ -38,9 +92,11 @@ def _yaw_from_quat(quat: np.ndarray) -> float:
 class ScriptedExpert:
     """Base class: `reset()` after `env.reset()`, then `act()` once per control step."""
 
-    def __init__(self, env: TaskEnv, seed: int | None = None):
+    def __init__(self, env: TaskEnv, seed: int | None = None, limits: ExpertLimits | None = None):
         self.env = env
         self._seed = seed
+        self.limits = limits or ExpertLimits.deployment()
+        self.rate_limited_steps = 0  # steps the velocity guard in act() shortened (a plan too fast)
 
     def reset(self, seed: int | None = None) -> None:
         seed = seed if seed is not None else (self._seed if self._seed is not None else self.env.seed)
@@ -54,6 +110,7 @@ class ScriptedExpert:
         self.yaw = math.atan2(rot[1, 1], rot[0, 1])  # hand y axis in the table plane
         self.grip = float(state["command"][7])
         self.mode: dict = {}
+        self.rate_limited_steps = 0
         self._plan = self.plan()
 
     def act(self, obs: dict | None = None) -> np.ndarray:
@@ -61,9 +118,22 @@ class ScriptedExpert:
             pos, yaw, grip = next(self._plan)
         except StopIteration:
             pos, yaw, grip = self.pos, self.yaw, self.grip
-        self.pos, self.yaw, self.grip = np.asarray(pos, float), float(yaw), float(grip)
-        self.q_cmd = self.env.kinematics.ik(self.q_cmd, self.pos, down_rotation(self.yaw))
+        self.pos, self.yaw, self.grip = self._floor(pos), float(yaw), float(grip)
+        q = self._ik(self.q_cmd, self.pos, self.yaw)
+        step, most = q - self.q_cmd, self.limits.dq_max * self.env.dt
+        if np.any(np.abs(step) > most):  # a closed-loop segment faster than the limits: follow at the most
+            self.rate_limited_steps += 1
+            q = self.q_cmd + step * float(np.min(most / np.maximum(np.abs(step), 1e-12)))
+        self.q_cmd = q
         return np.concatenate([self.q_cmd, [self.grip]])
+
+    def _floor(self, pos) -> np.ndarray:
+        pos = np.array(pos, float)
+        pos[2] = max(pos[2], self.limits.tcp_z_min)
+        return pos
+
+    def _ik(self, q0: np.ndarray, pos: np.ndarray, yaw: float) -> np.ndarray:
+        return self.env.kinematics.ik(q0, pos, down_rotation(yaw), bounds=(self.limits.q_min, self.limits.q_max))
 
     # --- plan building blocks ---------------------------------------------------------------------
     def plan(self) -> Iterator[Target]:
@@ -78,7 +148,6 @@ class ScriptedExpert:
         g1 = g0 if grip is None else grip
         dist = float(np.linalg.norm(p1 - p0))
         duration = max(min_time, dist / (speed * self.speed), abs(y1 - y0) / 1.2)
-        n = max(1, math.ceil(duration / self.env.dt))
         side = np.zeros(3)
         if dist > 1e-6 and bow:
             direction = (p1 - p0) / dist
@@ -86,9 +155,29 @@ class ScriptedExpert:
             if np.linalg.norm(side) < 1e-6:
                 side = np.array([1.0, 0.0, 0.0])
             side = side / np.linalg.norm(side) * bow
-        for k in range(1, n + 1):
-            s = _min_jerk(k / n)
-            yield p0 + (p1 - p0) * s + side * math.sin(math.pi * s), y0 + (y1 - y0) * s, g0 + (g1 - g0) * s
+
+        def path(n: int) -> list[Target]:
+            out = []
+            for k in range(1, n + 1):
+                s = _min_jerk(k / n)
+                out.append((p0 + (p1 - p0) * s + side * math.sin(math.pi * s), y0 + (y1 - y0) * s, g0 + (g1 - g0) * s))
+            return out
+
+        # Stretch the move until its joint path (the IK of every target, as act() will compute it, from
+        # rest to rest) is within the velocity and acceleration limits.
+        for _ in range(STRETCH_ROUNDS):
+            n = max(1, math.ceil(duration / self.env.dt - 1e-9))
+            targets = path(n)
+            q, qs = self.q_cmd, [self.q_cmd, self.q_cmd]
+            for pos, yaw, _ in targets:
+                q = self._ik(q, self._floor(pos), yaw)
+                qs.append(q)
+            qs.append(q)
+            ratio = self.limits.joint_ratio(np.array(qs), self.env.dt)
+            if ratio <= 1.0 or n * self.env.dt >= MAX_MOVE_S:
+                break
+            duration = min(n * self.env.dt * min(ratio, 3.0) * 1.05, MAX_MOVE_S)
+        yield from targets
 
     def hold(self, steps: int, grip: float | None = None) -> Iterator[Target]:
         for _ in range(steps):
@@ -233,13 +322,14 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 }
 
 
-def make_expert(env: TaskEnv, seed: int | None = None) -> ScriptedExpert:
-    """The scripted expert for ``env``'s task. Call ``reset()`` after each ``env.reset()``."""
+def make_expert(env: TaskEnv, seed: int | None = None, limits: ExpertLimits | None = None) -> ScriptedExpert:
+    """The scripted expert for ``env``'s task (within ``limits``, default the deployment's). Call
+    ``reset()`` after each ``env.reset()``."""
     try:
         cls = EXPERTS[env.task_name]
     except KeyError:
         raise ValueError(f"no scripted expert for task {env.task_name!r}") from None
-    return cls(env, seed)
+    return cls(env, seed, limits)
 
 
 def run_expert_episode(env: TaskEnv, seed: int, options: dict | None = None, on_step=None) -> dict:

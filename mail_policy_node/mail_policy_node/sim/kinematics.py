@@ -63,8 +63,11 @@ class ArmKinematics:
         rot_weight: float = 0.5,
         posture_gain: float = 0.05,
         max_dq: float = 0.15,
+        bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
-        """Joint vector near ``q0`` whose tcp reaches ``pos`` with orientation ``rot``."""
+        """Joint vector near ``q0`` whose tcp reaches ``pos`` with orientation ``rot``, inside ``bounds``
+        (lower, upper) or the model's joint range."""
+        lower, upper = (self.lower + 1e-3, self.upper - 1e-3) if bounds is None else bounds
         q = np.array(q0, float)
         for _ in range(iters):
             self._set(q)
@@ -82,5 +85,5 @@ class ArmKinematics:
             null = np.eye(7) - jac.T @ np.linalg.solve(jjt, jac)
             dq += null @ (posture_gain * (HOME_Q - q))
             dq = np.clip(dq, -max_dq, max_dq)
-            q = np.clip(q + dq, self.lower + 1e-3, self.upper - 1e-3)
+            q = np.clip(q + dq, lower, upper)
         return q

@@ -22,6 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Nearest a TCP at table height may come to the arm's base [m, along x]: the elbow (joint 4) reaches the
+# end of the deployment's joint range (the FR3's rectangular range less its margin, control/limits.py)
+# at about 0.41 m. Objects are placed so that every expert pose lies beyond it: what is demonstrated must
+# be what the deployed arm can do.
+NEAR_REACH = 0.42
+
 BLOCK_HALF = 0.025
 CUBE_HALF = 0.02
 BOWL_RADIUS = 0.075  # wall centre radius [m]
@@ -68,7 +74,8 @@ class Task:
     """Base class; subclasses fill in the hooks."""
 
     name: str = ""
-    max_steps: int = 100  # episode limit at dt = 0.1 s
+    max_steps: int = 100  # episode limit at dt = 0.1 s (each task's: its experts' longest episodes, within
+    #                        the deployment's limits (sim.experts), with a third to spare)
     robot_prefix: str = ""  # robot joint name prefix in the model ("robot0_" in franky-sim's scene)
 
     def elements(self) -> list[ET.Element]:
@@ -100,7 +107,7 @@ class Task:
 @dataclass
 class ReachTask(Task):
     name: str = "reach"
-    max_steps: int = 60
+    max_steps: int = 80
     tolerance: float = 0.03
 
     def elements(self):
@@ -109,7 +116,7 @@ class ReachTask(Task):
         return [body]
 
     def sample(self, rng, options=None):
-        return {"target": [rng.uniform(0.35, 0.65), rng.uniform(-0.25, 0.25), rng.uniform(0.05, 0.25)]}
+        return {"target": [rng.uniform(NEAR_REACH, 0.68), rng.uniform(-0.25, 0.25), rng.uniform(0.05, 0.25)]}
 
     def apply(self, model, data, params):
         data.mocap_pos[model.body("target").mocapid[0]] = params["target"]
@@ -127,7 +134,7 @@ class ReachTask(Task):
 @dataclass
 class PushTask(Task):
     name: str = "push"
-    max_steps: int = 150
+    max_steps: int = 160
     tolerance: float = 0.04  # block centre to goal centre [m]
 
     def elements(self):
@@ -138,11 +145,11 @@ class PushTask(Task):
 
     def sample(self, rng, options=None):
         for _ in range(1000):
-            block = np.array([rng.uniform(0.38, 0.62), rng.uniform(-0.2, 0.2)])
+            block = np.array([rng.uniform(NEAR_REACH + 0.08, 0.64), rng.uniform(-0.2, 0.2)])  # room behind it
             angle = rng.uniform(-math.pi, math.pi)
             dist = rng.uniform(0.12, 0.2)
             goal = block + dist * np.array([math.cos(angle), math.sin(angle)])
-            if 0.35 <= goal[0] <= 0.65 and -0.25 <= goal[1] <= 0.25:
+            if NEAR_REACH + 0.02 <= goal[0] <= 0.68 and -0.25 <= goal[1] <= 0.25:
                 break
         return {"block": [*block, BLOCK_HALF], "block_yaw": rng.uniform(-math.pi, math.pi), "goal": [*goal, 0.0]}
 
@@ -166,7 +173,7 @@ class PushTask(Task):
 @dataclass
 class PickPlaceTask(Task):
     name: str = "pick_place"
-    max_steps: int = 150
+    max_steps: int = 200
 
     def elements(self):
         bowl = _mocap("bowl", (0.5, -0.15, 0.0))
@@ -186,8 +193,8 @@ class PickPlaceTask(Task):
 
     def sample(self, rng, options=None):
         for _ in range(1000):
-            cube = np.array([rng.uniform(0.38, 0.62), rng.uniform(-0.22, 0.22)])
-            bowl = np.array([rng.uniform(0.38, 0.62), rng.uniform(-0.22, 0.22)])
+            cube = np.array([rng.uniform(NEAR_REACH + 0.03, 0.65), rng.uniform(-0.22, 0.22)])
+            bowl = np.array([rng.uniform(NEAR_REACH + 0.03, 0.65), rng.uniform(-0.22, 0.22)])
             if np.linalg.norm(cube - bowl) > 0.17:
                 break
         return {"cube": [*cube, CUBE_HALF], "cube_yaw": rng.uniform(-math.pi, math.pi), "bowl": [*bowl, 0.0]}
@@ -215,7 +222,7 @@ class PickPlaceTask(Task):
 @dataclass
 class MemoryTask(Task):
     name: str = "memory"
-    max_steps: int = 80
+    max_steps: int = 100
     touch_height: float = 0.035  # tcp below this height over a pad = touching it
 
     def elements(self):
@@ -241,8 +248,8 @@ class MemoryTask(Task):
             side = cue
         return {
             "cue": str(side),
-            "pad_left": [rng.uniform(0.42, 0.6), rng.uniform(0.12, 0.22), 0.0],
-            "pad_right": [rng.uniform(0.42, 0.6), rng.uniform(-0.22, -0.12), 0.0],
+            "pad_left": [rng.uniform(NEAR_REACH + 0.03, 0.6), rng.uniform(0.12, 0.22), 0.0],
+            "pad_right": [rng.uniform(NEAR_REACH + 0.03, 0.6), rng.uniform(-0.22, -0.12), 0.0],
             "cue_pos": [0.72 + rng.uniform(-0.02, 0.02), rng.uniform(-0.03, 0.03), 0.0],
         }
 
