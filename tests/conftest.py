@@ -2,6 +2,7 @@
 folder), applied before any test imports rclpy."""
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -22,3 +23,11 @@ _log_dir = tempfile.mkdtemp(prefix="mail-ros-log-")
 rosenv.apply_ros_environment(domain_id=int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID")
                              else rosenv.derive_domain_id(os.getpid()))
 os.environ["ROS_LOG_DIR"] = _log_dir
+
+# Ctrl-C reaches what the tests start. A shell starts a background job (`.ci/run &`, nohup) with SIGINT
+# ignored, and its children inherit that: Python then installs no SIGINT handler, and `ros2 launch`
+# (launch reads signals through Python's wakeup fd) never sees the tests' Ctrl-C (two fresh-clone CI runs
+# failed on it: the launch idle in epoll_wait 30 s after SIGINT). A Python handler here becomes the
+# default disposition in every process the tests start.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import filecmp
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,7 +140,9 @@ class Launch:
             return self.wait(timeout)
         except subprocess.TimeoutExpired:
             tail = "\n".join(self.lines[-40:])
-            raise AssertionError(f"ros2 launch still running {timeout} s after Ctrl-C; its last output:\n{tail}") from None
+            alive_nodes = sorted(label for label, pid in self.pids().items() if alive(pid))
+            raise AssertionError(f"ros2 launch still running {timeout} s after Ctrl-C; nodes still alive: {alive_nodes}; "
+                                 f"its last output:\n{tail}\nits threads:\n{thread_stacks(self.proc.pid)}") from None
 
     def close(self) -> None:
         """Make sure the launch and its nodes are gone (the test failed half-way)."""
@@ -152,6 +155,18 @@ class Launch:
         for pid in self.pids().values():  # nodes stay in the launch's process group
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def thread_stacks(pid: int) -> str:
+    """Native stacks of every thread of a process (gdb, when installed): where a hung process waits."""
+    if not shutil.which("gdb"):
+        return "(gdb not installed)"
+    try:
+        out = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 25"], capture_output=True,
+                             text=True, timeout=60).stdout
+    except subprocess.TimeoutExpired:
+        return "(gdb timed out)"
+    return "\n".join(line for line in out.splitlines() if line.startswith(("Thread ", "#")))
 
 
 def alive(pid: int) -> bool:
