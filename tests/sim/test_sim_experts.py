@@ -128,6 +128,28 @@ def test_expert_commands_stay_within_the_deployments_safety_filter(name):
         assert fk_position(q)[:, 2].min() >= floor, (name, seed)
 
 
+@pytest.mark.parametrize("name", ["reach", "push", "memory"])
+def test_expert_does_not_stand_still_between_its_moves(name):
+    # A policy that sees one frame cannot tell "about to move" from "arrived": where a demonstration
+    # stands almost still mid-task, the policy learns to stand still there. Min-jerk moves stretched to
+    # the filter's limits did that at every via point: 6-7 % of the steps between the first and the last
+    # motion moved under 3 mrad (0.5-1.3 % before the stretching), and the first motion came at step ~3;
+    # policies trained on them ran out of time (push 2-16 %). Trapezoid-timed moves: about 1 %, step 0-1.
+    still, inside, first = 0, 0, []
+    for seed in range(6):
+        q, info, _, _ = _expert_commands(name, seed)
+        assert info["success"], (name, seed)
+        step = np.abs(np.diff(q, axis=0)).max(axis=1)
+        moving = np.nonzero(step > 0.003)[0]
+        between = step[moving[0]:moving[-1] + 1]
+        still += int(np.sum(between <= 0.003))
+        inside += len(between)
+        first.append(moving[0])
+    assert still / inside < 0.03, (name, still, inside)
+    if name != "memory":  # the memory expert waits for the cue to go off, on purpose
+        assert np.mean(first) <= 1.5, (name, first)
+
+
 def test_a_move_is_slowed_to_the_limits_not_cut_short():
     # the same reach plan with half the velocity and a quarter of the acceleration: still reaches the target, later
     fast = ExpertLimits.deployment()

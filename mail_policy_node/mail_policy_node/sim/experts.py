@@ -7,7 +7,7 @@ generator that yields one Cartesian target per control step and reads the simula
 state when it needs to (closed loop: pushing follows the block, a failed grasp is retried).
 
 Human-like variation, all drawn from the expert's own seed: an episode speed factor, a sideways bow
-on every free-space move (min-jerk timing), small via-point offsets and random waiting times.
+on every free-space move, small via-point offsets and random waiting times.
 Multimodality where the task allows it: which pair of cube
 faces to grasp and the carry arc (pick_place), direct or over-then-down approaches (reach, memory).
 
@@ -17,7 +17,10 @@ down on the robot (it then times out, or arrives late on a moving plan). Every m
 joint velocities and accelerations stay within a share of the filter's (the `sim` profile's, which is the
 most a real profile allows at its last runbook stage), the IK keeps the joints inside the filter's range,
 and the TCP stays above the workspace box's floor; closed-loop segments (pushing) are rate-limited to
-the same velocities.
+the same velocities. Moves are timed as a trapezoid in time (speed ramps up over the first fifth, down
+over the last), not min-jerk: min-jerk's slow start (under 4 % of the way after a sixth of the move) stretched
+to these limits made a demonstration stand almost still for several steps at every via point, and a
+policy that sees one frame learnt to stand still there (the episodes ran out).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ Target = tuple[np.ndarray, float, float]  # tcp position, hand yaw, gripper widt
 
 EXPERT_SHARE = 0.7  # of the filter's velocity and acceleration limits (the rest: tracking corrections)
 STRETCH_ROUNDS = 6  # a move is re-timed at most this often to meet the limits
+RAMP = 0.2  # of a move's time spent speeding up, and as much slowing down
 MAX_MOVE_S = 20.0  # [s] and made at most this long (a jump in the IK is not a speed: act() rate-limits it)
 
 
@@ -80,8 +84,15 @@ class ExpertLimits:
         return ratio
 
 
-def _min_jerk(s: float) -> float:
-    return s * s * s * (10 - 15 * s + 6 * s * s)
+def _trapezoid(s: float, ramp: float = RAMP) -> float:
+    """Share of the way done at time share ``s`` in [0, 1] with a trapezoidal speed profile: constant
+    acceleration over the first ``ramp`` of the time, constant speed, constant deceleration over the last."""
+    top = 1.0 / (1.0 - ramp)  # the constant speed, in ways per move time
+    if s < ramp:
+        return top * s * s / (2 * ramp)
+    if s > 1.0 - ramp:
+        return 1.0 - top * (1.0 - s) ** 2 / (2 * ramp)
+    return top * (s - ramp / 2)
 
 
 def _yaw_from_quat(quat: np.ndarray) -> float:
@@ -141,7 +152,7 @@ class ScriptedExpert:
 
     def move(self, goal, yaw: float | None = None, grip: float | None = None, speed: float = 0.25,
              bow: float = 0.0, min_time: float = 0.4) -> Iterator[Target]:
-        """Min-jerk move of the tcp to ``goal`` (and yaw), bowing sideways by up to ``bow`` metres."""
+        """Trapezoid-timed move of the tcp to ``goal`` (and yaw), bowing sideways by up to ``bow`` metres."""
         p0, y0, g0 = self.pos.copy(), self.yaw, self.grip
         p1 = np.asarray(goal, float)
         y1 = y0 if yaw is None else yaw
@@ -159,7 +170,7 @@ class ScriptedExpert:
         def path(n: int) -> list[Target]:
             out = []
             for k in range(1, n + 1):
-                s = _min_jerk(k / n)
+                s = _trapezoid(k / n)
                 out.append((p0 + (p1 - p0) * s + side * math.sin(math.pi * s), y0 + (y1 - y0) * s, g0 + (g1 - g0) * s))
             return out
 
