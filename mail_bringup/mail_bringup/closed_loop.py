@@ -151,20 +151,21 @@ class _Observer(SpunNode):
     """Watches the stack and calls its services."""
 
     def __init__(self):
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import JointState
         from std_msgs.msg import String
         from std_srvs.srv import Trigger
 
         from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
+        from mail_policy_node.nodes.sim_world_node import EPISODE_QOS
+        from mail_policy_node.spec import TOPIC_EPISODE
 
         super().__init__("mail_closed_loop")
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.events, self.chunks, self.commands = [], [], []
         self.chunk_ages = []  # per chunk: arrival here minus its stamp [s] (parallel to chunks)
         self.policy_status = self.controller_status = None
-        self.node.create_subscription(String, "/mail/episode", lambda m: self.events.append(json.loads(m.data)), latched)
+        self.node.create_subscription(String, TOPIC_EPISODE, lambda m: self.events.append(json.loads(m.data)), EPISODE_QOS)
         self.node.create_subscription(ActionChunk, "/mail/action_chunk", self._on_chunk, reliable)
         self.node.create_subscription(JointState, "/mail/action_command",
                                       self._on_command, 100)
