@@ -3,10 +3,11 @@
 
 Episodes with a random configuration (cycle period, limit scales, position range, workspace box)
 feed the filter a mix of smooth random walks, jumps, out-of-range and out-of-box targets, NaN/inf,
-huge values, wrong dimensions and holds, with plausible, huge or garbage velocity feed-forward. Every command is checked independently
-(``safety.check_command``: position, velocity, acceleration, jerk, per-cycle step, workspace box,
-gripper range) and each episode ends with a hold that must reach standstill within
-``SafetyConfig.stopping_time_bound``. Prints violations and throughput; writes JSON with --out.
+huge values, wrong dimensions and holds, with plausible, huge or garbage velocity feed-forward.
+Every command is checked independently (``safety.check_command``: position, velocity, acceleration,
+jerk, per-cycle step, workspace box, gripper range) and each episode ends with a hold that must
+reach standstill within ``SafetyConfig.stopping_time_bound``. Prints violations and throughput;
+writes JSON with --out.
 
     python scripts/fuzz_safety.py --n 1000000 --workers 2 --out results/fuzz_safety.json
 """
@@ -26,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mail_policy_node"))
 
-from mail_policy_node.control.limits import fr3_limits  # noqa: E402
-from mail_policy_node.control.safety import CommandState, SafetyConfig, SafetyFilter, check_command  # noqa: E402
+from mail_policy_node.control.limits import fr3_limits
+from mail_policy_node.control.safety import CommandState, SafetyConfig, SafetyFilter, check_command
 
 READY = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 PERIODS = (0.001, 0.002, 0.005, 0.01, 0.02)
@@ -104,7 +105,7 @@ def fuzz(n: int, seed: int) -> dict:
         done += length
         bound = cfg.stopping_time_bound(s.dq, s.ddq)
         limit = int(math.ceil(bound / cfg.cycle_period)) + 1
-        for k in range(limit):
+        for _ in range(limit):
             if s.at_standstill:
                 break
             r = f.step(s, None)

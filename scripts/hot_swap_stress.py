@@ -83,7 +83,8 @@ def main() -> int:
     node = observer.node
     chunks: list[tuple[float, str]] = []
     status = {}
-    node.create_subscription(ActionChunk, "/mail/action_chunk", lambda m: chunks.append((time.monotonic(), m.policy_id)),
+    node.create_subscription(ActionChunk, "/mail/action_chunk",
+                             lambda m: chunks.append((time.monotonic(), m.policy_id)),
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     node.create_subscription(ControllerStatus, "/mail/controller_status", lambda m: status.update(last=m), 10)
     client = AsyncParameterClient(node, "policy_node")

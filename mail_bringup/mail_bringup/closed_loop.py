@@ -64,7 +64,7 @@ class EpisodeResult:
         return "watchdog" if self.watchdog_trips else "timeout"
 
     @classmethod
-    def errored(cls, seed: int, error: str) -> "EpisodeResult":
+    def errored(cls, seed: int, error: str) -> EpisodeResult:
         return cls(seed=seed, success=False, duration_s=0.0, chunks=0, max_velocity_ratio=0.0,
                    max_acceleration_ratio=0.0, position_violations=0, limit_hits=0, watchdog_trips=0,
                    chunks_rejected=0, error=error)
@@ -89,7 +89,8 @@ class ClosedLoopReport:
                     inference_p50_ms=round(self.inference_p50_ms, 1),
                     controller_jitter_p99_ms=round(self.controller_jitter_p99_ms, 2),
                     max_velocity_ratio=round(max((e.max_velocity_ratio for e in self.episodes), default=0.0), 3),
-                    max_acceleration_ratio=round(max((e.max_acceleration_ratio for e in self.episodes), default=0.0), 3),
+                    max_acceleration_ratio=round(max((e.max_acceleration_ratio for e in self.episodes),
+                                                     default=0.0), 3),
                     position_violations=sum(e.position_violations for e in self.episodes),
                     limit_hits=sum(e.limit_hits for e in self.episodes),
                     limits=dict(sum((collections.Counter(e.limits) for e in self.episodes), collections.Counter())),
@@ -165,11 +166,13 @@ class _Observer(SpunNode):
         self.events, self.chunks, self.commands = [], [], []
         self.chunk_ages = []  # per chunk: arrival here minus its stamp [s] (parallel to chunks)
         self.policy_status = self.controller_status = None
-        self.node.create_subscription(String, TOPIC_EPISODE, lambda m: self.events.append(json.loads(m.data)), EPISODE_QOS)
+        self.node.create_subscription(String, TOPIC_EPISODE,
+                                      lambda m: self.events.append(json.loads(m.data)), EPISODE_QOS)
         self.node.create_subscription(ActionChunk, "/mail/action_chunk", self._on_chunk, reliable)
         self.node.create_subscription(JointState, "/mail/action_command",
                                       self._on_command, 100)
-        self.node.create_subscription(PolicyStatus, "/mail/policy_status", lambda m: setattr(self, "policy_status", m), reliable)
+        self.node.create_subscription(PolicyStatus, "/mail/policy_status",
+                                      lambda m: setattr(self, "policy_status", m), reliable)
         self.node.create_subscription(ControllerStatus, "/mail/controller_status",
                                       lambda m: setattr(self, "controller_status", m), 10)
         self.reset_client = self.node.create_client(Trigger, "/policy_node/reset_episode")

@@ -23,9 +23,9 @@ from launch.utilities import normalize_to_list_of_substitutions, perform_substit
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from mail_bringup.graph import (LAUNCH_ARGUMENTS, LOG_LEVELS, MACHINES, NODE_SETTINGS, RESPAWN_DELAY_S, RESPAWN_MAX_RETRIES,
-                                NodeSpec, Profile, argument_defaults, as_text, machine_of, params_file_in_namespace,
-                                profile)
+from mail_bringup.graph import (LAUNCH_ARGUMENTS, LOG_LEVELS, MACHINES, NODE_SETTINGS, RESPAWN_DELAY_S,
+                                RESPAWN_MAX_RETRIES, NodeSpec, Profile, argument_defaults, as_text, machine_of,
+                                params_file_in_namespace, profile)
 
 
 class ProfileParameterFile(Substitution):

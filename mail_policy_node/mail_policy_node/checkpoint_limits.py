@@ -328,7 +328,8 @@ def validate_policy_dict(d) -> None:
     dataclasses' defaults (inside the bounds); cross-field consistency is PolicyConfig's check."""
     _check_section("policy", d, _POLICY)
     if d.get("backbone", {}).get("dec_d_conv") == 1:
-        raise CheckpointError(f"config.json: policy.backbone.dec_d_conv = 1 is outside {{0}} + [{MIN_D_CONV}, {MAX_D_CONV}]")
+        raise CheckpointError(f"config.json: policy.backbone.dec_d_conv = 1 is outside {{0}} + "
+                              f"[{MIN_D_CONV}, {MAX_D_CONV}]")
 
 
 # ---- the budget ----------------------------------------------------------------------------------------

@@ -18,10 +18,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mail_policy_node.commands.train", "train a policy from rosbag2 demonstrations (one YAML config)"),
     "export": ("mail_policy_node.commands.export", "re-save a checkpoint (fp16 weights to ship a small one)"),
     "eval": ("mail_policy_node.commands.eval", "closed-loop success rate of a checkpoint in the simulated tasks"),
-    "replay": ("mail_policy_node.commands.replay", "replay rosbags through checkpoints: predicted vs recorded actions, latency, gaps"),
+    "replay": ("mail_policy_node.commands.replay",
+               "replay rosbags through checkpoints: predicted vs recorded actions, latency, gaps"),
     "up": ("mail_bringup.up", "start a bringup profile (real_robot, sim, replay) where ros2 launch is missing"),
     "bench": ("mail_policy_node.commands.bench", "benchmarks (model, engine): print a table, write JSON"),
-    "fr3-emulator": ("mail_policy_node.sim.fr3_emulator", "serve franky-sim with a real FR3's limit checks and reflexes"),
+    "fr3-emulator": ("mail_policy_node.sim.fr3_emulator",
+                     "serve franky-sim with a real FR3's limit checks and reflexes"),
 }
 
 

@@ -135,7 +135,7 @@ class FeatureSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureSpec":
+    def from_dict(cls, d: dict) -> FeatureSpec:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -148,7 +148,7 @@ class FeatureSpec:
                 d[key] = tuple(d[key])
         return cls(**d)
 
-    def incompatibilities(self, other: "FeatureSpec") -> list[str]:
+    def incompatibilities(self, other: FeatureSpec) -> list[str]:
         """Reasons why a policy trained on ``self`` cannot replace one trained on ``other`` on the same
         robot (hot swap): cameras, action space and dimensions must match. Empty list = compatible."""
         reasons = []

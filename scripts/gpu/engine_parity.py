@@ -36,17 +36,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "mail_policy_node"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from mail_policy_node.engine import EngineConfig, InferenceEngine, Observation  # noqa: E402
-from mail_policy_node.engine.inputs import check_observation  # noqa: E402
-from mail_policy_node.engine.reference import (EpisodeLog, reference_stream_chunks,  # noqa: E402
+from mail_policy_node.engine import EngineConfig, InferenceEngine, Observation
+from mail_policy_node.engine.inputs import check_observation
+from mail_policy_node.engine.reference import (EpisodeLog, reference_stream_chunks,
                                                reference_window_chunks)
-from mail_policy_node.model import kernels  # noqa: E402
-from mail_policy_node.model.diffusion import DiffusionConfig  # noqa: E402
-from mail_policy_node.model.policy import MailPolicy, PolicyConfig  # noqa: E402
-from mail_policy_node.spec import CameraSpec, FeatureSpec  # noqa: E402
+from mail_policy_node.model import kernels
+from mail_policy_node.model.diffusion import DiffusionConfig
+from mail_policy_node.model.policy import MailPolicy, PolicyConfig
+from mail_policy_node.spec import CameraSpec, FeatureSpec
 
 EXACT_SCHEDULE = DiffusionConfig(steps=16, max_beta=0.9)
 PAPER_SCHEDULE = DiffusionConfig(steps=16)
@@ -69,7 +69,7 @@ def make_policy(variant: str, head: str, layout: str, history: str, small: bool,
     policy = MailPolicy(cfg)
     with torch.no_grad():  # zero-initialised embeddings and tokens must matter too
         for name, p in policy.named_parameters():
-            if not (name.endswith("A_log") or name.endswith(".D")):
+            if not (name.endswith(("A_log", ".D"))):
                 p.add_(torch.randn_like(p) * 0.02)
     a, s = spec.action_dim, spec.state_dim
     policy.set_normalization(torch.zeros(a), torch.ones(a), torch.full((a,), -3.0), torch.full((a,), 3.0),
@@ -203,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     checks = sorted({0, 1, 2, 3, 4, 5, 17, steps // 4, steps // 2, (3 * steps) // 4, steps - 1})
     tol = 5e-5 if cuda else 1e-5
     b = args.batch
-    meta = dict(mode="cuda" if cuda else "degraded", device=torch.cuda.get_device_name() if cuda else platform.machine(),
+    meta = dict(mode="cuda" if cuda else "degraded",
+                device=torch.cuda.get_device_name() if cuda else platform.machine(),
                 torch=torch.__version__, python=platform.python_version(),
                 kernels=dict(sequence=kernels.have_sequence_kernels(), step=kernels.have_step_kernels()),
                 steps=steps, batch=b, small_model=small, tf32=False)
     rep = Report(args.out, meta, args.budget_s)
     rep.skip = tuple(x for x in args.skip.split(",") if x)
     base = EngineConfig(batch=b, device=device, cuda_graphs=True)
-    t_start = time.perf_counter()
 
     # 1. streaming layouts, cached path: window and stream, BC and DDPM
     for variant in ("d_ma", "ed_ma"):

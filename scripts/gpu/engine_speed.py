@@ -32,17 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "mail_policy_node"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from mail_policy_node.engine import EngineConfig, InferenceEngine, Observation  # noqa: E402
-from mail_policy_node.engine.bench import bench_policy  # noqa: E402
-from mail_policy_node.engine.inputs import check_observation  # noqa: E402
-from mail_policy_node.engine.reference import EpisodeLog, reference_window_chunks, step_tokens  # noqa: E402
-from mail_policy_node.model import fused  # noqa: E402
-from mail_policy_node.model.diffusion import DiffusionConfig  # noqa: E402
-from mail_policy_node.model.mamba import MambaConfig, MambaState  # noqa: E402
-from mail_policy_node.model.stack import MambaStack  # noqa: E402
+from mail_policy_node.engine import EngineConfig, InferenceEngine, Observation
+from mail_policy_node.engine.bench import bench_policy
+from mail_policy_node.engine.inputs import check_observation
+from mail_policy_node.engine.reference import EpisodeLog, reference_window_chunks, step_tokens
+from mail_policy_node.model import fused
+from mail_policy_node.model.mamba import MambaConfig, MambaState
+from mail_policy_node.model.stack import MambaStack
 
 RESULT: dict = {}
 DEFAULT_TF32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # as torch sets them
@@ -397,11 +396,14 @@ def main() -> int:
     ap.add_argument("--best-env", default="best.env", help="timing writes the chosen settings here (shell lines)")
     ap.add_argument("--floor-device", default="cuda", help="floor: cuda, or cpu (the CPU engine and references)")
     ap.add_argument("--floor-steps", type=int, default=24)
-    ap.add_argument("--variants", default="", help="timing: only these fused variants, e.g. i4o8bc32bo32p1,i4o8bc16bo32p0")
+    ap.add_argument("--variants", default="",
+                    help="timing: only these fused variants, e.g. i4o8bc32bo32p1,i4o8bc16bo32p0")
     args = ap.parse_args()
     want = args.sections.split(",")
-    sec = dict(env=env, kernels=kernels_check, profile=profile_section, timing=lambda: timing_section(args.best_env, parse_variants(args.variants) if args.variants else None),
-               floor=lambda: floor_section(args.floor_steps, device=args.floor_device), encoder=lambda: encoder_section(args.best_env))
+    sec = dict(env=env, kernels=kernels_check, profile=profile_section,
+               timing=lambda: timing_section(args.best_env, parse_variants(args.variants) if args.variants else None),
+               floor=lambda: floor_section(args.floor_steps, device=args.floor_device),
+               encoder=lambda: encoder_section(args.best_env))
     for name in want:
         # comparisons in true fp32; speed with torch's defaults (what `mail-il bench engine` runs with)
         exact = name in ("kernels", "floor")

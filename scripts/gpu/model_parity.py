@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "mail_policy_node"))
 
-import torch  # noqa: E402
+import torch
 
-from mail_policy_node.model import kernels  # noqa: E402
-from mail_policy_node.model.backbones import build_backbone  # noqa: E402
-from mail_policy_node.model.mamba import Mamba, MambaConfig  # noqa: E402
-from mail_policy_node.model.presets import backbone_preset  # noqa: E402
+from mail_policy_node.model import kernels
+from mail_policy_node.model.backbones import build_backbone
+from mail_policy_node.model.mamba import Mamba, MambaConfig
+from mail_policy_node.model.presets import backbone_preset
 
 
 def scaled_err(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -234,7 +234,7 @@ def environment() -> dict:
     for name in ("mamba_ssm", "causal_conv1d"):
         try:
             env[name] = __import__(name).__version__
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             env[name] = f"unavailable ({type(e).__name__})"
     return env
 

@@ -12,11 +12,11 @@ reach and push; memory with stream vs a one-frame window), ``push`` (the push re
 frames, two frames; memory with more demos), ``noise`` (push and memory from demos recorded with the arm
 disturbed), ``memory_stream`` (stream seeds, fp32 vs bf16, longer training), ``push_more`` (1600 push
 demos), ``fidelity`` (issue 20: reach, push and memory policies from demos within the deployment's limits,
-exported), ``deployable`` (the same on trapezoid-timed demos, fp32 memory policies), ``paper`` (the paper's central claim: D-Ma vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50
-demonstrations on push and pick_place), ``smoke``
-(a few-second end-to-end check of this script, also on a CPU). Every stage is a `mail-il` command in
-its own process; a stage that fails or runs out of time is recorded and the others go on. Demos are
-kept in runs/gpu_demos and reused by later calls on the same machine.
+exported), ``deployable`` (the same on trapezoid-timed demos, fp32 memory policies), ``paper`` (the paper's
+central claim: D-Ma vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50 demonstrations on push and pick_place),
+``smoke`` (a few-second end-to-end check of this script, also on a CPU). Every stage is a `mail-il` command
+in its own process; a stage that fails or runs out of time is recorded and the others go on. Demos are kept
+in runs/gpu_demos and reused by later calls on the same machine.
 
 The H200 image (Python 3.12, torch, no ROS, no OpenCV, no franky_sim, no libEGL loader) needs, in one
 git-ignored folder carried to it (about 60 MB): the cp312 wheels of mamba-ssm, mujoco + mujoco-core,
@@ -255,7 +255,7 @@ def main() -> int:
 
         results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         results["torch"] = torch.__version__
-    except Exception as e:  # noqa: BLE001 - recorded, not fatal
+    except Exception as e:  # recorded, not fatal
         results["gpu"] = repr(e)
 
     runs = [r for r in plan["runs"] if not args.only or r["name"] in args.only.split(",")]
@@ -294,7 +294,8 @@ def main() -> int:
                                                         "samples_per_second", "final_train_loss", "final_val_loss",
                                                         "parameters", "device", "amp_bf16", "sample_unit")})
             entry["train"]["val_curve"] = [(h["step"], h["val_loss"]) for h in s.get("history", [])]
-            entry["train"]["dataset"] = {k: s["dataset"].get(k) for k in ("episodes", "train_episodes", "train_windows")}
+            entry["train"]["dataset"] = {k: s["dataset"].get(k) for k in ("episodes", "train_episodes",
+                                                                           "train_windows")}
     save()
     print(f"[suite] training done after {time.time() - t_start:.0f} s", flush=True)
     def newest(name: str) -> Path | None:

@@ -30,7 +30,7 @@ def _franky_sim_command() -> list[str] | None:
 def franky_sim():
     """A franky-sim process bound to 127.0.0.1, stopped (SIGINT, then kill) after the module."""
     try:
-        import franky  # noqa: F401
+        import franky
         import franky_sim  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"franky / franky-sim not installed: {exc}")

@@ -187,7 +187,7 @@ def test_counters_and_status():
     c.submit_chunk(joint_chunk(0.0, [READY_POSE] * 5, seq=0), now=0.25)  # 3 of 5 stale
     c.submit_chunk(joint_chunk(0.2, [[math.nan] * 7] * 5, seq=1), now=0.25)
     c.submit_chunk(joint_chunk(0.2, [READY_POSE] * 5, seq=0), now=0.25)  # old sequence
-    for k, t in enumerate([0.26, 0.27, 0.2805, 0.29]):
+    for _k, t in enumerate([0.26, 0.27, 0.2805, 0.29]):
         c.step(t)
     s = c.status()
     assert (s.chunks_received, s.chunks_rejected, s.actions_dropped_stale) == (3, 2, 3)

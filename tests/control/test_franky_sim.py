@@ -314,7 +314,7 @@ def test_motion_errors_surface_through_poll_error_and_recover(franky_sim, tmp_pa
 
     script = tmp_path / "error_path.py"
     script.write_text(_ERROR_SCRIPT)
-    host = "127.78.%d.%d" % (os.getpid() // 250 % 250 + 1, os.getpid() % 250 + 1)
+    host = f"127.78.{os.getpid() // 250 % 250 + 1}.{os.getpid() % 250 + 1}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
         os.path.abspath(__import__("mail_policy_node").__file__))), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, str(script), _franky_sim_command()[0], host], capture_output=True,

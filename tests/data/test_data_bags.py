@@ -105,7 +105,7 @@ def test_rclpy_deserialises_every_message(demo):
 
     types = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
              "sensor_msgs/msg/JointState": JointState, "std_msgs/msg/String": String}
-    path, result, _ = demo
+    path, _result, _ = demo
     seen = set()
     reader = Reader(path)
     reader.open()
@@ -240,7 +240,7 @@ def test_noisy_demo_records_the_expert_command_and_executes_the_disturbed_one(de
     assert np.allclose(noisy.actions[:n], clean.actions[:n], atol=1e-9)  # labels: the expert's commands
     off_path = np.abs(noisy.joint_state[:n, :7] - clean.joint_state[:n, :7]).max()
     assert 0.01 < off_path < 0.2  # the arm really was pushed off the clean path, and not far
-    start = [e for e in noisy.events if e["event"] == "start"][0]
+    start = next(e for e in noisy.events if e["event"] == "start")
     assert start["action_noise"] == 0.03 and clean.events[0]["action_noise"] == 0.0
     assert result["success"] == clean_result["success"]
 

@@ -50,7 +50,8 @@ def test_images_use_the_pinned_requirements():
     assert "env/requirements.txt" in gpu and "env/requirements-gpu.txt" in gpu
     assert "env/install_ros_host.sh" in gpu
     assert "scripts/setup_env.sh" in cpu
-    assert "FROM_APT='^(ros-jazzy-|catkin-pkg|numpy|opencv-python)'" in (ROOT / "env" / "install_ros_host.sh").read_text()
+    assert ("FROM_APT='^(ros-jazzy-|catkin-pkg|numpy|opencv-python)'"
+            in (ROOT / "env" / "install_ros_host.sh").read_text())
     pinned = (ROOT / "env" / "requirements.txt").read_text()
     for name in ("ros-jazzy-rclpy", "catkin-pkg", "numpy", "opencv-python-headless", "torch"):
         assert f"\n{name}" in pinned, f"{name} left env/requirements.txt: update the image's filter"

@@ -73,7 +73,8 @@ def test_profile_with_ros_is_ros2_launch(tmp_path, name):
 @pytest.mark.parametrize("name", PROFILES)
 def test_profile_without_ros_is_mail_il_up(tmp_path, name):
     image = Image(tmp_path, ros=False, workspace=False, mail_il=True)
-    assert image.command(name, "policy_node.checkpoint:=reach") == ["mail-il", "up", name, "policy_node.checkpoint:=reach"]
+    assert image.command(name, "policy_node.checkpoint:=reach") == ["mail-il", "up", name,
+                                                                    "policy_node.checkpoint:=reach"]
 
 
 def test_profile_without_ros_or_mail_il_fails_clearly(tmp_path):

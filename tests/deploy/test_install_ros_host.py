@@ -104,7 +104,8 @@ def test_dry_run_is_the_recipe(tmp_path):
 def test_dry_run_gpu_extra(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    for name in ("causal_conv1d-1.7.0-cp312-cp312-linux_x86_64.whl", "mamba_ssm-2.3.2.post1-cp312-cp312-linux_x86_64.whl"):
+    for name in ("causal_conv1d-1.7.0-cp312-cp312-linux_x86_64.whl",
+                 "mamba_ssm-2.3.2.post1-cp312-cp312-linux_x86_64.whl"):
         (wheels / name).touch()
     venv = tmp_path / "venv"
     py = f"{venv}/bin/python"

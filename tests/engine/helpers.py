@@ -41,7 +41,7 @@ def tiny_policy(variant: str = "d_ma", head: str = "ddpm", layout: str = "stream
     policy = MailPolicy(cfg)
     with torch.no_grad():
         for name, p in policy.named_parameters():
-            if not (name.endswith("A_log") or name.endswith(".D")):
+            if not (name.endswith(("A_log", ".D"))):
                 p.add_(torch.randn_like(p) * 0.05)
     a, s = spec.action_dim, spec.state_dim
     policy.set_normalization(torch.linspace(-1, 1, a), torch.full((a,), 0.5), torch.full((a,), -2.0),

@@ -7,7 +7,6 @@ runs the full sequences with the parallel-prefix scan, so the two sides share no
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mail_policy_node.engine.reference import reference_stream_chunks, reference_window_chunks
 

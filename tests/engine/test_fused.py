@@ -15,12 +15,12 @@ pytest.importorskip("triton")
 if os.environ["TRITON_INTERPRET"] != "1":
     pytest.skip("TRITON_INTERPRET is off: the fused kernels need CUDA", allow_module_level=True)
 
-from mail_policy_node.engine.fused_act import FusedDDPM  # noqa: E402
-from mail_policy_node.model import fused  # noqa: E402
-from mail_policy_node.model.mamba import MambaConfig, MambaState  # noqa: E402
-from mail_policy_node.model.stack import MambaStack  # noqa: E402
+from mail_policy_node.engine.fused_act import FusedDDPM
+from mail_policy_node.model import fused
+from mail_policy_node.model.mamba import MambaConfig, MambaState
+from mail_policy_node.model.stack import MambaStack
 
-from .helpers import tiny_policy, tiny_spec  # noqa: E402
+from .helpers import tiny_policy, tiny_spec
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

@@ -67,7 +67,7 @@ def test_action_chunk_rosbag2_round_trip_deserialises_with_rclpy(tmp_path):
     with Reader(bag) as reader:
         rows = list(reader.messages())
     assert len(rows) == 3
-    for (conn, t, raw), original in zip(rows, msgs):
+    for (conn, _t, raw), original in zip(rows, msgs):
         assert conn.msgtype == "mail_msgs/msg/ActionChunk"
         back = deserialize_message(raw, ActionChunk)
         assert back == original

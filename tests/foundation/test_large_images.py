@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.rosutil import probe, wait_for
+from tests.rosutil import probe
 
 pytestmark = pytest.mark.ros
 N = 90

@@ -152,7 +152,8 @@ class Launch:
         except subprocess.TimeoutExpired:
             tail = "\n".join(self.lines[-40:])
             alive_nodes = sorted(label for label, pid in self.pids().items() if alive(pid))
-            raise AssertionError(f"ros2 launch still running {timeout} s after Ctrl-C; nodes still alive: {alive_nodes}; "
+            raise AssertionError(f"ros2 launch still running {timeout} s after Ctrl-C; "
+                                 f"nodes still alive: {alive_nodes}; "
                                  f"its last output:\n{tail}\nits threads:\n{thread_stacks(self.proc.pid)}") from None
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ def graph_parameters(env: dict) -> dict[str, dict]:
     for t in threads:
         t.join()
     out = {n: {} for n in nodes}
-    for node, result in dumps.items():
+    for _node, result in dumps.items():
         assert result.returncode == 0, result.stdout + result.stderr
         out.update({name: section["ros__parameters"] for name, section in yaml.safe_load(result.stdout).items()})
     return out

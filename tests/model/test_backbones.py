@@ -42,7 +42,7 @@ def test_observations_are_causal_in_streaming_and_decoder_only_layouts(variant):
     layout = "streaming" if variant != "d_tr" else "paper"
     cfg = tiny_backbone(variant, layout, "bc", goal=False)
     model = build(cfg)
-    obs, _, _ = backbone_inputs(cfg)
+    _obs, _, _ = backbone_inputs(cfg)
     stack = model.stack if variant != "ed_ma" else None
     with torch.no_grad():
         if stack is not None:  # token-level: output t unchanged when inputs after t change
@@ -131,7 +131,8 @@ def test_whole_episode_training_equals_per_step_forward(variant, head, scan):
     with torch.no_grad():
         out = model.forward_episode(obs, at, act, time)
         for k in range(steps):
-            ref = model(obs[:, :int(at[k]) + 1], None if act is None else act[:, k], None if time is None else time[:, k])
+            ref = model(obs[:, :int(at[k]) + 1], None if act is None else act[:, k],
+                        None if time is None else time[:, k])
             torch.testing.assert_close(out[:, k], ref, **TOL)
 
 

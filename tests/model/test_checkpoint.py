@@ -57,7 +57,7 @@ def test_round_trip_reproduces_outputs_exactly(saved):
 
 
 def test_identity_is_content_hash(saved, tmp_path):
-    policy, folder, pid = saved
+    _policy, folder, pid = saved
     assert save_checkpoint(load_checkpoint(folder), tmp_path / "again") == pid  # same content, same id
     other = tiny_policy("ed_ma_ddpm_stream")
     assert save_checkpoint(other, tmp_path / "other") != pid
@@ -96,11 +96,13 @@ def test_wrong_architecture_is_refused(saved, tmp_path):
     _, folder, _ = saved
     bad = copy_ckpt(folder, tmp_path / "bad")
     rewrite(bad, config_edit=lambda c: c["policy"]["backbone"].update(n_layers=3))
-    with pytest.raises(CheckpointError, match=r"does not fit the config's architecture: missing tensors \['backbone.decoder.layers.2"):
+    with pytest.raises(CheckpointError, match=r"does not fit the config's architecture: missing tensors "
+                                              r"\['backbone.decoder.layers.2"):
         load_checkpoint(bad)
     bad2 = copy_ckpt(folder, tmp_path / "bad2")
     rewrite(bad2, config_edit=lambda c: c["policy"]["backbone"].update(d_state=4))
-    with pytest.raises(CheckpointError, match=r"stored != expected shape\): backbone.encoder.layers.0.mixer.A_log: \(64, 8\) != \(64, 4\)"):
+    with pytest.raises(CheckpointError, match=r"stored != expected shape\): "
+                                              r"backbone.encoder.layers.0.mixer.A_log: \(64, 8\) != \(64, 4\)"):
         load_checkpoint(bad2)
 
 
@@ -114,7 +116,8 @@ def test_unknown_and_missing_tensors_are_refused(saved, tmp_path):
     rewrite(bad, tensors={k: v for k, v in tensors.items() if k != "action_out.bias"})
     with pytest.raises(CheckpointError, match=r"missing tensors \['action_out.bias'\]"):
         load_checkpoint(bad)
-    rewrite(bad, tensors={k: (torch.full_like(v, float("nan")) if k == "action_std" else v) for k, v in tensors.items()})
+    rewrite(bad, tensors={k: (torch.full_like(v, float("nan")) if k == "action_std" else v)
+                          for k, v in tensors.items()})
     with pytest.raises(CheckpointError, match="no usable normalisation: action_std"):
         load_checkpoint(bad)
     rewrite(bad, tensors={**tensors, "action_out.bias": torch.zeros(8, dtype=torch.int64)})

@@ -52,7 +52,8 @@ def test_loss_is_epsilon_mse_and_perfect_predictor_scores_zero():
     t = torch.randint(0, 16, (8,), generator=g)
     eps = torch.randn(x0.shape, generator=g)
     noisy = ddpm.add_noise(x0, t, eps)
-    oracle = lambda x, tt: (x - ddpm.alpha_bar[tt].sqrt()[:, None, None] * x0) / (1 - ddpm.alpha_bar[tt]).sqrt()[:, None, None]  # noqa: E731
+    oracle = lambda x, tt: ((x - ddpm.alpha_bar[tt].sqrt()[:, None, None] * x0)  # noqa: E731
+                            / (1 - ddpm.alpha_bar[tt]).sqrt()[:, None, None])
     assert ddpm.loss(oracle, x0, generator=torch.Generator().manual_seed(0)) < 1e-8
     torch.testing.assert_close(oracle(noisy, t), eps, atol=1e-4, rtol=1e-4)
 

@@ -30,7 +30,8 @@ def test_degraded_parity_passes(parity):
 def test_cli_writes_json_and_exits_non_zero_on_failure(parity, tmp_path):
     out = tmp_path / "parity.json"
     # tolerance 0: float differences of ~1e-8 must now count as failures
-    assert parity.main(["--mode", "degraded", "--tol", "0", "--stack-tol", "0", "--batch", "1", "--seqlen", "4", "--out", str(out)]) == 1
+    assert parity.main(["--mode", "degraded", "--tol", "0", "--stack-tol", "0", "--batch", "1", "--seqlen", "4",
+                        "--out", str(out)]) == 1
     result = json.loads(out.read_text())
     assert result["ok"] is False and any(not c["passed"] for c in result["checks"])
     assert result["environment"]["torch"]

@@ -77,7 +77,7 @@ def test_stream_history_equals_recompute_over_the_whole_prefix(preset):
                         goal=ep["goal"])
             got = policy.predict_chunk(step, generator=torch.Generator().manual_seed(k))
             prefix = all_tokens[:, :1 + (k + 1) * p]
-            ref = policy.sample_with(lambda x, t: policy.backbone(prefix, x, t), 2, None,
+            ref = policy.sample_with(lambda x, t: policy.backbone(prefix, x, t), 2, None,  # noqa: B023 - called now
                                  torch.Generator().manual_seed(k), None)
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 

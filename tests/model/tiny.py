@@ -63,6 +63,7 @@ def policy_batch(policy: MailPolicy, batch: int = 2, steps: int | None = None, e
         out["state"] = torch.randn(batch, t, spec.state_dim)
     if spec.goal_embedding_dim:
         out["goal"] = torch.randn(batch, spec.goal_embedding_dim)
-    shape = (batch, t, spec.action_horizon, spec.action_dim) if episode else (batch, spec.action_horizon, spec.action_dim)
+    shape = ((batch, t, spec.action_horizon, spec.action_dim) if episode else
+             (batch, spec.action_horizon, spec.action_dim))
     out["actions"] = torch.randn(shape) * 0.5
     return out

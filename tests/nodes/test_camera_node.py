@@ -301,7 +301,8 @@ def test_live_hardware_clock_frames_are_stamped_at_arrival_not_when_read():
         for k in range(20):
             acquired.append(time.time())
             # the device's own clock, in ms; the device resets at k = 10 and its clock starts again
-            device_ms = 5000.0 + 1000.0 * (acquired[-1] - t0) if k < 10 else 12.0 + 1000.0 * (acquired[-1] - acquired[10])
+            device_ms = (5000.0 + 1000.0 * (acquired[-1] - t0) if k < 10 else
+                         12.0 + 1000.0 * (acquired[-1] - acquired[10]))
             arrived.append(acquired[-1] + delays[k % len(delays)])
             cam.push(device_ms, "hardware_clock", arrival=arrived[-1])
             time.sleep(1 / 30)

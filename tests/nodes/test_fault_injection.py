@@ -258,7 +258,8 @@ def _bad_images(stamp: float, frame_id: str) -> list:
 
     good = image_msg(np.zeros((SIZE, SIZE, 3), np.uint8), stamp, frame_id)
     bad = []
-    m = Image(header=good.header, height=SIZE, width=SIZE, encoding="yuv422", step=2 * SIZE, data=bytes(2 * SIZE * SIZE))
+    m = Image(header=good.header, height=SIZE, width=SIZE, encoding="yuv422", step=2 * SIZE,
+              data=bytes(2 * SIZE * SIZE))
     bad.append(m)  # unsupported encoding
     bad.append(Image(header=good.header, height=0, width=0, encoding="rgb8", step=0, data=b""))  # zero size
     short = image_msg(np.zeros((SIZE, SIZE, 3), np.uint8), stamp, frame_id)

@@ -73,8 +73,10 @@ def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
     stop = threading.Event()
     try:
         with probe() as p:
-            chunks = p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-            status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            chunks = p.subscribe(ActionChunk, "/mail/action_chunk",
+                                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+            status = p.subscribe(PolicyStatus, "/mail/policy_status",
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
             feeder = feed_sensors(p, stop)
             wait_for(lambda: len(chunks) >= 3, 90, what="first chunks from checkpoint a")
             a_id = chunks[-1].policy_id
@@ -104,7 +106,7 @@ def test_policy_node_publishes_chunks_and_hot_swaps(tmp_path):
         stop.set()
         out = stop_process(node)
 
-    for name, (ok, reason) in refused.items():
+    for name, (ok, _reason) in refused.items():
         assert not ok, f"{name} was accepted"
     assert "cameras" in refused["one_camera"][1]
     assert "outside" in refused["../outside"][1]
@@ -143,7 +145,8 @@ def test_inputs_whose_stamps_step_back_are_reported_and_the_policy_goes_on(tmp_p
         with probe() as p:
             reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
             chunks = p.subscribe(ActionChunk, "/mail/action_chunk", reliable)
-            status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            status = p.subscribe(PolicyStatus, "/mail/policy_status",
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
             feeder = feed_sensors(p, stop, lead)
             wait_for(lambda: len(chunks) >= 3, 90, what="chunks with stamps ahead")
             n_ahead = len(chunks)
@@ -189,8 +192,10 @@ def test_a_swap_to_a_policy_whose_chunks_are_nan_is_undone_while_chunks_keep_flo
     stop = threading.Event()
     try:
         with probe() as p:
-            chunks = p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-            status = p.subscribe(PolicyStatus, "/mail/policy_status", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            chunks = p.subscribe(ActionChunk, "/mail/action_chunk",
+                                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+            status = p.subscribe(PolicyStatus, "/mail/policy_status",
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
             feeder = feed_sensors(p, stop)
             wait_for(lambda: len(chunks) >= 3, 90, what="first chunks from checkpoint a")
             a_id = chunks[-1].policy_id

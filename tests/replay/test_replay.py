@@ -187,7 +187,7 @@ def test_topic_map_and_gaps(tmp_path, ckpts):
     with pytest.raises(MissingTopicError, match="/camera/agentview/image_raw"):
         replay_bag(tmp_path / "bag", load_lanes([ckpts["a"]], ReplayConfig()))
     lanes = load_lanes([ckpts["a"]], ReplayConfig())
-    results, summary = run_replay([tmp_path / "bag"], lanes, topics)
+    _results, summary = run_replay([tmp_path / "bag"], lanes, topics)
     streams = summary["bags"][0]["streams"]
     assert streams["/cam_wrist/image"]["gaps"] == 1 and streams["/cam_wrist/image"]["dropped"] == 2
     assert streams["/cam_wrist/image"]["longest_gap_s"] == pytest.approx(0.3)

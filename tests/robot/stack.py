@@ -65,7 +65,7 @@ def random_checkpoint(folder: Path, seed: int = 0) -> Path:
     policy = load_checkpoint(SHIPPED / "reach_dma_small")
     torch.manual_seed(seed)
     with torch.no_grad():
-        for name, p in policy.named_parameters():
+        for _name, p in policy.named_parameters():
             if p.dim() > 1:
                 torch.nn.init.normal_(p, std=1.5 / np.sqrt(p.shape[-1]))
             else:

@@ -45,11 +45,11 @@ CAPS_TOLERANCE = 1e-3  # libfranka's own kLimitEps, as the emulator's checks
 # The caps bound every plan franky makes, but not every 1 kHz command on this loaded 2-core machine: franky
 # starts each motion that pre-empts the last from the robot state it read, and a late state steps the
 # acceleration (jerk spikes up to 7.8x the cap and acceleration 1.7x on fresh-clone CI at factor 0.3; none in the
-# 43,000 commands of a local run beside one busy process). The FR3's own limits are asserted on every command; the caps on the
-# share of commands over them: a controller that did not set franky's limits to the caps is over them
-# whenever it saturates (thousands of commands a stage at factor 0.3, where the policies hit the limits
-# ~500 cycles), load spikes a few ms each. Each excursion over the caps is reported (where, how long, what
-# the client's timing was then).
+# 43,000 commands of a local run beside one busy process). The FR3's own limits are asserted on every command;
+# the caps on the share of commands over them: a controller that did not set franky's limits to the caps is over
+# them whenever it saturates (thousands of commands a stage at factor 0.3, where the policies hit the limits
+# ~500 cycles), load spikes a few ms each. Each excursion over the caps is reported (where, how long, what the
+# client's timing was then).
 MAX_OVER_CAPS_SHARE = 0.005
 
 
@@ -167,7 +167,8 @@ def run_profile(driver_class, scene: Scene) -> list[dict]:
         driver = driver_class(p)
         status = p.subscribe(ControllerStatus, "/mail/controller_status")
         policy = p.subscribe(PolicyStatus, "/mail/policy_status")
-        chunks = p.subscribe(ActionChunk, "/mail/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        chunks = p.subscribe(ActionChunk, "/mail/action_chunk",
+                             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         commands = p.subscribe(JointState, "/mail/action_command")
         gpu = driver.start("machine:=gpu", "device:=cpu", f"checkpoint_root:={scene.root}",
                            "checkpoint:=reach_dma_small", f"agentview_playback_file:={scene.cameras['agentview']}",
@@ -407,8 +408,8 @@ def test_faults_on_the_real_robot_profile(scene, tmp_path):
         commands = p.subscribe(JointState, "/mail/action_command")
         arrivals = p.arrivals["/mail/action_chunk"]
         estop = p.node.create_publisher(Bool, "/mail/estop", reliable)
-        gpu = driver.start("machine:=gpu", "device:=cpu", f"checkpoint_root:={scene.root}", "checkpoint:=reach_dma_small",
-                           f"agentview_playback_file:={scene.cameras['agentview']}",
+        gpu = driver.start("machine:=gpu", "device:=cpu", f"checkpoint_root:={scene.root}",
+                           "checkpoint:=reach_dma_small", f"agentview_playback_file:={scene.cameras['agentview']}",
                            f"wrist_playback_file:={scene.cameras['wrist']}")
         emu = Emulator(host, tmp_path / "emulator")
         rt = driver.start(*rt_args)

@@ -62,7 +62,8 @@ def hosts():
 
 def host_env(peer: str) -> dict:
     return {**os.environ, "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE), "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
-           "ROS_STATIC_PEERS": peer, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "ROS_STATIC_PEERS": peer,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def in_ns(ns: str, cmd: list[str]) -> list[str]:
@@ -70,7 +71,7 @@ def in_ns(ns: str, cmd: list[str]) -> list[str]:
 
 
 def run_two_hosts(hosts, folder: Path, scenario: list[str]) -> dict:
-    q0, frames = task_start()
+    _q0, frames = task_start()
     cameras = record_cameras(folder, frames, 90.0)
     up = [sys.executable, "-m", "mail_policy_node.cli", "up", "real_robot"]
     gpu = Process(in_ns(hosts["gpu"], up + ["machine:=gpu", "device:=cpu",

@@ -23,7 +23,7 @@ def peak_mb() -> float:
 
 def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))
-    import torch  # noqa: F401  (imported before the baseline: both paths import it anyway)
+    import torch  # imported before the baseline: both paths import it anyway
 
     from mail_policy_node.checkpoint_root import resolve_checkpoint
     from mail_policy_node.engine.engine import EngineConfig, InferenceEngine
@@ -41,7 +41,7 @@ def main() -> None:
         outcome, reason = "loaded", ""
     except CheckpointError as e:
         outcome, reason = "refused", str(e)
-    except BaseException as e:  # noqa: BLE001 -- what the test must never see
+    except BaseException as e:  # what the test must never see
         outcome, reason = "crashed", f"{type(e).__name__}: {str(e)[:300]}"
     seconds = time.perf_counter() - t0
     print(json.dumps(dict(outcome=outcome, reason=reason, seconds=seconds, peak_mb=peak_mb(), baseline_mb=baseline)))

@@ -82,7 +82,7 @@ def test_memory_expert_follows_the_cue():
         log = []
         distances = []
         result = run_expert_episode(env, 11, options={"cue": cue},
-                                    on_step=lambda o, a, n, i: (log.append(a), distances.append(i["goal_distance"])))
+                                    on_step=lambda o, a, n, i: (log.append(a), distances.append(i["goal_distance"])))  # noqa: B023
         assert result["success"], f"cue {cue}: expert did not touch the right pad"
         # the distance to the cued pad's touch region falls from over 10 cm to 0 at the touch
         assert distances[0] > 0.1 and distances[-1] == 0.0 and min(distances[:-1]) > 0.0
@@ -119,10 +119,11 @@ def test_expert_commands_stay_within_the_deployments_safety_filter(name):
     # workspace floor: the stack slowed and stopped what the policy had learnt.
     safety = full_stage_safety()
     for seed in range(3):
-        q, info, expert, dt = _expert_commands(name, seed)
+        q, info, _expert, dt = _expert_commands(name, seed)
         assert info["success"], (name, seed)
         speed = np.abs(np.diff(q, axis=0)) / dt
-        assert np.all(speed <= safety.velocity_limit * 0.7 + 1e-9), (name, seed, (speed.max(0) / safety.velocity_limit).round(2))
+        assert np.all(speed <= safety.velocity_limit * 0.7 + 1e-9), (name, seed,
+                                                                      (speed.max(0) / safety.velocity_limit).round(2))
         assert np.all(q >= safety.limits.q_min) and np.all(q <= safety.limits.q_max), (name, seed)
         floor = safety.workspace_min[2] + safety.workspace_margin
         assert fk_position(q)[:, 2].min() >= floor, (name, seed)
@@ -154,7 +155,7 @@ def test_a_move_is_slowed_to_the_limits_not_cut_short():
     # the same reach plan with half the velocity and a quarter of the acceleration: still reaches the target, later
     fast = ExpertLimits.deployment()
     slow = ExpertLimits(fast.q_min, fast.q_max, fast.dq_max * 0.5, fast.ddq_max * 0.25, fast.tcp_z_min)
-    qf, info_f, _, dt = _expert_commands("reach", 4)
+    _qf, info_f, _, dt = _expert_commands("reach", 4)
     env = make_task("reach", render=False)
     env.reset(4)
     target = env.state()["target"]
@@ -180,5 +181,6 @@ def test_the_sim_profile_runs_the_filter_the_experts_respect():
     expected = full_stage_safety()
     for name in ("q_min", "q_max", "dq_max", "ddq_max", "dddq_max"):
         np.testing.assert_allclose(getattr(profile.limits, name), getattr(expected.limits, name), err_msg=name)
-    for name in ("cycle_period", "max_joint_step", "workspace_min", "workspace_max", "workspace_margin", "max_tcp_speed"):
+    for name in ("cycle_period", "max_joint_step", "workspace_min", "workspace_max", "workspace_margin",
+                 "max_tcp_speed"):
         assert getattr(profile, name) == getattr(expected, name), name

@@ -12,8 +12,8 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from mail_policy_node.data.bags import DemoBagWriter  # noqa: E402
-from mail_policy_node.spec import FR3_JOINT_NAMES, GRIPPER_NAME  # noqa: E402
+from mail_policy_node.data.bags import DemoBagWriter
+from mail_policy_node.spec import FR3_JOINT_NAMES, GRIPPER_NAME
 
 CAMERAS = ("agentview", "wrist")
 ACTION_NAMES = FR3_JOINT_NAMES + (GRIPPER_NAME,)

@@ -60,7 +60,7 @@ def test_the_trainer_feeds_shifted_frames_to_the_model_in_training_only(bag_dir,
     trainer.policy.forward = lambda batch: seen.append(batch["images"]) or forward(batch)  # a spy: records inputs
     prepared = trainer._numpy_batch(trainer._rows(0), "train")
     rng = np.random.default_rng(1)  # the synthetic bags' frames are flat; give the batch some texture
-    for cam, frames in prepared[0]["images"].items():
+    for frames in prepared[0]["images"].values():
         frames[...] = rng.integers(0, 256, frames.shape, dtype=np.uint8)
     trainer.train_step(prepared)
     for cam, frames in prepared[0]["images"].items():

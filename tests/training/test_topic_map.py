@@ -87,7 +87,7 @@ def test_lab_style_bags_give_the_dataset_of_the_same_recording_under_the_stack_n
 
 
 def test_inline_keys_over_the_file_and_action_topic(tmp_path):
-    stack, lab, lab_yaml = write_pair(tmp_path, n_bags=1)
+    _stack, lab, lab_yaml = write_pair(tmp_path, n_bags=1)
     # data.topics over data.topics_map: one camera renamed inline, the rest from the file
     (tmp_path / "partial.yaml").write_text(yaml.safe_dump({"cameras": {"agentview": LAB["agentview"]},
                                                            "episode": LAB["episode"]}))
@@ -112,7 +112,7 @@ def test_inline_keys_over_the_file_and_action_topic(tmp_path):
 
 
 def test_a_mapped_topic_missing_from_a_bag_is_named_with_the_bag(tmp_path):
-    stack, lab, lab_yaml = write_pair(tmp_path, n_bags=1)
+    _stack, lab, lab_yaml = write_pair(tmp_path, n_bags=1)
     with pytest.raises(DatasetError) as e:
         _dataset(lab, None, topics_map=str(lab_yaml), topics={"cameras": {"wrist": "/cam_wrist/missing"}})
     msg = str(e.value)
@@ -144,7 +144,7 @@ def test_find_bags_follows_links_once_and_orders_by_link_name(tmp_path):
 
 
 def test_train_command_with_a_topics_map_on_a_folder_of_links(tmp_path, capsys):
-    stack, lab, lab_yaml = write_pair(tmp_path)
+    _stack, lab, lab_yaml = write_pair(tmp_path)
     links = tmp_path / "links"
     links.mkdir()
     for i, bag in enumerate(sorted(lab.iterdir())):

@@ -60,10 +60,10 @@ def test_relative_actions_are_trained_and_stored(bag_dir, tmp_path):
 
 
 def test_two_runs_with_one_seed_give_identical_weights(bag_dir, tmp_path):
-    _, a = _train(bag_dir, tmp_path, "a")
-    _, b = _train(bag_dir, tmp_path, "b")
+    _, _a = _train(bag_dir, tmp_path, "a")
+    _, _b = _train(bag_dir, tmp_path, "b")
     assert _same(_weights(tmp_path / "a" / "final"), _weights(tmp_path / "b" / "final"))
-    _, c = _train(bag_dir, tmp_path, "c", train__seed=1)
+    _, _c = _train(bag_dir, tmp_path, "c", train__seed=1)
     assert not _same(_weights(tmp_path / "a" / "final"), _weights(tmp_path / "c" / "final"))
 
 
@@ -79,7 +79,7 @@ def test_resume_continues_exactly(bag_dir, tmp_path, head, layout, history, shif
     state = json.loads((tmp_path / "split" / "checkpoints" / "step_0000002" / "train_state.json").read_text())
     assert state["step"] == 2 and state["param_groups"][0]["lr"] == 5e-4
     assert not list((tmp_path / "split").rglob("*.pt"))  # no pickles anywhere
-    resumed, summary = _train(bag_dir, tmp_path, "split", resume="auto", **over)
+    _resumed, summary = _train(bag_dir, tmp_path, "split", resume="auto", **over)
     assert summary["steps_this_run"] == 2 and summary["steps"] == 4
     final = _weights(tmp_path / "straight" / "final")
     assert _same(final, _weights(tmp_path / "split" / "final"))

@@ -66,7 +66,7 @@ class ActionChunk:
     @classmethod
     def from_flat(cls, stamp: float, start_offset: float, dt: float, horizon: int, dimension: int, actions,
                   names, action_space: str, policy_id: str = "", sequence: int = 0,
-                  execute_horizon: int = 0) -> "ActionChunk":
+                  execute_horizon: int = 0) -> ActionChunk:
         """From mail_msgs/ActionChunk fields (times already in seconds). Never raises on inconsistent
         sizes: the chunk then carries an empty (0, D) array and is rejected as MALFORMED."""
         flat = np.asarray(actions, dtype=float).ravel()

@@ -143,7 +143,7 @@ class _HandWorker:
                 cmd = self.commander.command(requested, busy)
                 if cmd is not None:
                     self._future = send_hand_command(self.gripper, cmd)
-            except Exception as exc:  # a failed read or command: the width becomes unknown after a while
+            except Exception as exc:  # noqa: BLE001 - a failed read or command: the width becomes unknown after a while
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._stop.wait(0.05)
@@ -155,7 +155,7 @@ class _HandWorker:
         if self._future is not None:  # let a running Hand command end before its Gripper goes
             try:
                 self._future.wait(1.0)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - closing: a gripper error must not stop the close
                 log.warning("gripper on close: %s", exc)
         self._future = None
 
@@ -246,7 +246,7 @@ class FrankyArm:
             try:
                 self.robot.stop()
                 self.robot.join_motion(timeout=1.0)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - closing: a stop error must not stop the close
                 log.warning("stop on close: %s", exc)
         if self.hand is not None:
             self.hand.close()
@@ -309,7 +309,7 @@ class FrankyArm:
             return None
         try:
             self.robot.join_motion(timeout=0.0)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - franky's motion errors: reported as the arm's error
             self.last_error = f"{type(exc).__name__}: {exc}"
             return self.last_error
         return None
@@ -322,7 +322,7 @@ def run_cycle(controller, arm: FrankyArm, now: float | None = None):
     not be read: then the controller is put into ERROR)."""
     try:
         state = arm.read_state()
-    except Exception as exc:  # e.g. franky's network exception when the robot stops answering
+    except Exception as exc:  # noqa: BLE001 - e.g. franky's network exception when the robot stops answering
         controller.set_error(f"state read failed: {exc}")
         return None
     now = state.host_time if now is None else now
@@ -331,7 +331,7 @@ def run_cycle(controller, arm: FrankyArm, now: float | None = None):
     if out is not None and (out.send or arm.config.dry_run):  # a dry run moves nothing (its stand-in echoes)
         try:
             arm.send(out.command, state.q)
-        except Exception as exc:  # a failed move is a robot error, not a crash of the loop
+        except Exception as exc:  # noqa: BLE001 - a failed move is a robot error, not a crash of the loop
             controller.set_error(f"send failed: {exc}")
     err = arm.poll_error()
     if err is not None:

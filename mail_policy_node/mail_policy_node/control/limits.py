@@ -139,7 +139,8 @@ def dynamics_budget(relative_dynamics_factor: float = 1.0, velocity_scale: float
 # for Franka Research 3" (joint range, velocity 2.62 x4 / 5.26 / 4.18 / 5.26 rad/s, acceleration 10 and
 # jerk 5000 on every joint), and libfranka's FR3 include/franka/rate_limiting.h (2023 on),
 # computeUpperLimitsJointVelocity / computeLowerLimitsJointVelocity, for the position-dependent velocity
-# bound (libfranka 0.21 also reads these parameters from the robot's URDF, JointVelocityLimitsConfig): v_up(q) = min(v_max, max(0, -offset + sqrt(max(0, k * (q_hi - q))))) and its mirror image
+# bound (libfranka 0.21 also reads these parameters from the robot's URDF, JointVelocityLimitsConfig):
+# v_up(q) = min(v_max, max(0, -offset + sqrt(max(0, k * (q_hi - q))))) and its mirror image
 # v_lo(q) = max(-v_max, min(0, offset - sqrt(max(0, k * (q - q_lo))))), with k = 2 x the joint's
 # deceleration and q_lo/q_hi the URDF range (slightly wider than the documented range). libfranka's own
 # helpers return these minus kLimitEps so that a client saturating to them stays inside; the functions

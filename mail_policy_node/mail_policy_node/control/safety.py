@@ -72,7 +72,7 @@ class CommandState:
     gripper: float = float("nan")  # [m]; NaN: no width commanded yet (the Hand is left as it is)
 
     @classmethod
-    def at_rest(cls, q, gripper: float = float("nan")) -> "CommandState":
+    def at_rest(cls, q, gripper: float = float("nan")) -> CommandState:
         """At rest at ``q``; ``gripper`` NaN (unknown) stays NaN: an unknown width never means "open"."""
         q = np.array(q, dtype=float)
         if q.shape != (N_JOINTS,) or not np.all(np.isfinite(q)):
@@ -110,12 +110,14 @@ class SafetyConfig:
             raise ValueError(f"max_joint_step must be in (0, 0.5] rad, got {self.max_joint_step}")
         lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
         if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or not np.all(np.isfinite(hi)):
-            raise ValueError(f"workspace box must be two finite 3-vectors, got {self.workspace_min}, {self.workspace_max}")
+            raise ValueError(f"workspace box must be two finite 3-vectors, got {self.workspace_min}, "
+                             f"{self.workspace_max}")
         if not 0.0 <= self.workspace_margin < 0.5 * float(np.min(hi - lo)):
             raise ValueError(f"workspace_margin {self.workspace_margin} must be >= 0 and leave a non-empty box "
                              f"{self.workspace_min}..{self.workspace_max}")
         if not 0.01 <= self.max_tcp_speed <= 3.0:
-            raise ValueError(f"max_tcp_speed must be in [0.01, 3] m/s (the FR3's own limit is 3), got {self.max_tcp_speed}")
+            raise ValueError("max_tcp_speed must be in [0.01, 3] m/s (the FR3's own limit is 3), "
+                             f"got {self.max_tcp_speed}")
         if not GRIPPER_WIDTH_MIN <= self.gripper_min < self.gripper_max <= GRIPPER_WIDTH_MAX:
             raise ValueError(f"gripper range [{self.gripper_min}, {self.gripper_max}] must lie in "
                              f"[{GRIPPER_WIDTH_MIN}, {GRIPPER_WIDTH_MAX}] m")

@@ -32,7 +32,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
@@ -106,7 +107,7 @@ class DemoBagWriter:
         self._conns: dict[str, Any] = {}
         self._open = False
 
-    def __enter__(self) -> "DemoBagWriter":
+    def __enter__(self) -> DemoBagWriter:
         self.open()
         return self
 
@@ -279,7 +280,7 @@ class BagReader:
         self._reader = Reader(path)
         self._ts = _typestore()
 
-    def __enter__(self) -> "BagReader":
+    def __enter__(self) -> BagReader:
         self._reader.open()
         for conn in self._reader.connections:
             if conn.msgtype not in self._ts.types:
@@ -394,7 +395,7 @@ def is_measured_arm_state(names: Sequence[str]) -> bool:
     return all(n in names for n in FR3_FINGER_NAMES)
 
 
-def recorded_action(rec: "JointStateRecord", lead_s: float) -> tuple[int, tuple[str, ...], np.ndarray]:
+def recorded_action(rec: JointStateRecord, lead_s: float) -> tuple[int, tuple[str, ...], np.ndarray]:
     """(stamp [ns], names, values) of the action a recorded JointState stands for (module docstring):
     a command as it is; a measured arm state as [q1..q7, width] stamped ``lead_s`` earlier."""
     if is_measured_arm_state(rec.names):

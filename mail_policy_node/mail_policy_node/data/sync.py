@@ -18,9 +18,9 @@ of its own (the policy's observation window) knows to restart it too. Without th
 stamps went back by more than the buffer was cut from its own history on every message, and one that
 went back less produced `no_new` (not reported anywhere) until its stamps caught up: a stall as long
 as the step. Old-stamped messages (a burst of stale ones, a recording replayed with its old stamps)
-never restart anything: they could not be used in a set anyway. A step back too small to be told from reordering (less than about `backward_threshold`
-plus `restart_after` - 1 message periods) still waits for the stamps to pass the old ones: no set for
-at most that long, and never one that goes back in time.
+never restart anything: they could not be used in a set anyway. A step back too small to be told from
+reordering (less than about `backward_threshold` plus `restart_after` - 1 message periods) still waits
+for the stamps to pass the old ones: no set for at most that long, and never one that goes back in time.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import yaml
 
@@ -67,14 +67,14 @@ class TopicMap:
         return dict(cameras={c: self.camera_topic(c) for c in cameras}, joint_states=self.joint_states,
                     action=self.action, episode=self.episode)
 
-    def merged(self, d: dict | None) -> "TopicMap":
+    def merged(self, d: dict | None) -> TopicMap:
         """This map with the keys of ``d`` (a map's dict) over it: cameras one by one, the others whole."""
         other = TopicMap.from_dict(d)
         kw = {k: getattr(other, k) for k in ("joint_states", "action", "episode") if (d or {}).get(k)}
         return replace(self, cameras={**self.cameras, **other.cameras}, **kw)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "TopicMap":
+    def from_dict(cls, d: dict | None) -> TopicMap:
         d = d or {}
         if not isinstance(d, dict):
             raise ValueError(f"a topic map is a mapping with keys {KEYS}, got {type(d).__name__}")
@@ -91,7 +91,7 @@ class TopicMap:
         return cls(cameras=dict(cams), **kw)
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None) -> "TopicMap":
+    def from_yaml(cls, path: str | Path | None) -> TopicMap:
         """A map's YAML file, or a training config's map (a YAML with a ``data`` section)."""
         if path is None:
             return cls()
@@ -112,7 +112,7 @@ class TopicMap:
 
     @classmethod
     def resolve(cls, topics: dict | None = None, topics_map: str | Path | None = None,
-                action_topic: str | None = None) -> "TopicMap":
+                action_topic: str | None = None) -> TopicMap:
         """A training config's map: the file ``topics_map``, then the inline keys ``topics`` over it, then
         ``action_topic`` (when not the stack's default) as ``action``."""
         m = (cls.from_yaml(topics_map) if topics_map else cls()).merged(topics)

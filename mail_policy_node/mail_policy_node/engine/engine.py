@@ -93,7 +93,8 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.scan must be 'auto', 'sequential' or 'parallel', got {self.scan!r}")
         if self.sampler not in (None, "ddpm", "ddim"):
             raise ValueError(f"EngineConfig.sampler must be 'ddpm', 'ddim' or None, got {self.sampler!r}")
-        if self.start_offset_s is not None and (not np.isfinite(self.start_offset_s) or abs(self.start_offset_s) > 10.0):
+        if self.start_offset_s is not None and (not np.isfinite(self.start_offset_s)
+                                                or abs(self.start_offset_s) > 10.0):
             raise ValueError(f"EngineConfig.start_offset_s must be finite and within 10 s, got {self.start_offset_s}")
 
 
@@ -139,7 +140,7 @@ def _prepare_policy(policy: MailPolicy, cfg: EngineConfig) -> MailPolicy:
             if module is not None:
                 module.to(dtype)
         for name, p in policy.backbone.named_parameters():
-            if name.endswith("A_log") or name.endswith(".D"):
+            if name.endswith(("A_log", ".D")):
                 p.data = p.data.float()
     if cfg.channels_last and (torch.device(cfg.device).type == "cpu" or _fused_encoder_usable(policy, cfg)):
         policy.encoder.to(memory_format=torch.channels_last)  # conv weights; the frames arrive as NHWC already
@@ -202,7 +203,8 @@ class InferenceEngine:
             if not (device.type == "cuda" and cfg.fused):
                 raise
             self.fused_error = f"{type(e).__name__}: {e}"
-            warnings.warn(f"fused CUDA path unavailable, running the kernel path without it: {self.fused_error}")
+            warnings.warn(f"fused CUDA path unavailable, running the kernel path without it: {self.fused_error}",
+                          stacklevel=2)
             if hasattr(self.policy.backbone, "set_runtime"):
                 self.policy.backbone.set_runtime(fused="off")
             self._fused_ddpm, self._zero_from_none, self._fused_enc = None, False, False
@@ -219,7 +221,7 @@ class InferenceEngine:
         self._act_graph = StepGraph(self._act_step, capture, pool=self._observe_graph.pool())
 
     @classmethod
-    def from_checkpoint(cls, folder, config: EngineConfig | None = None) -> "InferenceEngine":
+    def from_checkpoint(cls, folder, config: EngineConfig | None = None) -> InferenceEngine:
         """Load (every check of load_checkpoint: bounds and budget before anything is built) and prepare.
         Any refusal is a CheckpointError with a one-line reason, also when the checkpoint cannot run with
         this engine configuration (a history or path its layout lacks, no CUDA, out of memory)."""
@@ -464,6 +466,6 @@ class InferenceEngine:
                     batch=self.config.batch, device=str(self.device), weights=self.config.weights,
                     cuda_graphs=self._act_graph.captured, fused_ddpm=self._fused_ddpm is not None,
                     prefix_sampler=self._prefix is not None, fused_encoder=self._fused_enc,
-                    camera_streams=bool(self._cam_streams), fused_error=self.fused_error, K=self.spec.obs_horizon, J=self.spec.action_horizon,
-                    dt=self.spec.dt, start_offset_s=self.start_offset_s,
+                    camera_streams=bool(self._cam_streams), fused_error=self.fused_error, K=self.spec.obs_horizon,
+                    J=self.spec.action_horizon, dt=self.spec.dt, start_offset_s=self.start_offset_s,
                     policy_id=self.policy.metadata.get("policy_id", ""))

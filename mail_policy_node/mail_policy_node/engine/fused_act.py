@@ -56,7 +56,7 @@ class FusedDDPM:
 
     def __call__(self, state: StreamState, noise: Tensor) -> Tensor:
         p, b, bb = self.p, self.b, self.p.backbone
-        j, a = p.cfg.spec.action_horizon, p.cfg.spec.action_dim
+        j = p.cfg.spec.action_horizon
         d = self.time_table.shape[-1]
         dtype = self.time_table.dtype
         x = noise[0].clone()  # (B, J, A) fp32, updated in place
@@ -69,7 +69,7 @@ class FusedDDPM:
             enc_in = torch.cat([self.time_table.repeat_interleave(b, 0)[:, None].to(acts.dtype), acts], 1)
             h, _ = fused.stack_continue(bb.encoder, enc_in, enc_state, state_rows=b)
             enc_out = bb.encoder.norm_f(h).view(n, b, 1 + j, d)  # step t's encoder output: enc_out[t]
-            stack, st, row0 = bb.decoder, dec_state, lambda t: bb.state_tokens[0, 0]  # noqa: E731
+            stack, st, row0 = bb.decoder, dec_state, lambda t: bb.state_tokens[0, 0]
         else:
             stack, st, enc_out = bb.stack, state.stacks[0], None
             row0 = lambda t: self.time_table[t]  # noqa: E731

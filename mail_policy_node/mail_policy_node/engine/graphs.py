@@ -10,7 +10,7 @@ in and out of their static buffers.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -11,7 +11,7 @@ anything else unexpected (dtype, channels, rank, batch size) is refused, never g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -206,7 +206,7 @@ def block_out_kernel(H, ADD, OUT, SSM_S, A_LOG, DP, W_OUT, B_OUT, SCR, SSM_NEW, 
         st = tl.zeros((DI, BN), dtype=tl.float32)
     else:
         st = tl.load(SSM_S + srow * DI * N + ch[:, None] * N + nn[None, :], mask=smask, other=0.0)
-    for s in range(0, BL):
+    for s in range(BL):
         if s <= t:
             sel = ls[:, None] == s
             x_s = tl.sum(tl.where(sel, xs, 0.0), axis=0)
@@ -252,7 +252,7 @@ def block_scan_kernel(SSM_S, A_LOG, DP, SCR, SSM_NEW, L, STATE_ROWS,
         st = tl.zeros((BS, BN), dtype=tl.float32)
     else:
         st = tl.load(SSM_S + srow * DI * N + ch[:, None] * N + nn[None, :], mask=smask, other=0.0)
-    for s in range(0, BL):  # BL: L rounded up to a power of two (a constexpr bound; L itself is not)
+    for s in range(BL):  # BL: L rounded up to a power of two (a constexpr bound; L itself is not)
         if s < L:
             row = SCR + (b * L + s) * S
             x_s = tl.load(row + ch)

@@ -104,7 +104,7 @@ class BackboneConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BackboneConfig":
+    def from_dict(cls, d: dict) -> BackboneConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown BackboneConfig fields: {sorted(unknown)}")

@@ -251,7 +251,8 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     except OSError as e:
         raise CheckpointError(f"checkpoint folder {folder} cannot be read: {_os_reason(e)}") from None
     if pickles:
-        raise CheckpointError(f"checkpoint folder holds pickle files {pickles[:8]}; refusing (pickles are never loaded)")
+        raise CheckpointError(f"checkpoint folder holds pickle files {pickles[:8]}; "
+                              "refusing (pickles are never loaded)")
 
     raw = _read_bounded(folder / CONFIG_NAME, MAX_CONFIG_BYTES)
     cfg, metadata, config = _parse_config(raw, max_params, max_bytes)
@@ -262,7 +263,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     pid = _content_hash(raw, data)[:16]  # of the bytes loaded, not of the files as they are later
     try:
         tensors = st_load(data)
-    except Exception as e:  # safetensors raises its own error types
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise CheckpointError(f"{WEIGHTS_NAME} cannot be read: {e}") from None
     del data
     _check_fits({k: tuple(v.shape) for k, v in tensors.items()}, expected)

@@ -52,7 +52,7 @@ class ObsEncoderConfig:
             raise ValueError(f"ObsEncoderConfig.base_width must be a multiple of 16, got {self.base_width}")
 
     @classmethod
-    def from_spec(cls, spec: FeatureSpec, **kw) -> "ObsEncoderConfig":
+    def from_spec(cls, spec: FeatureSpec, **kw) -> ObsEncoderConfig:
         sizes = {(c.height, c.width) for c in spec.cameras}
         if len(sizes) != 1:
             raise ValueError(f"all cameras must share one model input size, got {sorted(sizes)}")
@@ -69,7 +69,7 @@ class ObsEncoderConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ObsEncoderConfig":
+    def from_dict(cls, d: dict) -> ObsEncoderConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown ObsEncoderConfig fields: {sorted(unknown)}")
@@ -127,7 +127,7 @@ class SpatialSoftmax(nn.Module):
         self.kp = nn.Conv2d(channels, keypoints, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, h, w = x.shape
+        _b, _, h, w = x.shape
         logits = self.kp(x).flatten(2)  # (B, K, h*w)
         prob = logits.softmax(-1)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=prob.dtype),

@@ -106,7 +106,7 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pdl_device(index: int) -> bool:
     from . import _fused_kernels
 

@@ -11,17 +11,17 @@ import torch
 
 try:  # fused conv + x_proj + scan + out_proj for a whole sequence, and the plain scan
     from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
-except Exception:  # ImportError, or a CUDA extension that fails to load
+except Exception:  # noqa: BLE001 - ImportError, or a CUDA extension that fails to load
     mamba_inner_fn = selective_scan_fn = None
 
 try:  # one-token SSM update (Triton)
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
-except Exception:
+except Exception:  # noqa: BLE001 - ImportError, or a CUDA extension that fails to load
     selective_state_update = None
 
 try:
     from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
-except Exception:
+except Exception:  # noqa: BLE001 - ImportError, or a CUDA extension that fails to load
     causal_conv1d_fn = causal_conv1d_update = None
 
 

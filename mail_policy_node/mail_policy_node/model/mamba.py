@@ -154,7 +154,7 @@ class Mamba(nn.Module):
 
     def _torch_forward(self, x: Tensor, state: MambaState | None, all_states: bool):
         cfg = self.cfg
-        batch, length, _ = x.shape
+        batch, _length, _ = x.shape
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, d_inner) each
         xi, z = xi.transpose(1, 2), z.transpose(1, 2)  # (B, d_inner, L)
         prev = state.conv if state is not None else x.new_zeros(batch, cfg.d_inner, cfg.d_conv, dtype=torch.float32)
@@ -184,8 +184,8 @@ class Mamba(nn.Module):
         (h = exp(delta A) h + delta B u, y = <h, C> + D u, gate), with every per-token factor computed
         for all L tokens at once, so that the token loop is one fused multiply-add per token."""
         cfg = self.cfg
-        batch, length, _ = x.shape
-        di, n, r, k = cfg.d_inner, cfg.d_state, cfg.rank, cfg.d_conv
+        _batch, length, _ = x.shape
+        n, r, k = cfg.d_state, cfg.rank, cfg.d_conv
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, d_inner) each
         window = torch.cat([state.conv[..., 1:].to(xi.dtype), xi.transpose(1, 2)], dim=-1)  # (B, d_inner, k-1+L)
         taps = window.unfold(-1, k, 1)  # (B, d_inner, L, k)
@@ -214,7 +214,6 @@ class Mamba(nn.Module):
         if ops is not None:
             y, new = self._kernel_continue(x[:, None], state, ops)
             return y[:, 0], new
-        cfg = self.cfg
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, d_inner)
         conv = torch.cat([state.conv[..., 1:], xi.float()[..., None]], dim=-1)  # (B, d_inner, d_conv)
         w = self.conv1d.weight[:, 0].float()  # (d_inner, d_conv)

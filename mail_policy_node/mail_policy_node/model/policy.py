@@ -65,7 +65,7 @@ class PolicyConfig:
 
     @classmethod
     def make(cls, spec: FeatureSpec, preset: str = "d_ma_ddpm", history: str = "window",
-             diffusion: DiffusionConfig | None = None, encoder: dict | None = None, **backbone) -> "PolicyConfig":
+             diffusion: DiffusionConfig | None = None, encoder: dict | None = None, **backbone) -> PolicyConfig:
         """A config consistent with ``spec``: preset depths, spec's K/J/tokens, optional overrides."""
         enc = ObsEncoderConfig.from_spec(spec, **(encoder or {}))
         bb = backbone_preset(preset, obs_steps=spec.obs_horizon, action_horizon=spec.action_horizon,
@@ -78,7 +78,7 @@ class PolicyConfig:
                     diffusion=self.diffusion.to_dict(), history=self.history)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PolicyConfig":
+    def from_dict(cls, d: dict) -> PolicyConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown PolicyConfig fields: {sorted(unknown)}")
@@ -143,7 +143,8 @@ class MailPolicy(nn.Module):
             vals.update(state_mean=torch.zeros(self.cfg.spec.state_dim), state_std=torch.ones(self.cfg.spec.state_dim))
         for k, v in vals.items():
             if v.shape != getattr(self, k).shape:
-                raise ValueError(f"normalisation {k}: expected shape {tuple(getattr(self, k).shape)}, got {tuple(v.shape)}")
+                raise ValueError(f"normalisation {k}: expected shape {tuple(getattr(self, k).shape)}, "
+                                 f"got {tuple(v.shape)}")
             getattr(self, k).copy_(v)
 
     def normalization_problems(self) -> list[str]:

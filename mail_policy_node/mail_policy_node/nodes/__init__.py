@@ -68,7 +68,7 @@ class _RosLogHandler(logging.Handler):
                 self.ros_logger.info(text)
             else:
                 self.ros_logger.debug(text)
-        except Exception:  # a log line must never take the node down
+        except Exception:  # noqa: BLE001 - a log line must never take the node down
             self.handleError(record)
 
 
@@ -99,7 +99,7 @@ def construct(node_class):
 
     try:
         return node_class()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any start-up failure: said in one line, no traceback
         print(f"[{node_class.__name__}] cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         sys.exit(2)

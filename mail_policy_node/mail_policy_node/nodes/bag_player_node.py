@@ -92,7 +92,7 @@ class BagPlayerNode(Node):
                 cls = String if c.topic == TOPIC_EPISODE else message_class(c.msgtype)
                 qos = 10 if c.topic == TOPIC_EPISODE else qos_profile_sensor_data
                 pubs[c.topic] = (self.create_publisher(cls, relative(c.topic), qos), cls)  # into this node's namespace
-            cameras = [p for t, (p, cls) in pubs.items() if t.endswith("/image_raw") or t.endswith("/compressed")]
+            cameras = [p for t, (p, cls) in pubs.items() if t.endswith(("/image_raw", "/compressed"))]
             self.wait_until_ready(cameras)
             t0_wall, t0_bag, shift, n = None, None, None, 0
             for conn, t_ns, raw in reader.messages(connections=conns):
@@ -120,7 +120,8 @@ class BagPlayerNode(Node):
         """What publishing still waits for (empty: ready)."""
         missing = [p.topic_name for p in cameras if p.get_subscription_count() == 0]
         if self.wait_for_policy and not self.policy_ready:
-            missing.append(f"a policy with a loaded checkpoint and {self.wait_for_chunk_subscribers} chunk subscriber(s)")
+            missing.append(f"a policy with a loaded checkpoint and {self.wait_for_chunk_subscribers} "
+                           "chunk subscriber(s)")
         return missing
 
     def wait_until_ready(self, cameras) -> None:

@@ -189,7 +189,8 @@ class CameraNode(LifecycleNode):
         lost_after = max(self.frame_timeout_periods * period, 2 * period)
         read_timeout = min(1.0, lost_after / 4)
         live = "" if getattr(self.source, "playback_file", "") else (
-            "; global time switched on for " + (", ".join(self.source.global_time_sensors) or "no sensor (unsupported)"))
+            "; global time switched on for "
+            + (", ".join(self.source.global_time_sensors) or "no sensor (unsupported)"))
         self.get_logger().info(f"camera open: {period * 1e3:.1f} ms frame period; lost after {lost_after:.2f} s "
                                f"without a frame ({self.frame_timeout_periods} periods){live}")
         last_frame = time.monotonic()
@@ -226,7 +227,8 @@ class CameraNode(LifecycleNode):
                     backward_logged_at = time.monotonic()
                     self.get_logger().warn(
                         f"frame stamp went back by {last_stamp - frame.stamp:.3f} s ({self.backward_stamps} so far; "
-                        f"stamps: {domain}): published as it is (the policy's synchroniser restarts on a new time base)")
+                        f"stamps: {domain}): published as it is (the policy's synchroniser restarts on a new "
+                        "time base)")
             last_stamp = frame.stamp
             self.image_pub.publish(image_msg(frame.rgb, frame.stamp, self.frame_id))
             if self.source.intrinsics is not None:

@@ -123,7 +123,7 @@ class FrankaControllerNode(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
             self.arm.connect(timeout=20.0)
-        except Exception as exc:  # the transition fails; the node stays unconfigured and says why
+        except Exception as exc:  # noqa: BLE001 - the transition fails; the node stays unconfigured and says why
             self._configure_error = str(exc)
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             self.arm.close()
@@ -183,7 +183,7 @@ class FrankaControllerNode(LifecycleNode):
                 if self.auto_enable and self.ctrl.mode == Mode.DISABLED and self.lifecycle == "active":
                     # once, on the first chunk (a stale start-up chunk only arms the watchdog); a later
                     # disable, hold, e-stop or error needs the enable service
-                    ok, why = self.ctrl.enable()
+                    _ok, why = self.ctrl.enable()
                     self.auto_enable = False
                     self.get_logger().info(f"auto enable on first chunk: {why}")
                 verdict = self.ctrl.submit_chunk(chunk)
@@ -239,7 +239,7 @@ class FrankaControllerNode(LifecycleNode):
                 if self.ctrl.mode == Mode.ERROR:
                     self.arm.recover()
                 response.success, response.message = self.ctrl.recovered()
-            except Exception as exc:  # the robot refused, or the connection is gone: stay in ERROR
+            except Exception as exc:  # noqa: BLE001 - the robot refused, or the connection is gone: stay in ERROR
                 response.success, response.message = False, f"recovery failed: {type(exc).__name__}: {exc}"
         self.get_logger().info(f"recover: {response.message}")
         return response
@@ -248,7 +248,7 @@ class FrankaControllerNode(LifecycleNode):
     def control_loop(self) -> None:
         try:
             self._control_loop()
-        except BaseException as exc:  # the arm must not be left believing it is controlled
+        except BaseException as exc:  # noqa: BLE001 - the arm must not be left believing it is controlled
             if self._stop.is_set() or not self.context.ok():
                 return  # shutting down: publishing after the context ended is not a fault
             self._loop_alive = False
@@ -257,7 +257,7 @@ class FrankaControllerNode(LifecycleNode):
             self.get_logger().fatal(f"control loop died: {type(exc).__name__}: {exc}; stopping the arm, exiting")
             try:
                 self.arm.stop()
-            except Exception:
+            except Exception:  # noqa: BLE001 - the arm is being given up already; its status says so
                 pass
             self.publish_status()
             self.exit_code = 1
@@ -301,7 +301,7 @@ class FrankaControllerNode(LifecycleNode):
         """Entering ERROR: stop whatever franky still runs (a reflex already stopped the arm)."""
         try:
             self.arm.stop()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - after an error: a stop that fails too is logged
             self.get_logger().warn(f"stop after error: {exc}")
 
     def publish_joint_state(self, state) -> None:

@@ -101,7 +101,7 @@ class PolicyNode(Node):
         if name:
             try:
                 self._start(self._load(name))
-            except Exception as exc:  # the node stays up so a valid checkpoint can be set
+            except Exception as exc:  # noqa: BLE001 - the node stays up so a valid checkpoint can be set
                 self.state, self.reason = PolicyStatus.STATE_ERROR, f"checkpoint {short(name)} refused: {exc}"
                 self.get_logger().error(self.reason)
         self.add_on_set_parameters_callback(self.on_set_parameters)
@@ -131,7 +131,7 @@ class PolicyNode(Node):
                 pass
             try:
                 result["loaded"] = load_policy(self.root, name, self.engine_config)
-            except Exception as exc:  # handed to the caller, which refuses the checkpoint with it
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, which refuses the checkpoint with it
                 result["error"] = exc
 
         loader = threading.Thread(target=work, name="checkpoint-load")
@@ -167,7 +167,7 @@ class PolicyNode(Node):
                 continue
             try:
                 loaded = self._load(p.value)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any load failure refuses the checkpoint; the old one runs on
                 reason = f"checkpoint {short(p.value)} refused: {exc}"
                 self.get_logger().warn(reason)
                 return SetParametersResult(successful=False, reason=reason)
@@ -180,7 +180,8 @@ class PolicyNode(Node):
                 self.get_logger().warn(reason)
                 return SetParametersResult(successful=False, reason=reason)
             self.runtime.request_swap(loaded)
-            self.get_logger().info(f"checkpoint {short(p.value)} ({loaded.policy_id}) swaps in at the next chunk boundary")
+            self.get_logger().info(f"checkpoint {short(p.value)} ({loaded.policy_id}) swaps in at the next "
+                                   "chunk boundary")
         return SetParametersResult(successful=True)
 
     # ---- inputs -----------------------------------------------------------------------------------
@@ -218,12 +219,12 @@ class PolicyNode(Node):
             return
         try:
             chunk = rt.tick()
-            for failed, restored in rt.take_reverts():
+            for _failed, restored in rt.take_reverts():
                 self.get_logger().error(f"swap undone: {rt.last_revert}")
                 self._restoring = restored
                 self.set_parameters([Parameter("checkpoint", Parameter.Type.STRING, restored)])
             self._publish(rt, chunk)
-        except Exception as exc:  # a failing tick must not end the tick thread; shutdown races end here too
+        except Exception as exc:  # noqa: BLE001 - a failing tick must not end the tick thread; shutdown races end here too
             if not self._stop.is_set():
                 self.get_logger().error(f"tick failed: {exc!r}", throttle_duration_sec=5.0)
 
@@ -280,8 +281,10 @@ class PolicyNode(Node):
             s = self.runtime.status()
             if self.runtime.swap_pending:
                 m.state, m.reason = PolicyStatus.STATE_LOADING, "new checkpoint swaps in at the next chunk boundary"
-            m.policy_id, m.checkpoint, m.history_mode, m.device = s["policy_id"], s["checkpoint"], s["history"], s["device"]
-            m.observations_received, m.chunks_published, m.episode_steps = s["observations"], s["chunks"], s["episode_steps"]
+            m.policy_id, m.checkpoint, m.history_mode, m.device = (s["policy_id"], s["checkpoint"], s["history"],
+                                                                   s["device"])
+            m.observations_received, m.chunks_published, m.episode_steps = (s["observations"], s["chunks"],
+                                                                            s["episode_steps"])
             for cause in set(s["drops"]) - self._logged_causes - set(TIME_EVENT_CAUSES):
                 self._logged_causes.add(cause)
                 self.get_logger().warn(f"dropping inputs: {cause} (counted in PolicyStatus, logged once)")
@@ -295,7 +298,8 @@ class PolicyNode(Node):
         loading = self._loading
         if loading is not None:
             m.state = PolicyStatus.STATE_LOADING
-            m.reason = f"loading checkpoint {short(loading)}" + ("; the running one keeps going" if self.runtime else "")
+            m.reason = (f"loading checkpoint {short(loading)}"
+                        + ("; the running one keeps going" if self.runtime else ""))
         return m
 
     def _log_time_events(self, s: dict) -> None:

@@ -16,7 +16,7 @@ Definitions (a = predicted, r = recorded, both in robot units; e = a - r):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

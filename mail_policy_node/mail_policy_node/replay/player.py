@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

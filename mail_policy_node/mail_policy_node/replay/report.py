@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -123,7 +123,8 @@ def markdown(result: dict) -> str:
         for t, s in b["streams"].items():
             lines.append(f"| {Path(b['path']).name} | {t} | {s['messages']} | "
                          f"{_f(None if s['period_s'] is None else s['period_s'] * 1e3, '.1f')} | {s['gaps']} | "
-                         f"{s['dropped']} | {_f(None if s['longest_gap_s'] is None else s['longest_gap_s'] * 1e3, '.1f')}"
+                         f"{s['dropped']} | "
+                         f"{_f(None if s['longest_gap_s'] is None else s['longest_gap_s'] * 1e3, '.1f')}"
                          f" | {s['bad_frames']} |")
     return "\n".join(lines) + "\n"
 
@@ -225,7 +226,8 @@ def write(out: str | Path, result: dict, bags: Sequence[BagReplay], lanes: Seque
         eps = [ep for b in bags for ep in b.episodes[lane.label]]
         np.savez_compressed(out / "chunks" / f"{_slug(lane.label)}.npz",
                             stamp=np.concatenate([e.chunk_stamp for e in eps]) if eps else np.zeros(0),
-                            due=np.concatenate([e.chunk_due for e in eps]) if eps else np.zeros((0, lane.spec.action_horizon)),
+                            due=np.concatenate([e.chunk_due for e in eps]) if eps else
+                            np.zeros((0, lane.spec.action_horizon)),
                             actions=np.concatenate([e.chunk_actions for e in eps]) if eps else
                             np.zeros((0, lane.spec.action_horizon, lane.spec.action_dim)),
                             episode=np.concatenate([np.full(len(e.chunk_stamp), i) for i, e in enumerate(eps)])

@@ -11,8 +11,8 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from .env import TaskEnv, make_task  # noqa: E402
-from .experts import make_expert, run_expert_episode  # noqa: E402
-from .tasks import TASKS  # noqa: E402
+from .env import TaskEnv, make_task
+from .experts import make_expert, run_expert_episode
+from .tasks import TASKS
 
 __all__ = ["TASKS", "TaskEnv", "make_expert", "make_task", "run_expert_episode"]

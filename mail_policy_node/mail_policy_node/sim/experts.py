@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class ExpertLimits:
     tcp_z_min: float
 
     @classmethod
-    def from_safety(cls, safety, share: float = EXPERT_SHARE, inset: float = 0.01) -> "ExpertLimits":
+    def from_safety(cls, safety, share: float = EXPERT_SHARE, inset: float = 0.01) -> ExpertLimits:
         """From a safety filter's configuration (control.safety.SafetyConfig): ``share`` of its velocity and
         acceleration, its joint range less ``inset`` [rad], and its workspace floor plus its margin and
         ``inset`` / 5 [m]."""
@@ -65,7 +65,7 @@ class ExpertLimits:
                    float(safety.workspace_min[2]) + safety.workspace_margin + inset / 5)
 
     @classmethod
-    def deployment(cls) -> "ExpertLimits":
+    def deployment(cls) -> ExpertLimits:
         """The `sim` profile's filter (control.params.full_stage_safety)."""
         from ..control.params import full_stage_safety
 

@@ -747,7 +747,7 @@ class StrictFR3:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "StrictFR3":
+    def start(self) -> StrictFR3:
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
 
@@ -779,7 +779,7 @@ class StrictFR3:
             self.server.cleanup()  # stops and joins the physics thread, closes the sockets
             self.server = None
 
-    def __enter__(self) -> "StrictFR3":
+    def __enter__(self) -> StrictFR3:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -37,7 +37,7 @@ import os
 import threading
 import time
 import xml.etree.ElementTree as ET
-from typing import Iterator
+from collections.abc import Iterator
 
 import mujoco
 import numpy as np
@@ -106,7 +106,7 @@ class FrankySimScene:
         self.xml: str | None = None
         self.t0 = 0.0
 
-    def start(self) -> "FrankySimScene":
+    def start(self) -> FrankySimScene:
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
 
@@ -163,7 +163,7 @@ class FrankySimScene:
             self._server.cleanup()
             self._server = None
 
-    def __enter__(self) -> "FrankySimScene":
+    def __enter__(self) -> FrankySimScene:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -241,7 +241,7 @@ class CameraProcess:
                 self._proc.terminate()
                 self._proc.join()
 
-    def __enter__(self) -> "CameraProcess":
+    def __enter__(self) -> CameraProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -332,7 +332,7 @@ class FrankySimEnv:
             self._cameras.close()
             self._cameras = None
 
-    def __enter__(self) -> "FrankySimEnv":
+    def __enter__(self) -> FrankySimEnv:
         return self
 
     def __exit__(self, *exc) -> None:

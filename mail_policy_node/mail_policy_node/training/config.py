@@ -183,7 +183,7 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
     out: str = "runs/train/run"  # output folder: checkpoints/, final/, summary.json
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         self.data.validate()
         self.policy.validate()
         if self.policy.relative_actions and not self.data.use_joint_state:
@@ -195,7 +195,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"a training config is a mapping, got {type(d).__name__}")
         sections = {"data": DataConfig, "policy": PolicySection, "train": TrainSection}

@@ -4,8 +4,8 @@
   (``data.topics_map`` / ``data.topics``: `data.topics`, the map replay takes), so bags recorded under other
   names, with compressed or bgr8 images, train as they replay.
 - Demonstrations (episodes) are ordered by bag path, then by time inside a bag; ``fraction`` keeps the
-  first ones (the paper's "20 %" = the first 10 of 50), then the last ``val_fraction`` of those (at least one when > 0) are the validation
-  split. The split is by episode, never by window.
+  first ones (the paper's "20 %" = the first 10 of 50), then the last ``val_fraction`` of those (at least
+  one when > 0) are the validation split. The split is by episode, never by window.
 - Windows (history "window", paper layouts): for current step t, observations t-K+1 .. t and the J
   target actions t .. t+J-1 (the targets start at the current step). With padding, steps before the
   episode repeat its first observation and steps after it repeat its last action; without, only full
@@ -41,7 +41,7 @@ class Stats:
     state_std: np.ndarray
 
     @classmethod
-    def of(cls, episodes: list[Episode], relative: "Relative | None" = None) -> "Stats":
+    def of(cls, episodes: list[Episode], relative: Relative | None = None) -> Stats:
         """Over every step's action, or with ``relative`` over every chunk's offsets from its state."""
         if relative is None:
             a = np.concatenate([np.asarray(e.actions, np.float64) for e in episodes])

@@ -144,7 +144,8 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
         wilson95=[lo, hi], failed_early=sum(r["failed"] for r in results),
         mean_steps=float(steps.mean()), mean_steps_success=float(succ_steps.mean()) if len(succ_steps) else None,
         # how far the failures ended from done (what the task's success thresholds; None for memory)
-        failed_final_goal_distance_median=median_or_none([r["final_goal_distance"] for r in results if not r["success"]]),
+        failed_final_goal_distance_median=median_or_none([r["final_goal_distance"] for r in results
+                                                          if not r["success"]]),
         failed_min_goal_distance_median=median_or_none([r["min_goal_distance"] for r in results if not r["success"]]),
         chunk_latency_ms=float(np.mean([r["chunk_latency_ms"] for r in results])),
         step_ms=float(np.mean([r["step_ms"] for r in results])), wall_seconds=wall, workers=workers,

@@ -109,7 +109,8 @@ def check_train_tensors(path: Path, policy: MailPolicy, ema: EMA | None) -> None
         with open(path, "rb") as f:
             size = f.seek(0, 2)
             header = read_safetensors_header(f, size, name=STATE_WEIGHTS, max_tensors=4 * MAX_TENSORS,
-                                             max_header=4 * MAX_HEADER_BYTES, dtypes=("F32", "F16", "BF16", "F64", "U8"))
+                                             max_header=4 * MAX_HEADER_BYTES,
+                                             dtypes=("F32", "F16", "BF16", "F64", "U8"))
     except OSError as e:
         raise CheckpointError(f"cannot resume: {STATE_WEIGHTS}: {e.strerror or type(e).__name__}") from None
     missing = sorted(k for k in expected if k.startswith("model.") and k not in header)
@@ -286,7 +287,7 @@ class Trainer:
             self._restore(state, load_file(str(folder / STATE_WEIGHTS)))
         except CheckpointError:
             raise
-        except Exception as e:  # a state that passed the checks and still does not fit: name it, no traceback
+        except Exception as e:  # noqa: BLE001 - a state that passed the checks and still does not fit: name it, no traceback
             raise CheckpointError(f"cannot resume from {folder}: {type(e).__name__}: {e}") from None
 
     def _restore(self, state: dict, tensors: dict) -> None:
