@@ -29,8 +29,8 @@ def _ep(seed, success, **kw):
     base = dict(seed=seed, success=success, duration_s=3.0 if success else 6.05, chunks=30, max_velocity_ratio=0.5,
                 max_acceleration_ratio=0.4, position_violations=0, limit_hits=0, watchdog_trips=0, chunks_rejected=0,
                 start_distance=0.2, final_distance=0.02 if success else 0.08, min_distance=0.02,
-                cycle_jitter_p99_ms=1.5, limits={"jerk": 100, "acceleration": 50}, sim_duration_s=2.9 if success else 5.5,
-                timeout_s=6.0, chunk_age_p50_ms=40.0, chunk_age_p99_ms=120.0)
+                cycle_jitter_p99_ms=1.5, limits={"jerk": 100, "acceleration": 50},
+                sim_duration_s=2.9 if success else 5.5, timeout_s=6.0, chunk_age_p50_ms=40.0, chunk_age_p99_ms=120.0)
     base.update(kw)
     return EpisodeResult(**base)
 
@@ -151,8 +151,49 @@ def test_the_command_gives_the_stack_the_same_seeds_and_limit(tmp_path, monkeypa
     assert sorted(p.name for p in Path(st["root"], "ckpt").iterdir()) == ["config.json"]  # no training state
     assert (out / "eval.json").is_file()  # the synchronous output as without the option
     r = json.loads((out / "fidelity.json").read_text())
-    assert r["settings"]["step_limit"] == get_task("reach").max_steps and r["comparison"]["seeds"] == [1000, 1001, 1002, 1003, 1004]
+    assert (r["settings"]["step_limit"] == get_task("reach").max_steps
+            and r["comparison"]["seeds"] == [1000, 1001, 1002, 1003, 1004])
     assert "| success | 3/5 (60 %) | 2/5 (40 %) |" in capsys.readouterr().out
+
+
+def test_a_horizon_the_stack_would_refuse_is_refused_before_anything_runs(monkeypatch, capsys):
+    # push at the paper's J = 5 replans every 0.5 s, the sim profile's watchdog timeout: its controller
+    # refused every chunk (slower_than_watchdog), the arm never moved, and each of 30 episodes waited 60 s
+    # for the first motion before failing. Now the command says so at once; nothing runs.
+    from mail_policy_node.training import evaluate as evaluate_mod
+
+    ran = []
+    monkeypatch.setattr(evaluate_mod, "evaluate", lambda *a: ran.append(a))
+    for horizon in (["--exec-horizon", "5"], ["--exec-horizon", "7"]):
+        assert eval_cmd.main(["--checkpoint", str(SHIPPED), "--task", "reach", "--episodes", "3", *horizon,
+                              "--no-progress", "--through-stack"]) == 2
+        err = capsys.readouterr().err
+        assert "watchdog timeout (0.5 s)" in err and "--exec-horizon 4 or less" in err, err
+    assert ran == []
+    assert fidelity.stack_exec_horizon(SHIPPED, 4) == 4  # 0.4 s: a chunk before the watchdog's 0.5 s
+
+
+def test_both_halves_run_the_profiles_horizon_by_default(tmp_path, monkeypatch):
+    import mail_bringup.closed_loop as closed_loop
+    from mail_policy_node.training import evaluate as evaluate_mod
+
+    sync_summary, sync_eps, report = _results()
+    seen = {}
+
+    def fake_evaluate(checkpoint, task, episodes, seed, workers, history, exec_horizon, *rest):
+        seen["sync"] = exec_horizon
+        return dict(sync_summary, episodes=len(sync_eps), seeds=[seed, seed + episodes - 1], successes=3,
+                    success_rate=0.6, wilson95=[0.2, 0.9], step_ms=3.0), [dict(r, frames=[]) for r in sync_eps]
+
+    def fake_closed_loop(root, name, task, seeds, image_size, log, overrides, keep_going):
+        seen["stack"] = overrides["policy_node"]["execution_horizon"]
+        return report
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(closed_loop, "run_closed_loop", fake_closed_loop)
+    assert eval_cmd.main(["--checkpoint", str(SHIPPED), "--task", "reach", "--episodes", "5", "--out",
+                          str(tmp_path / "out"), "--no-progress", "--pictures", "0", "--through-stack"]) == 0
+    assert seen == {"sync": 2, "stack": 2}  # sim.yaml's policy_node.execution_horizon, not J = 5
 
 
 @pytest.mark.ros

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history-mode", choices=("window", "stream"), default=None,
                         help="engine history (default: the checkpoint's)")
     parser.add_argument("--exec-horizon", type=int, default=0,
-                        help="actions executed per chunk before replanning (default J, the paper's)")
+                        help="actions executed per chunk before replanning (default J, the paper's; with "
+                             "--through-stack the sim profile's, and one its controller would refuse is refused)")
     parser.add_argument("--max-steps", type=int, default=0, help="episode step limit (default: the task's)")
     parser.add_argument("--device", default="cpu", help="engine device: cpu, cuda or cuda:N")
     parser.add_argument("--pictures", type=int, default=3, help="rollout strips to write (first episodes)")
@@ -53,6 +54,17 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.workers < 1:
         print("mail-il eval: --episodes and --workers must be >= 1", file=sys.stderr)
         return 2
+    if getattr(args, "through_stack", False):  # a horizon the stack can run, for both halves, before either runs
+        from .fidelity import stack_exec_horizon
+
+        try:
+            args.exec_horizon = stack_exec_horizon(args.checkpoint, args.exec_horizon)
+        except ImportError as e:  # no ROS in this environment
+            print(f"mail-il eval --through-stack: the ROS stack is not available here: {e}", file=sys.stderr)
+            return 2
+        except (ValueError, CheckpointError) as e:
+            print(f"mail-il eval --through-stack: {e}", file=sys.stderr)
+            return 2
     try:
         summary, results = evaluate(args.checkpoint, args.task, args.episodes, args.seed, args.workers,
                                     args.history_mode, args.exec_horizon, args.pictures, args.threads,

@@ -123,7 +123,8 @@ def compare(sync_summary: dict, sync_episodes: list[dict], stack_summary: dict, 
                  overrides_in_successes={k: v for k, v in sorted(_sum_limits(e for e in eps if e["success"]).items())
                                          if k not in SHAPING},
                  chunks_rejected=stack_summary.get("chunks_rejected"),
-                 rejections=dict(sum((collections.Counter(e.get("rejections") or {}) for e in eps), collections.Counter())),
+                 rejections=dict(sum((collections.Counter(e.get("rejections") or {}) for e in eps),
+                                     collections.Counter())),
                  actions_dropped_stale=sum(e.get("actions_dropped_stale", 0) for e in eps),
                  watchdog_trips=stack_summary.get("watchdog_trips"),
                  max_velocity_ratio=stack_summary.get("max_velocity_ratio"),
@@ -135,7 +136,8 @@ def compare(sync_summary: dict, sync_episodes: list[dict], stack_summary: dict, 
                                                              ("both_success", "both_fail", "sync_only", "stack_only")},
                       differing_seeds=[row["seed"] for row in per_seed if row["differs"]],
                       rate_difference=round(stack["success_rate"] - sync["success_rate"], 4),
-                      mcnemar_exact_p=round(mcnemar_exact_p(counts.get("sync_only", 0), counts.get("stack_only", 0)), 4))
+                      mcnemar_exact_p=round(mcnemar_exact_p(counts.get("sync_only", 0),
+                                                            counts.get("stack_only", 0)), 4))
     return dict(task=sync_summary.get("task"), checkpoint=sync_summary.get("checkpoint"),
                 policy_id=sync_summary.get("policy_id"), settings=settings or {}, synchronous=sync, stack=stack,
                 comparison=comparison, per_seed=per_seed,
@@ -236,7 +238,8 @@ def markdown(report: dict) -> str:
         f"{_counts({x: v for x, v in k['ended_by'].items() if x != 'success'})} |",
         f"| failures: median final goal distance | {_fmt(s['failed_final_goal_distance_median'], 3)} m | "
         f"{_fmt(k['failed_final_goal_distance_median'], 3)} m |",
-        f"| latency (camera stamp -> chunk) p50 / p99 | none (the world waits; compute {_fmt(s['chunk_compute_ms'])} ms) | "
+        "| latency (camera stamp -> chunk) p50 / p99 | "
+        f"none (the world waits; compute {_fmt(s['chunk_compute_ms'])} ms) | "
         f"{k['latency_p50_ms']} / {k['latency_p99_ms']} ms (inference p50 {k['inference_p50_ms']} ms) |",
         f"| chunk age at arrival, median p50 / max p99 | - | {_fmt(k['chunk_age_p50_ms_median'])} / "
         f"{_fmt(k['chunk_age_p99_ms_max'])} ms |",
@@ -249,7 +252,8 @@ def markdown(report: dict) -> str:
         f"| largest commanded abs(dq), abs(ddq) / limit; outside position limits | - | {k['max_velocity_ratio']}, "
         f"{k['max_acceleration_ratio']}; {k['position_violations']} |",
         "",
-        "| seed | synchronous | stack | wall / sim s | final distance sync / stack [m] | overrides | chunk age p50 / p99 ms |",
+        "| seed | synchronous | stack | wall / sim s | final distance sync / stack [m] | overrides | "
+        "chunk age p50 / p99 ms |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report["per_seed"]:
@@ -279,6 +283,36 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def stack_exec_horizon(checkpoint, exec_horizon: int) -> int:
+    """The execution horizon both halves run: ``exec_horizon``, or the `sim` profile's own when 0. Raises
+    ValueError when the profile's controller would refuse every chunk of it: a policy that replans every
+    h x dt seconds, at or over the controller's watchdog timeout, is held by the watchdog between its chunks
+    (control/controller.py, `slower_than_watchdog`), so the stack's arm would never move."""
+    import yaml
+    from mail_bringup.graph import profile
+
+    from ..control.params import CONTROLLER_PARAMETERS, controller_setup
+    from ..sim.env import CONTROL_DT
+
+    sections = yaml.safe_load(profile("sim").params_file.read_text())
+    node = sections["policy_node"]["ros__parameters"]
+    names = {p.name for p in CONTROLLER_PARAMETERS}
+    controller = {k: v for k, v in sections["franka_controller"]["ros__parameters"].items() if k in names}
+    timeout = controller_setup(controller).controller.watchdog.timeout
+    horizon = int(exec_horizon or node["execution_horizon"])
+    if horizon == 0:  # the profile runs the checkpoint's J
+        from ..model.checkpoint import load_checkpoint
+
+        horizon = load_checkpoint(checkpoint, "cpu").cfg.spec.action_horizon
+    if horizon * CONTROL_DT >= timeout:
+        raise ValueError(f"--exec-horizon {horizon} replans every {horizon * CONTROL_DT:.1f} s, at or over the sim "
+                         f"profile's watchdog timeout ({timeout} s): its controller would refuse every chunk and "
+                         f"hold the arm. Use --exec-horizon {max(1, int(timeout / CONTROL_DT - 1e-9))} or less "
+                         f"(the profile runs {node['execution_horizon'] or 'J'}; without the option both halves "
+                         "run that)")
+    return horizon
 
 
 def run_stack(args, sync_summary: dict, sync_episodes: list[dict], out: Path) -> int:
