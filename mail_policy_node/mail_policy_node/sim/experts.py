@@ -18,9 +18,9 @@ joint velocities and accelerations stay within a share of the filter's (the `sim
 most a real profile allows at its last runbook stage), the IK keeps the joints inside the filter's range,
 and the TCP stays above the workspace box's floor; closed-loop segments (pushing) are rate-limited to
 the same velocities. Moves are timed as a trapezoid in time (speed ramps up over the first fifth, down
-over the last), not min-jerk: min-jerk's slow start (under 4 % of the way after a sixth of the move) stretched
-to these limits made a demonstration stand almost still for several steps at every via point, and a
-policy that sees one frame learnt to stand still there (the episodes ran out).
+over the last), not min-jerk: min-jerk's slow start (under 4 % of the way after a sixth of the move),
+stretched to these limits, made a demonstration stand almost still for several steps at every via point,
+where a policy that sees one frame cannot tell "about to move" from "arrived".
 """
 
 from __future__ import annotations
