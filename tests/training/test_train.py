@@ -41,6 +41,10 @@ def test_normalisation_is_computed_on_train_split_stored_and_applied(bag_dir, tm
     np.testing.assert_allclose(normed.mean(0).numpy(), 0, atol=1e-4)
     assert policy.metadata["training"]["normalisation"]["action_mean"][0] == pytest.approx(train_actions[:, 0].mean())
     assert (tmp_path / "run" / "summary.json").is_file() and summary["steps"] == 3
+    # the run's config.yaml is YAML (it was JSON under that name) and trains the same run again
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    assert written.startswith("# the configuration") and written.splitlines()[1].startswith("data:")
+    assert load_config(tmp_path / "run" / "config.yaml").to_dict() == trainer.cfg.to_dict()
     assert summary["final_val_loss"] is not None and np.isfinite(summary["final_train_loss"])
 
 

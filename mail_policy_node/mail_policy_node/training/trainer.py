@@ -318,13 +318,22 @@ class Trainer:
         for old in folders[: -self.cfg.train.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
+    def _write_config(self) -> None:
+        """OUT/config.yaml: this run's whole configuration (the file's values with the overrides and defaults
+        applied), as YAML that `mail-il train OUT/config.yaml` trains again."""
+        import yaml
+
+        plain = json.loads(json.dumps(self.cfg.to_dict()))  # tuples -> lists, paths -> strings
+        header = "# the configuration this run trained with (defaults and command-line overrides applied)\n"
+        (self.out / "config.yaml").write_text(header + yaml.safe_dump(plain, sort_keys=False))
+
     # ---- the loop ----
     def run(self) -> dict:
         from tqdm import tqdm
 
         t = self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+        self._write_config()
         log = open(self.out / "log.jsonl", "a")
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
