@@ -1,5 +1,9 @@
 """`mail-il up PROFILE`: start a bringup profile's nodes as separate processes, without `ros2 launch`.
 
+    mail-il up sim                                  # simulated FR3 and the shipped reach checkpoint
+    mail-il up sim checkpoint:=my_policy --duration 60
+    mail-il up real_robot --list-arguments          # what the real-robot profile takes, with defaults
+
 Each node runs as `python -m <module> --ros-args -r __node:=<name> --log-level <level> --params-file
 <profile.yaml> -p ...` in one private ROS graph (mail_policy_node.rosenv), with the same parameters the
 launch files pass (mail_bringup.graph). Output lines are prefixed with the node name; SIGINT/SIGTERM are

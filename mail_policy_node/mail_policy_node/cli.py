@@ -27,15 +27,30 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def examples(doc: str | None) -> str | None:
+    """The example command lines of a command module's docstring (its first block of indented lines), as
+    the end of the command's --help."""
+    block: list[str] = []
+    for line in (doc or "").splitlines()[1:]:
+        if line.startswith("    ") and line.strip():
+            block.append(line)
+        elif block:
+            break
+    return "examples:\n" + "\n".join(block) if block else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="mail-il", description="MaIL imitation-learning policies on ROS 2.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module_name)
         if argv[:1] == [name]:
-            importlib.import_module(module_name).add_arguments(p)
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.epilog = examples(module.__doc__)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -1,5 +1,8 @@
 """`mail-il demo`: the README's main job, on the simulated robot, no hardware needed.
 
+    mail-il demo                                    # reach: record, train, 3 closed-loop episodes
+    mail-il demo --checkpoint mail_bringup/checkpoints/reach_dma_small --episodes 10 --echo
+
 1. demonstrations: the scripted expert solves the task in simulation, recorded as rosbag2 (mcap);
 2. training: a small D-Ma policy from those bags (CPU);
 3. closed loop through the whole ROS stack: franky-sim serving the FR3 over the libfranka protocol,

@@ -1,5 +1,7 @@
 """`mail-il export`: re-save a checkpoint, e.g. with fp16 weights to ship a small one.
 
+    mail-il export runs/train/reach_dma_bc_cpu/final mail_bringup/checkpoints/my_reach
+
 The source is loaded with every check `load_checkpoint` makes (never unpickled); the copy keeps the
 config and metadata (with where it came from) and gets a new policy_id, since its weights differ.
 """

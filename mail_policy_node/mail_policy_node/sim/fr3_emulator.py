@@ -1,5 +1,7 @@
 """A strict FR3 emulator: franky-sim, plus the checks and reflexes of a real Franka Research 3.
 
+    mail-il fr3-emulator --hostname 127.0.0.1 --record runs/fr3_commands   # then connect franky to it
+
 franky-sim speaks the libfranka protocol but accepts any command. A real FR3 checks every 1 kHz command
 of a joint motion generator against its "necessary conditions" and aborts the motion with a reflex when
 one fails. This module wraps a franky-sim robot server (``FrankaRobotServer``, on the instance, so nothing
