@@ -45,6 +45,9 @@ def test_normalisation_is_computed_on_train_split_stored_and_applied(bag_dir, tm
     written = (tmp_path / "run" / "config.yaml").read_text()
     assert written.startswith("# the configuration") and written.splitlines()[1].startswith("data:")
     assert load_config(tmp_path / "run" / "config.yaml").to_dict() == trainer.cfg.to_dict()
+    # and a picture of the loss curves
+    assert summary["loss_plot"] == str(tmp_path / "run" / "loss.png")
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["final_val_loss"] is not None and np.isfinite(summary["final_train_loss"])
 
 

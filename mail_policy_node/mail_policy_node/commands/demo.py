@@ -130,7 +130,8 @@ def _record_and_train(args, out: Path, timings: dict) -> Path:
         print("[demo]   already trained", flush=True)
     else:
         shutil.rmtree(train, ignore_errors=True)
-        _mail_il("train", args.train_config, *overrides, "--no-progress")
+        # the progress bar on a terminal (a minute or more of training); none in a log
+        _mail_il("train", args.train_config, *overrides, *([] if sys.stderr.isatty() else ["--no-progress"]))
         _mark(train, settings)
     timings["train_s"] = round(time.monotonic() - t, 1)
 

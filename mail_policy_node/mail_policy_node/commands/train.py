@@ -7,7 +7,8 @@
     mail-il train CONFIG.yaml data.topics_map=lab.yaml  # bags under other topic names (data.topics)
 
 Writes OUT/checkpoints/step_*/ (resumable), OUT/final/ (a checkpoint for `mail-il eval` and the policy
-node), OUT/log.jsonl and OUT/summary.json; prints the summary's main numbers.
+node), OUT/log.jsonl, OUT/summary.json, OUT/config.yaml (the whole configuration, trainable again) and
+OUT/loss.png (training and validation loss); prints the summary's main numbers.
 """
 
 from __future__ import annotations

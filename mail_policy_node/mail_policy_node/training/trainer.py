@@ -399,5 +399,36 @@ class Trainer:
             ema=self.use_ema, device=str(self.device), amp_bf16=self.amp, threads=torch.get_num_threads(),
             describe=self.policy.describe(), dataset=self.data.describe(), config=self.cfg.to_dict(),
         )
+        summary["loss_plot"] = write_loss_plot(self.out / "loss.png", self.history)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         return summary
+
+
+def write_loss_plot(path: Path, history: list[dict]) -> str | None:
+    """Training (smoothed) and validation loss against the step, as a PNG; the path, or None where
+    matplotlib is not installed (the GPU image) or there is nothing to plot."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    rows = [h for h in history if h.get("loss") is not None]
+    if not rows:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([h["step"] for h in rows], [h["loss"] for h in rows], label="training (smoothed)")
+    val = [h for h in rows if h.get("val_loss") is not None]
+    if val:
+        ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], label="validation")
+    if all(h["loss"] > 0 for h in rows) and all(h["val_loss"] > 0 for h in val):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return str(path)
