@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pictures", type=int, default=3, help="rollout strips to write (first episodes)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--through-controller", action="store_true",
+                        help="execute the chunks through the sim profile's controller core (chunk checks, "
+                             "scheduler, safety filter, watchdog) in simulated time: what the deployed arm does "
+                             "with them, without the stack's latency")
     parser.add_argument("--through-stack", action="store_true",
                         help="also run the same seeds closed loop through the sim profile's ROS stack and compare "
                              "(fidelity.json); needs ROS, run it on loopback only")
@@ -54,11 +58,13 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.workers < 1:
         print("mail-il eval: --episodes and --workers must be >= 1", file=sys.stderr)
         return 2
-    if getattr(args, "through_stack", False):  # a horizon the stack can run, for both halves, before either runs
-        from .fidelity import stack_exec_horizon
+    controller = None
+    if args.through_stack or args.through_controller:  # a horizon the stack can run, before anything runs
+        from .fidelity import sim_profile_controller, stack_exec_horizon
 
         try:
             args.exec_horizon = stack_exec_horizon(args.checkpoint, args.exec_horizon)
+            controller = sim_profile_controller() if args.through_controller else None
         except ImportError as e:  # no ROS in this environment
             print(f"mail-il eval --through-stack: the ROS stack is not available here: {e}", file=sys.stderr)
             return 2
@@ -68,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary, results = evaluate(args.checkpoint, args.task, args.episodes, args.seed, args.workers,
                                     args.history_mode, args.exec_horizon, args.pictures, args.threads,
-                                    not args.no_progress, args.max_steps, args.device)
+                                    not args.no_progress, args.max_steps, args.device, controller)
     except CheckpointError as e:  # resolving, parsing, bounds, budget, weights: one line
         print(f"mail-il eval: checkpoint refused: {e}", file=sys.stderr)
         return 2
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "eval.md").write_text(table)
     print(table)
     print(f"wrote {out}/eval.json, eval.md and {len(pictures)} rollout picture(s)")
-    if getattr(args, "through_stack", False):
+    if args.through_stack:
         from .fidelity import run_stack
 
         return run_stack(args, summary, episodes, out)

@@ -285,22 +285,32 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _sim_profile() -> dict:
+    """The `sim` profile's YAML sections (node name -> {"ros__parameters": ...})."""
+    import yaml
+    from mail_bringup.graph import profile
+
+    return yaml.safe_load(profile("sim").params_file.read_text())
+
+
+def sim_profile_controller():
+    """The controller core's configuration (control.controller.ControllerConfig) in the `sim` profile."""
+    from ..control.params import CONTROLLER_PARAMETERS, controller_setup
+
+    names = {p.name for p in CONTROLLER_PARAMETERS}
+    params = _sim_profile()["franka_controller"]["ros__parameters"]
+    return controller_setup({k: v for k, v in params.items() if k in names}).controller
+
+
 def stack_exec_horizon(checkpoint, exec_horizon: int) -> int:
     """The execution horizon both halves run: ``exec_horizon``, or the `sim` profile's own when 0. Raises
     ValueError when the profile's controller would refuse every chunk of it: a policy that replans every
     h x dt seconds, at or over the controller's watchdog timeout, is held by the watchdog between its chunks
     (control/controller.py, `slower_than_watchdog`), so the stack's arm would never move."""
-    import yaml
-    from mail_bringup.graph import profile
-
-    from ..control.params import CONTROLLER_PARAMETERS, controller_setup
     from ..sim.env import CONTROL_DT
 
-    sections = yaml.safe_load(profile("sim").params_file.read_text())
-    node = sections["policy_node"]["ros__parameters"]
-    names = {p.name for p in CONTROLLER_PARAMETERS}
-    controller = {k: v for k, v in sections["franka_controller"]["ros__parameters"].items() if k in names}
-    timeout = controller_setup(controller).controller.watchdog.timeout
+    node = _sim_profile()["policy_node"]["ros__parameters"]
+    timeout = sim_profile_controller().watchdog.timeout
     horizon = int(exec_horizon or node["execution_horizon"])
     if horizon == 0:  # the profile runs the checkpoint's J
         from ..model.checkpoint import load_checkpoint

@@ -119,8 +119,10 @@ class TaskEnv:
         self.task.update(m, d, self.params, 0.0)
         return self.observe()
 
-    def step(self, action) -> tuple[dict, bool, dict]:
-        """Apply one joint_position action for ``dt`` seconds and observe."""
+    def step(self, action, path=None) -> tuple[dict, bool, dict]:
+        """Apply one joint_position action for ``dt`` seconds and observe. ``path`` (k, 8): the commands of
+        k equal slices of the step that end at ``action`` (a controller's cycles), followed instead of one
+        straight ramp; ``k`` must divide the step's physics substeps."""
         if self.seed is None:
             raise RuntimeError("call reset() before step()")
         action = np.asarray(action, dtype=float).reshape(-1)
@@ -132,14 +134,26 @@ class TaskEnv:
         target[:7] = np.clip(target[:7], self.joint_lower, self.joint_upper)
         target[7] = np.clip(target[7], 0.0, GRIPPER_MAX_WIDTH)
         m, d = self.model, self.data
+        if path is None:
+            slices = target[None]
+        else:
+            slices = np.asarray(path, dtype=float).reshape(-1, 8).copy()
+            if self.n_substeps % len(slices) or not np.all(np.isfinite(slices)):
+                raise ValueError(f"path: {len(slices)} finite slices must divide {self.n_substeps} substeps")
+            slices[:, :7] = np.clip(slices[:, :7], self.joint_lower, self.joint_upper)
+            slices[:, 7] = np.clip(slices[:, 7], 0.0, GRIPPER_MAX_WIDTH)
+            slices[-1] = target
+        per = self.n_substeps // len(slices)
         start = self._command
-        feed_forward = self._ff * (target[:7] - start[:7]) / self.dt
-        for k in range(1, self.n_substeps + 1):
-            s = k / self.n_substeps
-            ramp = start + s * (target - start)
-            d.ctrl[self._arm_act] = ramp[:7] + (feed_forward if k < self.n_substeps else 0.0)
-            d.ctrl[self._grip_act] = ramp[7]
-            mujoco.mj_step(m, d)
+        for j, end in enumerate(slices):
+            feed_forward = self._ff * (end[:7] - start[:7]) / (self.dt / len(slices))
+            for k in range(1, per + 1):
+                ramp = start + (k / per) * (end - start)
+                last = j == len(slices) - 1 and k == per
+                d.ctrl[self._arm_act] = ramp[:7] + (0.0 if last else feed_forward)
+                d.ctrl[self._grip_act] = ramp[7]
+                mujoco.mj_step(m, d)
+            start = end
         self._command = target
         self.steps += 1
         self.task.update(m, d, self.params, self.time)

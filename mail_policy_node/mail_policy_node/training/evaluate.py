@@ -4,12 +4,17 @@ Each episode: ``env.reset(seed)``, then every control step the engine observes t
 (and joint state); when the current chunk is used up (``exec_horizon`` actions, default J: the paper
 executes the whole chunk, then replans) the engine acts and the next chunk is executed step by step.
 Stepped synchronously (the simulation waits for the policy), episodes spread over worker processes.
+With a controller configuration (``mail-il eval --through-controller``) each chunk goes to the
+controller core the robot runs (control/controller.py: chunk checks, scheduler, safety filter,
+watchdog), stepped at its cycle rate in simulated time, and the simulated arm follows its filtered
+commands: what the deployed arm does with the policy's chunks, without the stack's latency.
 Frames are rendered at the size the demonstrations were recorded at (stored in the checkpoint) and
 resized by the engine with the stack's rule, exactly as in training.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import multiprocessing as mp
 import os
@@ -42,6 +47,7 @@ class EvalJob:
     keep_frames: bool  # keep frames for a rollout picture
     max_steps: int = 0  # 0 = the task's limit
     device: str = "cpu"  # where the engine runs (cuda: kernels and CUDA graphs when available)
+    controller: object = None  # control.controller.ControllerConfig: execute through it (None: directly)
 
 
 _WORKER: dict = {}
@@ -79,6 +85,7 @@ def run_episode(job: EvalJob) -> dict:
     latencies, step_times, distances = [], [], []
     done, info = False, {"success": False, "steps": 0}
     limit = job.max_steps or env.max_steps
+    arm = _ControllerInTheLoop(job.controller, env, obs, horizon) if job.controller is not None else None
     t_start = time.perf_counter()
     while not done and env.steps < limit:
         t0 = time.perf_counter()
@@ -88,32 +95,96 @@ def run_episode(job: EvalJob) -> dict:
             chunk = engine.act()
             latencies.append(chunk.latency_s)
             queue = list(chunk.actions[0][:horizon])
+            if arm is not None:
+                arm.submit(chunk, obs["time"])
         action = queue.pop(0)
         step_times.append(time.perf_counter() - t0)
-        obs, done, info = env.step(action)
+        if arm is None:
+            obs, done, info = env.step(action)
+        else:
+            obs, done, info = arm.step(obs["time"])
         if info.get("goal_distance") is not None:
             distances.append(info["goal_distance"])
         if job.keep_frames:
             frames.append(obs["images"])
-    return dict(seed=job.seed, success=bool(info["success"]), failed=bool(info.get("failed", False)),
-                steps=int(info["steps"]), chunk_latency_ms=1e3 * float(np.mean(latencies)),
-                step_ms=1e3 * float(np.mean(step_times)), episode_s=time.perf_counter() - t_start,
-                final_goal_distance=distances[-1] if distances else None,
-                min_goal_distance=min(distances) if distances else None, frames=frames)
+    result = dict(seed=job.seed, success=bool(info["success"]), failed=bool(info.get("failed", False)),
+                  steps=int(info["steps"]), chunk_latency_ms=1e3 * float(np.mean(latencies)),
+                  step_ms=1e3 * float(np.mean(step_times)), episode_s=time.perf_counter() - t_start,
+                  final_goal_distance=distances[-1] if distances else None,
+                  min_goal_distance=min(distances) if distances else None, frames=frames)
+    if arm is not None:
+        result["controller"] = arm.figures()
+    return result
+
+
+class _ControllerInTheLoop:
+    """The controller core between the policy and the simulated arm, on the simulation's clock: a chunk
+    is submitted when the policy computes it (stamped with its observation's simulated time, as the
+    policy node stamps it with the camera's), and every control step runs the controller's cycles, whose
+    filtered commands the arm follows (``TaskEnv.step(path=...)``). Enabled on the first chunk, as the
+    `sim` profile's controller does (auto_enable)."""
+
+    def __init__(self, config, env, obs: dict, horizon: int):
+        from ..control.controller import ArmController
+
+        self.env, self.horizon, self.sequence = env, horizon, 0
+        q = obs["joint_state"]
+        self.ctrl = ArmController(config, clock=lambda: 0.0, initial_q=q[:7], initial_gripper=float(q[7]))
+        self.ctrl.update_measurement(q[:7], obs["time"], float(q[7]))
+        self.period = config.safety.cycle_period
+        self.cycles = max(1, int(round(env.dt / self.period)))
+        self.max_speed = 0.0  # largest commanded |dq| / the filter's velocity limit
+
+    def submit(self, chunk, now: float) -> None:
+        import dataclasses
+
+        from ..control.controller import Mode
+
+        action_chunk = dataclasses.replace(chunk.to_action_chunk(sequence=self.sequence),
+                                           execute_horizon=self.horizon)
+        self.sequence += 1
+        if self.ctrl.mode == Mode.DISABLED:
+            self.ctrl.enable(now)
+        self.ctrl.submit_chunk(action_chunk, now=now, wall=now)
+
+    def step(self, now: float):
+        path = []
+        grip = float(self.env.joint_state()[7])
+        limit = self.ctrl.config.safety.velocity_limit
+        for k in range(1, self.cycles + 1):
+            out = self.ctrl.step(now + k * self.period)
+            cmd = self.ctrl.command
+            if out is not None:
+                self.max_speed = max(self.max_speed, float(np.max(np.abs(cmd.dq) / limit)))
+            width = cmd.gripper if math.isfinite(cmd.gripper) else grip
+            path.append(np.concatenate([cmd.q, [width]]))
+        obs, done, info = self.env.step(path[-1], path=path)
+        q = obs["joint_state"]
+        self.ctrl.update_measurement(q[:7], obs["time"], float(q[7]))
+        return obs, done, info
+
+    def figures(self) -> dict:
+        c = self.ctrl.counters
+        return dict(limit_hits=c.limit_hits, limits={k: int(v) for k, v in c.limits.items()},
+                    chunks_rejected=c.chunks_rejected, rejections={k: int(v) for k, v in c.rejections.items()},
+                    watchdog_trips=c.watchdog_trips, actions_dropped_stale=c.actions_dropped_stale,
+                    max_velocity_ratio=round(self.max_speed, 3), mode=self.ctrl.mode.name)
 
 
 def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, workers: int = 1,
              history: str | None = None, exec_horizon: int = 0, pictures: int = 3, threads_per_worker: int = 1,
-             progress: bool = True, max_steps: int = 0, device: str = "cpu") -> tuple[dict, list[dict]]:
-    """Run ``episodes`` seeded episodes (seeds seed .. seed + episodes - 1). Returns (summary, episodes)."""
+             progress: bool = True, max_steps: int = 0, device: str = "cpu",
+             controller=None) -> tuple[dict, list[dict]]:
+    """Run ``episodes`` seeded episodes (seeds seed .. seed + episodes - 1). Returns (summary, episodes).
+    ``controller``: a control.controller.ControllerConfig to execute the chunks through (module docstring)."""
     from ..model.checkpoint import load_checkpoint
 
     policy = load_checkpoint(checkpoint, "cpu")  # validates the checkpoint before any worker starts
     training = policy.metadata.get("training", {})
     native = training.get("native_image_size") or {}
     render = tuple(next(iter(native.values()))) if native else (128, 128)
-    jobs = [EvalJob(str(checkpoint), task, seed + i, history, exec_horizon, render, i < pictures, max_steps, device)
-            for i in range(episodes)]
+    jobs = [EvalJob(str(checkpoint), task, seed + i, history, exec_horizon, render, i < pictures, max_steps, device,
+                    controller) for i in range(episodes)]
     results = []
     t0 = time.perf_counter()
     from tqdm import tqdm
@@ -151,7 +222,17 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
         step_ms=float(np.mean([r["step_ms"] for r in results])), wall_seconds=wall, workers=workers,
         history=history or policy.cfg.history, exec_horizon=exec_horizon or policy.cfg.spec.action_horizon,
         render_size=list(render), device=device, describe=policy.describe() | {"training": None},
+        through_controller=controller is not None,
     )
+    if controller is not None:
+        figures = [r["controller"] for r in results]
+        summary["controller"] = dict(
+            limit_hits=sum(f["limit_hits"] for f in figures),
+            limits=dict(sum((collections.Counter(f["limits"]) for f in figures), collections.Counter())),
+            chunks_rejected=sum(f["chunks_rejected"] for f in figures),
+            rejections=dict(sum((collections.Counter(f["rejections"]) for f in figures), collections.Counter())),
+            watchdog_trips=sum(f["watchdog_trips"] for f in figures),
+            max_velocity_ratio=max(f["max_velocity_ratio"] for f in figures))
     return summary, results
 
 
@@ -171,6 +252,11 @@ def markdown(summary: dict) -> str:
         f"({100 * s['success_rate']:.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% | {s['mean_steps']:.1f} | "
         f"{s['chunk_latency_ms']:.1f} ms | {s['step_ms']:.1f} ms |",
         "",
+        *([] if not s.get("controller") else [
+            f"through the controller (the sim profile's): the filter overrode {s['controller']['limit_hits']} "
+            f"cycles {dict(s['controller']['limits'])}; chunks rejected {s['controller']['chunks_rejected']} "
+            f"{dict(s['controller']['rejections'])}; watchdog trips {s['controller']['watchdog_trips']}; "
+            f"largest commanded abs(dq) / limit {s['controller']['max_velocity_ratio']}", ""]),
     ])
 
 
