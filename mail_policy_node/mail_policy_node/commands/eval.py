@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
             args.exec_horizon = stack_exec_horizon(args.checkpoint, args.exec_horizon)
             controller = sim_profile_controller() if args.through_controller else None
         except ImportError as e:  # no ROS in this environment
-            print(f"mail-il eval --through-stack: the ROS stack is not available here: {e}", file=sys.stderr)
+            print(f"mail-il eval: the sim profile (mail_bringup) is not available here: {e}", file=sys.stderr)
             return 2
         except (ValueError, CheckpointError) as e:
-            print(f"mail-il eval --through-stack: {e}", file=sys.stderr)
+            print(f"mail-il eval: {e}", file=sys.stderr)
             return 2
     try:
         summary, results = evaluate(args.checkpoint, args.task, args.episodes, args.seed, args.workers,
