@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..training.evaluate import median_or_none, sum_counts, wilson_interval
+
 SHAPING = ("acceleration", "jerk")  # smoothing between 10 Hz targets, not overrides (not in limit_hits)
 STACK_ENDINGS = ("success", "timeout", "task_failure", "watchdog", "no_motion", "error")
 SYNC_ENDINGS = ("success", "step_limit", "task_failure")
@@ -49,8 +51,6 @@ def _pct(values, q) -> float | None:
 
 
 def _rate(successes: int, n: int) -> dict:
-    from ..training.evaluate import wilson_interval
-
     lo, hi = wilson_interval(successes, n)
     return dict(successes=successes, episodes=n, success_rate=successes / n if n else 0.0,
                 wilson95=[round(lo, 4), round(hi, 4)])
@@ -123,8 +123,7 @@ def compare(sync_summary: dict, sync_episodes: list[dict], stack_summary: dict, 
                  overrides_in_successes={k: v for k, v in sorted(_sum_limits(e for e in eps if e["success"]).items())
                                          if k not in SHAPING},
                  chunks_rejected=stack_summary.get("chunks_rejected"),
-                 rejections=dict(sum((collections.Counter(e.get("rejections") or {}) for e in eps),
-                                     collections.Counter())),
+                 rejections=sum_counts(e.get("rejections") for e in eps),
                  actions_dropped_stale=sum(e.get("actions_dropped_stale", 0) for e in eps),
                  watchdog_trips=stack_summary.get("watchdog_trips"),
                  max_velocity_ratio=stack_summary.get("max_velocity_ratio"),
@@ -149,8 +148,6 @@ def _first(values):
 
 
 def _median(values):
-    from ..training.evaluate import median_or_none
-
     m = median_or_none(values)
     return None if m is None else round(m, 3)
 
@@ -162,7 +159,7 @@ def _ratio(eps) -> float | None:
 
 
 def _sum_limits(eps) -> dict:
-    return dict(sum((collections.Counter(e.get("limits") or {}) for e in eps), collections.Counter()))
+    return sum_counts(e.get("limits") for e in eps)
 
 
 def not_identical(sync: dict, stack: dict, settings: dict) -> list[str]:
@@ -295,11 +292,9 @@ def _sim_profile() -> dict:
 
 def sim_profile_controller():
     """The controller core's configuration (control.controller.ControllerConfig) in the `sim` profile."""
-    from ..control.params import CONTROLLER_PARAMETERS, controller_setup
+    from ..control.params import controller_setup
 
-    names = {p.name for p in CONTROLLER_PARAMETERS}
-    params = _sim_profile()["franka_controller"]["ros__parameters"]
-    return controller_setup({k: v for k, v in params.items() if k in names}).controller
+    return controller_setup(_sim_profile()["franka_controller"]["ros__parameters"]).controller
 
 
 def stack_exec_horizon(checkpoint, exec_horizon: int) -> int:
@@ -310,16 +305,17 @@ def stack_exec_horizon(checkpoint, exec_horizon: int) -> int:
     from ..sim.env import CONTROL_DT
 
     node = _sim_profile()["policy_node"]["ros__parameters"]
-    timeout = sim_profile_controller().watchdog.timeout
+    watchdog = sim_profile_controller().watchdog
     horizon = int(exec_horizon or node["execution_horizon"])
     if horizon == 0:  # the profile runs the checkpoint's J
         from ..model.checkpoint import load_checkpoint
 
         horizon = load_checkpoint(checkpoint, "cpu").cfg.spec.action_horizon
-    if horizon * CONTROL_DT >= timeout:
+    if watchdog.holds_between(horizon * CONTROL_DT):
+        most = max(h for h in range(1, horizon) if not watchdog.holds_between(h * CONTROL_DT))
         raise ValueError(f"--exec-horizon {horizon} replans every {horizon * CONTROL_DT:.1f} s, at or over the sim "
-                         f"profile's watchdog timeout ({timeout} s): its controller would refuse every chunk and "
-                         f"hold the arm. Use --exec-horizon {max(1, int(timeout / CONTROL_DT - 1e-9))} or less "
+                         f"profile's watchdog timeout ({watchdog.timeout} s): its controller would refuse every "
+                         f"chunk and hold the arm. Use --exec-horizon {most} or less "
                          f"(the profile runs {node['execution_horizon'] or 'J'}; without the option both halves "
                          "run that)")
     return horizon

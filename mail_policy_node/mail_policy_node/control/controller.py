@@ -263,7 +263,7 @@ class ArmController:
                             detail=f"policy {chunk.policy_id!r} is not the enabled one ({self._driver!r}): "
                                    "enable again to switch")
         h = int(chunk.execute_horizon)
-        if h > 0 and h * float(chunk.dt) >= self.config.watchdog.timeout:
+        if h > 0 and self.config.watchdog.holds_between(h * float(chunk.dt)):
             return Accepted(False, ChunkRejection.SLOWER_THAN_WATCHDOG,
                             detail=f"replans every {h} x {float(chunk.dt):.3f} s >= watchdog timeout "
                                    f"{self.config.watchdog.timeout} s: lower the policy's execution_horizon")

@@ -31,6 +31,11 @@ class WatchdogConfig:
         if not 0.0 <= self.consumed_grace <= 10.0:
             raise ValueError(f"consumed_grace must be in [0, 10] s, got {self.consumed_grace}")
 
+    def holds_between(self, replan_period: float) -> bool:
+        """Whether a policy that sends a chunk every ``replan_period`` seconds is held between its chunks
+        (the controller refuses such chunks: `slower_than_watchdog`)."""
+        return replan_period >= self.timeout
+
 
 class Watchdog:
     def __init__(self, config: WatchdogConfig | None = None):

@@ -228,12 +228,17 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
         figures = [r["controller"] for r in results]
         summary["controller"] = dict(
             limit_hits=sum(f["limit_hits"] for f in figures),
-            limits=dict(sum((collections.Counter(f["limits"]) for f in figures), collections.Counter())),
+            limits=sum_counts(f["limits"] for f in figures),
             chunks_rejected=sum(f["chunks_rejected"] for f in figures),
-            rejections=dict(sum((collections.Counter(f["rejections"]) for f in figures), collections.Counter())),
+            rejections=sum_counts(f["rejections"] for f in figures),
             watchdog_trips=sum(f["watchdog_trips"] for f in figures),
             max_velocity_ratio=max(f["max_velocity_ratio"] for f in figures))
     return summary, results
+
+
+def sum_counts(counts) -> dict:
+    """The sum of name -> count dicts (None counts as empty)."""
+    return dict(sum((collections.Counter(c or {}) for c in counts), collections.Counter()))
 
 
 def median_or_none(values) -> float | None:
