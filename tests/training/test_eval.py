@@ -86,6 +86,40 @@ def test_the_command_runs_the_sim_profiles_controller(tmp_path):
     assert "through the controller" in (out / "eval.md").read_text()
 
 
+def test_profile_params_set_the_controller_the_evaluation_runs(tmp_path, capsys):
+    """`--profile-param node.param:=value` runs the controller (and the stack) with that sim-profile value,
+    typed like the profile's own; names the profile lacks, badly typed values, parameters other options set,
+    and the option without a profile to set are refused before anything runs."""
+    from mail_policy_node.commands import fidelity
+
+    cfg = fidelity.sim_profile_controller(fidelity.profile_params(
+        ["franka_controller.blend:=temporal_ensemble", "franka_controller.watchdog_timeout:=0.6"]))
+    assert cfg.scheduler.blend == "temporal_ensemble" and cfg.watchdog.timeout == pytest.approx(0.6)
+    assert fidelity.sim_profile_controller().scheduler.blend == "crossfade"  # the profile itself is unchanged
+    # a longer watchdog lets a longer horizon through (0.5 s at J = 5 is refused with the profile's 0.5 s)
+    assert fidelity.stack_exec_horizon(SHIPPED, 5, fidelity.profile_params(
+        ["franka_controller.watchdog_timeout:=0.6"])) == 5
+    out = tmp_path / "eval"
+    assert eval_cmd.main(["--checkpoint", SHIPPED, "--task", "reach", "--episodes", "1", "--seed", "1000",
+                          "--max-steps", "10", "--pictures", "0", "--out", str(out), "--no-progress",
+                          "--through-controller", "--profile-param", "franka_controller.blend:=replace"]) == 0
+    s = json.loads((out / "eval.json").read_text())["summary"]
+    assert s["profile_params"] == {"franka_controller": {"blend": "replace"}}
+    capsys.readouterr()
+    for bad, says in ((["franka_controler.blend:=replace"], "no node 'franka_controler'"),
+                      (["franka_controller.blnd:=replace"], "has no parameter 'blnd'"),
+                      (["franka_controller.watchdog_timeout:=soon"], "watchdog_timeout must be a number"),
+                      (["franka_controller.blend=replace"], "node.param:=value"),
+                      (["policy_node.execution_horizon:=4"], "set by --exec-horizon"),
+                      (["sim_world.task:=push"], "set by --task")):
+        assert eval_cmd.main(["--checkpoint", SHIPPED, "--task", "reach", "--no-progress", "--through-controller",
+                              *[a for p in bad for a in ("--profile-param", p)]]) == 2, bad
+        assert says in capsys.readouterr().err, bad
+    assert eval_cmd.main(["--checkpoint", SHIPPED, "--task", "reach", "--profile-param",
+                          "franka_controller.blend:=replace"]) == 2
+    assert "--through-controller or --through-stack" in capsys.readouterr().err
+
+
 def test_a_step_follows_a_path_of_commands():
     from mail_policy_node.sim import make_task
 

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--through-stack", action="store_true",
                         help="also run the same seeds closed loop through the sim profile's ROS stack and compare "
                              "(fidelity.json); needs ROS, run it on loopback only")
+    parser.add_argument("--profile-param", action="append", default=[], metavar="NODE.PARAM:=VALUE",
+                        help="with --through-controller or --through-stack: a sim-profile parameter for this run, "
+                             "as on `mail-il up` (e.g. franka_controller.blend:=temporal_ensemble); repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,12 +62,17 @@ def run(args: argparse.Namespace) -> int:
         print("mail-il eval: --episodes and --workers must be >= 1", file=sys.stderr)
         return 2
     controller = None
+    if args.profile_param and not (args.through_stack or args.through_controller):
+        print("mail-il eval: --profile-param sets the sim profile of --through-controller or --through-stack",
+              file=sys.stderr)
+        return 2
     if args.through_stack or args.through_controller:  # a horizon the stack can run, before anything runs
-        from .fidelity import sim_profile_controller, stack_exec_horizon
+        from .fidelity import profile_params, sim_profile_controller, stack_exec_horizon
 
         try:
-            args.exec_horizon = stack_exec_horizon(args.checkpoint, args.exec_horizon)
-            controller = sim_profile_controller() if args.through_controller else None
+            args.profile_params = profile_params(args.profile_param)
+            args.exec_horizon = stack_exec_horizon(args.checkpoint, args.exec_horizon, args.profile_params)
+            controller = sim_profile_controller(args.profile_params) if args.through_controller else None
         except ImportError as e:  # no ROS in this environment
             print(f"mail-il eval: the sim profile (mail_bringup) is not available here: {e}", file=sys.stderr)
             return 2
@@ -81,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"mail-il eval: {e}", file=sys.stderr)
         return 2
+    if args.profile_param:
+        summary["profile_params"] = args.profile_params
     out = args.out or args.checkpoint / f"eval_{args.task}_seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
     pictures = []

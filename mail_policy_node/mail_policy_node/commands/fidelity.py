@@ -282,30 +282,68 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _sim_profile() -> dict:
-    """The `sim` profile's YAML sections (node name -> {"ros__parameters": ...})."""
+def _sim_profile(params: dict[str, dict] | None = None) -> dict:
+    """The `sim` profile's YAML sections (node name -> {"ros__parameters": ...}), with ``params``
+    ({node: {param: value}}, from `--profile-param node.param:=value`) set over them. A node or parameter
+    the profile does not have is refused (ValueError naming it), as a typo would otherwise be ignored."""
     import yaml
-    from mail_bringup.graph import profile
+    from mail_bringup.graph import profile, typed
 
-    return yaml.safe_load(profile("sim").params_file.read_text())
+    sections = yaml.safe_load(profile("sim").params_file.read_text())
+    for node, values in (params or {}).items():
+        if node not in sections:
+            raise ValueError(f"the sim profile has no node {node!r}; nodes: {', '.join(sorted(sections))}")
+        have = sections[node]["ros__parameters"]
+        for name, value in values.items():
+            if name not in have:
+                raise ValueError(f"the sim profile's {node} has no parameter {name!r}; parameters: "
+                                 f"{', '.join(sorted(have))}")
+            have[name] = typed(value, have[name], f"{node}.{name}") if isinstance(value, str) else value
+    return sections
 
 
-def sim_profile_controller():
+# the profile parameters `mail-il eval` sets from its own options
+_EVAL_SETS = {("policy_node", "execution_horizon"): "--exec-horizon", ("policy_node", "history_mode"): "--history-mode",
+              ("policy_node", "device"): "--device", ("policy_node", "checkpoint"): "--checkpoint",
+              ("sim_world", "task"): "--task", ("sim_world", "seed"): "--seed",
+              ("sim_world", "episode_timeout"): "--max-steps"}
+
+
+def profile_params(items: list[str]) -> dict[str, dict]:
+    """`--profile-param node.param:=value` strings -> {node: {param: text}}, typed like the profile's own
+    values when applied (`_sim_profile`). The policy node's execution horizon has its option (--exec-horizon):
+    set here, it is refused (as is every parameter another option of the command sets: `_EVAL_SETS`)."""
+    from mail_bringup.graph import parse_overrides
+
+    parse_overrides(items)  # the form: node.param:=value
+    params: dict[str, dict] = {}
+    for item in items:
+        key, _, text = item.partition(":=")
+        node, _, name = key.partition(".")
+        params.setdefault(node, {})[name] = text
+    for (node, name), option in _EVAL_SETS.items():
+        if name in params.get(node, {}):
+            raise ValueError(f"{node}.{name} is set by {option}, not by --profile-param")
+    _sim_profile(params)  # unknown names and badly typed values: now, before anything runs
+    return params
+
+
+def sim_profile_controller(params: dict[str, dict] | None = None):
     """The controller core's configuration (control.controller.ControllerConfig) in the `sim` profile."""
     from ..control.params import controller_setup
 
-    return controller_setup(_sim_profile()["franka_controller"]["ros__parameters"]).controller
+    return controller_setup(_sim_profile(params)["franka_controller"]["ros__parameters"]).controller
 
 
-def stack_exec_horizon(checkpoint, exec_horizon: int) -> int:
+def stack_exec_horizon(checkpoint, exec_horizon: int, params: dict[str, dict] | None = None) -> int:
     """The execution horizon both halves run: ``exec_horizon``, or the `sim` profile's own when 0. Raises
     ValueError when the profile's controller would refuse every chunk of it: a policy that replans every
     h x dt seconds, at or over the controller's watchdog timeout, is held by the watchdog between its chunks
     (control/controller.py, `slower_than_watchdog`), so the stack's arm would never move."""
     from ..sim.env import CONTROL_DT
 
-    node = _sim_profile()["policy_node"]["ros__parameters"]
-    watchdog = sim_profile_controller().watchdog
+    node = _sim_profile(params)["policy_node"]["ros__parameters"]
+    watchdog = sim_profile_controller(params).watchdog
     horizon = int(exec_horizon or node["execution_horizon"])
     if horizon == 0:  # the profile runs the checkpoint's J
         from ..model.checkpoint import load_checkpoint
@@ -344,13 +382,17 @@ def run_stack(args, sync_summary: dict, sync_episodes: list[dict], out: Path) ->
         return [n for n in names if n.startswith("train_state") or (Path(folder) / n).resolve() == out_abs]
 
     shutil.copytree(args.checkpoint, root / name, ignore=skip)
-    overrides = {"policy_node": {"execution_horizon": args.exec_horizon, "history_mode": args.history_mode or "",
-                                 "device": args.device},
-                 "sim_world": {"episode_timeout": timeout}}
+    profile = _sim_profile(args.profile_params)  # --profile-param values, typed like the profile's
+    overrides = {node: {name: profile[node]["ros__parameters"][name] for name in values}
+                 for node, values in args.profile_params.items()}
+    overrides.setdefault("policy_node", {}).update(execution_horizon=args.exec_horizon,
+                                                   history_mode=args.history_mode or "", device=args.device)
+    overrides.setdefault("sim_world", {})["episode_timeout"] = timeout
     size = int((sync_summary.get("render_size") or [128])[0])
-    settings = dict(seeds=list(seeds), exec_horizon=args.exec_horizon, history_mode=args.history_mode,
-                    device=args.device, step_limit=step_limit, episode_timeout_s=timeout, image_size=size,
-                    overrides=overrides, load_before=_load(), cpus=os.cpu_count())
+    settings = dict(seeds=list(seeds), exec_horizon=args.exec_horizon, profile_params=args.profile_params,
+                    history_mode=args.history_mode, device=args.device, step_limit=step_limit,
+                    episode_timeout_s=timeout, image_size=size, overrides=overrides, load_before=_load(),
+                    cpus=os.cpu_count())
     print(f"[stack] {len(seeds)} episodes of '{args.task}' through the sim profile (franky-sim, cameras, policy "
           f"node, controller over DDS), episode timeout {timeout} s ...", flush=True)
     t0 = time.monotonic()
