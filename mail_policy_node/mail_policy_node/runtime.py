@@ -144,6 +144,14 @@ def joint_state_vector(msg, spec: FeatureSpec) -> np.ndarray:
     return v
 
 
+@dataclass(frozen=True)
+class TakenObservation:
+    """An observation set a tick took from the synchroniser, decoded, for the engine."""
+
+    observation: Observation
+    newest_stamp: float  # [s] the newest acquisition stamp in the set (latency is measured from it)
+
+
 class PolicyRuntime:
     def __init__(self, loaded: LoadedPolicy, config: RuntimeConfig, clock=time.time):
         self.config = config
@@ -249,64 +257,89 @@ class PolicyRuntime:
     # ---- the control tick -------------------------------------------------------------------------
     def tick(self) -> ActionChunk | None:
         with self._lock:
-            if self._pending is not None and self.episode_steps % self.horizon == 0:
-                # the replaced checkpoint stays loaded until the new one has proven itself
-                self._previous = self.policy if self._proven else self._previous
-                self._install(self._pending)
-                self._pending = None
-                self._proven, self._refused_in_a_row, self.last_revert = False, 0, None
-            now = self.clock()
-            synced = self.sync.latest(now)
-            if synced is None:
+            taken = self._take_observation()
+            return None if taken is None else self._act_on(taken)
+
+    # The tick in its two halves, for a caller that steps several runtimes' engines as one batch (batched
+    # replay: replay/batch.py): take each runtime's observation set, compute the batch, then act on each.
+    def take_observation(self) -> TakenObservation | None:
+        """The first half of a tick: a pending swap installed, the newest synchronised set decoded."""
+        with self._lock:
+            return self._take_observation()
+
+    def act_on(self, taken: TakenObservation) -> ActionChunk | None:
+        """The second half of a tick: ``taken`` through the engine, a chunk when one is due."""
+        with self._lock:
+            return self._act_on(taken)
+
+    @property
+    def acts_on_next_observation(self) -> bool:
+        """Whether the next observation the engine takes ends in a chunk (every `horizon`-th of the
+        episode, or the one after a refused chunk), unless the engine refuses it."""
+        return not self.paused and (self._retry or self.episode_steps % self.horizon == 0)
+
+    def _take_observation(self) -> TakenObservation | None:
+        if self._pending is not None and self.episode_steps % self.horizon == 0:
+            # the replaced checkpoint stays loaded until the new one has proven itself
+            self._previous = self.policy if self._proven else self._previous
+            self._install(self._pending)
+            self._pending = None
+            self._proven, self._refused_in_a_row, self.last_revert = False, 0, None
+        now = self.clock()
+        synced = self.sync.latest(now)
+        if synced is None:
+            return None
+        if synced.epoch != self._epoch:
+            # a new time base: what the engine holds was stamped in the old one
+            self.policy.engine.reset()
+            self.episode_steps = 0
+            self._epoch = synced.epoch
+            self.time_base_restarts += 1
+        try:
+            images = {cam: msg_to_rgb(synced.items[cam]) for cam in self.spec.camera_names}
+        except ImageDecodeError:
+            self.drops["bad_image"] += 1
+            return None
+        return TakenObservation(Observation(stamp=synced.newest_stamp, images=images,
+                                            state=synced.items.get(JOINT_STREAM)), synced.newest_stamp)
+
+    def _act_on(self, taken: TakenObservation) -> ActionChunk | None:
+        obs, engine = taken.observation, self.policy.engine
+        try:
+            acts = self.acts_on_next_observation
+            engine.observe(obs)
+            self.observations += 1
+            self.episode_steps += 1
+            if not acts:
                 return None
-            if synced.epoch != self._epoch:
-                # a new time base: what the engine holds was stamped in the old one
-                self.policy.engine.reset()
-                self.episode_steps = 0
-                self._epoch = synced.epoch
-                self.time_base_restarts += 1
-            try:
-                images = {cam: msg_to_rgb(synced.items[cam]) for cam in self.spec.camera_names}
-            except ImageDecodeError:
-                self.drops["bad_image"] += 1
+            out = engine.act()
+        except EngineError as exc:
+            self.drops[exc.reason] += 1
+            if exc.reason != "nan_output":
                 return None
-            obs = Observation(stamp=synced.newest_stamp, images=images,
-                              state=synced.items.get(JOINT_STREAM))
-            engine = self.policy.engine
-            try:
+            self._retry = True  # no chunk this time: try again on the next observation
+            if self._proven or not self._refused_chunk(exc):
+                return None
+            try:  # the swap was undone: the checkpoint that runs again acts on this observation at once
+                engine = self.policy.engine
                 engine.observe(obs)
-                self.observations += 1
-                self.episode_steps += 1
-                if self.paused or ((self.episode_steps - 1) % self.horizon and not self._retry):
-                    return None
+                self.episode_steps = 1
                 out = engine.act()
-            except EngineError as exc:
-                self.drops[exc.reason] += 1
-                if exc.reason != "nan_output":
-                    return None
-                self._retry = True  # no chunk this time: try again on the next observation
-                if self._proven or not self._refused_chunk(exc):
-                    return None
-                try:  # the swap was undone: the checkpoint that runs again acts on this observation at once
-                    engine = self.policy.engine
-                    engine.observe(obs)
-                    self.episode_steps = 1
-                    out = engine.act()
-                except EngineError as again:
-                    self.drops[again.reason] += 1
-                    return None
-            self._retry = False
-            if not self._proven:
-                self._proven, self._refused_in_a_row, self._previous, self.error = True, 0, None, None
-            chunk = out.to_action_chunk(0, policy_id=self.policy.policy_id, sequence=self.sequence)
-            chunk.execute_horizon = self.horizon
-            self.sequence += 1
-            self.chunks += 1
-            done = self.clock()
-            self.latency.append(done - synced.newest_stamp)
-            self.inference.append(out.latency_s)
-            self.chunk_times.append(done)
-            return chunk
+            except EngineError as again:
+                self.drops[again.reason] += 1
+                return None
+        self._retry = False
+        if not self._proven:
+            self._proven, self._refused_in_a_row, self._previous, self.error = True, 0, None, None
+        chunk = out.to_action_chunk(0, policy_id=self.policy.policy_id, sequence=self.sequence)
+        chunk.execute_horizon = self.horizon
+        self.sequence += 1
+        self.chunks += 1
+        done = self.clock()
+        self.latency.append(done - taken.newest_stamp)
+        self.inference.append(out.latency_s)
+        self.chunk_times.append(done)
+        return chunk
 
     def _refused_chunk(self, exc: EngineError) -> bool:
         """A chunk of a checkpoint on probation was refused (lock held): after `failed_chunks` in a row,

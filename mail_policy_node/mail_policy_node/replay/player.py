@@ -67,6 +67,7 @@ class ReplayConfig:
     history: str | None = None  # engine history override; None: the checkpoint's
     sampler: str | None = None  # DDPM sampler override
     device: str = "cpu"
+    seed: int = 0  # DDPM noise: every bag starts from it, so a bag's figures do not depend on the bags before it
 
     def __post_init__(self):
         if self.execution_horizon < 0:
@@ -75,7 +76,7 @@ class ReplayConfig:
             raise ValueError(f"need tick_phase >= 0 and gap_factor > 1, got {self.tick_phase}, {self.gap_factor}")
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(history=self.history, sampler=self.sampler, device=self.device)
+        return EngineConfig(history=self.history, sampler=self.sampler, device=self.device, seed=self.seed)
 
 
 @dataclass
@@ -238,8 +239,11 @@ class _Run:
 
     def tick(self) -> None:
         t0 = time.perf_counter()
-        chunk = self.runtime.tick()
-        self.tick_s += time.perf_counter() - t0
+        self.ticked(self.runtime.tick(), time.perf_counter() - t0)
+
+    def ticked(self, chunk, seconds: float) -> None:
+        """A tick of this run happened (here, or in a batch with other bags' runs) and took ``seconds``."""
+        self.tick_s += seconds
         self.ticks += 1
         if chunk is not None:
             self.chunks.append((chunk, self.runtime.inference[-1]))
@@ -262,7 +266,22 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                config: ReplayConfig = ReplayConfig(), progress: Callable[[str], None] | None = None) -> BagReplay:
     """Replay one bag through every lane; see the module doc for the timing rules."""
     clock = _Clock()
-    runs = [_Run(lane, config, clock) for lane in lanes]
+    play = play_bag(path, [_Run(lane, config, clock) for lane in lanes], clock, topics, config, progress)
+    try:
+        while True:
+            next(play).tick()
+    except StopIteration as done:
+        return done.value
+
+
+def play_bag(path: str | Path, runs: list[_Run], clock: _Clock, topics: TopicMap, config: ReplayConfig,
+             progress: Callable[[str], None] | None = None):
+    """The replay of one bag as a generator: it yields each `_Run` whose tick is due, in time order, and
+    goes on when resumed (the caller has ticked it: at once, or together with other bags' runs as one
+    engine batch, replay/batch.py); returns the `BagReplay` (StopIteration.value)."""
+    lanes = [r.lane for r in runs]
+    for r in runs:  # the bag's noise starts from the seed, whichever bags this engine replayed before
+        r.runtime.policy.engine.reset(seed=config.seed)
     cams = {topics.camera_topic(c): c for lane in lanes for c in lane.spec.camera_names}
     episodes: dict[str, list[EpisodeReplay]] = {lane.label: [] for lane in lanes}
     with BagReader(path) as bag:
@@ -282,8 +301,8 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                 if delay > 0:
                     time.sleep(delay)
 
-        def run_ticks(limit_ns: int, inclusive: bool) -> None:
-            """Every lane's ticks before ``limit_ns`` (or at it), in time order across lanes."""
+        def run_ticks(limit_ns: int, inclusive: bool):
+            """Every lane's ticks before ``limit_ns`` (or at it), in time order across lanes (yielded)."""
             while True:
                 due = [r for r in runs if r.next_tick_ns is not None
                        and (r.next_tick_ns <= limit_ns if inclusive else r.next_tick_ns < limit_ns)]
@@ -292,7 +311,7 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                 r = min(due, key=lambda run: run.next_tick_ns)
                 pace(r.next_tick_ns)
                 clock.now = seconds(r.next_tick_ns)
-                r.tick()
+                yield r
                 r.next_tick_ns += r.period_ns
 
         def open_episode(t_ns: int, info: dict) -> None:
@@ -340,12 +359,12 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
             if state.open and state.close_at is not None:
                 end_tick = state.close_at + phase_ns  # the tick for frames logged with the end event
                 if end_tick < t_ns:  # messages logged up to that tick (a 1 kHz joint state) still count
-                    run_ticks(end_tick, inclusive=True)
+                    yield from run_ticks(end_tick, inclusive=True)
                     close_episode(state.close_at)
             if not has_starts and not state.open:  # without start events, an "end" splits the bag
                 open_episode(t_ns, {})
             if state.open:
-                run_ticks(t_ns, inclusive=False)
+                yield from run_ticks(t_ns, inclusive=False)
             pace(t_ns)
             clock.now = seconds(t_ns)
             events = [r.event for r in group if isinstance(r, EpisodeEventRecord)]
@@ -364,14 +383,14 @@ def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = Topic
                 # its tick thread runs
                 for i in sorted(took_image):
                     if runs[i].period_ns == 0:
-                        runs[i].tick()
+                        yield runs[i]
             for ev in events:
                 if ev.get("event") == "end" and state.open:
                     state.info.update(ev)
                     state.close_at = t_ns
         if state.open:
             end = state.close_at if state.close_at is not None else last_ns
-            run_ticks(end + phase_ns, inclusive=True)
+            yield from run_ticks(end + phase_ns, inclusive=True)
             close_episode(end)
         wall = time.perf_counter() - wall0
     duration = 0.0 if first_ns is None else (last_ns - first_ns) / NS
