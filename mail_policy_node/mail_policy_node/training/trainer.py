@@ -8,6 +8,15 @@ to deploy, EMA weights when EMA is on) + ``train_state.safetensors`` (raw weight
 moments, RNG state) + ``train_state.json`` (step, optimiser hyper-parameters, training config). No
 pickle anywhere. Batches are a pure function of (seed, step), and the RNG state is restored on resume,
 so a run resumed from step n gives the same weights as one that never stopped (on the same machine).
+
+Under torchrun (training/distributed.py) the model is wrapped in DistributedDataParallel and every rank
+takes an equal share of each step's global batch (train.batch_size, or train.episodes_per_batch in stream
+history): all ranks draw the same global rows from (seed, step) and each keeps its slice, so one step sees
+exactly the windows a single process would, and with the loss weighted by each rank's share of the samples
+the averaged gradient is the single process's. The logged loss is the mean over all ranks' samples. Rank 0
+alone validates, writes checkpoints, logs, the loss plot and summary.json; every rank resumes from the same
+checkpoint. Random numbers inside a step (DDPM noise, dropout, image shifts) are each rank's own, drawn from
+(seed, step, rank): they match one process's in distribution, not number for number.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,6 +41,7 @@ from ..model.checkpoint import read_safetensors_header, save_checkpoint
 from ..model.diffusion import EMA, DiffusionConfig
 from ..model.policy import MailPolicy, PolicyConfig
 from ..spec import ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, CameraSpec, FeatureSpec
+from . import distributed
 from .config import SIZE_PRESETS, ConfigError, TrainConfig
 from .augment import shift_generator, shift_images
 from .dataset import DemoDataset, to_torch
@@ -130,14 +141,32 @@ def check_train_tensors(path: Path, policy: MailPolicy, ema: EMA | None) -> None
                                   f"run's model and optimiser do not have")
 
 
+def check_global_batch(cfg: TrainConfig, world_size: int) -> None:
+    """train.batch_size (train.episodes_per_batch in stream history) is one step's global batch; under
+    torchrun each rank takes an equal share of it. A batch the ranks cannot share evenly is refused, naming
+    the setting, rather than silently training with another batch than the config says."""
+    if world_size <= 1:
+        return
+    name = "episodes_per_batch" if cfg.policy.history == "stream" else "batch_size"
+    per = getattr(cfg.train, name)
+    if per % world_size:
+        lower = per // world_size * world_size
+        raise ConfigError(f"train.{name}={per} is one step's global batch, shared evenly by the {world_size} "
+                          f"processes of this torchrun launch, and {world_size} does not divide it: use a "
+                          f"multiple of {world_size} (e.g. {max(lower, world_size)} or {lower + world_size}) or "
+                          f"another number of processes (--nproc_per_node)")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True):
-        self.cfg, self.progress = cfg, progress
         t = cfg.train
-        self.out = Path(cfg.out)
-        self.device = torch.device(t.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
+        self.cfg, self.out = cfg, Path(cfg.out)
+        if torch.device(t.device).type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"train.device is {t.device!r} but CUDA is not available here")
+        launch = distributed.launch_from_env()
+        check_global_batch(cfg, launch.world_size)  # before joining: a refused config opens no connection
+        self.dist, self.device = distributed.setup(t.device, launch)
+        self.progress = progress and self.dist.is_main
         if t.threads:
             torch.set_num_threads(t.threads)
         self.resume_from = None
@@ -149,8 +178,7 @@ class Trainer:
                 if {**defaults[section], **saved[section]} != cfg.to_dict()[section]:
                     raise ConfigError(f"cannot resume {self.resume_from}: its {section} config differs from this one "
                                       f"(saved {saved[section]}, now {cfg.to_dict()[section]})")
-        self.data = DemoDataset(cfg.data, cfg.policy.obs_horizon, cfg.policy.action_horizon, progress=progress,
-                                relative_actions=cfg.policy.relative_actions)
+        self.data = self._load_data()
         self.stream = cfg.policy.history == "stream"
         torch.manual_seed(t.seed)
         if self.device.type == "cpu":
@@ -181,6 +209,42 @@ class Trainer:
         self.history: list[dict] = []
         if self.resume_from is not None:
             self._load_state(self.resume_from)
+        self.model = self._wrap_model()
+
+    def _load_data(self) -> DemoDataset:
+        """The dataset; under torchrun rank 0 first and the other ranks after it, so that rank 0 alone decodes
+        the bags into the frame cache (data.cache_dir) and the others read its entries, instead of every rank
+        decoding the same bags and writing the same cache folders at once. The barrier is in ``finally``:
+        when rank 0 fails, the others go on to load the data themselves and meet the same error."""
+        def load() -> DemoDataset:
+            return DemoDataset(self.cfg.data, self.cfg.policy.obs_horizon, self.cfg.policy.action_horizon,
+                               progress=self.progress, relative_actions=self.cfg.policy.relative_actions)
+
+        if self.dist.is_main:
+            try:
+                return load()
+            finally:
+                self.dist.barrier()
+        self.dist.barrier()
+        return load()
+
+    def _wrap_model(self) -> torch.nn.Module:
+        """What a training step calls: the policy itself for one process; under torchrun the policy in
+        DistributedDataParallel, which averages the gradients over the ranks in backward (and starts every
+        rank from rank 0's weights, which a shared seed or resumed checkpoint already made equal). The
+        graph is the same every step (static_graph): DDP then copes with parameters a config leaves unused
+        without searching the graph for them each step. The gradients are views into DDP's all-reduce buckets
+        (no second copy of them)."""
+        if not self.dist.enabled:
+            return self.policy
+        from torch.nn.parallel import DistributedDataParallel
+
+        # A 1x1 convolution's weight gradient can come with other strides on its two size-1 dimensions than
+        # the bucket's view: the same memory layout, which DDP still warns about (once per rank, every run).
+        warnings.filterwarnings("ignore", message=r"Grad strides do not match bucket view strides[\s\S]*"
+                                r"grad\.sizes\(\) = \[\d+, \d+, 1, 1\]")
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.policy, device_ids=ids, static_graph=True, gradient_as_bucket_view=True)
 
     # ---- batches: a pure function of (seed, step) ----
     def _rows(self, step: int) -> np.ndarray:
@@ -189,6 +253,19 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
         perm = torch.randperm(n, generator=g).numpy()
         return np.sort(perm[pos * self.batch:(pos + 1) * self.batch])
+
+    def _rank_batch(self, step: int) -> tuple[dict, int]:
+        """This rank's share of step ``step``'s global batch, as `_numpy_batch` gives it: every rank draws the
+        same global rows and keeps its slice, so the ranks together train on exactly one process's batch.
+        An epoch's short last batch can leave a rank no row: it then takes the first row as a stand-in with
+        0 samples (its loss weighs nothing) so that it still joins the gradient all-reduce."""
+        rows = self._rows(step)
+        if not self.dist.enabled:
+            return self._numpy_batch(rows, "train")
+        mine = np.array_split(rows, self.dist.world_size)[self.dist.rank]
+        if len(mine) == 0:
+            return self._numpy_batch(rows[:1], "train")[0], 0
+        return self._numpy_batch(mine, "train")
 
     def _numpy_batch(self, rows: np.ndarray, split: str) -> tuple[dict, int]:
         if self.stream:
@@ -204,22 +281,58 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
     def train_step(self, prepared: tuple[dict, int]) -> tuple[float, int]:
-        """One optimiser step on a numpy batch from `_numpy_batch` (prepared ahead by a thread)."""
-        self.policy.train()
+        """One optimiser step on a numpy batch from `_numpy_batch` / `_rank_batch` (prepared ahead by a
+        thread). Returns the step's loss and samples, both over all ranks under torchrun."""
+        self.model.train()
         batch, samples = to_torch(prepared[0], self.device, self.spec.use_joint_state), prepared[1]
         shift = self.cfg.train.augment_shift
         if shift:
-            batch["images"] = shift_images(batch["images"], shift, shift_generator(self.cfg.train.seed, self.step))
+            batch["images"] = shift_images(batch["images"], shift, self._shift_generator())
+        if self.dist.enabled:  # this rank's DDPM noise and dropout: a function of (seed, step, rank)
+            torch.manual_seed(distributed.rank_seed(self.cfg.train.seed, self.step, self.dist.rank, "torch"))
         with self._autocast():
-            loss = self.policy(batch)
+            loss = self.model(batch)
+        total = self._all_samples(samples)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.dist.enabled:
+            # DDP averages the ranks' gradients; weighting each rank's mean loss by its share of the samples
+            # makes that average the gradient of the mean over all samples (1.0 when the shares are equal)
+            (loss * (samples * self.dist.world_size / max(total, 1))).backward()
+        else:
+            loss.backward()
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
         self.opt.step()
         if self.ema is not None:
             self.ema.update(self.policy)
-        return float(loss.detach()), samples
+        return self._mean_loss(loss, samples, total), total
+
+    def _shift_generator(self) -> torch.Generator:
+        seed = self.cfg.train.seed
+        if not self.dist.enabled:
+            return shift_generator(seed, self.step)
+        return torch.Generator().manual_seed(distributed.rank_seed(seed, self.step, self.dist.rank, "shift"))
+
+    def _all_samples(self, samples: int) -> int:
+        """The step's samples over all ranks (windows, or real episode steps in stream history)."""
+        if not self.dist.enabled:
+            return samples
+        counts = torch.tensor([float(samples)], dtype=torch.float64, device=self.device)
+        return int(self.dist.all_sum(counts).item())
+
+    def _all_cpu_seconds(self, seconds: float) -> float:
+        """This run's CPU time over all ranks: the samples (all ranks') per CPU second stay what they say."""
+        if not self.dist.enabled:
+            return seconds
+        return float(self.dist.all_sum(torch.tensor([seconds], dtype=torch.float64, device=self.device)).item())
+
+    def _mean_loss(self, loss: torch.Tensor, samples: int, total: int) -> float:
+        """The loss to log: this process's, or under torchrun the mean over every rank's samples (each rank's
+        mean weighted by its samples), the same number on every rank."""
+        if not self.dist.enabled:
+            return float(loss.detach())
+        weighted = (loss.detach().double() * samples).reshape(1)
+        return float(self.dist.all_sum(weighted).item()) / max(total, 1)
 
     def eval_model(self) -> MailPolicy:
         """The weights to validate and deploy: the EMA shadow when EMA is on."""
@@ -272,7 +385,7 @@ class Trainer:
         save_file(tensors, str(tmp / STATE_WEIGHTS))
         state = dict(step=self.step, total_steps=self.total_steps, ema_updates=self.ema.updates if self.ema else None,
                      param_groups=opt["param_groups"], config=self.cfg.to_dict(), history=self.history,
-                     policy_id=pid)
+                     policy_id=pid, world_size=self.dist.world_size)
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
@@ -328,25 +441,30 @@ class Trainer:
         (self.out / "config.yaml").write_text(header + yaml.safe_dump(plain, sort_keys=False))
 
     # ---- the loop ----
-    def run(self) -> dict:
+    def run(self) -> dict | None:
+        """Train to the last step; the summary (also OUT/summary.json). Under torchrun only rank 0 writes
+        anything (and returns the summary); the other ranks train alongside, wait for rank 0's final
+        checkpoint and summary, and return None."""
         from tqdm import tqdm
 
         t = self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        log = open(self.out / "log.jsonl", "a")
+        main = self.dist.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._write_config()
+        log = open(self.out / "log.jsonl", "a") if main else None
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
         t0, cpu0, samples, smooth, val = time.perf_counter(), time.process_time(), 0, None, None
         start_step = self.step
         window_t, window_samples = time.perf_counter(), 0
         prefetch = ThreadPoolExecutor(1)  # gathers the next batch while this one trains
-        upcoming = prefetch.submit(self._numpy_batch, self._rows(self.step), "train")
+        upcoming = prefetch.submit(self._rank_batch, self.step)
         try:
             while self.step < self.total_steps:
                 prepared = upcoming.result()
                 if self.step + 1 < self.total_steps:
-                    upcoming = prefetch.submit(self._numpy_batch, self._rows(self.step + 1), "train")
+                    upcoming = prefetch.submit(self._rank_batch, self.step + 1)
                 loss, n = self.train_step(prepared)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss} at step {self.step}")
@@ -355,7 +473,7 @@ class Trainer:
                 window_samples += n
                 smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
                 last = self.step == self.total_steps
-                if self.step % t.val_every == 0 or last:
+                if main and (self.step % t.val_every == 0 or last):
                     val = self.validate()
                     rec = dict(step=self.step, loss=smooth, val_loss=val, elapsed_s=time.perf_counter() - t0)
                     self.history.append(rec)
@@ -368,14 +486,18 @@ class Trainer:
                     bar.set_postfix(loss=f"{smooth:.4f}", val=f"{val:.4f}" if val is not None else "-",
                                     samples_s=f"{rate:.0f}")
                     bar.update(self.step - bar.n)
-                if self.step % t.ckpt_every == 0 or last:
+                if main and (self.step % t.ckpt_every == 0 or last):
                     self.save(self.out / "checkpoints" / f"step_{self.step:07d}")
                     self._prune()
         finally:
             prefetch.shutdown(cancel_futures=True)
             bar.close()
-            log.close()
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            if log is not None:
+                log.close()
+        elapsed, cpu = time.perf_counter() - t0, self._all_cpu_seconds(time.process_time() - cpu0)
+        if not main:
+            self.dist.barrier()  # rank 0 writes the final checkpoint and the summary
+            return None
         final = self.out / "final"
         shutil.rmtree(final, ignore_errors=True)
         last_ckpt = self.out / "checkpoints" / f"step_{self.step:07d}"
@@ -397,10 +519,12 @@ class Trainer:
             parameters=dict(total=count_parameters(self.policy), encoder=count_parameters(self.policy.encoder),
                             backbone=count_parameters(self.policy.backbone)),
             ema=self.use_ema, device=str(self.device), amp_bf16=self.amp, threads=torch.get_num_threads(),
+            world_size=self.dist.world_size,
             describe=self.policy.describe(), dataset=self.data.describe(), config=self.cfg.to_dict(),
         )
         summary["loss_plot"] = write_loss_plot(self.out / "loss.png", self.history)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        self.dist.barrier()  # the other ranks return once the run's outputs are all there
         return summary
 
 
