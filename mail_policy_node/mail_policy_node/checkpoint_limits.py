@@ -333,23 +333,24 @@ def validate_policy_dict(d) -> None:
 
 
 # ---- the budget ----------------------------------------------------------------------------------------
-def _linear(i: int, o: int, bias: bool = True) -> int:
+def linear_params(i: int, o: int, bias: bool = True) -> int:
     return i * o + (o if bias else 0)
 
 
-def _mamba_stack(d: int, n: int, k: int, e: int, layers: int) -> int:
+def mamba_stack_params(d: int, n: int, k: int, e: int, layers: int) -> int:
     """model.stack.MambaStack: per layer LayerNorm + Mamba (in_proj, conv1d, x_proj, dt_proj, A_log, D,
     out_proj; mamba-ssm's shapes), then the final LayerNorm."""
     di, r = e * d, math.ceil(d / 16)
-    mixer = (_linear(d, 2 * di, False) + di * k + di + di * (r + 2 * n) + _linear(r, di) + di * n + di
-             + _linear(di, d, False))
+    mixer = (linear_params(d, 2 * di, False) + di * k + di + di * (r + 2 * n) + linear_params(r, di) + di * n + di
+             + linear_params(di, d, False))
     return layers * (2 * d + mixer) + 2 * d
 
 
-def _transformer_stack(d: int, layers: int, cross: bool) -> int:
+def transformer_stack_params(d: int, layers: int, cross: bool) -> int:
     """model.transformer.TransformerStack: LayerNorms without bias, qkv + proj (+ cross q, kv), MLP x4."""
-    attn = _linear(d, 3 * d) + _linear(d, d) + ((_linear(d, d) + _linear(d, 2 * d)) if cross else 0)
-    return layers * (d + attn + d + _linear(d, 4 * d) + _linear(4 * d, d)) + d
+    cross_attn = linear_params(d, d) + linear_params(d, 2 * d) if cross else 0
+    attn = linear_params(d, 3 * d) + linear_params(d, d) + cross_attn
+    return layers * (d + attn + d + linear_params(d, 4 * d) + linear_params(4 * d, d)) + d
 
 
 def _resnet18(base: int) -> int:
@@ -365,43 +366,26 @@ def _resnet18(base: int) -> int:
     return p
 
 
-def _backbone(b) -> int:
-    d, j = b.d_model, b.action_horizon
-    p = (b.obs_steps - 1 + j) * d if b.layout == "paper" else j * d  # positions / action slots
-    if b.head == "bc":
-        p += j * d  # queries
-    if b.variant == "d_ma":
-        p += _mamba_stack(d, b.d_state, b.d_conv, b.expand, b.n_layers)
-    elif b.variant == "ed_ma":
-        p += _mamba_stack(d, b.d_state, b.d_conv, b.expand, b.n_enc_layers)
-        p += _mamba_stack(d, b.dec_d_state or b.d_state, b.dec_d_conv or b.d_conv, b.expand, b.n_layers)
-        n_state = 1 if b.layout == "streaming" else b.n_obs_tokens + int(b.head == "ddpm")
-        p += n_state * d + j * d  # state tokens, action tokens
-    elif b.variant == "d_tr":
-        p += _transformer_stack(d, b.n_layers, False)
-    else:  # ed_tr
-        p += _transformer_stack(d, b.n_enc_layers, False) + _transformer_stack(d, b.n_layers, True)
-    return p
-
-
 def _encoder(e) -> int:
-    per_camera = _resnet18(e.base_width) + _linear(8 * e.base_width, e.keypoints) + _linear(2 * e.keypoints,
-                                                                                            e.camera_features)
-    p = len(e.cameras) * per_camera + _linear(len(e.cameras) * e.camera_features, e.d_model)
+    per_camera = (_resnet18(e.base_width) + linear_params(8 * e.base_width, e.keypoints)
+                  + linear_params(2 * e.keypoints, e.camera_features))
+    p = len(e.cameras) * per_camera + linear_params(len(e.cameras) * e.camera_features, e.d_model)
     if e.state_dim:
-        p += _linear(e.state_dim, e.d_model)
+        p += linear_params(e.state_dim, e.d_model)
     if e.goal_dim:
-        p += _linear(e.goal_dim, e.d_model)
+        p += linear_params(e.goal_dim, e.d_model)
     return p
 
 
 def parameter_count(cfg) -> int:
-    """Parameters of MailPolicy(cfg), by arithmetic on a PolicyConfig (equal to the built model's count)."""
+    """Parameters of MailPolicy(cfg), by arithmetic on a PolicyConfig (equal to the built model's count).
+    The backbone's are its family's arithmetic (model/backbone_registry.py: a built config's variant is a
+    registered one)."""
     b, a, d = cfg.backbone, cfg.spec.action_dim, cfg.backbone.d_model
-    p = _encoder(cfg.encoder) + _backbone(b) + _linear(d, a)
+    p = _encoder(cfg.encoder) + b.family.parameter_count(b) + linear_params(d, a)
     if b.head == "ddpm":
         t = cfg.diffusion.time_dim
-        p += _linear(a, d) + _linear(t, 2 * t) + _linear(2 * t, d)
+        p += linear_params(a, d) + linear_params(t, 2 * t) + linear_params(2 * t, d)
     return p
 
 

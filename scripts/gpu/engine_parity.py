@@ -44,6 +44,7 @@ from mail_policy_node.engine.inputs import check_observation
 from mail_policy_node.engine.reference import (EpisodeLog, reference_stream_chunks,
                                                reference_window_chunks)
 from mail_policy_node.model import kernels
+from mail_policy_node.model.backbone_registry import backbone_family, backbone_variants, streaming_variants
 from mail_policy_node.model.diffusion import DiffusionConfig
 from mail_policy_node.model.policy import MailPolicy, PolicyConfig
 from mail_policy_node.spec import CameraSpec, FeatureSpec
@@ -62,8 +63,7 @@ def make_policy(variant: str, head: str, layout: str, history: str, small: bool,
     preset = f"{variant}_{head}" + ("_stream" if layout == "streaming" else "")
     kw = {}
     if small:
-        ed = variant.startswith("ed")
-        kw = dict(n_layers=2, n_enc_layers=2 if ed else 0)
+        kw = dict(n_layers=2, n_enc_layers=2 if backbone_family(variant).encoder_decoder else 0)
     enc = dict(base_width=16, camera_features=32) if small else {}
     cfg = PolicyConfig.make(spec, preset, history=history, diffusion=diffusion, encoder=enc, **kw)
     policy = MailPolicy(cfg)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     base = EngineConfig(batch=b, device=device, cuda_graphs=True)
 
     # 1. streaming layouts, cached path: window and stream, BC and DDPM
-    for variant in ("d_ma", "ed_ma"):
+    for variant in streaming_variants():
         for head in ("bc", "ddpm"):
             for history in ("window", "stream"):
                 policy = make_policy(variant, head, "streaming", history, small, EXACT_SCHEDULE)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. paper layouts and Transformer baselines through the engine's recompute path
     short = min(steps, 40)
-    for variant in ("d_ma", "ed_ma", "d_tr", "ed_tr"):
+    for variant in backbone_variants():
         policy = make_policy(variant, "ddpm", "paper", "window", small, EXACT_SCHEDULE)
         compare(rep, f"exact/{variant}_ddpm_paper/window (recompute)", policy, "window", base,
                 observations(policy.cfg.spec, b, short), tol)

@@ -40,6 +40,7 @@ from mail_policy_node.engine.bench import bench_policy
 from mail_policy_node.engine.inputs import check_observation
 from mail_policy_node.engine.reference import EpisodeLog, reference_window_chunks, step_tokens
 from mail_policy_node.model import fused
+from mail_policy_node.model.backbone_registry import streaming_variants
 from mail_policy_node.model.mamba import MambaConfig, MambaState
 from mail_policy_node.model.stack import MambaStack
 
@@ -315,12 +316,13 @@ def encoder_section(best_env: str = "") -> dict:
     return out
 
 
-def floor_section(steps: int = 24, variants: tuple[str, ...] = ("d_ma", "ed_ma"), device: str = "cuda") -> dict:
+def floor_section(steps: int = 24, variants: tuple[str, ...] | None = None, device: str = "cuda") -> dict:
     """max |a - fp64 recompute| for the fp32 reference and the engine paths (window, DDPM-16, paper sizes,
     betas clipped at 0.9 as in the parity script; batch 2), per variant. Whether the engine's error against
     the fp32 reference is the cache's or fp32's own: compare it with how far the fp32 references (kernels,
-    another batch composition, the PyTorch path) are from fp64 and from each other."""
-    return {v: floor_one(v, steps, device) for v in variants}
+    another batch composition, the PyTorch path) are from fp64 and from each other. Default variants: the
+    registered streaming backbones."""
+    return {v: floor_one(v, steps, device) for v in variants or streaming_variants()}
 
 
 def floor_one(variant: str, steps: int, device: str = "cuda") -> dict:

@@ -131,6 +131,20 @@ def test_on_off_settings_survive_yaml_booleans(tmp_path):
         load_config(cfg_file, ["data.use_joint_state=off", "policy.relative_actions=true"])
 
 
+def test_numbers_in_exponent_form_are_numbers(tmp_path):
+    """YAML 1.1 reads `1e-3` (no dot) as text: `train.lr=1e-3` failed a GPU run with a TypeError inside
+    validation. A number setting given text reads it as the number; text that is none is refused by name."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train: {steps: 5, lr: 1e-3}\n")
+    assert load_config(cfg_file).train.lr == pytest.approx(1e-3)
+    cfg = load_config(cfg_file, ["train.lr=2e-4", "train.steps=7"])
+    assert cfg.train.lr == pytest.approx(2e-4) and cfg.train.steps == 7
+    with pytest.raises(ConfigError, match="train.lr must be a number, got 'fast'"):
+        load_config(cfg_file, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="train.batch_size must be an integer, got '3e1'"):
+        load_config(cfg_file, ["train.batch_size=3e1"])
+
+
 def test_cli_trains_and_reports_clear_errors(bag_dir, tmp_path, capsys):
     cfg = tiny_config([bag_dir], tmp_path / "cli", tmp_path / "cache")
     path = tmp_path / "cfg.yaml"

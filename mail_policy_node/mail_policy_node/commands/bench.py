@@ -27,8 +27,21 @@ TARGETS: dict[str, tuple[str | None, str]] = {
     "model": (None, "backbone presets: forward latency, chunk latency, training-step throughput"),
     "engine": ("mail_policy_node.engine.bench", "the inference engine (provided by the engine package)"),
 }
-DEFAULT_PRESETS = ("d_ma_ddpm", "d_ma_ddpm_stream", "ed_ma_ddpm", "ed_ma_ddpm_stream", "d_tr_ddpm", "ed_tr_ddpm",
-                   "d_ma_bc", "ed_ma_bc", "d_tr_bc", "ed_tr_bc")
+
+
+def default_presets() -> tuple[str, ...]:
+    """What `bench model` measures unless told: every registered backbone's paper presets (DDPM first),
+    and the DDPM streaming preset of each that streams (model/backbone_registry.py)."""
+    from ..model.backbone_registry import backbone_families
+
+    names = []
+    for head in ("ddpm", "bc"):
+        for f in backbone_families():
+            if head in f.paper_depths:
+                names.append(f"{f.variant}_{head}")
+                if head == "ddpm" and f.mamba:
+                    names.append(f"{f.variant}_{head}_stream")
+    return tuple(names)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +74,7 @@ def _missing(target: str, module_name: str) -> int:
 
 # ---------------------------------------------------------------- model
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
+    p.add_argument("--presets", default=",".join(default_presets()),
                    help="comma-separated backbone presets (see model.presets.preset_names)")
     p.add_argument("--batch", default=None, help="comma-separated batch sizes (default 1,256; --quick: 1,8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:n]")

@@ -1,8 +1,15 @@
 """Camera sources for the camera node, without ROS: each yields `CameraFrame`s stamped with the time
 the image was acquired (host clock, seconds), which is what the policy synchronises on.
 
-- `RealSenseCamera`: a live Intel RealSense (by serial) or a librealsense recording (.db3) played back,
-  which is also how it is tested without hardware (`record_realsense_file` writes such a recording).
+- `RealSenseCamera` (source ``realsense``): a live Intel RealSense (by serial) or a librealsense recording
+  (.db3) played back, which is also how it is tested without hardware (`record_realsense_file` writes one).
+- `SimSceneCamera` (source ``sim``): renders a camera of the simulated scene from the sim world's state.
+
+What the node asks of a source is written down once, in the `CameraSource` protocols below, and the
+`source` parameter's values are the registry `CAMERA_SOURCES`. Adding a camera type: a class that
+implements `CapturedSource` (check, open, read, close and a few properties; the node reads its frames in
+a thread of their own), and one `register_camera_source(name, factory, description)` at the end of this
+file; the node and its `source` parameter pick it up by name (tests/data/test_camera_sources.py).
 
 Time domains (librealsense stamps each frame in one of three; `FrameClock` turns them into host time):
 - global_time: the device's hardware clock translated to host time by librealsense. Asked for on every
@@ -31,8 +38,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -69,6 +77,94 @@ class CameraFrame:
     stamp: float  # acquisition time, host clock [s]
     index: int  # frame number from the device
     depth: np.ndarray | None = None  # (H, W) uint16 in depth_scale units, aligned to colour, if enabled
+
+
+@runtime_checkable
+class CameraSource(Protocol):
+    """What the camera node (nodes/camera_node.py) asks of every camera source. Failure is a CameraError
+    with the reason (the node logs it and exits 1, or, managed, stays unconfigured saying why). A source
+    gets its frames to the node in one of two ways, which `renders_sim_state` says; the protocol of each
+    (`CapturedSource`, `RenderedSource`) lists the rest."""
+
+    @property
+    def renders_sim_state(self) -> bool:
+        """False: the node reads frames in a capture thread of its own (`CapturedSource`). True: frames are
+        rendered from the sim world's state snapshots as the node receives them (`RenderedSource`), stamped
+        with each snapshot's capture time; no capture thread."""
+
+    def check(self) -> None:
+        """Raise CameraError now, with the reason, if the source cannot start (no such device, an unreadable
+        recording), so that configure fails at once rather than at the first read. Quick, no streaming
+        started; a source with nothing to check returns."""
+
+    def close(self) -> None:
+        """Stop and let the device go (another process may open it); open() may follow again. Never raises
+        for a source that is not open."""
+
+
+@runtime_checkable
+class CapturedSource(CameraSource, Protocol):
+    """A camera the node reads: open, then read in a loop from the node's capture thread, then close."""
+
+    def open(self) -> None:
+        """Start delivering frames. May block for seconds (a device starting); CameraError when it cannot."""
+
+    def read(self, timeout: float = 1.0) -> CameraFrame | None:
+        """The next frame, blocking at most `timeout` s; None when none came in time (the node decides when
+        silence means a lost camera) or the source has ended (see `ended`). CameraError: the device failed."""
+
+    @property
+    def frame_period(self) -> float:
+        """[s] between frames as streamed (valid after open): the node sizes its lost-camera timeout on it."""
+
+    @property
+    def intrinsics(self) -> CameraIntrinsics | None:
+        """The colour stream's intrinsics (after open), published as CameraInfo; None: none published."""
+
+    @property
+    def time_domain(self) -> str | None:
+        """How the last frame was stamped, in words for the log (None before the first frame)."""
+
+    @property
+    def is_recording(self) -> bool:
+        """Frames come from a recording played once, not a live camera: the node waits (bounded) for a
+        subscriber before open so that they are not lost, and the recording's end is a normal end."""
+
+    @property
+    def ended(self) -> bool:
+        """A recording has delivered its last frame: the node stops reading and stays up. A live camera never
+        ends (False)."""
+
+    @property
+    def reanchors(self) -> int:
+        """Times the stamps' timeline was re-anchored (a recording's clock went back, or playback fell
+        behind): stamps jumped forward. 0 for a live camera."""
+
+    @property
+    def last_reanchor(self) -> str:
+        """Why the timeline was last re-anchored ('' if never), for the log."""
+
+    @property
+    def setup_note(self) -> str:
+        """One line for the log once open: how the device was set up for stamping (e.g. which sensors'
+        global time was switched on); '' when there is nothing to say."""
+
+
+@runtime_checkable
+class RenderedSource(CameraSource, Protocol):
+    """A camera of the simulated scene: the node hands it each scene and state the sim world publishes."""
+
+    def set_scene(self, xml: str, task: str, params: dict) -> None:
+        """Load the scene the sim world publishes (once per episode): compiles the model and makes the
+        renderer (tens to hundreds of ms, on the node's executor). CameraError: the scene lacks this camera."""
+
+    @property
+    def ready(self) -> bool:
+        """A scene is loaded: render() may be called."""
+
+    def render(self, state: dict) -> np.ndarray:
+        """(H, W, 3) uint8 of the scene in `state` (a sim world state snapshot: qpos, mocap_pos, mocap_quat,
+        time)."""
 
 
 DOMAIN_DESCRIPTIONS = {
@@ -159,7 +255,10 @@ def enable_global_time(device) -> list[str]:
 
 class RealSenseCamera:
     """Colour (and optionally depth aligned to colour) from a RealSense device or a recording, stamped
-    as the module's docstring says. `time_domain` describes how the last frame was stamped."""
+    as the module's docstring says. `time_domain` describes how the last frame was stamped. A
+    `CapturedSource`."""
+
+    renders_sim_state = False
 
     def __init__(self, serial: str = "", width: int = 640, height: int = 480, fps: int = 30,
                  depth: bool = False, playback_file: str = "", realtime_playback: bool = True):
@@ -183,6 +282,25 @@ class RealSenseCamera:
 
     def _where(self) -> str:
         return f"recording {self.playback_file}" if self.playback_file else f"serial {self.serial or '(any)'}"
+
+    @property
+    def is_recording(self) -> bool:
+        return bool(self.playback_file)
+
+    @property
+    def reanchors(self) -> int:
+        return self.timeline.reanchors
+
+    @property
+    def last_reanchor(self) -> str:
+        return self.timeline.last_reanchor
+
+    @property
+    def setup_note(self) -> str:
+        """Live: the sensors whose global time this camera switched on (the frames' stamps depend on it)."""
+        if self.playback_file:
+            return ""
+        return "global time switched on for " + (", ".join(self.global_time_sensors) or "no sensor (unsupported)")
 
     def check(self) -> None:
         """Fail now, with the reason, if the camera is not there (no RealSense with this serial
@@ -409,12 +527,18 @@ class SimSceneCamera:
 
     The physics runs elsewhere (franky-sim in the sim world process); this holds its own MjModel
     compiled from the same MJCF and renders whenever a state snapshot arrives, so rendering never
-    slows the physics. Snapshot: dict(qpos, mocap_pos, mocap_quat, time) as FrankySimScene captures."""
+    slows the physics. Snapshot: dict(qpos, mocap_pos, mocap_quat, time) as FrankySimScene captures.
+    A `RenderedSource`."""
+
+    renders_sim_state = True
 
     def __init__(self, camera: str, width: int = 128, height: int = 128):
         self.camera, self.width, self.height = camera, width, height
         self._model = self._data = self._renderer = self._task = None
         self._params: dict = {}
+
+    def check(self) -> None:
+        """Nothing to check before a scene arrives: the camera's name is checked against each scene."""
 
     def set_scene(self, xml: str, task: str, params: dict) -> None:
         import os
@@ -429,7 +553,7 @@ class SimSceneCamera:
         self._mj = mujoco
         self._model = mujoco.MjModel.from_xml_string(xml)
         if mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera) < 0:
-            raise ValueError(f"the simulated scene has no camera {self.camera!r}")
+            raise CameraError(f"the simulated scene has no camera {self.camera!r}")
         self._data = mujoco.MjData(self._model)
         self._task, self._params = get_task(task), params
         self._renderer = scene_renderer(self._model, self.height, self.width)
@@ -454,29 +578,90 @@ class SimSceneCamera:
             self._renderer = None
 
 
-CAMERA_SOURCES = ("realsense", "sim")
+# ---- the sources by name: the camera node's `source` parameter --------------------------------------------
+@dataclass(frozen=True)
+class CameraSourceType:
+    name: str  # the value of the camera node's `source` parameter
+    factory: Callable[[Mapping[str, object]], CameraSource]  # the node's parameter values -> a new source
+    description: str  # what it is, for the parameter's description (`ros2 param describe`)
 
-# The camera node's parameters (nodes/camera_node.py declares exactly these); the RealSense stream's
-# defaults are RealSenseCamera's.
-CAMERA_PARAMETERS: tuple[Parameter, ...] = (
-    Parameter("autostart", True, "configure (check the source) and activate (stream) at start; false: a managed "
-              "node that waits unconfigured for its lifecycle transitions"),
-    Parameter("camera_name", "agentview", "the camera's name: it publishes camera/<name>/image_raw and "
-              "camera_info; with the sim source, the simulated scene's camera of that name"),
-    Parameter("source", "realsense", "realsense: a device (by serial) or a recording (playback_file); sim: "
-              "renders the simulated scene from the sim world's state", choices=CAMERA_SOURCES),
-    Parameter("serial", default_of(RealSenseCamera, "serial"), "RealSense serial number; '' = any connected device"),
-    Parameter("width", default_of(RealSenseCamera, "width"), "[px] image width", 1, 4096),
-    Parameter("height", default_of(RealSenseCamera, "height"), "[px] image height", 1, 4096),
-    # RealSense colour streams run at 6, 15, 30, 60 or 90 frames per second
-    Parameter("fps", default_of(RealSenseCamera, "fps"), "[1/s] RealSense frame rate (a stream profile's); the sim "
-              "source renders at the sim world's state_rate_hz", 1, 90),
-    Parameter("depth", default_of(RealSenseCamera, "depth"), "RealSense: also stream depth, aligned to colour"),
-    Parameter("playback_file", default_of(RealSenseCamera, "playback_file"),
-              "a librealsense .db3 recording played instead of the device; '' = the device"),
-    Parameter("frame_id", "", "frame_id of the images; '' = <camera_name>_optical_frame"),
-    Parameter("frame_timeout_periods", 30, "no frame for this many frame periods after the first: the camera is "
-              "lost (unplugged) and the node exits 1", 1, 1000),
-    Parameter("first_frame_timeout", 10.0, "[s] no first frame this long after the camera started: the node "
-              "exits 1", 0.1, 600.0),
-)
+
+CAMERA_SOURCES: dict[str, CameraSourceType] = {}
+
+
+def register_camera_source(name: str, factory: Callable[[Mapping[str, object]], CameraSource],
+                           description: str) -> CameraSourceType:
+    """Make `name` a value of the camera node's `source` parameter: the node calls `factory` with its
+    parameter values (camera_parameters(): camera_name, width, height, fps, ...) at configure."""
+    if name in CAMERA_SOURCES:
+        raise ValueError(f"camera source {name!r} is registered already")
+    if not name.isidentifier() or not description.strip():
+        raise ValueError(f"camera source {name!r}: a name must be an identifier, and have a description")
+    CAMERA_SOURCES[name] = entry = CameraSourceType(name, factory, description)
+    return entry
+
+
+def unregister_camera_source(name: str) -> CameraSourceType:
+    """Remove a source (tests that register one put the registry back this way)."""
+    return CAMERA_SOURCES.pop(name)
+
+
+def make_camera_source(params: Mapping[str, object]) -> CameraSource:
+    """The source `params["source"]` names, made from the camera node's parameter values. ValueError names
+    the registered sources for an unknown one; TypeError says when a factory made no `CameraSource`."""
+    name = params["source"]
+    if name not in CAMERA_SOURCES:
+        raise ValueError(f"unknown camera source {name!r}; registered: {', '.join(CAMERA_SOURCES)}")
+    source = CAMERA_SOURCES[name].factory(params)
+    kind = RenderedSource if getattr(source, "renders_sim_state", None) else CapturedSource
+    if not isinstance(source, CameraSource) or not isinstance(source, kind):
+        raise TypeError(f"camera source {name!r} made a {type(source).__name__}, which does not implement "
+                        f"{kind.__name__} (data/cameras.py)")
+    return source
+
+
+def _realsense(p: Mapping) -> RealSenseCamera:
+    return RealSenseCamera(p["serial"], p["width"], p["height"], p["fps"], p["depth"], p["playback_file"])
+
+
+def _sim(p: Mapping) -> SimSceneCamera:
+    return SimSceneCamera(p["camera_name"], p["width"], p["height"])
+
+
+register_camera_source("realsense", _realsense, "a device (by serial) or a recording (playback_file)")
+register_camera_source("sim", _sim, "renders the simulated scene from the sim world's state")
+
+
+def camera_parameters() -> tuple[Parameter, ...]:
+    """The camera node's parameters (nodes/camera_node.py declares exactly these), with the `source`
+    values registered now. The RealSense stream's defaults are RealSenseCamera's."""
+    sources = "; ".join(f"{t.name}: {t.description}" for t in CAMERA_SOURCES.values())
+    return (
+        Parameter("autostart", True, "configure (check the source) and activate (stream) at start; false: a "
+                  "managed node that waits unconfigured for its lifecycle transitions"),
+        Parameter("camera_name", "agentview", "the camera's name: it publishes camera/<name>/image_raw and "
+                  "camera_info; with the sim source, the simulated scene's camera of that name"),
+        Parameter("source", "realsense", sources, choices=tuple(CAMERA_SOURCES)),
+        Parameter("serial", default_of(RealSenseCamera, "serial"),
+                  "RealSense serial number; '' = any connected device"),
+        Parameter("width", default_of(RealSenseCamera, "width"), "[px] image width", 1, 4096),
+        Parameter("height", default_of(RealSenseCamera, "height"), "[px] image height", 1, 4096),
+        # RealSense colour streams run at 6, 15, 30, 60 or 90 frames per second
+        Parameter("fps", default_of(RealSenseCamera, "fps"), "[1/s] RealSense frame rate (a stream profile's); "
+                  "the sim source renders at the sim world's state_rate_hz", 1, 90),
+        Parameter("depth", default_of(RealSenseCamera, "depth"), "RealSense: also stream depth, aligned to colour"),
+        Parameter("playback_file", default_of(RealSenseCamera, "playback_file"),
+                  "a librealsense .db3 recording played instead of the device; '' = the device"),
+        Parameter("frame_id", "", "frame_id of the images; '' = <camera_name>_optical_frame"),
+        Parameter("frame_timeout_periods", 30, "no frame for this many frame periods after the first: the camera "
+                  "is lost (unplugged) and the node exits 1", 1, 1000),
+        Parameter("first_frame_timeout", 10.0, "[s] no first frame this long after the camera started: the node "
+                  "exits 1", 0.1, 600.0),
+    )
+
+
+def __getattr__(name: str):
+    # CAMERA_PARAMETERS: the table as camera_parameters() makes it when asked, with the sources registered then
+    if name == "CAMERA_PARAMETERS":
+        return camera_parameters()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

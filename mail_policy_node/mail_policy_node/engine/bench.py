@@ -1,7 +1,8 @@
 """Engine benchmark: one control step, camera frames in to action chunk out, p50 / p99.
 
 The paper's model sizes (model/presets.py), two 128x128 cameras, random weights, DDPM-16 and BC heads.
-Per variant (D-Ma, ED-Ma), head and K, four ways to produce the same kind of chunk:
+Per streaming backbone (the registered Mamba families: D-Ma, ED-Ma), head and K, four ways to produce the
+same kind of chunk:
 - ``reference``: what MaIL's own code does, paper layout: re-encode the K frames of every camera and run
   the full sequence once per denoising step (engine/reference.py; no cache of any kind);
 - ``paper``: the engine on the paper layout (each frame encoded once, backbone by full recompute);
@@ -29,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+from ..model.backbone_registry import streaming_variants
 from ..model.diffusion import DiffusionConfig
 from ..model.policy import MailPolicy, PolicyConfig
 from ..spec import CameraSpec, FeatureSpec
@@ -183,11 +185,12 @@ def _interleaved(runners: dict, steps: int) -> dict:
     return {name: _stats(t) for name, t in times.items()}
 
 
-def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants=("d_ma", "ed_ma"),
+def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants=None,
               heads=("ddpm", "bc"), ks=(1, 5, 10), lengths=(10, 100, 1000), weights: str = "float32",
               cuda_graphs: bool = True, steps: int | None = None, log=None, fused: bool = True,
               fused_encoder: bool = True, channels_last: bool = True) -> dict:
     log = log or (lambda line: print(line, flush=True))
+    variants = variants or streaming_variants()  # the modes need a streaming layout
     dev = torch.device(device)
     steps = steps or (3 if quick else 30)
     warmup = 1 if quick else 5
@@ -274,7 +277,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a short CPU run: K 1 and 5, episode positions 10 and 50, 3 timed steps")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--variants", default="d_ma,ed_ma")
+    p.add_argument("--variants", default=",".join(streaming_variants()),
+                   help="comma-separated backbone variants with streaming layouts (model/backbone_registry.py)")
     p.add_argument("--heads", default="ddpm,bc")
     p.add_argument("--ks", default="1,5,10")
     p.add_argument("--lengths", default="10,100,1000")

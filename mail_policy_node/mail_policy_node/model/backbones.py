@@ -1,4 +1,5 @@
-"""Backbone configuration, token layouts and the factory.
+"""Backbone configuration, token layouts and the factory. Which backbones exist (variants, classes,
+sizes) is model/backbone_registry.py's: add one there.
 
 A backbone maps observation tokens (and, for DDPM, embedded noisy actions and a time embedding) to J
 output tokens. Token layouts (K obs steps, P tokens per step, J actions; "goal" is an optional first
@@ -32,17 +33,16 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from .backbone_registry import HEADS, BackboneFamily, backbone_family, backbone_variants, streaming_variants
 from .mamba import MambaConfig
 
-VARIANTS = ("d_ma", "ed_ma", "d_tr", "ed_tr")
 LAYOUTS = ("paper", "streaming")
-HEADS = ("bc", "ddpm")
 INITS = ("paper", "mamba")
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    variant: str = "d_ma"  # one of VARIANTS
+    variant: str = "d_ma"  # a registered backbone (backbone_registry.backbone_variants())
     layout: str = "paper"  # "paper" (reproduction) or "streaming" (prefix state reuse; Mamba only)
     head: str = "ddpm"  # "bc" (learnable queries) or "ddpm" (time token + noisy actions)
     d_model: int = 128  # width of every token
@@ -62,17 +62,19 @@ class BackboneConfig:
     init: str = "paper"  # "paper": every Linear N(0, 0.02), zero bias; "mamba": Mamba's own dt init
 
     def __post_init__(self):
-        for name, allowed in (("variant", VARIANTS), ("layout", LAYOUTS), ("head", HEADS), ("init", INITS)):
+        for name, allowed in (("variant", backbone_variants()), ("layout", LAYOUTS), ("head", HEADS),
+                              ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"BackboneConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.layout == "streaming" and self.variant not in ("d_ma", "ed_ma"):
-            raise ValueError(f"layout 'streaming' exists for d_ma and ed_ma only, got variant {self.variant!r}")
+        if self.layout == "streaming" and not self.family.mamba:
+            raise ValueError(f"layout 'streaming' exists for {' and '.join(streaming_variants())} only, "
+                             f"got variant {self.variant!r}")
         for name in ("d_model", "obs_steps", "action_horizon", "n_layers", "d_state", "d_conv", "expand", "n_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BackboneConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.obs_tokens_per_step not in (1, 2):
             raise ValueError(f"BackboneConfig.obs_tokens_per_step must be 1 or 2, got {self.obs_tokens_per_step}")
-        encdec = self.variant.startswith("ed_")
+        encdec = self.family.encoder_decoder
         if encdec and self.n_enc_layers < 1:
             raise ValueError(f"variant {self.variant!r} needs n_enc_layers >= 1, got {self.n_enc_layers}")
         if not encdec and self.n_enc_layers != 0:
@@ -85,8 +87,13 @@ class BackboneConfig:
             raise ValueError(f"dec_d_state/dec_d_conv must be >= 0, got {self.dec_d_state}, {self.dec_d_conv}")
 
     @property
+    def family(self) -> BackboneFamily:
+        """The registry's entry for this variant: class, sizes, parameter arithmetic."""
+        return backbone_family(self.variant)
+
+    @property
     def is_mamba(self) -> bool:
-        return self.variant in ("d_ma", "ed_ma")
+        return self.family.mamba
 
     @property
     def n_obs_tokens(self) -> int:
@@ -142,11 +149,8 @@ class TokenLayout(nn.Module):
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
-    from .mamba_backbones import DMamba, EDMamba
-    from .transformer import DTransformer, EDTransformer
-
-    cls = {"d_ma": DMamba, "ed_ma": EDMamba, "d_tr": DTransformer, "ed_tr": EDTransformer}[cfg.variant]
-    return cls(cfg)
+    """The registered family's module for `cfg` (model/backbone_registry.py)."""
+    return cfg.family.load_class()(cfg)
 
 
 def count_parameters(module: nn.Module) -> int:

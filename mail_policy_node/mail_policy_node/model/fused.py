@@ -26,7 +26,8 @@ On sm_90+ the three are chained by programmatic dependent launch (PDL, see _fuse
 loads its weights before waiting for the previous kernel. Optionally the new conv and ssm states are
 written (observe); act never changes the state it is given.
 
-On the H200 (D-Ma DDPM-16, K=5, stream; act graph replay, docs/results/engine_speed_h200_v3.json): 4.27 ms
+On the H200 (D-Ma DDPM-16, K=5, stream; act graph replay; 2026-11-28, in git history:
+`git show b957271:docs/results/engine_speed_h200_v3.json`): 4.27 ms
 with these kernels (4.83 ms without PDL); 6.2 ms with a two-launch split that computed dt inside
 block_out (its scan then converted register layouts at every token); 8.2 ms with the earlier pair of one
 program per token (block_in looped over all channels: 24 of 31 us per layer-step); 12.2 ms for the kernel
@@ -56,7 +57,8 @@ from torch import Tensor
 from .mamba import MambaState
 
 MAX_TOKENS = 32  # longest continuation handled by the fused kernel (the engine's are 1 to ~21 tokens)
-# launch settings (H200: the defaults were the fastest of the variants in engine_speed_h200_v3.json)
+# launch settings (H200: the defaults were the fastest of the variants timed on 2026-11-28, in git history as
+# docs/results/engine_speed_h200_v3.json of commit b957271)
 NUM_WARPS = int(os.environ.get("MAIL_FUSED_WARPS", "8"))  # warps per program of block_out
 IN_WARPS = int(os.environ.get("MAIL_FUSED_IN_WARPS", "4"))  # warps per program of block_in
 BLOCK_C = int(os.environ.get("MAIL_FUSED_BC", "32"))  # inner channels per block_in program
@@ -67,7 +69,7 @@ PDL = os.environ.get("MAIL_FUSED_PDL", "1") == "1"  # programmatic dependent lau
 # The scan and out_proj in two launches: block_scan once per (row, SCAN_BLOCK channels) over all tokens,
 # then block_proj per (token, OUT_BLOCK outputs). MAIL_FUSED_SPLIT=0 gives the single block_out launch, which
 # recomputes the scan of tokens 0..t in every (token, output block) program: on the H200 (round v5,
-# docs/results/engine_h200_v5.json) D-Ma DDPM-16 K=5 stream took 5.47 ms per step with it and 3.40 ms
+# docs/results/engine_kernels_h200.json) D-Ma DDPM-16 K=5 stream took 5.47 ms per step with it and 3.40 ms
 # with the split form at 8 channels and 1 warp per scan program (16/2: 3.69 ms, 32/4: 3.67 ms).
 SPLIT_OUT = os.environ.get("MAIL_FUSED_SPLIT", "1") == "1"
 SCAN_BLOCK = int(os.environ.get("MAIL_FUSED_BS", "8"))  # inner channels per block_scan program

@@ -1,15 +1,18 @@
 """Camera node: publishes sensor_msgs/Image + CameraInfo stamped with acquisition time.
 
-Sources: `realsense` (a device by serial, or a librealsense recording via `playback_file`) and `sim`
-(renders a camera of the simulated scene). Best-effort sensor-data QoS: a late frame is worth less than
-the next one. The achieved frame rate is logged every 5 s and published on /camera/<name>/frame_rate.
-How frames are stamped (the time domain, see data/cameras.py) is logged once, and again if it changes.
+Sources are made by name from the registry in data/cameras.py (`CAMERA_SOURCES`: `realsense`, a device
+by serial or a librealsense recording via `playback_file`; `sim`, a camera of the simulated scene), and
+the node asks only what the `CameraSource` protocols there list: a camera type is added there, not here.
+Best-effort sensor-data QoS: a late frame is worth less than the next one. The achieved frame rate is
+logged every 5 s and published on /camera/<name>/frame_rate. How frames are stamped (the time domain,
+see data/cameras.py) is logged once, and again if it changes.
 
-A RealSense source fails loudly: a camera that cannot start (no device with that serial, a missing or
-unreadable recording), that gives no first frame within `first_frame_timeout` s, or that stops giving
-frames for `frame_timeout_periods` frame periods (unplugged) is logged as fatal with the reason, and
-the node exits with code 1 (the launch files respawn camera nodes a limited number of times, so one
-that keeps failing ends visibly). A recording that plays to its end is a normal end: the node stays up.
+A captured source (read in a capture thread: RealSense) fails loudly: a camera that cannot start (no
+device with that serial, a missing or unreadable recording), that gives no first frame within
+`first_frame_timeout` s, or that stops giving frames for `frame_timeout_periods` frame periods
+(unplugged) is logged as fatal with the reason, and the node exits with code 1 (the launch files
+respawn camera nodes a limited number of times, so one that keeps failing ends visibly). A recording
+that plays to its end is a normal end: the node stays up.
 A stamp that is not after the previous frame's (a host clock step) is published as it is, counted and
 logged (throttled): the policy node's synchroniser counts it too and, when the stamps go on from there,
 restarts its history in the new time base (data/sync.py).
@@ -30,12 +33,11 @@ import threading
 import time
 
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float64MultiArray, String
 
-from mail_policy_node.data.cameras import CAMERA_PARAMETERS, CameraError
+from mail_policy_node.data.cameras import CameraError, camera_parameters, make_camera_source
 from mail_policy_node.nodes import refuse_sim_time, run, wait_for_listeners
 from mail_policy_node.nodes.diagnostics import ERROR, OK, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
@@ -47,25 +49,11 @@ _failures: list[str] = []  # why this process's camera failed (read by main() fo
 LOG_EVERY_S = 5.0  # throttle for the recurring warnings below
 
 
-def make_source(node: Node):
-    p = {name: node.get_parameter(name).value for name in
-         ("source", "camera_name", "serial", "width", "height", "fps", "depth", "playback_file")}
-    if p["source"] == "realsense":
-        from mail_policy_node.data.cameras import RealSenseCamera
-
-        return RealSenseCamera(p["serial"], p["width"], p["height"], p["fps"], p["depth"], p["playback_file"])
-    if p["source"] == "sim":
-        from mail_policy_node.data.cameras import SimSceneCamera
-
-        return SimSceneCamera(p["camera_name"], p["width"], p["height"])
-    raise ValueError(f"unknown camera source {p['source']!r}; use realsense or sim")
-
-
 class CameraNode(LifecycleNode):
     def __init__(self):
         super().__init__("camera_node")
         refuse_sim_time(self)
-        p = declare_table(self, CAMERA_PARAMETERS)
+        p = self.params = declare_table(self, camera_parameters())  # read-only: these values hold for good
         self.frame_timeout_periods = p["frame_timeout_periods"]
         self.first_frame_timeout = p["first_frame_timeout"]
         name = p["camera_name"]
@@ -97,9 +85,8 @@ class CameraNode(LifecycleNode):
     # ---- lifecycle: configure = make and check the source, activate = stream, deactivate = stop ----
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
-            self.source = make_source(self)
-            if self.get_parameter("source").value == "realsense":
-                self.source.check()  # no device with that serial, a missing or unreadable recording: now
+            self.source = make_camera_source(self.params)  # the registry's factory for `source`
+            self.source.check()  # e.g. no device with that serial, a missing or unreadable recording: now
         except Exception as exc:  # noqa: BLE001 - every reason a camera cannot start is reported
             reason = str(exc) if isinstance(exc, CameraError) else f"camera failed: {exc!r}"
             self.source = None
@@ -108,7 +95,7 @@ class CameraNode(LifecycleNode):
             else:
                 self.get_logger().error(f"configure failed: {reason}")
             return TransitionCallbackReturn.FAILURE
-        if self.get_parameter("source").value == "sim" and not self._sim_subscribed:
+        if self.source.renders_sim_state and not self._sim_subscribed:
             self.get_logger().info("stamps: the sim world's state capture time (host clock)")
             # Rendered from the sim world's state snapshots, stamped with their capture time.
             from mail_policy_node.nodes.sim_world_node import SCENE_QOS, TOPIC_SIM_SCENE, TOPIC_SIM_STATE
@@ -120,7 +107,7 @@ class CameraNode(LifecycleNode):
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self.active = True
-        if self.get_parameter("source").value == "realsense":
+        if not self.source.renders_sim_state:  # a captured source: its frames are read in a thread
             self._stop.clear()
             self._thread = threading.Thread(target=self._capture, daemon=True)
             self._thread.start()
@@ -158,7 +145,8 @@ class CameraNode(LifecycleNode):
             return
         scene = json.loads(msg.data)
         self.source.set_scene(scene["xml"], scene["task"], scene["params"])
-        self.get_logger().info(f"rendering {self.source.camera} of task {scene['task']} seed {scene['seed']}")
+        self.get_logger().info(f"rendering {self.params['camera_name']} of task {scene['task']} "
+                               f"seed {scene['seed']}")
 
     def _on_sim_state(self, msg) -> None:
         from mail_policy_node.nodes.sim_world_node import unpack_state
@@ -178,7 +166,7 @@ class CameraNode(LifecycleNode):
                 self._fail(str(exc) if isinstance(exc, CameraError) else f"camera failed: {exc!r}")
 
     def _capture_frames(self) -> None:
-        if getattr(self.source, "playback_file", ""):
+        if self.source.is_recording:
             # A recording is played once: wait (bounded) until someone listens, so it is not lost.
             wait_for_listeners(lambda: [] if self.image_pub.get_subscription_count() else ["a subscriber"],
                                10.0, self._stop.wait)
@@ -188,11 +176,9 @@ class CameraNode(LifecycleNode):
         period = self.source.frame_period
         lost_after = max(self.frame_timeout_periods * period, 2 * period)
         read_timeout = min(1.0, lost_after / 4)
-        live = "" if getattr(self.source, "playback_file", "") else (
-            "; global time switched on for "
-            + (", ".join(self.source.global_time_sensors) or "no sensor (unsupported)"))
+        note = f"; {self.source.setup_note}" if self.source.setup_note else ""
         self.get_logger().info(f"camera open: {period * 1e3:.1f} ms frame period; lost after {lost_after:.2f} s "
-                               f"without a frame ({self.frame_timeout_periods} periods){live}")
+                               f"without a frame ({self.frame_timeout_periods} periods){note}")
         last_frame = time.monotonic()
         last_stamp, domain, reanchors = None, None, 0
         backward_logged_at = reanchor_logged_at = -float("inf")
@@ -200,7 +186,7 @@ class CameraNode(LifecycleNode):
         while not self._stop.is_set():
             frame = self.source.read(timeout=read_timeout)
             if frame is None:
-                if getattr(self.source, "ended", False):
+                if self.source.ended:
                     self.get_logger().info(f"recording finished after {self.frames} frames")
                     break
                 silent = time.monotonic() - last_frame
@@ -216,11 +202,10 @@ class CameraNode(LifecycleNode):
             if self.source.time_domain != domain:
                 domain = self.source.time_domain
                 self.get_logger().info(f"stamps: {domain}")
-            timeline = getattr(self.source, "timeline", None)
-            if (timeline is not None and timeline.reanchors != reanchors
-                    and time.monotonic() - reanchor_logged_at >= LOG_EVERY_S):
-                reanchors, reanchor_logged_at = timeline.reanchors, time.monotonic()
-                self.get_logger().warn(f"playback timeline re-anchored ({reanchors} so far): {timeline.last_reanchor}")
+            if self.source.reanchors != reanchors and time.monotonic() - reanchor_logged_at >= LOG_EVERY_S:
+                reanchors, reanchor_logged_at = self.source.reanchors, time.monotonic()
+                self.get_logger().warn(f"playback timeline re-anchored ({reanchors} so far): "
+                                       f"{self.source.last_reanchor}")
             if last_stamp is not None and frame.stamp <= last_stamp:
                 self.backward_stamps += 1
                 if time.monotonic() - backward_logged_at >= LOG_EVERY_S:

@@ -14,28 +14,45 @@ Defaults are the paper's (Adam 5e-4, batch 256, EMA 0.995 with warm-up for DDPM,
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from ..data.topics import TopicMap
+from ..model.backbone_registry import BackboneFamily, backbone_by_name, backbone_families
 
-BACKBONES = {"d-ma": "d_ma", "ed-ma": "ed_ma", "d-tr": "d_tr", "ed-tr": "ed_tr"}
 HEADS = {"bc": "bc", "ddpm": "ddpm"}
-SIZES = ("paper", "small", "tiny")
 
-# Model size presets beyond the paper's: depths per variant and encoder widths. "paper" keeps the
-# preset depths (backbone_preset) with width 128 and a full ResNet-18 per camera.
-_SMALL_DEPTHS = {"d_ma": dict(n_layers=4), "ed_ma": dict(n_enc_layers=2, n_layers=2),
-                 "d_tr": dict(n_layers=2), "ed_tr": dict(n_enc_layers=1, n_layers=2)}
-_TINY_DEPTHS = {"d_ma": dict(n_layers=1), "ed_ma": dict(n_enc_layers=1, n_layers=1),
-                "d_tr": dict(n_layers=1), "ed_tr": dict(n_enc_layers=1, n_layers=1)}
+
+class _SizeDepths(Mapping):
+    """variant -> BackboneConfig depth fields of one model size: each registered backbone's own
+    (model/backbone_registry.py, size_depths), read when asked, so a backbone registered later has them."""
+
+    def __init__(self, size: str):
+        self.size = size
+
+    def __getitem__(self, variant: str) -> dict:
+        depths = {f.variant: f.size_depths for f in backbone_families()}
+        return dict(depths[variant][self.size])  # KeyError: not registered, or keeps the paper depths
+
+    def __iter__(self):
+        return (f.variant for f in backbone_families() if self.size in f.size_depths)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+# Model sizes beyond the paper's: depths per backbone (its registry entry's) and encoder widths. "paper"
+# keeps the preset depths (backbone_preset) with width 128 and a full ResNet-18 per camera.
 SIZE_PRESETS = {
     "paper": dict(depths={}, encoder=dict(d_model=128, base_width=64, keypoints=32, camera_features=128)),
-    "small": dict(depths=_SMALL_DEPTHS, encoder=dict(d_model=64, base_width=16, keypoints=16, camera_features=64)),
-    "tiny": dict(depths=_TINY_DEPTHS, encoder=dict(d_model=32, base_width=16, keypoints=8, camera_features=16)),
+    "small": dict(depths=_SizeDepths("small"), encoder=dict(d_model=64, base_width=16, keypoints=16,
+                                                            camera_features=64)),
+    "tiny": dict(depths=_SizeDepths("tiny"), encoder=dict(d_model=32, base_width=16, keypoints=8, camera_features=16)),
 }
+SIZES = tuple(SIZE_PRESETS)
 
 
 class ConfigError(ValueError):
@@ -88,7 +105,7 @@ class DataConfig:
 
 @dataclass
 class PolicySection:
-    backbone: str = "D-Ma"  # D-Ma, ED-Ma, D-Tr, ED-Tr
+    backbone: str = "D-Ma"  # a registered backbone's name: D-Ma, ED-Ma, D-Tr, ED-Tr (model/backbone_registry.py)
     layout: str = "paper"  # paper | streaming (Mamba only)
     head: str = "DDPM"  # BC | DDPM
     history: str = "window"  # window (K frames per step) | stream (state carried over the episode)
@@ -102,8 +119,11 @@ class PolicySection:
     diffusion: dict = field(default_factory=dict)  # any DiffusionConfig field
 
     def validate(self) -> None:
-        if self.backbone.lower() not in BACKBONES:
-            raise ConfigError(f"policy.backbone must be one of D-Ma, ED-Ma, D-Tr, ED-Tr, got {self.backbone!r}")
+        try:
+            backbone_by_name(self.backbone)
+        except ValueError:
+            names = ", ".join(f.name for f in backbone_families())
+            raise ConfigError(f"policy.backbone must be one of {names}, got {self.backbone!r}") from None
         if self.head.lower() not in HEADS:
             raise ConfigError(f"policy.head must be BC or DDPM, got {self.head!r}")
         if self.layout not in ("paper", "streaming"):
@@ -116,8 +136,13 @@ class PolicySection:
             raise ConfigError(f"policy.size must be one of {SIZES}, got {self.size!r}")
 
     @property
+    def family(self) -> BackboneFamily:
+        """The registered backbone policy.backbone names (ValueError when none is)."""
+        return backbone_by_name(self.backbone)
+
+    @property
     def variant(self) -> str:
-        return BACKBONES[self.backbone.lower()]
+        return self.family.variant
 
     @property
     def head_name(self) -> str:
@@ -136,7 +161,7 @@ class TrainSection:
     augment_shift: int = 0  # random image shift of up to this many pixels per sample and camera (0 = none,
     #                         the paper's); see training/augment.py. With fixed cameras the pixel position
     #                         is the target's position: 4 px at 64x64 took reach from 76 % to 58 %
-    #                         (docs/results/train_suite_recipes_h200.json)
+    #                         (docs/results/train_recipes_h200.json)
     ema: str = "auto"  # auto (on for DDPM) | on | off
     ema_decay: float = 0.995  # max decay; warm-up min(decay, (1+n)/(10+n))
     seed: int = 0
@@ -211,17 +236,32 @@ class TrainConfig:
             bad = set(sub) - known
             if bad:
                 raise ConfigError(f"unknown keys in {name}: {sorted(bad)}; known: {sorted(known)}")
-            kw[name] = klass(**_yaml_switches(klass, sub))
+            kw[name] = klass(**_yaml_values(klass, name, sub))
         if "out" in d:
             kw["out"] = str(d["out"])
         return cls(**kw).validate()
 
 
-def _yaml_switches(klass, sub: dict) -> dict:
-    """YAML 1.1 reads ``off`` / ``on`` (and no / yes) as booleans: a boolean given for a text setting such as
-    ``train.amp: off`` or ``train.ema: on`` means that word, not an error."""
-    text_fields = {f.name for f in fields(klass) if isinstance(f.default, str)}
-    return {k: ("on" if v else "off") if k in text_fields and isinstance(v, bool) else v for k, v in sub.items()}
+def _yaml_values(klass, section: str, sub: dict) -> dict:
+    """What YAML 1.1 reads differently from what a user means. ``off`` / ``on`` (and no / yes) are booleans:
+    a boolean given for a text setting such as ``train.amp: off`` means that word. ``1e-3`` (no dot) is a
+    string: text given for a number setting such as ``train.lr=1e-3`` is read as that number, and text that
+    is no number is refused naming the key (not a TypeError inside validation)."""
+    out = {}
+    for f in fields(klass):
+        if f.name not in sub:
+            continue
+        v = sub[f.name]
+        if isinstance(f.default, str) and isinstance(v, bool):
+            v = "on" if v else "off"
+        elif isinstance(f.default, (int, float)) and not isinstance(f.default, bool) and isinstance(v, str):
+            try:
+                v = float(v) if isinstance(f.default, float) else int(v)
+            except ValueError:
+                kind = "a number" if isinstance(f.default, float) else "an integer"
+                raise ConfigError(f"{section}.{f.name} must be {kind}, got {v!r}") from None
+        out[f.name] = v
+    return out
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
