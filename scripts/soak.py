@@ -8,7 +8,7 @@ inference percentiles (PolicyStatus), chunks received, the largest interval betw
 and the controller's watchdog trips and rejected chunks. Ends with the memory growth per node (last
 sample minus the first after warm-up) and the latency percentiles per period, printed and saved.
 
-    .venv/bin/python scripts/soak.py --minutes 30 --out docs/results/soak.json
+    .venv/bin/python scripts/soak.py --minutes 30 --out docs/results/soak_30min.json
 """
 
 from __future__ import annotations

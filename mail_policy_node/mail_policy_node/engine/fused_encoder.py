@@ -11,7 +11,7 @@ Same computation as `ObsEncoder.encode_frame` (model/encoder.py), with the same 
 Used by the engine on CUDA when EngineConfig.fused_encoder is set (the default); the module's own forward
 stays the reference. Graph-capturable. Checked against the modules in Triton's CPU interpreter
 (tests/engine/test_fused.py) and on the H200 (scripts/gpu/engine_parity.py: the whole engine with and
-without it, 60-step episodes; docs/results/engine_h200_v5.json).
+without it, 60-step episodes; docs/results/engine_parity_h200.json).
 """
 
 from __future__ import annotations
