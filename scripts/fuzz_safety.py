@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Fuzz the safety filter: run N generated targets through it and count limit violations.
 
-Episodes with a random configuration (cycle period, limit scales, position range, workspace box)
-feed the filter a mix of smooth random walks, jumps, out-of-range and out-of-box targets, NaN/inf,
-huge values, wrong dimensions and holds, with plausible, huge or garbage velocity feed-forward.
-Every command is checked independently (``safety.check_command``: position, velocity, acceleration,
-jerk, per-cycle step, workspace box, gripper range) and each episode ends with a hold that must
-reach standstill within ``SafetyConfig.stopping_time_bound``. Prints violations and throughput;
-writes JSON with --out.
+Episodes with a random configuration feed the filter a mix of smooth random walks, jumps, out-of-range
+and out-of-box targets, NaN/inf, huge values, wrong dimensions and holds, with plausible, huge or
+garbage velocity feed-forward. The configuration draws every safety limit that ``SafetyConfig`` and
+``BudgetConfig`` declare (control/safety_limits.py: its default half of the time, else uniform in the
+declaration's fuzz range, listed in docs/safety_limits.md), so a limit added there is fuzzed without
+a change here; half of the episodes take joint limits wider than any profile makes them (the full
+joint range, up to 100 % of the FR3 table) instead of BudgetConfig's. Every command is checked
+independently (``safety.check_command``: position, velocity, acceleration, jerk, per-cycle step, TCP
+speed, workspace box, gripper range) and each episode ends with a hold that must reach standstill
+within ``SafetyConfig.stopping_time_bound``. Prints violations and throughput; writes JSON with --out.
 
     python scripts/fuzz_safety.py --n 1000000 --workers 2 --out results/fuzz_safety.json
 """
@@ -27,27 +30,44 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mail_policy_node"))
 
-from mail_policy_node.control.limits import fr3_limits
+from mail_policy_node.control.limits import BudgetConfig, JointLimits, fr3_limits
 from mail_policy_node.control.safety import CommandState, SafetyConfig, SafetyFilter, check_command
+from mail_policy_node.control.safety_limits import declared_limits, draw_limits, limit_of
 
 READY = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 PERIODS = (0.001, 0.002, 0.005, 0.01, 0.02)
+DRAWS = 100  # configurations drawn before giving up on declarations whose fuzz ranges never fit together
+
+
+def fuzzed_limits() -> dict:
+    """Declared limit -> the range it is drawn from (what the JSON summary records)."""
+    return {f"{spec.owner}.{spec.field}": spec.fuzz_range()
+            for cls in (BudgetConfig, SafetyConfig) for spec in declared_limits(cls)}
+
+
+def random_joint_limits(rng: np.random.Generator) -> JointLimits:
+    """The filter's joint limits as the node derives them from BudgetConfig's drawn limits, or (half
+    the time) wider: the full joint range and up to 100 % of the FR3 table."""
+    if rng.random() < 0.5:
+        return BudgetConfig(**draw_limits(BudgetConfig, rng)).budget().filter
+    return fr3_limits(position_range=str(rng.choice(["rectangular", "full"])),
+                      position_margin=float(rng.uniform(*limit_of(BudgetConfig, "position_margin").fuzz_range())),
+                      velocity_scale=float(rng.uniform(0.05, 1.0)),
+                      acceleration_scale=float(rng.uniform(0.05, 1.0)),
+                      jerk_scale=float(rng.uniform(0.01, 1.0)))
 
 
 def random_config(rng: np.random.Generator) -> SafetyConfig:
-    lim = fr3_limits(position_range=str(rng.choice(["rectangular", "full"])),
-                     position_margin=float(rng.uniform(0.0, 0.1)),
-                     velocity_scale=float(rng.uniform(0.05, 1.0)),
-                     acceleration_scale=float(rng.uniform(0.05, 1.0)),
-                     jerk_scale=float(rng.uniform(0.01, 1.0)))
-    if rng.random() < 0.5:  # default table-top box
-        box = dict()
-    else:  # a tight box around the ready pose so the workspace logic is hit constantly
-        half = rng.uniform(0.08, 0.3, 3)
-        centre = np.array([0.31, 0.0, 0.49])
-        box = dict(workspace_min=tuple(centre - half), workspace_max=tuple(centre + half), workspace_margin=0.01)
-    return SafetyConfig(cycle_period=float(rng.choice(PERIODS)), limits=lim,
-                        max_joint_step=float(rng.uniform(0.001, 0.05)), **box)
+    """A filter configuration with every declared limit drawn (``draw_limits``). A draw that breaks a
+    relation between limits (an empty box or gripper range) is refused by SafetyConfig and drawn again."""
+    limits, period = random_joint_limits(rng), float(rng.choice(PERIODS))
+    for _ in range(DRAWS):
+        try:
+            return SafetyConfig(cycle_period=period, limits=limits, **draw_limits(SafetyConfig, rng))
+        except ValueError:
+            continue
+    raise RuntimeError(f"no valid SafetyConfig in {DRAWS} draws: do the declared fuzz ranges fit together? "
+                       f"{fuzzed_limits()}")
 
 
 def random_target(rng: np.random.Generator, walk: np.ndarray):
@@ -99,22 +119,20 @@ def fuzz(n: int, seed: int) -> dict:
             if bad:
                 counts.update(bad)
                 if len(examples) < 10:
-                    examples.append(dict(violations=bad, period=cfg.cycle_period, q=s.q.tolist(), dq=s.dq.tolist(),
+                    examples.append(dict(violations=bad, config=repr(cfg), q=s.q.tolist(), dq=s.dq.tolist(),
                                          ddq=s.ddq.tolist(), target=None if target is None else str(target)))
             s = r.command
         done += length
         bound = cfg.stopping_time_bound(s.dq, s.ddq)
         limit = int(math.ceil(bound / cfg.cycle_period)) + 1
-        for _ in range(limit):
-            if s.at_standstill:
-                break
+        k = 0  # hold steps taken
+        while k < limit and not s.at_standstill:
             r = f.step(s, None)
             bad = check_command(cfg, s, r.command)
             if bad:
                 counts.update(["hold_" + b for b in bad])
             s = r.command
-        else:
-            k = limit
+            k += 1
         if not s.at_standstill:
             hold_failures += 1
         hold_steps_max_ratio = max(hold_steps_max_ratio, k / max(limit, 1))
@@ -149,7 +167,7 @@ def main(argv=None) -> int:
         hold_steps_max_fraction_of_bound=max(pt["hold_steps_max_fraction_of_bound"] for pt in parts),
         examples=[e for pt in parts for e in pt["examples"]][:10],
         seconds=round(seconds, 2), actions_per_second=round(sum(pt["actions"] for pt in parts) / seconds, 1),
-        workers=len(jobs), seed=args.seed,
+        workers=len(jobs), seed=args.seed, fuzzed_limits=fuzzed_limits(),
     )
     print(f"actions {summary['actions']}  episodes {summary['episodes']}  violations {summary['violation_count']} "
           f"{summary['violations']}  hold failures {summary['hold_failures']}")

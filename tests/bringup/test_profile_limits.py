@@ -1,5 +1,9 @@
 """Every profile's controller parameters build the node's configuration (control.params.controller_setup),
-and the caps franky is set to stay inside the FR3's own limits at every runbook stage."""
+the caps franky is set to stay inside the FR3's own limits at every runbook stage, and a profile repeats
+a code default only where it says so. (A profile key the node does not declare fails
+tests/foundation/test_parameter_tables.py.)"""
+
+import re
 
 import numpy as np
 import pytest
@@ -7,7 +11,7 @@ import yaml
 
 from mail_bringup.graph import CONFIG_DIR
 from mail_policy_node.control.limits import FR3_HW_DDDQ_MAX, FR3_HW_DDQ_MAX, FR3_HW_DQ_MAX
-from mail_policy_node.control.params import controller_setup
+from mail_policy_node.control.params import controller_defaults, controller_setup
 
 
 def controller_params(profile: str) -> dict:
@@ -40,3 +44,34 @@ def test_real_robot_defaults_start_in_dry_run_at_the_first_stage():
     p = controller_params("real_robot")
     assert p["dry_run"] is True and p["auto_enable"] is False and p["realtime"] is True
     assert p["relative_dynamics_factor"] == 0.1
+
+
+PINNED = "(pinned)"
+KEY_LINE = re.compile(r"^    (\w+):[^#]*(#.*)?$")
+
+
+def controller_comments(profile: str) -> dict:
+    """franka_controller key -> the comment on its line ("" without one), from the YAML's text."""
+    comments, inside = {}, False
+    for line in (CONFIG_DIR / f"{profile}.yaml").read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            inside = line.startswith("franka_controller:")
+        match = KEY_LINE.match(line) if inside else None
+        if match:
+            comments[match.group(1)] = match.group(2) or ""
+    return comments
+
+
+@pytest.mark.parametrize("profile", ["real_robot", "sim"])
+def test_a_profile_repeats_a_code_default_only_where_it_says_why(profile):
+    """One home per default: a key whose value is the node's code default (control/params.py, the safety
+    limits' declarations) is marked "(pinned)", which the section's header comment explains; a value
+    marked so that is no longer the default means the default moved under the profile: decide."""
+    values, comments, defaults = controller_params(profile), controller_comments(profile), controller_defaults()
+    assert set(comments) == set(values), "the comment parser missed keys"
+    repeats = {k for k, v in values.items() if v == defaults[k]}
+    pinned = {k for k, c in comments.items() if PINNED in c}
+    assert not repeats - pinned, (f"{profile}.yaml repeats the code default of {sorted(repeats - pinned)}: remove the "
+                                  f"key, or mark it {PINNED} (see the section's header comment)")
+    assert not pinned - repeats, (f"{profile}.yaml pins {sorted(pinned - repeats)}, no longer the code default: keep "
+                                  f"the value without {PINNED}, or take the new default")

@@ -1,14 +1,16 @@
 """Property tests: whatever the targets, every command stays inside every limit, and a hold always
-comes to rest within the bound computed from the limits."""
+comes to rest within the bound computed from the limits. The configurations draw every safety limit
+SafetyConfig declares from its declaration (its default or its fuzz range), as scripts/fuzz_safety.py does."""
 
 import math
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from mail_policy_node.control.limits import fr3_limits
+from mail_policy_node.control.limits import BudgetConfig, fr3_limits
 from mail_policy_node.control.safety import CommandState, SafetyConfig, SafetyFilter, check_command
+from mail_policy_node.control.safety_limits import declared_limits, limit_of
 
 from .conftest import READY_POSE
 
@@ -34,18 +36,28 @@ def targets(draw):
     return None
 
 
+def declared(spec):
+    """A declared safety limit (control/safety_limits.py): its default, or a value in its fuzz range."""
+    lo, hi = spec.fuzz_range()
+    drawn = st.floats(lo, hi) if spec.size is None else st.tuples(*(st.floats(a, b) for a, b in zip(lo, hi)))
+    return st.one_of(st.just(spec.default), drawn)
+
+
 @st.composite
 def configs(draw):
     period = draw(st.sampled_from([0.001, 0.002, 0.005, 0.01, 0.02]))
     lim = fr3_limits(
         position_range=draw(st.sampled_from(["rectangular", "full"])),
-        position_margin=draw(st.floats(0.0, 0.1)),
+        position_margin=draw(declared(limit_of(BudgetConfig, "position_margin"))),
         velocity_scale=draw(st.floats(0.05, 1.0)),
         acceleration_scale=draw(st.floats(0.05, 1.0)),
         jerk_scale=draw(st.floats(0.01, 1.0)),
     )
-    return SafetyConfig(cycle_period=period, limits=lim, max_joint_step=draw(st.floats(0.001, 0.05)),
-                        max_tcp_speed=draw(st.floats(0.05, 1.5)))
+    values = {spec.field: draw(declared(spec)) for spec in declared_limits(SafetyConfig)}
+    try:
+        return SafetyConfig(cycle_period=period, limits=lim, **values)
+    except ValueError:  # a relation between limits (an empty box or gripper range)
+        reject()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -81,21 +81,13 @@ def accepted(core, name, value) -> bool:
     return True
 
 
-# Range ends the core does not refuse a step beyond, and why the range stops there.
+# Range ends the core does not refuse a step beyond, and why the range stops there. None is a safety
+# limit: their range is their declaration's, which the core checks (control/safety_limits.py).
 CONTROLLER_NARROWER = {
     ("status_rate_hz", "low"): "no core check: the period of the node's status timer",
     ("status_rate_hz", "high"): "no core check: a status more often than 100 Hz only loads the graph",
     ("joint_state_rate_hz", "low"): "no core check: the node publishes every round(control / joint rate) cycles",
     ("joint_state_rate_hz", "high"): "no core check: at most one joint state per control cycle anyway",
-    ("relative_dynamics_factor", "low"): "the core's bound is open, (0, 1]: the range starts at 0.01",
-    ("velocity_scale", "low"): "the core checks scale x factor in (0, 1]: open at 0",
-    ("velocity_scale", "high"): "the core checks scale x factor <= 1; the scale alone is a fraction of the FR3 table",
-    ("acceleration_scale", "low"): "as velocity_scale",
-    ("acceleration_scale", "high"): "as velocity_scale",
-    ("jerk_scale", "low"): "as velocity_scale",
-    ("jerk_scale", "high"): "as velocity_scale",
-    ("max_joint_step", "low"): "the core's bound is open, (0, 0.5] rad",
-    ("max_start_distance", "low"): "the core's bound is open, (0, 1] rad",
     ("crossfade_duration", "low"): "the core's bound is open, (0, 5] s",
     ("gripper_speed", "low"): "the core's bound is open, (0, 0.1] m/s",
     ("gripper_close_below", "low"): "the core's bound is open, > 0 m",

@@ -52,6 +52,7 @@ from .chunks import Accepted, ActionChunk, ChunkRejection, ChunkScheduler, Sched
 from .kinematics import fk, ik, rotvec_to_matrix
 from .limits import FR3_HW_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN, GRIPPER_WIDTH_MAX, GRIPPER_WIDTH_MIN, N_JOINTS
 from .safety import CommandState, Limit, SafetyConfig, SafetyFilter
+from .safety_limits import check_limits, safety_limit
 from .watchdog import TripReason, Watchdog, WatchdogConfig
 
 # The limits counted in ControllerStatus.limit_hits: the filter changed where the arm goes or slowed it
@@ -84,13 +85,19 @@ GRIPPER_TOLERANCE = 0.01  # [m]
 
 @dataclass(frozen=True)
 class ControllerConfig:
+    """The controller core's configuration; its own safety limits are declared on their fields
+    (``safety_limit``, control/safety_limits.py), the filter's in ``SafetyConfig``."""
+
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     scheduler: SchedulerConfig = field(default_factory=_default_scheduler)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     dry_run: bool = False  # compute and report commands, never mark them to be sent
-    max_tracking_error: float = 0.15  # [rad] measured vs commanded beyond this -> ERROR (0 disables)
-    max_measurement_age: float = 0.1  # [s] older measurements are not used for the tracking check
-    max_start_distance: float = 0.3  # [rad] first action to run vs the measured joints, any joint
+    max_tracking_error: float = safety_limit(
+        0.15, "rad", 0.0, 1.0, "measured vs commanded joints beyond this: ERROR (0 disables)")
+    max_measurement_age: float = safety_limit(
+        0.1, "s", 0.001, 1.0, "older measurements are not used for the tracking check", node=False)
+    max_start_distance: float = safety_limit(
+        0.3, "rad", 0.01, 1.0, "a chunk whose first action is further from the arm (any joint) is refused")
     pose_history: float = 2.0  # [s] of measured joint states kept to find the pose at a chunk stamp
     jitter_window: int = 2000  # cycles in the jitter percentile
 
@@ -104,12 +111,7 @@ class ControllerConfig:
         if set(need) - set(names) or extra:
             raise ValueError(f"action names {list(names)} must be {list(need)} (any order) plus optionally "
                              f"{GRIPPER_NAME!r} for action space {self.scheduler.action_space}")
-        if not 0.0 <= self.max_tracking_error <= 1.0:
-            raise ValueError(f"max_tracking_error must be in [0, 1] rad, got {self.max_tracking_error}")
-        if not 0.0 < self.max_measurement_age <= 1.0:
-            raise ValueError(f"max_measurement_age must be in (0, 1] s, got {self.max_measurement_age}")
-        if not 0.0 < self.max_start_distance <= 1.0:
-            raise ValueError(f"max_start_distance must be in (0, 1] rad, got {self.max_start_distance}")
+        check_limits(self)
         if not 0.1 <= self.pose_history <= 60.0:
             raise ValueError(f"pose_history must be in [0.1, 60] s, got {self.pose_history}")
         if not 10 <= self.jitter_window <= 1_000_000:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .safety_limits import check_limits, limit_of, safety_limit
+
 N_JOINTS = 7
 
 FR3_Q_MIN = np.array([-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159])
@@ -66,9 +68,35 @@ class JointLimits:
                 raise ValueError(f"JointLimits.{name} must be positive, got {getattr(self, name)}")
 
 
+@dataclass(frozen=True)
+class BudgetConfig:
+    """The controller's dynamics caps as its node sets them: what "full speed" is as a fraction of the
+    FR3 table, the runbook's stage dial and the margin kept from each joint limit. Each is a safety
+    limit declared once (``safety_limit``, control/safety_limits.py); ``budget()`` derives the
+    ``DynamicsBudget`` from them."""
+
+    relative_dynamics_factor: float = safety_limit(
+        0.1, "", 0.01, 1.0, "the runbook's stage dial (0.1, 0.3, 0.6, 1.0): scales every velocity, acceleration "
+        "and jerk cap")
+    velocity_scale: float = safety_limit(0.625, "", 0.01, 1.0, "velocity caps at factor 1 as a fraction of the "
+                                         "FR3 table")
+    acceleration_scale: float = safety_limit(0.375, "", 0.01, 1.0, "acceleration caps at factor 1 as a fraction "
+                                             "of the FR3 table")
+    jerk_scale: float = safety_limit(0.125, "", 0.01, 1.0, "jerk caps at factor 1 as a fraction of the FR3 table")
+    position_margin: float = safety_limit(0.05, "rad", 0.0, 0.3, "kept from each end of the FR3's rectangular "
+                                          "joint range")
+
+    def __post_init__(self):
+        check_limits(self)
+
+    def budget(self) -> DynamicsBudget:
+        return dynamics_budget(self.relative_dynamics_factor, self.velocity_scale, self.acceleration_scale,
+                               self.jerk_scale, self.position_margin)
+
+
 def fr3_limits(
     position_range: str = "rectangular",
-    position_margin: float = 0.05,
+    position_margin: float = BudgetConfig.position_margin,
     velocity_scale: float = 0.5,
     acceleration_scale: float = 0.3,
     jerk_scale: float = 0.1,
@@ -81,8 +109,7 @@ def fr3_limits(
                         ("jerk_scale", jerk_scale)):
         if not 0.0 < value <= 1.0:
             raise ValueError(f"{name} must be in (0, 1], got {value}")
-    if not 0.0 <= position_margin <= 0.3:
-        raise ValueError(f"position_margin must be in [0, 0.3] rad, got {position_margin}")
+    limit_of(BudgetConfig, "position_margin").check(position_margin)  # the node's bounds, declared once
     if position_range == "rectangular":
         lo, hi = FR3_RECT_Q_MIN, FR3_RECT_Q_MAX
     elif position_range == "full":
@@ -118,7 +145,8 @@ class DynamicsBudget:
 
 
 def dynamics_budget(relative_dynamics_factor: float = 1.0, velocity_scale: float = 0.5,
-                    acceleration_scale: float = 0.3, jerk_scale: float = 0.1, position_margin: float = 0.05,
+                    acceleration_scale: float = 0.3, jerk_scale: float = 0.1,
+                    position_margin: float = BudgetConfig.position_margin,
                     position_range: str = "rectangular") -> DynamicsBudget:
     """Caps = the FR3 table (``FR3_DQ_MAX`` ...) x each scale x ``relative_dynamics_factor``: the scales set
     what "full speed" means for a profile, the factor is the dial of the runbook's stages (0.1 ... 1)."""

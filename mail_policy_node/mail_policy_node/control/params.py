@@ -4,10 +4,14 @@ become the core's configuration (``ControllerConfig``, ``FrankyArmConfig``, ``Dy
 The ROS node declares exactly these (read-only, with these descriptions and ranges: `ros2 param
 describe` shows them), profiles' YAML files override them, and scripts and tests that need the node's
 configuration without ROS build it with ``controller_setup`` (no rclpy here). Defaults are safe: a dry
-run with no robot address at the lowest runbook stage. A default the core's configuration already holds
-is taken from it (``default_of``). Each range lies inside what the core accepts (its ``__post_init__``
-checks), so the node refuses a value at declaration that the core would refuse anyway; where the core's
-bound is open (``(0, 1]``) the range starts at a small positive value.
+run with no robot address at the lowest runbook stage.
+
+The safety limits are not written here: each is declared on the field of the configuration that holds
+it (``safety_limit``, control/safety_limits.py), and this table takes one entry per declaration
+(``limit_configs``), with the declaration's range, which is the range the configuration checks. The
+other entries take a default the core's configuration already holds from it (``default_of``); their
+ranges lie inside what the core accepts, so the node refuses a value at declaration that the core would
+refuse anyway; where the core's bound is open (``(0, 1]``) the range starts at a small positive value.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from .chunks import SchedulerConfig
 from .controller import ControllerConfig
 from .franky_arm import DEFAULT_COLLISION_FORCE, DEFAULT_COLLISION_TORQUE, FrankyArmConfig
 from .gripper import GRIPPER_MODES, GripperConfig
-from .limits import DynamicsBudget, dynamics_budget
+from .limits import BudgetConfig, DynamicsBudget
 from .safety import SafetyConfig
+from .safety_limits import limit_values, limits_markdown, node_parameters
 from .watchdog import WatchdogConfig
 
 BLENDS = ("replace", "crossfade", "temporal_ensemble")  # SchedulerConfig.blend
 
-CONTROLLER_PARAMETERS: tuple[Parameter, ...] = (
+# The node's own settings, before the safety limits in the table.
+_NODE_SETTINGS: tuple[Parameter, ...] = (
     Parameter("robot_ip", default_of(FrankyArmConfig, "host"),
               "FR3 (FCI) address; empty: no robot, a stand-in arm echoes the commands (dry run only)"),
     Parameter("dry_run", default_of(FrankyArmConfig, "dry_run"),
@@ -42,32 +48,15 @@ CONTROLLER_PARAMETERS: tuple[Parameter, ...] = (
               1000.0),
     Parameter("status_rate_hz", 10.0, "[Hz] ControllerStatus rate", 0.1, 100.0),
     Parameter("joint_state_rate_hz", 100.0, "[Hz] /joint_states rate (at most one per control cycle)", 1.0, 1000.0),
-    Parameter("relative_dynamics_factor", 0.1, "the runbook's stage dial (0.1, 0.3, 0.6, 1.0): scales every "
-              "velocity, acceleration and jerk cap", 0.01, 1.0),
-    Parameter("velocity_scale", 0.625, "velocity caps at factor 1 as a fraction of the FR3 table", 0.01, 1.0),
-    Parameter("acceleration_scale", 0.375, "acceleration caps at factor 1 as a fraction of the FR3 table", 0.01, 1.0),
-    Parameter("jerk_scale", 0.125, "jerk caps at factor 1 as a fraction of the FR3 table", 0.01, 1.0),
-    Parameter("position_margin", default_of(dynamics_budget, "position_margin"),
-              "[rad] kept from each end of the FR3's rectangular joint range", 0.0, 0.3),
-    Parameter("max_joint_step", default_of(SafetyConfig, "max_joint_step"),
-              "[rad] largest change of any joint per control cycle", 0.001, 0.5),
-    Parameter("workspace_min", list(default_of(SafetyConfig, "workspace_min")),
-              "[m] lower corner of the TCP box, base frame"),
-    Parameter("workspace_max", list(default_of(SafetyConfig, "workspace_max")),
-              "[m] upper corner of the TCP box, base frame"),
-    Parameter("max_tcp_speed", default_of(SafetyConfig, "max_tcp_speed"),
-              "[m/s] Cartesian speed of the TCP (the FR3's own limit is 3)", 0.01, 3.0),
-    Parameter("max_start_distance", default_of(ControllerConfig, "max_start_distance"),
-              "[rad] a chunk whose first action is further from the arm is refused", 0.01, 1.0),
+)
+
+# After the safety limits: chunk timing and blending, the gripper, franky's reflexes and payload.
+_ARM_SETTINGS: tuple[Parameter, ...] = (
     Parameter("max_clock_offset", default_of(SchedulerConfig, "max_clock_offset"),
               "[s] a chunk stamped later than this host's clock plus this is refused", 0.0, 1.0),
-    Parameter("watchdog_timeout", default_of(WatchdogConfig, "timeout"),
-              "[s] without a fresh chunk the arm holds", 0.01, 10.0),
     Parameter("blend", "crossfade", "how a new chunk takes over", choices=BLENDS),
     Parameter("crossfade_duration", default_of(SchedulerConfig, "crossfade_duration"), "[s] of a crossfade",
               0.01, 5.0),
-    Parameter("max_tracking_error", default_of(ControllerConfig, "max_tracking_error"),
-              "[rad] measured vs commanded beyond this: ERROR (0 disables)", 0.0, 1.0),
     Parameter("use_gripper", default_of(FrankyArmConfig, "use_gripper"),
               "the Franka Hand is required (the node does not start without it)"),
     Parameter("gripper_mode", default_of(GripperConfig, "mode"),
@@ -90,6 +79,32 @@ CONTROLLER_PARAMETERS: tuple[Parameter, ...] = (
 )
 
 
+def limit_configs() -> tuple[type, ...]:
+    """The configurations whose declared safety limits (control/safety_limits.py) are node parameters,
+    in the table's order. Looked up when called, so a test that extends one sees it everywhere."""
+    return (BudgetConfig, SafetyConfig, ControllerConfig, WatchdogConfig)
+
+
+def controller_parameters() -> tuple[Parameter, ...]:
+    """The node's table: its own settings, one entry per declared safety limit (name, default, range and
+    description from the declaration), then the arm's settings."""
+    limits = tuple(p for cls in limit_configs() for p in node_parameters(cls))
+    return _NODE_SETTINGS + limits + _ARM_SETTINGS
+
+
+def fuzzed_configs() -> tuple[type, ...]:
+    """The configurations whose declared limits scripts/fuzz_safety.py draws: the safety filter's."""
+    return (BudgetConfig, SafetyConfig)
+
+
+def safety_limits_markdown() -> str:
+    """docs/safety_limits.md: every safety limit the controller declares (scripts/safety_limits_doc.py)."""
+    return limits_markdown(limit_configs(), fuzzed_configs())
+
+
+CONTROLLER_PARAMETERS: tuple[Parameter, ...] = controller_parameters()
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -98,7 +113,7 @@ def is_loopback(host: str) -> bool:
 
 
 def controller_defaults() -> dict:
-    return {p.name: p.default for p in CONTROLLER_PARAMETERS}
+    return {p.name: p.default for p in controller_parameters()}
 
 
 @dataclass(frozen=True)
@@ -118,25 +133,23 @@ def full_stage_safety() -> SafetyConfig:
 
 def controller_setup(params: dict) -> ControllerSetup:
     """The core's configuration from parameter values (missing ones take the defaults). Raises
-    ValueError naming the bad value."""
-    unknown = set(params) - {p.name for p in CONTROLLER_PARAMETERS}
+    ValueError naming the bad value. Each declared safety limit goes to its field by its declaration
+    (``limit_values``), so a new one needs nothing here."""
+    unknown = set(params) - {p.name for p in controller_parameters()}
     if unknown:
         raise ValueError(f"unknown controller parameters {sorted(unknown)}")
     p = {**controller_defaults(), **params}
     if p["auto_enable"] and p["robot_ip"] and not is_loopback(p["robot_ip"]):
         raise ValueError(f"auto_enable is for simulators on loopback only, not for a robot at {p['robot_ip']}: "
                          "enable explicitly with the ~/enable service")
-    budget = dynamics_budget(p["relative_dynamics_factor"], p["velocity_scale"], p["acceleration_scale"],
-                             p["jerk_scale"], p["position_margin"])
+    budget = BudgetConfig(**limit_values(BudgetConfig, p)).budget()
     controller = ControllerConfig(
         safety=SafetyConfig(cycle_period=1.0 / p["control_rate_hz"], limits=budget.filter,
-                            max_joint_step=p["max_joint_step"], workspace_min=tuple(p["workspace_min"]),
-                            workspace_max=tuple(p["workspace_max"]), max_tcp_speed=p["max_tcp_speed"]),
+                            **limit_values(SafetyConfig, p)),
         scheduler=SchedulerConfig(names=FR3_JOINT_NAMES + (GRIPPER_NAME,), blend=p["blend"],
                                   crossfade_duration=p["crossfade_duration"], max_clock_offset=p["max_clock_offset"]),
-        watchdog=WatchdogConfig(timeout=p["watchdog_timeout"]),
-        dry_run=p["dry_run"], max_tracking_error=p["max_tracking_error"],
-        max_start_distance=p["max_start_distance"])
+        watchdog=WatchdogConfig(**limit_values(WatchdogConfig, p)),
+        dry_run=p["dry_run"], **limit_values(ControllerConfig, p))
     arm = FrankyArmConfig(
         host=p["robot_ip"], dry_run=p["dry_run"], realtime=p["realtime"], budget=budget,
         use_gripper=p["use_gripper"],

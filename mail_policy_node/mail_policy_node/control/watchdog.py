@@ -10,8 +10,9 @@ a trip is noticed at most one cycle after the deadline.
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
+
+from .safety_limits import check_limits, safety_limit
 
 
 class TripReason(str, enum.Enum):
@@ -22,12 +23,12 @@ class TripReason(str, enum.Enum):
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    timeout: float = 0.5  # [s] longest allowed gap between accepted chunks
+    timeout: float = safety_limit(0.5, "s", 0.01, 10.0, "without a fresh chunk the arm holds (the longest gap "
+                                  "allowed between accepted chunks)", parameter="watchdog_timeout")
     consumed_grace: float = 0.25  # [s] the last action stays the target this long, so the arm settles on it
 
     def __post_init__(self):
-        if not 0.01 <= self.timeout <= 10.0 or not math.isfinite(self.timeout):
-            raise ValueError(f"watchdog timeout must be in [0.01, 10] s, got {self.timeout}")
+        check_limits(self)
         if not 0.0 <= self.consumed_grace <= 10.0:
             raise ValueError(f"consumed_grace must be in [0, 10] s, got {self.consumed_grace}")
 
