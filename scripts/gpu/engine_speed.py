@@ -102,7 +102,7 @@ def kernels_check() -> dict:
         row = {}
         with torch.no_grad():
             s.set_runtime(fused="off", use_kernels=False)
-            ref, ref_s = s(x, st_ref, return_state=True, add=a)
+            ref, ref_s = s.forward_with_state(x, st_ref, add=a)
             s.set_runtime(use_kernels=True)
             pdl = fused.PDL
             for tag, on in (("", pdl), ("_pdl_off", False)):  # PDL as set (default on), then off

@@ -137,8 +137,8 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25
     with torch.no_grad():
         xd = x.to(device)
         y_full = cand(xd)
-        y_pre, st_pre = cand(xd, return_state=True)
-        _, st_ref = ref(x, return_state=True)
+        y_pre, st_pre = cand.forward_with_state(xd)
+        _, st_ref = ref.forward_with_state(x)
         rep.add("prefill with state: output vs full forward", y_pre, y_full, tol)
         rep.add("prefill ssm state vs reference", st_pre.ssm, st_ref.ssm, tol)
         rep.add("prefill conv state vs reference", st_pre.conv, st_ref.conv, tol)
@@ -150,7 +150,7 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25
         rep.add("step() token by token vs full forward", torch.stack(ys, 1), y_full, tol)
         rep.add("state after step() vs reference state", state.ssm, st_ref.ssm, tol)
         cut = seqlen // 2
-        ya, sa = cand(xd[:, :cut], return_state=True)
+        ya, sa = cand.forward_with_state(xd[:, :cut])
         sa_copy = copy.deepcopy(sa)
         yb = cand(xd[:, cut:], sa)
         rep.add("continue from state vs full forward", torch.cat([ya, yb], 1), y_full, tol)
@@ -160,14 +160,14 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25
         # mode runs the same code with PyTorch stand-ins for the kernels
         cand.kernel_emulation = not use_k
         st_rand = type(sa)(torch.randn_like(sa.conv), torch.randn_like(sa.ssm))
-        ref_b, ref_sb = ref(x[:, cut:], type(sa)(*(t.cpu() for t in st_rand)), return_state=True)
+        ref_b, ref_sb = ref.forward_with_state(x[:, cut:], type(sa)(*(t.cpu() for t in st_rand)))
         for impl in Mamba.CONTINUE_IMPLS:
             cand.continue_impl = impl
-            yb, sb = cand(xd[:, cut:], sa, return_state=True)
+            yb, sb = cand.forward_with_state(xd[:, cut:], sa)
             rep.add(f"continue [{impl}] vs full forward", torch.cat([ya, yb], 1), y_full, tol)
             rep.add(f"continue [{impl}] ssm state vs reference", sb.ssm, st_ref.ssm, tol)
             rep.add(f"continue [{impl}] conv state vs reference", sb.conv, st_ref.conv, tol)
-            yr, sr = cand(xd[:, cut:], st_rand, return_state=True)
+            yr, sr = cand.forward_with_state(xd[:, cut:], st_rand)
             rep.add(f"continue [{impl}] from a random state vs reference", yr, ref_b, tol)
             rep.add(f"continue [{impl}] from a random state: ssm state vs reference", sr.ssm, ref_sb.ssm, tol)
             rep.add(f"continue [{impl}] leaves the given state untouched", sa.ssm, sa_copy.ssm, 0.0)
@@ -210,7 +210,7 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25
         rep.add("bf16 step() vs bf16 full forward (drift)", torch.stack(ys, 1), yb_full, bf16_tol)
         rep.add("bf16 state after step() vs fp32 reference state (drift)", state.ssm, st_ref.ssm, bf16_tol)
         cutb = seqlen // 2
-        yba, sba = cb(xb[:, :cutb], return_state=True)
+        yba, sba = cb.forward_with_state(xb[:, :cutb])
         for impl in Mamba.CONTINUE_IMPLS:
             cb.continue_impl = impl
             ybb = cb(xb[:, cutb:], sba)

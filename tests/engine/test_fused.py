@@ -52,9 +52,9 @@ def test_fused_stack_matches_torch(monkeypatch, split, d_state, d_conv, length, 
     a = torch.randn(2, length, 32) if add else None
     st = None if zero else random_state(s, 2)
     with torch.no_grad():
-        ref, ref_state = s(x, st if st is not None else s.allocate_inference_cache(2), return_state=True, add=a)
+        ref, ref_state = s.forward_with_state(x, st if st is not None else s.allocate_inference_cache(2), add=a)
         s.set_runtime(fused="on")
-        out, new = s(x, st, return_state=True, add=a)
+        out, new = s.forward_with_state(x, st, add=a)
         out_only = s(x, st if st is not None else s.allocate_inference_cache(2), add=a)
     torch.testing.assert_close(out, ref, **TOL)
     torch.testing.assert_close(out_only, ref, **TOL)
@@ -74,9 +74,9 @@ def test_fused_channel_blocks(monkeypatch, block_c, dt_block, out_block, zero):
     x = torch.randn(2, 5, 32)
     st = None if zero else random_state(s, 2)
     with torch.no_grad():
-        ref, ref_state = s(x, st if st is not None else s.allocate_inference_cache(2), return_state=True)
+        ref, ref_state = s.forward_with_state(x, st if st is not None else s.allocate_inference_cache(2))
         s.set_runtime(fused="on")
-        out, new = s(x, st, return_state=True)
+        out, new = s.forward_with_state(x, st)
     torch.testing.assert_close(out, ref, **TOL)
     for n, r in zip(new, ref_state):
         torch.testing.assert_close(n.ssm, r.ssm, **TOL)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mail_policy_node.model.backbones import BackboneConfig
-from mail_policy_node.model.mamba import MambaConfig
+from mail_policy_node.model.mamba import MambaConfig, MambaState
 from mail_policy_node.model.stack import MambaStack
 
 from .tiny import VARIANT_LAYOUTS, J, backbone_inputs, build, tiny_backbone
@@ -73,9 +73,26 @@ def test_stack_step_and_continuation_match_full(aggregate):
             y, state = stack.step(x[:, t], state, None if add is None else add[:, t])
             ys.append(y)
         torch.testing.assert_close(torch.stack(ys, 1), full, **TOL)
-        ya, sa = stack(x[:, :4], return_state=True, add=None if add is None else add[:, :4])
+        ya, sa = stack.forward_with_state(x[:, :4], add=None if add is None else add[:, :4])
         yb = stack(x[:, 4:], sa, add=None if add is None else add[:, 4:])
         torch.testing.assert_close(torch.cat([ya, yb], 1), full, **TOL)
+
+
+
+def test_stack_forward_returns_a_tensor_and_forward_with_state_a_tuple():
+    """As for Mamba: forward -> tensor, forward_with_state -> (tensor, one MambaState per layer), with or
+    without a state in; ``add`` is keyword-only, so a call in the former (x, state, return_state) form fails."""
+    stack = MambaStack(MambaConfig(d_model=16, d_state=8, d_conv=2), 3).eval()
+    x, add = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        for state in (None, stack.allocate_inference_cache(2)):
+            y = stack(x, state, add=add)
+            assert type(y) is torch.Tensor and y.shape == x.shape
+            out = stack.forward_with_state(x, state, add=add)
+            assert type(out) is tuple and len(out) == 2 and torch.equal(out[0], y)
+            assert type(out[1]) is tuple and len(out[1]) == 3 and all(isinstance(s, MambaState) for s in out[1])
+        with pytest.raises(TypeError):
+            stack(x, None, True)
 
 
 def test_ed_mamba_stepwise_with_aggregation_matches_full():

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from mail_policy_node.model.mamba import Mamba, MambaConfig, init_linear_paper
+from mail_policy_node.model.mamba import Mamba, MambaConfig, MambaState, init_linear_paper
 
 # mamba_ssm.Mamba(d_model=128) parameters, names and shapes (mamba-ssm 1.2 / 2.x, Mamba v1)
 MAMBA_SSM_128 = {
@@ -54,13 +54,36 @@ def test_step_and_continuation_match_full_forward(d_conv):
             ys.append(y)
         torch.testing.assert_close(torch.stack(ys, 1), full, **TOL)
         for cut in (1, 3, 7):
-            ya, sa = block(x[:, :cut], return_state=True)
+            ya, sa = block.forward_with_state(x[:, :cut])
             saved = copy.deepcopy(sa)
-            yb, sb = block(x[:, cut:], sa, return_state=True)
+            yb, sb = block.forward_with_state(x[:, cut:], sa)
             torch.testing.assert_close(torch.cat([ya, yb], 1), full, **TOL)
             torch.testing.assert_close(sb.ssm, state.ssm, **TOL)
             torch.testing.assert_close(sb.conv, state.conv, **TOL)
             assert torch.equal(sa.ssm, saved.ssm) and torch.equal(sa.conv, saved.conv)  # functional
+
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("emulate", [False, True], ids=["torch", "kernel_emulation"])
+def test_forward_returns_a_tensor_and_forward_with_state_a_tuple(grad, emulate):
+    """One return type per method whatever the arguments and the path (PyTorch, with and without grad,
+    or the kernel-structured continue path), and forward's y is forward_with_state's, bit for bit."""
+    block = small()
+    block.kernel_emulation = emulate
+    x = torch.randn(2, 5, 16)
+    with torch.set_grad_enabled(grad):
+        for state in (None, block.allocate_inference_cache(2)):
+            y = block(x, state)
+            assert type(y) is torch.Tensor and y.shape == x.shape
+            out = block.forward_with_state(x, state)
+            assert type(out) is tuple and len(out) == 2
+            y2, new = out
+            assert type(y2) is torch.Tensor and isinstance(new, MambaState)
+            assert new.ssm.shape == (2, 32, 8) and new.conv.shape == (2, 32, 4)
+            assert torch.equal(y, y2)
+    with pytest.raises(TypeError):
+        block(x, None, True)  # the former return_state flag is gone: an old call fails, not a silent change
 
 
 def test_forward_states_gives_the_state_after_every_token():
@@ -69,7 +92,7 @@ def test_forward_states_gives_the_state_after_every_token():
     with torch.no_grad():
         _, every = block.forward_states(x)
         for t in (0, 2, 5):
-            _, s = block(x[:, :t + 1], return_state=True)
+            _, s = block.forward_with_state(x[:, :t + 1])
             torch.testing.assert_close(every.ssm[:, :, t], s.ssm, **TOL)
             torch.testing.assert_close(every.conv[:, :, t], s.conv, **TOL)
 
@@ -101,7 +124,7 @@ def test_sequential_reference_and_parallel_agree_with_gradients():
 def test_bf16_weights_keep_fp32_states():
     block = small().to(torch.bfloat16)
     x = torch.randn(2, 5, 16, dtype=torch.bfloat16)
-    y, s = block(x, return_state=True)
+    y, s = block.forward_with_state(x)
     assert y.dtype == torch.bfloat16 and s.ssm.dtype == torch.float32 and s.conv.dtype == torch.float32
     y1, s1 = block.step(x[:, 0], block.allocate_inference_cache(2))
     assert y1.dtype == torch.bfloat16 and s1.ssm.dtype == torch.float32

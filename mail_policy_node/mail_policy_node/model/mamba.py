@@ -1,12 +1,12 @@
 """Mamba v1 mixer in plain PyTorch, with mamba-ssm's parameter names and shapes.
 
 Parameters (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) match `mamba_ssm.Mamba`, so a state
-dict loads either way. Paths:
-- `forward(x)`: full sequence from a zero state.
-- `forward(x, state)`: continue a sequence of L new tokens from a given state, return the new state.
-- `step(x, state)`: one token.
-- `forward_states(x, state)`: like forward, but also every per-token state (for training the streaming
-  layouts' action branches off an observation trunk; PyTorch only).
+dict loads either way. Paths, each with one return type:
+- `forward(x, state=None) -> y`: L tokens from a zero state, or continuing from ``state``.
+- `forward_with_state(x, state=None) -> (y, state)`: the same, and the state after the last token.
+- `step(x, state) -> (y, state)`: one token.
+- `forward_states(x, state=None) -> (y, states)`: like forward_with_state, but the state after every token
+  (for training the streaming layouts' action branches off an observation trunk; PyTorch only).
 All paths are functional: a given state is never written to. States are fp32 whatever the weights' dtype.
 On CUDA, when mamba-ssm / causal-conv1d import and `use_kernels` is set, the same weights run through
 their kernels (fused forward; continue/step: causal_conv1d_fn, then selective_scan_fn or
@@ -130,25 +130,39 @@ class Mamba(nn.Module):
         return F.linear(dt, self.dt_proj.weight), b, c
 
     # ---- full sequence / continuation ----
-    def forward(self, x: Tensor, state: MambaState | None = None, return_state: bool = False):
-        """x (B, L, D) -> y (B, L, D), and the state after the last token if ``return_state``."""
+    def forward(self, x: Tensor, state: MambaState | None = None) -> Tensor:
+        """x (B, L, D) -> y (B, L, D): from a zero state, or continuing from ``state`` (left as it is).
+
+        Always a tensor; ``forward_with_state`` also returns the new state. Two methods rather than one
+        with a flag (whose return type would then depend on the flag) because they differ in more than
+        the return: from a zero state on CUDA, y alone runs mamba-ssm's fused mamba_inner_fn (the training
+        and reference path), which cannot return a state; y and the state run causal_conv1d_fn +
+        selective_scan_fn(return_last_state=True) instead."""
+        if state is None and self._sequence_kernels(x):
+            return self._kernel_fused(x)
+        return self.forward_with_state(x, state)[0]
+
+    def forward_with_state(self, x: Tensor, state: MambaState | None = None) -> tuple[Tensor, MambaState]:
+        """x (B, L, D) -> (y (B, L, D), the state after the last token): the recurrent primitive of
+        streaming inference (prefill from zeros with ``state`` None, or continue a sequence by L tokens).
+        ``state`` is never written to; the new state is fp32. The same y as ``forward`` (same path, except
+        from zeros on CUDA, where a kernel that also returns the last state runs)."""
         if state is not None:
             ops = self._continue_ops(x)
             if ops is not None:
-                y, new = self._kernel_continue(x, state, ops)
-                return (y, new) if return_state else y
-        elif kernels.usable(x, self.use_kernels) and kernels.have_sequence_kernels():
-            return self._kernel_prefill(x) if return_state else self._kernel_fused(x)
+                return self._kernel_continue(x, state, ops)
+        elif self._sequence_kernels(x):
+            return self._kernel_prefill(x)
         if (state is not None and x.shape[1] > 0 and not torch.is_grad_enabled()
                 and self._scan_for(x) == "sequential"):
-            y, new = self._torch_continue(x, state)
-            return (y, new) if return_state else y
+            return self._torch_continue(x, state)
         y, conv, ssm = self._torch_forward(x, state, all_states=False)
-        return (y, MambaState(conv, ssm)) if return_state else y
+        return y, MambaState(conv, ssm)
 
     def forward_states(self, x: Tensor, state: MambaState | None = None) -> tuple[Tensor, MambaState]:
-        """Like forward, but returns the state after every token: conv (B, d_inner, L, d_conv),
-        ssm (B, d_inner, L, N). PyTorch path only (the kernels keep no intermediate states)."""
+        """Like forward_with_state, but returns the state after every token, not only the last:
+        conv (B, d_inner, L, d_conv), ssm (B, d_inner, L, N). PyTorch path only (the kernels keep no
+        intermediate states)."""
         y, conv, ssm = self._torch_forward(x, state, all_states=True)
         return y, MambaState(conv, ssm)
 
@@ -230,6 +244,10 @@ class Mamba(nn.Module):
         return self.out_proj(y), MambaState(conv, ssm)
 
     # ---- CUDA kernels (optional) ----
+    def _sequence_kernels(self, x: Tensor) -> bool:
+        """Whether a sequence from a zero state runs mamba-ssm's kernels (CUDA, imported, ``use_kernels``)."""
+        return kernels.usable(x, self.use_kernels) and kernels.have_sequence_kernels()
+
     def _xz(self, x: Tensor) -> Tensor:
         return self.in_proj(x).transpose(1, 2).contiguous()  # (B, 2 d_inner, L)
 

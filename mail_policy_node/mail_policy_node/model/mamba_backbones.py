@@ -110,7 +110,7 @@ class DMamba(_MambaBackbone):
     def observe(self, obs: Tensor, state: StreamState | None) -> StreamState:
         """state None: start from zeros (on CUDA, through the sequence kernels)."""
         self._need_streaming()
-        _, s = self.stack(obs, None if state is None else state.stacks[0], return_state=True)
+        _, s = self.stack.forward_with_state(obs, None if state is None else state.stacks[0])
         return StreamState((s,))
 
     def act(self, state: StreamState, actions: Tensor | None = None, time: Tensor | None = None) -> Tensor:
@@ -175,9 +175,9 @@ class EDMamba(_MambaBackbone):
         """state None: start from zeros (on CUDA, through the sequence kernels)."""
         self._need_streaming()
         enc_state, dec_state = (None, None) if state is None else state.stacks
-        enc_out, enc_state = self.encoder(obs, enc_state, return_state=True)
+        enc_out, enc_state = self.encoder.forward_with_state(obs, enc_state)
         dec_in = self.state_tokens.expand(obs.shape[0], obs.shape[1], -1)
-        _, dec_state = self.decoder(dec_in, dec_state, return_state=True, add=enc_out)
+        _, dec_state = self.decoder.forward_with_state(dec_in, dec_state, add=enc_out)
         return StreamState((enc_state, dec_state))
 
     def act(self, state: StreamState, actions: Tensor | None = None, time: Tensor | None = None) -> Tensor:

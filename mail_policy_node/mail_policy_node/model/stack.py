@@ -4,7 +4,8 @@
 
 `add` is ED-Ma's "Mamba aggregation": the encoder's final normalised output, added position by position
 after every decoder layer. Module names (layers.i.norm, layers.i.mixer, norm_f) follow mamba-ssm's
-MixerModel. A stack's state is one `MambaState` per layer; all paths are functional.
+MixerModel. A stack's state is one `MambaState` per layer; all paths are functional. As for `Mamba`,
+`forward` returns the output only and `forward_with_state` the output and the new state.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class MambaStack(nn.Module):
 
     FUSED_MODES = ("auto", "off", "on")
 
-    def _use_fused(self, x: Tensor, state: StackState | None, return_state: bool) -> bool:
-        if state is None and not return_state:
+    def _use_fused(self, x: Tensor, state: StackState | None, want_state: bool) -> bool:
+        if state is None and not want_state:
             return False  # a full forward from zeros: the sequence kernels (the reference path)
         if self.fused == "off" or (self.fused == "auto" and not (x.is_cuda and self.layers[0].mixer.use_kernels)):
             return False
@@ -74,27 +75,37 @@ class MambaStack(nn.Module):
             if use_kernels is not None:
                 b.mixer.use_kernels = use_kernels
 
-    def forward(self, x: Tensor, state: StackState | None = None, return_state: bool = False,
-                add: Tensor | None = None):
-        """x (B, L, D) [+ add (B, L, D)] -> (B, L, D), and the new state if ``return_state``.
-        With ``state`` the L tokens continue that sequence; without, they start from zeros."""
-        if self._use_fused(x, state, return_state):
-            h, new = fused_kernels.stack_continue(self, x, state, add, write_state=return_state)
-            out = self.norm_f(h)
-            return (out, new) if return_state else out
+    def forward(self, x: Tensor, state: StackState | None = None, *, add: Tensor | None = None) -> Tensor:
+        """x (B, L, D) [+ add (B, L, D)] -> (B, L, D). With ``state`` the L tokens continue that sequence;
+        without, they start from zeros. Always a tensor: ``forward_with_state`` also returns the new state
+        (two methods, not a flag, for the reasons given at ``Mamba.forward``; here, in addition, the fused
+        path need not write a state that nobody reads)."""
+        return self._run(x, state, add, want_state=False)[0]
+
+    def forward_with_state(self, x: Tensor, state: StackState | None = None, *,
+                           add: Tensor | None = None) -> tuple[Tensor, StackState]:
+        """Like forward, and the state after the last token (one fp32 MambaState per layer): the streaming
+        backbones' observe(). ``state`` is never written to."""
+        return self._run(x, state, add, want_state=True)
+
+    def _run(self, x: Tensor, state: StackState | None, add: Tensor | None,
+             want_state: bool) -> tuple[Tensor, StackState | None]:
+        """forward / forward_with_state; the new state is None when not ``want_state``."""
+        if self._use_fused(x, state, want_state):
+            h, new = fused_kernels.stack_continue(self, x, state, add, write_state=want_state)
+            return self.norm_f(h), new
         new = []
         h = x
         for i, b in enumerate(self.layers):
-            if return_state or state is not None:
-                y, s = b.mixer(b.norm(h), None if state is None else state[i], return_state=True)
+            if want_state or state is not None:
+                y, s = b.mixer.forward_with_state(b.norm(h), None if state is None else state[i])
                 new.append(s)
             else:
                 y = b.mixer(b.norm(h))
             h = h + y
             if add is not None:
                 h = h + add
-        out = self.norm_f(h)
-        return (out, tuple(new)) if return_state else out
+        return self.norm_f(h), tuple(new) if want_state else None
 
     def step(self, x: Tensor, state: StackState, add: Tensor | None = None) -> tuple[Tensor, StackState]:
         """x (B, D) [+ add (B, D)] -> (B, D), new state."""
