@@ -164,13 +164,16 @@ def test_a_horizon_the_stack_would_refuse_is_refused_before_anything_runs(monkey
 
     ran = []
     monkeypatch.setattr(evaluate_mod, "evaluate", lambda *a: ran.append(a))
-    for horizon in (["--exec-horizon", "5"], ["--exec-horizon", "7"]):
-        assert eval_cmd.main(["--checkpoint", str(SHIPPED), "--task", "reach", "--episodes", "3", *horizon,
+    half_second = ["--profile-param", "franka_controller.watchdog_timeout:=0.5"]  # the profile's timeout then
+    for args, timeout, most in ((["--exec-horizon", "5", *half_second], "0.5", 4),
+                                (["--exec-horizon", "7", *half_second], "0.5", 4), (["--exec-horizon", "7"], "0.7", 6)):
+        assert eval_cmd.main(["--checkpoint", str(SHIPPED), "--task", "reach", "--episodes", "3", *args,
                               "--no-progress", "--through-stack"]) == 2
         err = capsys.readouterr().err
-        assert "watchdog timeout (0.5 s)" in err and "--exec-horizon 4 or less" in err, err
+        assert f"watchdog timeout ({timeout} s)" in err and f"--exec-horizon {most} or less" in err, err
     assert ran == []
-    assert fidelity.stack_exec_horizon(SHIPPED, 4) == 4  # 0.4 s: a chunk before the watchdog's 0.5 s
+    assert fidelity.stack_exec_horizon(SHIPPED, 4) == 4  # 0.4 s: a chunk before the watchdog's 0.7 s
+    assert fidelity.stack_exec_horizon(SHIPPED, 0) == 5  # the profile's: the checkpoint's J, 0.5 s
 
 
 def test_both_halves_run_the_profiles_horizon_by_default(tmp_path, monkeypatch):
@@ -193,7 +196,7 @@ def test_both_halves_run_the_profiles_horizon_by_default(tmp_path, monkeypatch):
     monkeypatch.setattr(closed_loop, "run_closed_loop", fake_closed_loop)
     assert eval_cmd.main(["--checkpoint", str(SHIPPED), "--task", "reach", "--episodes", "5", "--out",
                           str(tmp_path / "out"), "--no-progress", "--pictures", "0", "--through-stack"]) == 0
-    assert seen == {"sync": 2, "stack": 2}  # sim.yaml's policy_node.execution_horizon, not J = 5
+    assert seen == {"sync": 5, "stack": 5}  # sim.yaml's policy_node.execution_horizon 0: the checkpoint's J
 
 
 @pytest.mark.ros

@@ -85,7 +85,7 @@ def test_ros2_launch_and_mail_il_up_start_the_same_nodes_with_the_same_parameter
         assert launched[node] == started[node], node
     # the YAML reached the namespaced nodes, the arguments too
     policy = launched[f"/{NAMESPACE}/policy_node"]
-    assert policy["execution_horizon"] == 2 and policy["checkpoint"] == "reach_dma_small"
+    assert policy["execution_horizon"] == 0 and policy["checkpoint"] == "reach_dma_small"
     assert policy["checkpoint_root"].endswith("mail_bringup/checkpoints")
     controller = launched[f"/{NAMESPACE}/franka_controller"]
     assert controller["auto_enable"] is False

@@ -81,7 +81,7 @@ def test_the_command_runs_the_sim_profiles_controller(tmp_path):
                           "--max-steps", "20", "--pictures", "0", "--out", str(out), "--no-progress",
                           "--through-controller"]) == 0
     s = json.loads((out / "eval.json").read_text())["summary"]
-    assert s["through_controller"] and s["exec_horizon"] == 2  # the sim profile's horizon, as --through-stack
+    assert s["through_controller"] and s["exec_horizon"] == 5  # the sim profile's horizon, as --through-stack
     assert s["controller"]["max_velocity_ratio"] <= 1.0 + 1e-9 and s["controller"]["chunks_rejected"] == 0
     assert "through the controller" in (out / "eval.md").read_text()
 
