@@ -335,9 +335,10 @@ def typed(text: str, like, what: str = "value"):
     raise ValueError(f"{what} must be {kind}, got {text!r}")
 
 
-def parse_overrides(items: list[str]) -> dict[str, dict]:
+def parse_overrides(items: list[str], text: bool = False) -> dict[str, dict]:
     """`node.param:=value` strings (as on a ros2 launch command line) -> {node: {param: value}}.
-    Values are parsed as YAML scalars, so numbers and booleans keep their types."""
+    Values are parsed as YAML scalars, so numbers and booleans keep their types; ``text``: kept as written,
+    for a caller that types them like the profile's own values (`typed`)."""
     import yaml
 
     out: dict[str, dict] = {}
@@ -346,7 +347,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
         node, dot, param = key.partition(".")
         if not sep or not dot or not node or not param:
             raise ValueError(f"override must look like node.param:=value, got {item!r}")
-        out.setdefault(node, {})[param] = yaml.safe_load(value) if value else ""
+        out.setdefault(node, {})[param] = value if text else yaml.safe_load(value) if value else ""
     return out
 
 

@@ -284,7 +284,8 @@ def markdown(report: dict) -> str:
 
 def _sim_profile(params: dict[str, dict] | None = None) -> dict:
     """The `sim` profile's YAML sections (node name -> {"ros__parameters": ...}), with ``params``
-    ({node: {param: value}}, from `--profile-param node.param:=value`) set over them. A node or parameter
+    ({node: {param: text}}, from `--profile-param node.param:=value`) set over them, typed like the values
+    they replace. A node or parameter
     the profile does not have is refused (ValueError naming it), as a typo would otherwise be ignored."""
     import yaml
     from mail_bringup.graph import profile, typed
@@ -298,7 +299,7 @@ def _sim_profile(params: dict[str, dict] | None = None) -> dict:
             if name not in have:
                 raise ValueError(f"the sim profile's {node} has no parameter {name!r}; parameters: "
                                  f"{', '.join(sorted(have))}")
-            have[name] = typed(value, have[name], f"{node}.{name}") if isinstance(value, str) else value
+            have[name] = typed(value, have[name], f"{node}.{name}")
     return sections
 
 
@@ -315,12 +316,7 @@ def profile_params(items: list[str]) -> dict[str, dict]:
     set here, it is refused (as is every parameter another option of the command sets: `_EVAL_SETS`)."""
     from mail_bringup.graph import parse_overrides
 
-    parse_overrides(items)  # the form: node.param:=value
-    params: dict[str, dict] = {}
-    for item in items:
-        key, _, text = item.partition(":=")
-        node, _, name = key.partition(".")
-        params.setdefault(node, {})[name] = text
+    params = parse_overrides(items, text=True)
     for (node, name), option in _EVAL_SETS.items():
         if name in params.get(node, {}):
             raise ValueError(f"{node}.{name} is set by {option}, not by --profile-param")

@@ -437,7 +437,7 @@ class InferenceEngine:
             self._h2d_done.record()
         if self._joint is not None:
             self._last_state[idx] = c.state  # relative actions are offsets from it
-            self._joint.copy_(torch.from_numpy(self._last_state.copy()), non_blocking=True)
+            self._joint.copy_(torch.from_numpy(self._last_state), non_blocking=True)  # pageable: copied at once
         self._fresh.copy_(torch.from_numpy(self._count == 0), non_blocking=True)
         self._observe_graph()
         self._restore_rows(held)

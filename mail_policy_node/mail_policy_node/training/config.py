@@ -14,7 +14,6 @@ Defaults are the paper's (Adam 5e-4, batch 256, EMA 0.995 with warm-up for DDPM,
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,31 +25,13 @@ from ..model.backbone_registry import BackboneFamily, backbone_by_name, backbone
 HEADS = {"bc": "bc", "ddpm": "ddpm"}
 
 
-class _SizeDepths(Mapping):
-    """variant -> BackboneConfig depth fields of one model size: each registered backbone's own
-    (model/backbone_registry.py, size_depths), read when asked, so a backbone registered later has them."""
-
-    def __init__(self, size: str):
-        self.size = size
-
-    def __getitem__(self, variant: str) -> dict:
-        depths = {f.variant: f.size_depths for f in backbone_families()}
-        return dict(depths[variant][self.size])  # KeyError: not registered, or keeps the paper depths
-
-    def __iter__(self):
-        return (f.variant for f in backbone_families() if self.size in f.size_depths)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-# Model sizes beyond the paper's: depths per backbone (its registry entry's) and encoder widths. "paper"
-# keeps the preset depths (backbone_preset) with width 128 and a full ResNet-18 per camera.
+# Model sizes beyond the paper's: encoder widths here; each backbone's depths of a size are its registry
+# entry's (BackboneFamily.size_depths; a size it does not list, such as "paper", keeps the preset depths of
+# backbone_preset). "paper" has width 128 and a full ResNet-18 per camera.
 SIZE_PRESETS = {
-    "paper": dict(depths={}, encoder=dict(d_model=128, base_width=64, keypoints=32, camera_features=128)),
-    "small": dict(depths=_SizeDepths("small"), encoder=dict(d_model=64, base_width=16, keypoints=16,
-                                                            camera_features=64)),
-    "tiny": dict(depths=_SizeDepths("tiny"), encoder=dict(d_model=32, base_width=16, keypoints=8, camera_features=16)),
+    "paper": dict(encoder=dict(d_model=128, base_width=64, keypoints=32, camera_features=128)),
+    "small": dict(encoder=dict(d_model=64, base_width=16, keypoints=16, camera_features=64)),
+    "tiny": dict(encoder=dict(d_model=32, base_width=16, keypoints=8, camera_features=16)),
 }
 SIZES = tuple(SIZE_PRESETS)
 

@@ -64,7 +64,7 @@ def make_policy_config(cfg: TrainConfig, spec: FeatureSpec) -> PolicyConfig:
     p = cfg.policy
     size = SIZE_PRESETS[p.size]
     preset = f"{p.variant}_{p.head_name}" + ("_stream" if p.layout == "streaming" else "")
-    backbone = {**size["depths"].get(p.variant, {}), "init": p.init, **p.backbone_overrides}
+    backbone = {**p.family.size_depths.get(p.size, {}), "init": p.init, **p.backbone_overrides}
     encoder = {**size["encoder"], **p.encoder_overrides}
     try:
         return PolicyConfig.make(spec, preset, p.history, DiffusionConfig(**p.diffusion), encoder=encoder, **backbone)
@@ -292,9 +292,9 @@ class Trainer:
             torch.manual_seed(distributed.rank_seed(self.cfg.train.seed, self.step, self.dist.rank, "torch"))
         with self._autocast():
             loss = self.model(batch)
-        total = self._all_samples(samples)
         self.opt.zero_grad(set_to_none=True)
         if self.dist.enabled:
+            mean, total = self._over_ranks(loss, samples)
             # DDP averages the ranks' gradients; weighting each rank's mean loss by its share of the samples
             # makes that average the gradient of the mean over all samples (1.0 when the shares are equal)
             (loss * (samples * self.dist.world_size / max(total, 1))).backward()
@@ -305,7 +305,9 @@ class Trainer:
         self.opt.step()
         if self.ema is not None:
             self.ema.update(self.policy)
-        return self._mean_loss(loss, samples, total), total
+        if not self.dist.enabled:
+            mean, total = float(loss.detach()), samples  # read after the step: the host waits once, at the end
+        return mean, total
 
     def _shift_generator(self) -> torch.Generator:
         seed = self.cfg.train.seed
@@ -313,26 +315,20 @@ class Trainer:
             return shift_generator(seed, self.step)
         return torch.Generator().manual_seed(distributed.rank_seed(seed, self.step, self.dist.rank, "shift"))
 
-    def _all_samples(self, samples: int) -> int:
-        """The step's samples over all ranks (windows, or real episode steps in stream history)."""
-        if not self.dist.enabled:
-            return samples
-        counts = torch.tensor([float(samples)], dtype=torch.float64, device=self.device)
-        return int(self.dist.all_sum(counts).item())
+    def _over_ranks(self, loss: torch.Tensor, samples: int) -> tuple[float, int]:
+        """Under torchrun, in one all-reduce: the step's loss to log, the mean over every rank's samples (each
+        rank's mean weighted by its samples, the same number on every rank), and the step's samples over all
+        ranks (windows, or real episode steps in stream history)."""
+        both = torch.stack([loss.detach().double() * samples,
+                            torch.tensor(float(samples), dtype=torch.float64, device=loss.device)])
+        loss_sum, total = self.dist.all_sum(both).tolist()
+        return loss_sum / max(total, 1), int(total)
 
     def _all_cpu_seconds(self, seconds: float) -> float:
         """This run's CPU time over all ranks: the samples (all ranks') per CPU second stay what they say."""
         if not self.dist.enabled:
             return seconds
         return float(self.dist.all_sum(torch.tensor([seconds], dtype=torch.float64, device=self.device)).item())
-
-    def _mean_loss(self, loss: torch.Tensor, samples: int, total: int) -> float:
-        """The loss to log: this process's, or under torchrun the mean over every rank's samples (each rank's
-        mean weighted by its samples), the same number on every rank."""
-        if not self.dist.enabled:
-            return float(loss.detach())
-        weighted = (loss.detach().double() * samples).reshape(1)
-        return float(self.dist.all_sum(weighted).item()) / max(total, 1)
 
     def eval_model(self) -> MailPolicy:
         """The weights to validate and deploy: the EMA shadow when EMA is on."""
