@@ -102,13 +102,26 @@ class Up:
         return Process([sys.executable, "-m", "mail_policy_node.cli", "up", "real_robot", *args], env=stack_env())
 
     def call(self, service: str) -> tuple[bool, str]:
+        """One Trigger call. A response can be lost when the server has not yet matched this new client's
+        reply reader (rmw: "failed to send response (timeout)", seen twice in CI on the last stage's fresh
+        controller): the call is then made once more with a new client (the controller's services are
+        idempotent: enabling an enabled arm answers "already enabled")."""
         from std_srvs.srv import Trigger
 
-        client = self.p.node.create_client(Trigger, service)
-        assert client.wait_for_service(timeout_sec=20), service
-        fut = client.call_async(Trigger.Request())
-        wait_for(fut.done, 20, what=service)
-        return fut.result().success, fut.result().message
+        for attempt in (1, 2):
+            client = self.p.node.create_client(Trigger, service)
+            try:
+                assert client.wait_for_service(timeout_sec=20), service
+                fut = client.call_async(Trigger.Request())
+                try:
+                    wait_for(fut.done, 10, what=service)
+                except TimeoutError:
+                    if attempt == 2:
+                        raise
+                    continue
+                return fut.result().success, fut.result().message
+            finally:
+                self.p.node.destroy_client(client)
 
     def set_checkpoint(self, name: str) -> None:
         from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
