@@ -181,6 +181,40 @@ def test_watchdog_hold_stops_the_arm(arm):
     assert np.max(np.abs(s.q - held)) < ARRIVAL_TOLERANCE
 
 
+def test_whole_chunks_arriving_after_their_plan_ran_out_keep_the_arm_going(arm):
+    """The paper's whole-chunk execution: the policy observes after a chunk's last action, so the next
+    chunk arrives one latency after the plan ran out (here 0.3 s, a loaded CPU's p99). The watchdog tripped
+    0.25 s after the last action (chunk_consumed, latched until an enable) and the sim profile's episodes
+    ended there. Now the arm settles on the last action, goes on with the next chunk, and holds only when
+    no chunk comes within the timeout after the policy's replanning period (execute_horizon x dt)."""
+    ctrl = controller(arm, timeout=0.3)
+    q0 = arm.read_state().q
+    start, fed, sent = time.monotonic(), [], []
+
+    def chunks(k, now):  # chunk i observed at start + 0.5 i, arriving 0.3 s later; four, then silence
+        i = len(fed)
+        if i == 4 or now < start + 0.5 * i + 0.3:
+            return None
+        fed.append(now)
+        rows = q0 + 0.005 * (5 * i + np.arange(1, 6))[:, None] * np.r_[1.0, np.zeros(6)]  # slow: the sim lags
+        return ActionChunk(start + 0.5 * i, 0.0, 0.1, np.column_stack([rows, np.full(5, 0.04)]), NAMES,
+                           policy_id="j", sequence=i, execute_horizon=5)
+
+    def on_cycle(out, a):
+        sent.append((time.monotonic(), out.mode))
+
+    loop(ctrl, arm, 4.0, chunks, on_cycle, until=lambda st: ctrl.mode != Mode.ENABLED)
+    assert len(fed) == 4 and ctrl.counters.chunks_rejected == 0, (fed, ctrl.mode, ctrl.reason, sent[-3:])
+    tripped = next(t for t, mode in sent if mode == Mode.HOLDING)
+    assert ctrl.reason == "chunk_timeout" and ctrl.counters.watchdog_trips == 1
+    # not before the last chunk's deadline (its 0.5 s period + 0.3 s), and soon after it
+    assert fed[-1] + 0.8 <= tripped <= fed[-1] + 0.8 + 0.1, (fed, tripped)
+    target = q0[0] + 0.1
+    assert abs(ctrl.command.q[0] - target) < ARRIVAL_TOLERANCE  # every chunk ran to its last action
+    s = settle(arm)
+    assert abs(s.q[0] - target) < 2 * ARRIVAL_TOLERANCE
+
+
 def test_gripper_closes_with_a_grasp_and_opens_again(arm):
     """Commanded widths reach the simulated Hand as a grasp (closing) and a move (opening); the width
     it reports follows. franky-sim also finishes moves blocked by an object, which the real Hand does

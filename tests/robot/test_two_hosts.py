@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
 
 PROFILE = ROOT / "docker" / "dds" / "fastdds_two_hosts.xml"
 WATCHDOG = 0.3  # real_robot.yaml
+REPLAN_PERIOD = 0.5  # reach_dma_small's J = 5 actions of 0.1 s, executed whole (real_robot.yaml: execution_horizon 0)
 
 
 def _ip(*args: str) -> None:
@@ -109,7 +110,8 @@ def test_the_stack_across_two_hosts_drives_and_holds_when_the_link_goes_down(hos
     r = run_two_hosts(hosts, tmp_path, ["cut", hosts["gpu"], hosts["gpu_link"]])
     assert "error" not in r, r
     assert r["enable"][0] and r["mode"] == 1 and r["chunks_received"] > 10, r  # driving across the link
-    assert r["hold_after_last_chunk_s"] <= WATCHDOG + 0.01 + 0.1 + 0.25, r  # + status period + scheduling
-    assert r["hold_reason"] in ("chunk_timeout", "chunk_consumed"), r
+    # the next chunk was due one replanning period after the last; + status period + scheduling
+    assert r["hold_after_last_chunk_s"] <= REPLAN_PERIOD + WATCHDOG + 0.01 + 0.1 + 0.25, r
+    assert r["hold_reason"] == "chunk_timeout", r
     assert r["held_until_enable"] and r["enable_after"][0], r
     assert r["reflexes"] == [], r

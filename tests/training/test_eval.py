@@ -96,9 +96,6 @@ def test_profile_params_set_the_controller_the_evaluation_runs(tmp_path, capsys)
         ["franka_controller.blend:=temporal_ensemble", "franka_controller.watchdog_timeout:=0.6"]))
     assert cfg.scheduler.blend == "temporal_ensemble" and cfg.watchdog.timeout == pytest.approx(0.6)
     assert fidelity.sim_profile_controller().scheduler.blend == "crossfade"  # the profile itself is unchanged
-    # a longer watchdog lets a longer horizon through (0.5 s at J = 5 is refused with the profile's 0.5 s)
-    assert fidelity.stack_exec_horizon(SHIPPED, 5, fidelity.profile_params(
-        ["franka_controller.watchdog_timeout:=0.6"])) == 5
     out = tmp_path / "eval"
     assert eval_cmd.main(["--checkpoint", SHIPPED, "--task", "reach", "--episodes", "1", "--seed", "1000",
                           "--max-steps", "10", "--pictures", "0", "--out", str(out), "--no-progress",

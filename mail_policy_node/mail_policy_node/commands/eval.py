@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print("mail-il eval: --profile-param sets the sim profile of --through-controller or --through-stack",
               file=sys.stderr)
         return 2
-    if args.through_stack or args.through_controller:  # a horizon the stack can run, before anything runs
+    if args.through_stack or args.through_controller:  # the profile and horizon, checked before anything runs
         from .fidelity import profile_params, sim_profile_controller, stack_exec_horizon
 
         try:

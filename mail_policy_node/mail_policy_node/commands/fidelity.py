@@ -332,26 +332,14 @@ def sim_profile_controller(params: dict[str, dict] | None = None):
 
 
 def stack_exec_horizon(checkpoint, exec_horizon: int, params: dict[str, dict] | None = None) -> int:
-    """The execution horizon both halves run: ``exec_horizon``, or the `sim` profile's own when 0. Raises
-    ValueError when the profile's controller would refuse every chunk of it: a policy that replans every
-    h x dt seconds, at or over the controller's watchdog timeout, is held by the watchdog between its chunks
-    (control/controller.py, `slower_than_watchdog`), so the stack's arm would never move."""
-    from ..sim.env import CONTROL_DT
-
+    """The execution horizon both halves run: ``exec_horizon``, or the `sim` profile's own when 0 (which
+    may itself be 0: the checkpoint's J)."""
     node = _sim_profile(params)["policy_node"]["ros__parameters"]
-    watchdog = sim_profile_controller(params).watchdog
     horizon = int(exec_horizon or node["execution_horizon"])
     if horizon == 0:  # the profile runs the checkpoint's J
         from ..model.checkpoint import load_checkpoint
 
         horizon = load_checkpoint(checkpoint, "cpu").cfg.spec.action_horizon
-    if watchdog.holds_between(horizon * CONTROL_DT):
-        most = max(h for h in range(1, horizon) if not watchdog.holds_between(h * CONTROL_DT))
-        raise ValueError(f"--exec-horizon {horizon} replans every {horizon * CONTROL_DT:.1f} s, at or over the sim "
-                         f"profile's watchdog timeout ({watchdog.timeout} s): its controller would refuse every "
-                         f"chunk and hold the arm. Use --exec-horizon {most} or less "
-                         f"(the profile runs {node['execution_horizon'] or 'J'}; without the option both halves "
-                         "run that)")
     return horizon
 
 

@@ -2,7 +2,7 @@
 
 - ``safety``: SafetyFilter, the per-cycle limit enforcement every command passes through.
 - ``chunks``: ActionChunk and ChunkScheduler (latency compensation, blending across chunks).
-- ``watchdog``: Watchdog (chunk timeout, consumed chunk, e-stop).
+- ``watchdog``: Watchdog (a chunk late for its policy's replanning period, e-stop).
 - ``controller``: ArmController, combining the three with modes, counters and an injected clock.
 - ``franky_arm``: FrankyArm, the adapter to a real or simulated FR3 through franky (imported lazily).
 - ``limits`` / ``kinematics``: FR3 limits with their sources, DH forward kinematics and a small IK.

@@ -42,7 +42,6 @@ class ChunkRejection(str, enum.Enum):
     TOO_FAST = "too_fast"  # consecutive actions further apart than the FR3 can move in dt
     FAR_FROM_ARM = "far_from_arm"  # the first action to run is too far from where the arm is
     OTHER_POLICY = "other_policy"  # not the policy that was enabled: switching needs an enable
-    SLOWER_THAN_WATCHDOG = "slower_than_watchdog"  # the policy replans less often than the watchdog allows
     AMBIGUOUS_SOURCE = "ambiguous_source"  # more than one publisher of chunks (checked by the node)
 
 
@@ -58,10 +57,15 @@ class ActionChunk:
     action_space: str = ACTION_SPACE_JOINT_POSITION
     policy_id: str = ""
     sequence: int = 0
-    execute_horizon: int = 0  # informational; 0 = all
+    execute_horizon: int = 0  # actions run before the policy replans (the watchdog's deadline); 0 = not said
 
     def due_times(self) -> np.ndarray:
         return self.stamp + self.start_offset + self.dt * np.arange(len(self.actions))
+
+    def replan_period(self) -> float:
+        """[s] how long after this chunk its policy sends the next: ``execute_horizon`` actions of ``dt``, at
+        most the chunk's own length (a chunk cannot promise more than it carries); 0 when it does not say."""
+        return min(max(int(self.execute_horizon), 0), len(self.actions)) * float(self.dt)
 
     @classmethod
     def from_flat(cls, stamp: float, start_offset: float, dt: float, horizon: int, dimension: int, actions,

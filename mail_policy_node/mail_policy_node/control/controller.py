@@ -23,8 +23,9 @@ Who drives the arm changes only with an enable: the first chunk accepted after a
 ``policy_id``; chunks of another policy (a hot swap, a second policy node) are refused until the next
 enable. Chunks are refused, before they can reach the arm, when their targets lie outside the FR3's
 joint range, when consecutive actions are further apart than the FR3 can move in ``dt``, when the
-first action to run is further than ``max_start_distance`` from the arm, or when the policy says it
-replans less often than the watchdog allows.
+first action to run is further than ``max_start_distance`` from the arm. The watchdog expects the next
+chunk one replanning period (the chunk's ``execute_horizon`` x ``dt``) after each accepted one, and holds
+the arm ``watchdog_timeout`` after that (control/watchdog.py).
 
 ``ee_delta_pose`` chunks are converted to joint targets when accepted: action i's [dx dy dz] is added
 to the TCP position at the chunk's stamp and [drx dry drz] (a rotation vector in the base frame)
@@ -249,7 +250,7 @@ class ArmController:
         if self._driver is None and self.mode == Mode.ENABLED:
             self._driver = chunk.policy_id
         self.counters.actions_dropped_stale += verdict.dropped_stale
-        self.watchdog.feed(now)
+        self.watchdog.feed(now, chunk.replan_period())
         return verdict
 
     def reject(self, reason: ChunkRejection, detail: str = "") -> Accepted:
@@ -264,11 +265,6 @@ class ArmController:
             return Accepted(False, ChunkRejection.OTHER_POLICY,
                             detail=f"policy {chunk.policy_id!r} is not the enabled one ({self._driver!r}): "
                                    "enable again to switch")
-        h = int(chunk.execute_horizon)
-        if h > 0 and self.config.watchdog.holds_between(h * float(chunk.dt)):
-            return Accepted(False, ChunkRejection.SLOWER_THAN_WATCHDOG,
-                            detail=f"replans every {h} x {float(chunk.dt):.3f} s >= watchdog timeout "
-                                   f"{self.config.watchdog.timeout} s: lower the policy's execution_horizon")
         return Accepted(True)
 
     def _check_rows(self, chunk: ActionChunk, rows: np.ndarray, now: float) -> Accepted:
@@ -426,8 +422,7 @@ class ArmController:
             return CycleOutput(now, self.mode, self._cmd, Limit.NONE, False)
 
         if self.mode == Mode.ENABLED:
-            active = self.scheduler.active
-            trip = self.watchdog.check(now, None if active is None else float(active.times[-1]))
+            trip = self.watchdog.check(now)
             self.counters.watchdog_trips = self.watchdog.trips
             if trip is not None:
                 self._set_mode(Mode.HOLDING, trip.value)

@@ -1,10 +1,17 @@
 """Watchdog: decides when the controller must stop executing and hold.
 
-It trips when no fresh chunk was accepted within ``timeout`` seconds, when the active chunk's actions
-are all consumed (``consumed_grace`` after the last one was due: without it, the hold would brake
-the arm short of the final action by the tracking lag), or immediately on an e-stop. Once tripped it stays tripped
-until ``rearm`` (the controller calls it on an explicit enable). Checked once per control cycle, so
-a trip is noticed at most one cycle after the deadline.
+Every accepted chunk says how often its policy replans: its ``execute_horizon`` actions of ``dt`` (the
+replanning period, at most the chunk's own length). The next chunk is due one period after this one was
+accepted; the watchdog trips when none was accepted within ``timeout`` of that deadline (a chunk that
+does not say, execute_horizon 0, has a period of 0: the next one is due within ``timeout``), or at once
+on an e-stop. Once tripped it stays tripped until ``rearm`` (the controller calls it on an explicit
+enable). Checked once per control cycle, so a trip is noticed at most one cycle after the deadline.
+
+A plan that runs out before the next chunk arrives is not a trip: the last action stays the target, the
+arm settles on it (ChunkScheduler.target) and the deadline keeps running. A policy executing whole chunks
+(the paper's J) observes after its last action, so every next chunk arrives one inference latency after
+the plan ran out; the watchdog used to trip there 0.25 s after the last action, and a chunk that late on
+a loaded machine ended the episode. A dead policy still holds the arm ``timeout`` after its period.
 """
 
 from __future__ import annotations
@@ -17,25 +24,17 @@ from .safety_limits import check_limits, safety_limit
 
 class TripReason(str, enum.Enum):
     CHUNK_TIMEOUT = "chunk_timeout"
-    CHUNK_CONSUMED = "chunk_consumed"
     ESTOP = "estop"
 
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    timeout: float = safety_limit(0.5, "s", 0.01, 10.0, "without a fresh chunk the arm holds (the longest gap "
-                                  "allowed between accepted chunks)", parameter="watchdog_timeout")
-    consumed_grace: float = 0.25  # [s] the last action stays the target this long, so the arm settles on it
+    timeout: float = safety_limit(0.5, "s", 0.01, 10.0, "how late a chunk may be: without a fresh chunk this long "
+                                  "after the policy's replanning period (its execute_horizon x dt) the arm holds",
+                                  parameter="watchdog_timeout")
 
     def __post_init__(self):
         check_limits(self)
-        if not 0.0 <= self.consumed_grace <= 10.0:
-            raise ValueError(f"consumed_grace must be in [0, 10] s, got {self.consumed_grace}")
-
-    def holds_between(self, replan_period: float) -> bool:
-        """Whether a policy that sends a chunk every ``replan_period`` seconds is held between its chunks
-        (the controller refuses such chunks: `slower_than_watchdog`)."""
-        return replan_period >= self.timeout
 
 
 class Watchdog:
@@ -43,29 +42,26 @@ class Watchdog:
         self.config = config or WatchdogConfig()
         self.tripped: TripReason | None = None
         self.trips = 0
-        self._last_feed: float | None = None
+        self._deadline: float | None = None
 
     def rearm(self, now: float) -> None:
-        """Clear a trip and restart the timeout from ``now`` (explicit enable)."""
+        """Clear a trip; the first chunk is due within the timeout from ``now`` (explicit enable)."""
         self.tripped = None
-        self._last_feed = now
+        self._deadline = now + self.config.timeout
 
-    def feed(self, now: float) -> None:
-        """A fresh chunk was accepted."""
-        self._last_feed = now
+    def feed(self, now: float, period: float = 0.0) -> None:
+        """A fresh chunk was accepted at ``now``; its policy sends the next one ``period`` seconds later."""
+        self._deadline = now + max(0.0, period) + self.config.timeout
 
     def estop(self) -> TripReason:
         return self._trip(TripReason.ESTOP)
 
-    def check(self, now: float, last_due: float | None) -> TripReason | None:
-        """Trip reason (new or latched) at time ``now``; ``last_due`` = due time of the active chunk's
-        last action (None: no chunk)."""
+    def check(self, now: float) -> TripReason | None:
+        """Trip reason (new or latched) at time ``now``."""
         if self.tripped is not None:
             return self.tripped
-        if self._last_feed is None or now - self._last_feed > self.config.timeout:
+        if self._deadline is None or now > self._deadline:
             return self._trip(TripReason.CHUNK_TIMEOUT)
-        if last_due is not None and now > last_due + self.config.consumed_grace:
-            return self._trip(TripReason.CHUNK_CONSUMED)
         return None
 
     def _trip(self, reason: TripReason) -> TripReason:
