@@ -73,12 +73,12 @@ def scene(tmp_path_factory):
     shutil.rmtree(folder, ignore_errors=True)  # ~0.4 GB of recordings
 
 
-def profile_params() -> dict:
+def profile_params(node: str = "franka_controller") -> dict:
     import yaml
 
     from mail_bringup.graph import params_file
 
-    return yaml.safe_load(params_file("real_robot").read_text())["franka_controller"]["ros__parameters"]
+    return yaml.safe_load(params_file("real_robot").read_text())[node]["ros__parameters"]
 
 
 def stack_env(base: dict | None = None) -> dict:
@@ -523,10 +523,11 @@ def test_faults_on_the_real_robot_profile(scene, tmp_path):
     print(json.dumps(figures))
     record({"faults_on_real_profile": figures})
     assert figures["reflexes"] == [["cartesian_reflex"]], figures  # the injected one, nothing else
-    # the policy executes SHIPPED's whole chunks (real_robot.yaml: execution_horizon 0): the next is due one
-    # replanning period (J x dt) after the last, the watchdog trips its timeout later
+    # the next chunk is due one replanning period (the profile's execution_horizon x SHIPPED's dt) after the
+    # last; the watchdog trips its timeout later
     spec = json.loads((SHIPPED / "reach_dma_small" / "config.json").read_text())["policy"]["spec"]
-    period = spec["action_horizon"] * spec["dt"]
+    horizon = profile_params("policy_node")["execution_horizon"] or spec["action_horizon"]
+    period = horizon * spec["dt"]
     bound = period + profile_params()["watchdog_timeout"] + 0.01 + 0.1 + 0.3  # + status period + scheduling
     for fault in ("policy_killed", "policy_hung", "camera_lost"):
         assert figures[fault]["after_last_chunk_s"] <= bound, (fault, figures[fault])

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
 
 PROFILE = ROOT / "docker" / "dds" / "fastdds_two_hosts.xml"
 WATCHDOG = 0.3  # real_robot.yaml
-REPLAN_PERIOD = 0.5  # reach_dma_small's J = 5 actions of 0.1 s, executed whole (real_robot.yaml: execution_horizon 0)
+REPLAN_PERIOD = 0.1  # real_robot.yaml: execution_horizon 1 (of reach_dma_small's 0.1 s actions)
 
 
 def _ip(*args: str) -> None:
