@@ -28,3 +28,25 @@ def test_summary_ratios():
     s = summarise(rows, flat, torch.device("cpu"))
     assert s["targets"]["ddpm_k5_streaming_speedup_min"] == 10.0
     assert abs(s["targets"]["stream_flat_ratio_max"] - 1.05) < 1e-9
+
+
+def test_cache_bytes_and_advance_stream_on_a_kv_cache():
+    """The D-Tr KV-cached stream engine through the benchmark's pieces: advance_stream fills the cache,
+    cache_bytes counts the preallocated buffers and the positions held."""
+    from mail_policy_node.engine.bench import cache_bytes
+
+    from .test_kv_cache import tiny_dtr_policy
+
+    spec = tiny_spec(cameras=1, goal=0, joint=False)  # one token per step
+    engine = InferenceEngine(tiny_dtr_policy("ddpm", spec=spec, history="stream"),
+                             EngineConfig(history="stream", max_stream_steps=40))
+    stats = time_engine(engine, steps=2, warmup=1, skip=30)
+    assert stats["n"] == 2
+    cache = engine.stream_state.stacks[0]
+    assert cache.length.tolist() == [30 + 1 + 2]  # 1 observed, 29 advanced, then warm-up and timed steps
+    per_pos = 2 * 2 * 16 * 4  # layers x (keys, values) x d_model x fp32
+    got = cache_bytes(engine)
+    assert got["state"] == 40 * per_pos + 8 and got["held"] == 33 * per_pos
+    window = InferenceEngine(tiny_dtr_policy("ddpm", spec=spec), EngineConfig(history="window"))
+    got = cache_bytes(window)
+    assert got["state"] == got["held"] == spec.obs_horizon * per_pos + 8 and got["ring"] == spec.obs_horizon * 16 * 4

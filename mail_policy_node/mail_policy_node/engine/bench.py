@@ -16,6 +16,12 @@ the process's peak RSS (monotonic over the run).
 
 Run: ``mail-il bench engine [--device cpu|cuda] [--quick] [--out engine_bench.json]``, or
 ``python -m mail_policy_node.engine.bench ...``. Prints a table, writes JSON.
+
+``--versus-dtr`` instead: D-Ma against D-Tr with a KV cache (`run_versus_dtr`), both on the engine's
+cached path of their streaming layouts, timed round-robin in one run: history window at each K (and
+D-Tr's paper layout by full recompute, what the KV cache replaces), and history stream at each episode
+position. Memory: the bytes of the backbone's observation cache (`cache_bytes`), and on CUDA the
+allocator peak as above.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -33,6 +40,7 @@ import torch
 from ..model.backbone_registry import streaming_variants
 from ..model.diffusion import DiffusionConfig
 from ..model.policy import MailPolicy, PolicyConfig
+from ..model.transformer import transformer_streaming_config
 from ..spec import CameraSpec, FeatureSpec
 from .engine import EngineConfig, InferenceEngine
 from .inputs import Observation, check_observation
@@ -47,8 +55,12 @@ def bench_policy(variant: str, head: str, k: int, layout: str, history: str, siz
     torch.manual_seed(seed)
     spec = FeatureSpec(cameras=(CameraSpec("agentview", size, size), CameraSpec("wrist", size, size)),
                        obs_horizon=k, action_horizon=5)
-    preset = f"{variant}_{head}" + ("_stream" if layout == "streaming" else "")
-    cfg = PolicyConfig.make(spec, preset, history=history, diffusion=DiffusionConfig(steps=16), encoder=encoder)
+    if variant in ("d_tr", "ed_tr") and layout == "streaming":  # no preset yet: the paper one, relaid
+        cfg = PolicyConfig.make(spec, f"{variant}_{head}", diffusion=DiffusionConfig(steps=16), encoder=encoder)
+        cfg = replace(cfg, backbone=transformer_streaming_config(cfg.backbone), history=history)
+    else:
+        preset = f"{variant}_{head}" + ("_stream" if layout == "streaming" else "")
+        cfg = PolicyConfig.make(spec, preset, history=history, diffusion=DiffusionConfig(steps=16), encoder=encoder)
     policy = MailPolicy(cfg)
     a = spec.action_dim
     policy.set_normalization(torch.zeros(a), torch.ones(a), torch.full((a,), -3.0), torch.full((a,), 3.0))
@@ -105,6 +117,27 @@ def _leaves(tree):
     from .graphs import tree_leaves
 
     return tree_leaves(tree)
+
+
+def cache_bytes(engine: InferenceEngine) -> dict:
+    """What the engine keeps of the observations, in bytes: ``state``, the backbone's cache (history
+    stream: the episode state, D-Ma's conv + SSM states or D-Tr's preallocated KV cache; window: the
+    prefix state act() builds, from zeros each step), ``held`` (D-Tr: the KV positions the rows hold,
+    the rest is preallocated room) and ``ring`` (window: the K steps' tokens)."""
+    e = engine
+    ring = dict(ring=e._ring.numel() * e._ring.element_size()) if e.history == "window" else {}
+    if not e.cached:  # full recompute keeps no backbone state
+        return dict(state=0, **ring)
+    state = e.stream_state if e.history == "stream" else e.policy.init_state(e.config.batch, e.device)
+    out = dict(state=sum(t.numel() * t.element_size() for t in _leaves(state)), **ring)
+    caches = [s for s in state.stacks if hasattr(s, "length")]  # KV caches (D-Tr: one; ED-Tr: two)
+    if caches:
+        if e.history == "window":  # act() fills a whole window: goal + K * P tokens
+            out["held"] = out["state"]
+        else:
+            out["held"] = sum(int(kv.length.max()) * sum(t[:, :, :1].numel() * t.element_size()
+                                                         for t in (*kv.keys, *kv.values)) for kv in caches)
+    return out
 
 
 def time_engine(engine: InferenceEngine, steps: int, warmup: int, skip: int = 0, seed: int = 0) -> dict:
@@ -245,6 +278,81 @@ def run_bench(device: str = "cpu", quick: bool = False, batch: int = 1, variants
                 rows=rows, stream_length=flat, summary=summarise(rows, flat, dev))
 
 
+def run_versus_dtr(device: str = "cpu", batch: int = 1, head: str = "ddpm", ks=(1, 5, 10),
+                   lengths=(10, 100, 1000), steps: int = 30, warmup: int = 5, weights: str = "float32",
+                   cuda_graphs: bool = True, fused: bool = True, fused_encoder: bool = True,
+                   channels_last: bool = True, size: int = 128, log=None) -> dict:
+    """D-Ma against D-Tr with a KV cache, paper depths, one control step (observe + act), round-robin.
+
+    window, per K: ``d_ma`` and ``d_tr_kv`` (streaming layouts, cached path) and ``d_tr_recompute`` (D-Tr's
+    paper layout, the full sequence per denoising step); stream, per episode position (K = the middle
+    one): ``d_ma`` and ``d_tr_kv``, all positions of both in one round-robin. D-Tr's stream cache is
+    preallocated for the longest position (EngineConfig.max_stream_steps)."""
+    log = log or (lambda line: print(line, flush=True))
+    dev = torch.device(device)
+    room = max(lengths, default=0) + warmup + steps + 2
+
+    def engine(variant, layout, history, k):
+        cfg = EngineConfig(batch=batch, device=device, weights=weights, cuda_graphs=cuda_graphs, history=history,
+                           fused=fused, fused_encoder=fused_encoder, channels_last=channels_last,
+                           max_stream_steps=room)
+        return InferenceEngine(bench_policy(variant, head, k, layout, history, size=size), cfg)
+
+    def measure(builds: dict, skip: dict) -> tuple[dict, dict]:
+        """builds: runner name -> engine() arguments."""
+        runners, extra = {}, {}
+        for name, args in builds.items():
+            base_mb = _reset_peak(dev)
+            e = engine(*args)
+            runners[name] = _EngineRunner(e, skip=skip.get(name, 0))
+            for _ in range(warmup):
+                runners[name].step()
+            extra[name] = dict(path=e.describe()["path"], cache_bytes=cache_bytes(e))
+            if dev.type == "cuda":
+                extra[name]["peak_mb"] = _peak_mb(dev, base_mb)
+        return _interleaved(runners, steps), extra
+
+    rows = []
+    for k in ks:
+        stats, extra = measure({"d_ma": ("d_ma", "streaming", "window", k),
+                                "d_tr_kv": ("d_tr", "streaming", "window", k),
+                                "d_tr_recompute": ("d_tr", "paper", "window", k)}, {})
+        for name, st in stats.items():
+            rows.append(dict(history="window", K=k, runner=name, **extra[name], **st))
+            log(f"window K={k:<3d} {name:15s} p50 {st['p50_ms']:9.2f} ms  p99 {st['p99_ms']:9.2f} ms  "
+                f"cache {extra[name]['cache_bytes']}")
+    k = ks[len(ks) // 2]
+    builds, skip = {}, {}
+    for n in lengths:
+        for v in ("d_ma", "d_tr"):
+            name = f"{'d_ma' if v == 'd_ma' else 'd_tr_kv'}@{n}"
+            builds[name] = (v, "streaming", "stream", k)
+            skip[name] = max(0, n - 1)
+    stats, extra = measure(builds, skip)
+    for name, st in stats.items():
+        runner, n = name.split("@")
+        rows.append(dict(history="stream", K=k, episode_step=int(n), runner=runner, **extra[name], **st))
+        log(f"stream step {n:<5s} {runner:9s} p50 {st['p50_ms']:9.2f} ms  p99 {st['p99_ms']:9.2f} ms  "
+            f"cache {extra[name]['cache_bytes']}")
+    ratios = []
+    key = lambda r: (r["history"], r["K"], r.get("episode_step"))  # noqa: E731
+    by = {(key(r), r["runner"]): r for r in rows}
+    for r in rows:
+        if r["runner"] == "d_ma":
+            dtr = by[(key(r), "d_tr_kv")]
+            ratios.append(dict(history=r["history"], K=r["K"], episode_step=r.get("episode_step"),
+                               dtr_kv_over_dma_p50=dtr["p50_ms"] / r["p50_ms"],
+                               dtr_kv_over_dma_p99=dtr["p99_ms"] / r["p99_ms"]))
+    return dict(device=str(dev), device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else
+                platform.processor() or platform.machine(), torch=torch.__version__, threads=torch.get_num_threads(),
+                batch=batch, head=head, weights=weights, image_size=size, steps=steps, warmup=warmup,
+                cuda_graphs=cuda_graphs, fused=fused,
+                note="paper depths (D-Ma 16 layers, D-Tr 8, d_model 128), DDPM-16, J 5, two cameras; step = observe "
+                     "+ act; runners timed round-robin; stream positions reached by random tokens "
+                     "(advance_stream); dtr_kv_over_dma < 1: D-Tr with the KV cache is faster",
+                rows=rows, ratios=ratios)
+
+
 def summarise(rows: list[dict], flat: list[dict], device: torch.device) -> dict:
     """Speed-ups against the reference and the targets of issue 4."""
     by = {(r["variant"], r["head"], r["K"], r["mode"]): r for r in rows}
@@ -291,12 +399,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-channels-last", action="store_true", help="camera trunks in NCHW memory")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", default="engine_bench.json", help="JSON output path")
+    p.add_argument("--versus-dtr", action="store_true",
+                   help="D-Ma against D-Tr with a KV cache (run_versus_dtr; --heads' first head, --ks, --lengths)")
+    p.add_argument("--image-size", type=int, default=128, help="camera frame size (both cameras)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per runner (default 5, quick 1)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     ints = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731
+    if args.versus_dtr:
+        warm = args.warmup if args.warmup is not None else (1 if args.quick else 5)
+        result = run_versus_dtr(device=args.device, batch=args.batch, head=args.heads.split(",")[0],
+                                ks=ints(args.ks), lengths=ints(args.lengths),
+                                steps=args.steps or (3 if args.quick else 30), warmup=warm, weights=args.weights,
+                                cuda_graphs=not args.no_cuda_graphs, fused=not args.no_fused,
+                                fused_encoder=args.fused_encoder, channels_last=not args.no_channels_last,
+                                size=args.image_size)
+        print("\nD-Tr (KV cache) / D-Ma, p50 and p99 (< 1: D-Tr faster):")
+        for r in result["ratios"]:
+            where = f"K={r['K']}" if r["history"] == "window" else f"step {r['episode_step']}"
+            print(f"  {r['history']:6s} {where:10s} p50 x{r['dtr_kv_over_dma_p50']:.2f}  "
+                  f"p99 x{r['dtr_kv_over_dma_p99']:.2f}")
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"wrote {args.out}")
+        return 0
     result = run_bench(device=args.device, quick=args.quick, batch=args.batch, variants=tuple(args.variants.split(",")),
                        heads=tuple(args.heads.split(",")), ks=ints(args.ks), lengths=ints(args.lengths),
                        weights=args.weights, cuda_graphs=not args.no_cuda_graphs, steps=args.steps,

@@ -11,7 +11,8 @@ One object serves the ROS policy node, the simulated evaluation and the rosbag r
 It owns every cache, all in static tensors allocated once:
 - one token per control step from its camera frames (each frame encoded once), in a ring of K steps
   (history "window"), or folded straight into the recurrent state (history "stream");
-- the per-layer conv and SSM states of every Mamba stack (fp32, also with bf16 weights).
+- the per-layer conv and SSM states of every Mamba stack (fp32, also with bf16 weights), or the per-layer
+  keys and values of D-Tr's / ED-Tr's streaming layouts (KV caches, model/kv_cache.py; weights' dtype).
 
 How each control step runs, by backbone path and history:
 - cached (streaming layouts), window: observe() encodes the frames and pushes the step's tokens into the
@@ -19,8 +20,13 @@ How each control step runs, by backbone path and history:
   step runs only the action tokens from it.
 - cached (streaming layouts), stream: observe() encodes the frames and advances the episode state by the
   step's tokens; every denoising step of act() runs only the action tokens from that state.
-- recompute (paper layouts, Transformer baselines, or forced), window: observe() as above; act() runs
-  the full [time, goal, ring, actions] sequence once per denoising step.
+  The same two for D-Tr's / ED-Tr's streaming layouts through the same backbone calls (init_state /
+  observe / act): the state is a KV cache, the prefix runs once and the action (and time) tokens attend to
+  its keys and values. The stream history is preallocated, EngineConfig.max_stream_steps control steps
+  per row; a row's observe() past that is refused (EngineError history_full) before anything changes (reset(rows)
+  starts it again).
+- recompute (paper layouts, Transformer baselines included, or forced), window: observe() as above; act()
+  runs the full [time, goal, ring, actions] sequence once per denoising step.
 
 A window with fewer than K observations since reset is filled by repeating the first one.
 On CUDA the observe and act work (the whole denoising loop included) are captured as CUDA graphs with
@@ -79,6 +85,10 @@ class EngineConfig:
     #                             arrive as (B, H, W, 3) already). CPU: oneDNN convolutions throughout (1.6x faster
     #                             trunks measured here, same values); CUDA: no NCHW <-> NHWC conversions in cuDNN,
     #                             only with fused_encoder (PyTorch's CUDA GroupNorm would copy it back to NCHW)
+    max_stream_steps: int = 1024  # history "stream" with a KV-cached backbone (D-Tr streaming): control steps a
+    #                               row's preallocated cache holds (memory ~ steps; on CUDA each step also reads
+    #                               all of it); the next observe() of a full row is refused (history_full). Mamba states
+    #                               have a fixed size: ignored there
 
     def __post_init__(self):
         if self.history is not None and self.history not in HISTORIES:
@@ -96,6 +106,8 @@ class EngineConfig:
         if self.start_offset_s is not None and (not np.isfinite(self.start_offset_s)
                                                 or abs(self.start_offset_s) > 10.0):
             raise ValueError(f"EngineConfig.start_offset_s must be finite and within 10 s, got {self.start_offset_s}")
+        if self.max_stream_steps < 1:
+            raise ValueError(f"EngineConfig.max_stream_steps must be >= 1, got {self.max_stream_steps}")
 
 
 @dataclass
@@ -178,6 +190,12 @@ class InferenceEngine:
         self.config, self.history, self.cached = cfg, history, cached
         self.policy = _prepare_policy(policy, cfg)
         self.spec = pc.spec
+        # a KV-cached backbone's stream history is preallocated: the goal token and max_stream_steps steps
+        self._max_steps = None
+        if cached and history == "stream" and hasattr(self.policy.backbone, "cache_tokens"):
+            self._max_steps = cfg.max_stream_steps
+            self.policy.backbone.set_runtime(cache_tokens=int(self.spec.goal_embedding_dim > 0)
+                                             + cfg.max_stream_steps * pc.encoder.tokens_per_step)
         self._relative = self.spec.relative_index  # (action, state) indices offset from the newest state
         self.start_offset_s = (self.spec.action_lead_s if cfg.start_offset_s is None
                                else float(cfg.start_offset_s))
@@ -421,6 +439,10 @@ class InferenceEngine:
             elif unset.any():
                 raise EngineError("missing_goal", f"rows {idx[unset].tolist()} have no goal embedding "
                                                   "(pass it to reset() or with the first observation)")
+        if self._max_steps is not None and (self._count[idx] >= self._max_steps).any():
+            full = idx[self._count[idx] >= self._max_steps]
+            raise EngineError("history_full", f"rows {full.tolist()} hold max_stream_steps={self._max_steps} "
+                              "control steps, all their KV cache takes; reset() them to start a new episode")
         # validated: from here on the caches change
         if set_goal is not None and set_goal.size:
             self._set_goal(idx[set_goal], c.goal[set_goal].astype(np.float64))
@@ -508,5 +530,6 @@ class InferenceEngine:
                     cuda_graphs=self._act_graph.captured, fused_ddpm=self._fused_ddpm is not None,
                     prefix_sampler=self._prefix is not None, fused_encoder=self._fused_enc,
                     camera_streams=bool(self._cam_streams), fused_error=self.fused_error, K=self.spec.obs_horizon,
+                    max_stream_steps=self._max_steps,
                     J=self.spec.action_horizon, dt=self.spec.dt, start_offset_s=self.start_offset_s,
                     policy_id=self.policy.metadata.get("policy_id", ""))

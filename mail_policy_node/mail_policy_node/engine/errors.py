@@ -21,6 +21,7 @@ REASONS: dict[str, str] = {
     "no_observation": "act() before any observation since reset()",
     "bad_noise": "explicit noise of the wrong shape",
     "nan_output": "the produced chunk holds NaN or inf; it is dropped",
+    "history_full": "a stream history with a preallocated cache (D-Tr's keys and values) is full: reset() the row",
 }
 
 

@@ -4,6 +4,7 @@ Same computation as `policy.sample_with(lambda x, t: backbone.act(state, x, t), 
 that does not depend on the noisy actions taken out of the loop:
 - the time embedding of every diffusion step is computed once, when the engine is built (it depends on
   the step index only): a denoising step reads its row of that table;
+- D-Tr and ED-Tr (streaming layouts, a KV-cached prefix) run as D-Ma: backbone.act per denoising step;
 - ED-Ma: the encoder's suffix [time, action tokens] does not depend on the noisy actions, so the encoder
   runs once per control step for all the sampler's diffusion steps at once (batch steps x B, every row
   continuing from its batch row's prefix state), and each denoising step runs only the decoder.
@@ -17,12 +18,13 @@ import torch
 from torch import Tensor
 
 from ..model.mamba_backbones import DMamba, EDMamba, StreamState
+from ..model.transformer import DTransformer, EDTransformer
 from ..model.policy import MailPolicy
 
 
 def prefix_sampler_usable(policy: MailPolicy) -> bool:
     bb = policy.backbone
-    return policy.is_ddpm and isinstance(bb, (DMamba, EDMamba)) and bb.streaming
+    return policy.is_ddpm and isinstance(bb, (DMamba, EDMamba, DTransformer, EDTransformer)) and bb.streaming
 
 
 class PrefixSampler:
