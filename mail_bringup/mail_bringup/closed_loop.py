@@ -70,6 +70,17 @@ class EpisodeResult:
                    chunks_rejected=0, error=error)
 
 
+def command_accelerations(dq: np.ndarray, stamps: np.ndarray, period_hz: float) -> np.ndarray:
+    """Per-cycle accelerations (N-1, 7) of the commanded velocities ``dq`` (N, 7) as the safety filter limits
+    them (dq' - dq over one control period), from the commands this observer received. A pair whose publish
+    stamps lie more than 1.5 periods apart has a command between them this observer did not get (its queue
+    dropped it on a loaded machine): differenced over one period it read as up to 15x the limit; such pairs
+    are left out (rows of zeros), so what is reported is what the controller sent."""
+    ddq = np.diff(dq, axis=0) * period_hz
+    consecutive = np.diff(stamps) <= 1.5 / period_hz
+    return np.where(consecutive[:, None], ddq, 0.0)
+
+
 @dataclass
 class ClosedLoopReport:
     task: str
@@ -184,7 +195,8 @@ class _Observer(SpunNode):
         self.chunks.append(m.sequence)
 
     def _on_command(self, m) -> None:
-        self.commands.append((m.position[:7], m.velocity[:7]))
+        stamp = m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec
+        self.commands.append((m.position[:7], m.velocity[:7], stamp))
 
     def reset_policy(self, timeout: float = 30.0) -> bool:
         if not self.reset_client.wait_for_service(timeout_sec=timeout):
@@ -293,11 +305,11 @@ def _episode(obs, world, env, seed, limits, period_hz, log, echo, stack) -> Epis
             log(f"[demo]   episode seed {seed}: {end['reason']}; policy: state {ps.state} {ps.reason!r}, "
                 f"drops {dict(zip(ps.drop_causes, ps.drop_counts))}")
         cs = obs.controller_status
-        cmds = np.array(obs.commands[k0:], float).reshape(-1, 2, 7)  # (commands, position | velocity, joint)
+        sent = obs.commands[k0:]
+        q = np.array([c[0] for c in sent], float).reshape(-1, 7)
+        dq = np.array([c[1] for c in sent], float).reshape(-1, 7)
         ages = 1e3 * np.array(obs.chunk_ages[c0:], float)
-        q, dq = cmds[:, 0], cmds[:, 1]
-        # per control cycle, as the safety filter limits it (a lost message makes this conservative)
-        ddq = np.diff(dq, axis=0) * period_hz
+        ddq = command_accelerations(dq, np.array([c[2] for c in sent], float), period_hz)
         result = EpisodeResult(seed=seed, success=bool(end["success"]), duration_s=float(end.get("duration", 0.0)),
                                chunks=len(obs.chunks) - c0,
                                max_velocity_ratio=float(np.max(np.abs(dq) / limits.dq_max, initial=0.0)),

@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mail_bringup.closed_loop import ClosedLoopReport, EpisodeResult
@@ -219,3 +220,18 @@ def test_through_stack_on_the_shipped_checkpoint(tmp_path):
     assert all(0 <= x[0] <= x[1] <= 1 for x in (s["wilson95"], k["wilson95"]))
     assert math.isfinite(c["mcnemar_exact_p"]) and r["not_identical"]
     assert (out / "eval.json").is_file() and (out / "fidelity.md").is_file()
+
+
+def test_command_accelerations_skip_commands_the_observer_did_not_get():
+    """A loaded machine's observer drops command messages from its queue: the velocities on either side of
+    the gap, differenced over one control period, read as 8-22x the acceleration limit in a closed loop
+    whose filter never exceeded it. Pairs further apart than 1.5 periods are left out; consecutive ones
+    are differenced as the filter limits them."""
+    from mail_bringup.closed_loop import command_accelerations
+
+    dq = np.zeros((6, 7))
+    dq[:, 0] = [0.0, 0.01, 0.02, 0.2, 0.21, 0.5]
+    stamps = np.array([0.0, 0.01, 0.02, 0.08, 0.09, 0.1])  # three commands lost between 0.02 and 0.08
+    ddq = command_accelerations(dq, stamps, 100.0)
+    assert ddq.shape == (5, 7)
+    assert ddq[:, 0] == pytest.approx([1.0, 1.0, 0.0, 1.0, 29.0])  # the last pair is consecutive: reported
