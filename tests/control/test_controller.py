@@ -123,6 +123,23 @@ def test_watchdog_unit():
         WatchdogConfig(timeout=0.0)
 
 
+def test_a_dead_policy_is_held_within_the_longest_replanning_period_whatever_its_chunk_claimed():
+    """A chunk of 64 actions of 1 s that says its policy replans after all of them would let the arm run a
+    minute without the policy: the period counts as at most max_replan_period."""
+    c = make(timeout=0.3)
+    rows = np.tile(READY_POSE, (64, 1))
+    assert c.submit_chunk(joint_chunk(0.0, rows, seq=0, dt=1.0, execute=64), now=0.0).ok
+    t = 0.0
+    while c.mode == Mode.ENABLED:
+        t = round(t + 0.01, 10)
+        c.step(t)
+    assert t == pytest.approx(2.0 + 0.3 + 0.01) and c.reason == TripReason.CHUNK_TIMEOUT.value
+    w = Watchdog(WatchdogConfig(timeout=0.1, max_replan_period=0.5))
+    w.rearm(0.0)
+    w.feed(0.0, period=3.0)
+    assert w.check(0.6) is None and w.check(0.60001) == TripReason.CHUNK_TIMEOUT
+
+
 def test_replan_period_is_what_the_chunk_says_and_at_most_its_length():
     rows = [READY_POSE] * 5
     assert joint_chunk(0.0, rows, seq=0).replan_period() == 0.0  # not said

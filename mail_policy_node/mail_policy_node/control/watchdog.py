@@ -1,8 +1,9 @@
 """Watchdog: decides when the controller must stop executing and hold.
 
 Every accepted chunk says how often its policy replans: its ``execute_horizon`` actions of ``dt`` (the
-replanning period, at most the chunk's own length). The next chunk is due one period after this one was
-accepted; the watchdog trips when none was accepted within ``timeout`` of that deadline (a chunk that
+replanning period, at most the chunk's own length and at most ``max_replan_period``, so a dead policy is
+noticed within ``max_replan_period + timeout`` whatever its chunks said). The next chunk is due one period
+after this one was accepted; the watchdog trips when none was accepted within ``timeout`` of that deadline (a chunk that
 does not say, execute_horizon 0, has a period of 0: the next one is due within ``timeout``), or at once
 on an e-stop. Once tripped it stays tripped until ``rearm`` (the controller calls it on an explicit
 enable). Checked once per control cycle, so a trip is noticed at most one cycle after the deadline.
@@ -32,6 +33,8 @@ class WatchdogConfig:
     timeout: float = safety_limit(0.5, "s", 0.01, 10.0, "how late a chunk may be: without a fresh chunk this long "
                                   "after the policy's replanning period (its execute_horizon x dt) the arm holds",
                                   parameter="watchdog_timeout")
+    max_replan_period: float = safety_limit(2.0, "s", 0.0, 10.0, "the longest replanning period a chunk may claim "
+                                            "(execute_horizon x dt): a longer one counts as this long")
 
     def __post_init__(self):
         check_limits(self)
@@ -51,7 +54,7 @@ class Watchdog:
 
     def feed(self, now: float, period: float = 0.0) -> None:
         """A fresh chunk was accepted at ``now``; its policy sends the next one ``period`` seconds later."""
-        self._deadline = now + max(0.0, period) + self.config.timeout
+        self._deadline = now + min(max(0.0, period), self.config.max_replan_period) + self.config.timeout
 
     def estop(self) -> TripReason:
         return self._trip(TripReason.ESTOP)
