@@ -86,10 +86,15 @@ def attention_mask(length: Tensor, held: int, new: int) -> Tensor | None:
     held (then plain causal attention). The same for every layer: built once per stack call."""
     if held == 0:
         return None
-    b, dev = length.shape[0], length.device
-    causal = torch.ones(new, new, dtype=torch.bool, device=dev).tril()
-    rows = torch.arange(held, device=dev)[None] < length[:, None]  # (B, N)
-    return torch.cat([rows[:, None, None].expand(b, 1, new, held), causal.expand(b, 1, new, new)], -1)
+    causal = torch.ones(new, new, dtype=torch.bool, device=length.device).tril()
+    return torch.cat([held_mask(length, held, new), causal.expand(length.shape[0], 1, new, new)], -1)
+
+
+def held_mask(length: Tensor, held: int, new: int) -> Tensor:
+    """Which of ``held`` cache positions each of ``new`` tokens of row b may see: those the row holds
+    (< length[b]). (B, 1, new, held) bool."""
+    rows = torch.arange(held, device=length.device)[None] < length[:, None]  # (B, N)
+    return rows[:, None, None].expand(length.shape[0], 1, new, held)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, held_k: Tensor, held_v: Tensor, mask: Tensor | None) -> Tensor:

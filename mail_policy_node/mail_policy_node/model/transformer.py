@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import BackboneConfig, TokenLayout
-from .kv_cache import KVCache, attend, attention_mask, write_
+from .kv_cache import KVCache, attend, attention_mask, held_mask, write_
 from .mamba import init_linear_paper
 from .mamba_backbones import StreamState
 
@@ -282,7 +282,7 @@ class EDTransformer(_TransformerBackbone):
         b = enc.batch
         x = self.drop(self._slots(actions, b))
         m, span = x.shape[1], mem.span()
-        held = (torch.arange(span, device=x.device)[None] < mem.length[:, None])[:, None, None].expand(b, 1, m, span)
+        held = held_mask(mem.length, span, m)
         t_out = None
         if self.cfg.head == "ddpm":
             t_out, _, _ = self.encoder.continued(self.drop(time[:, None].to(x.dtype)), enc)  # (B, 1, D)
