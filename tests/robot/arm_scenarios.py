@@ -18,8 +18,9 @@ import numpy as np
 
 from mail_policy_node.control.chunks import ActionChunk
 from mail_policy_node.control.controller import ArmController
-from mail_policy_node.control.franky_arm import FrankyArm, run_cycle
+from mail_policy_node.control.franky_arm import ArmClockPacer, FrankyArm, run_cycle
 from mail_policy_node.control.params import controller_setup
+from mail_policy_node.nodes.franka_controller_node import ARM_CLOCK_WAIT_CYCLES
 from mail_policy_node.sim.fr3_emulator import StrictFR3
 from mail_policy_node.spec import FR3_JOINT_NAMES, GRIPPER_NAME
 
@@ -31,8 +32,9 @@ PARAMS = {"dry_run": False, "realtime": False, "relative_dynamics_factor": 1.0, 
 
 
 class Rig:
-    def __init__(self, **params):
-        self.fr3 = StrictFR3(initial_q=START, gripper_width=params.pop("gripper_width", 0.08)).start()
+    def __init__(self, paced=True, realtime=1.0, **params):
+        self.fr3 = StrictFR3(initial_q=START, gripper_width=params.pop("gripper_width", 0.08),
+                             realtime=realtime).start()
         self.setup = controller_setup({**PARAMS, **params, "robot_ip": self.fr3.hostname})
         self.arm = FrankyArm(self.setup.arm)
         self.arm.connect(timeout=30.0)
@@ -40,6 +42,8 @@ class Rig:
         self.emu = self.fr3.emulator
         self.seq = 0
         self.outs = []
+        period = self.setup.controller.safety.cycle_period
+        self.pacer = ArmClockPacer(period, ARM_CLOCK_WAIT_CYCLES * period) if paced else None  # as the node
         run_cycle(self.ctrl, self.arm)  # the first joint state
 
     def chunk(self, offset, gripper=0.08, horizon=8):
@@ -61,6 +65,8 @@ class Rig:
             self.outs.append(run_cycle(self.ctrl, self.arm))
             k += 1
             time.sleep(max(0.0, t0 + k * period - time.monotonic()))
+            if self.pacer is not None:
+                self.pacer.wait(self.arm.arm_time)
 
     def state(self):
         return np.asarray(self.arm.read_state().q)
@@ -112,7 +118,9 @@ def first_command():
 def reflex():
     r = Rig()
     assert r.ctrl.enable()[0]
+    mark = r.emu.mark()
     r.run(1.0, lambda: r.chunk([0.2, 0, 0, 0, 0, 0, 0.2]))
+    before = r.emu.n_commands - mark  # the emulated arm's command rate on this machine, before the reflex
     injected = r.emu.inject_reflex("cartesian_reflex")
     r.run(0.3, lambda: r.chunk([0.2, 0, 0, 0, 0, 0, 0.2]))
     out = {"injected": injected, "mode_after_reflex": r.ctrl.mode.name, "reason": r.ctrl.reason,
@@ -125,9 +133,36 @@ def reflex():
     mark = r.emu.mark()
     r.run(1.5, lambda: r.chunk([-0.1, 0, 0, 0, 0, 0, -0.1]))
     out["commands_after"] = r.emu.n_commands - mark
+    out["commands_before"] = before
     out["mode_at_end"] = r.ctrl.mode.name
     out["reflexes"] = [x["errors"] for x in r.emu.reflexes]
     return out
+
+
+def slow_arm(paced: bool):
+    """An arm whose clock runs at a third of real time (franky-sim on a loaded machine), driven 3 s toward
+    0.25 rad away at factor 0.3, tracking checked at the profile's 0.1 rad."""
+    r = Rig(paced=paced, realtime=1 / 3, relative_dynamics_factor=0.3, max_tracking_error=0.1)
+    assert r.ctrl.enable()[0]
+    t_arm = r.arm.arm_time()
+    errors = []
+
+    def chunk():
+        errors.append(float(np.max(np.abs(r.state() - r.ctrl.command.q))))
+        return r.chunk([0.25, 0, 0, 0, 0, 0, 0.25])
+
+    r.run(3.0, chunk)
+    return {"mode": r.ctrl.mode.name, "reason": r.ctrl.reason, "max_tracking_error": max(errors),
+            "arm_seconds": r.arm.arm_time() - t_arm, "travel": float(np.max(np.abs(r.state() - START))),
+            "reflexes": len(r.emu.reflexes), "waits": 0 if r.pacer is None else r.pacer.waits}
+
+
+def slow_arm_paced():
+    return slow_arm(True)
+
+
+def slow_arm_unpaced():
+    return slow_arm(False)
 
 
 if __name__ == "__main__":

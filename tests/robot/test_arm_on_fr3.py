@@ -76,5 +76,22 @@ def test_a_reflex_is_an_error_until_recovered_and_enabled_again():
     assert r["enable_in_error"][0] is False and "recover first" in r["enable_in_error"][1]
     assert r["recovered"][0] and r["mode_after_recover"] == "DISABLED"
     assert r["enable_after_recover"] == [True, "enabled"]
-    assert r["commands_after"] > 500 and r["mode_at_end"] == "ENABLED"
+    # commanded again, at least half the rate it was before the reflex (1.5 s after against 1 s before; the rate is the
+    # emulated arm's on this machine: 1 kHz where it keeps real time, about 0.3 kHz on a loaded 2-core one)
+    assert r["commands_before"] > 100, r
+    assert r["commands_after"] > 0.5 * 1.5 * r["commands_before"] and r["mode_at_end"] == "ENABLED", r
     assert r["reflexes"] == [["cartesian_reflex"]]
+
+
+def test_the_loop_keeps_to_an_arm_whose_clock_runs_slow():
+    """franky-sim on a loaded 2-core machine runs at about a third of real time. The loop, paced by the wall
+    clock alone, streamed each velocity for a third of a cycle of the arm's time: the command ran ahead of
+    the arm until the tracking check stopped it (CI: ERROR "tracking error 0.100 rad" 2 s into the factor
+    0.1 stage). Paced by the arm's clock as well (ArmClockPacer), the loop slows with the arm."""
+    paced, unpaced = scenario("slow_arm_paced"), scenario("slow_arm_unpaced")
+    print({"paced": paced, "unpaced": unpaced})
+    assert unpaced["mode"] == "ERROR" and "tracking error" in unpaced["reason"], unpaced  # the fault is real
+    assert paced["mode"] == "ENABLED" and paced["reflexes"] == 0, paced
+    assert paced["waits"] > 0 and paced["arm_seconds"] < 1.5  # it waited on an arm slower than the wall clock
+    assert paced["max_tracking_error"] < 0.5 * 0.1, paced
+    assert paced["travel"] > 0.05, paced  # and drove it

@@ -84,6 +84,40 @@ class FrankyArmConfig:
             raise ValueError("load_com must be 3 values and load_inertia 9 (column-major 3x3)")
 
 
+class ArmClockPacer:
+    """Keeps the control loop from running ahead of the arm's own clock: a cycle is one ``period`` of the
+    arm's time as well as of the wall clock. A real FR3's clock keeps real time and this never waits. An
+    emulated arm that runs slower than real time (franky-sim at 0.3x on a loaded 2-core machine) executed
+    each streamed velocity for a third of a cycle, so the command ran ahead of the arm until the tracking
+    check stopped it (ERROR at 0.1 rad after 2 s at factor 0.1); paced, the whole loop slows with the arm
+    and the commands stay ones the arm follows. Each wait is bounded by ``max_wait``: an arm clock that
+    stopped (a lost connection) never stops the loop, which reads the arm's errors, the e-stop and the
+    watchdog every cycle."""
+
+    def __init__(self, period: float, max_wait: float, slack: float = 0.002, poll: float = 0.0005):
+        if not 0 < slack < period <= max_wait:
+            raise ValueError(f"need 0 < slack < period <= max_wait, got {slack}, {period}, {max_wait}")
+        self.period, self.max_wait, self.slack, self.poll = period, max_wait, slack, poll
+        self._due: float | None = None  # the arm's time the next cycle is due at
+        self.waits = 0  # cycles that waited for the arm
+
+    def wait(self, arm_time, clock=time.monotonic, sleep=time.sleep) -> float:
+        """Before a cycle: wait until ``arm_time()`` (the arm's clock, s) reaches this cycle's due time
+        (``slack`` early: a state read is up to a robot tick old). Returns the seconds waited."""
+        t = arm_time()
+        if self._due is None or t > self._due + self.period:
+            self._due = t  # the first cycle, or the arm ahead (the loop was late): no catching up
+        start = clock()
+        waited = False
+        while t < self._due - self.slack and clock() - start < self.max_wait:
+            waited = True
+            sleep(self.poll)
+            t = arm_time()
+        self.waits += waited
+        self._due += self.period
+        return clock() - start
+
+
 @dataclass
 class ArmState:
     q: np.ndarray  # (7,) measured joint positions [rad]
@@ -275,6 +309,10 @@ class FrankyArm:
         self.last_state = ArmState(np.array(s.q, dtype=float), np.array(s.dq, dtype=float), float(s.time.to_sec()),
                                    now, width)
         return self.last_state
+
+    def arm_time(self) -> float | None:
+        """The arm's own clock (RobotState.time, s); None without a robot."""
+        return None if self.robot is None else float(self.robot.state.time.to_sec())
 
     # ---------------------------------------------------------- commanding
     def velocity_for(self, cmd: CommandState, q_measured: np.ndarray | None) -> np.ndarray:

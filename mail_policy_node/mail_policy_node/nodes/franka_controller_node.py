@@ -40,7 +40,7 @@ from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import ControllerStatus
 from mail_policy_node.control.chunks import ChunkRejection
 from mail_policy_node.control.controller import ArmController, Mode
-from mail_policy_node.control.franky_arm import FrankyArm, run_cycle
+from mail_policy_node.control.franky_arm import ArmClockPacer, FrankyArm, run_cycle
 from mail_policy_node.control.params import CONTROLLER_PARAMETERS, controller_setup
 from mail_policy_node.control.safety import CommandState
 from mail_policy_node.data.sync import ClockMapper
@@ -54,6 +54,7 @@ from mail_policy_node.spec import (FR3_FINGER_NAMES, FR3_JOINT_NAMES, GRIPPER_NA
                                    relative)
 
 STALL_CYCLES = 20  # a control loop silent this many periods is reported as stalled
+ARM_CLOCK_WAIT_CYCLES = 10  # a cycle waits at most this many periods for an arm whose clock runs slow
 ROBOT_CLOCK_RESET_S = 1.0  # the robot's clock this far behind the newest state published: it restarted
 
 
@@ -70,6 +71,7 @@ class FrankaControllerNode(LifecycleNode):
         self.auto_enable = p["auto_enable"]
         self.ctrl = ArmController(config, clock=time.monotonic, wall_clock=time.time)
         self.arm = FrankyArm(setup.arm)
+        self.pacer = ArmClockPacer(period, ARM_CLOCK_WAIT_CYCLES * period)
         self.lock = threading.Lock()
         self.clock_map = ClockMapper()
         self._last_joint_time = float("-inf")  # robot time of the newest joint state published
@@ -296,6 +298,11 @@ class FrankaControllerNode(LifecycleNode):
                 time.sleep(delay)
             else:
                 next_t = time.monotonic()  # overran: do not try to catch up with a burst
+            if self.arm.robot is not None:
+                try:
+                    self.pacer.wait(self.arm.arm_time)
+                except Exception:  # noqa: BLE001 - a lost arm: the next cycle's state read reports it
+                    pass
 
     def _stop_motion(self) -> None:
         """Entering ERROR: stop whatever franky still runs (a reflex already stopped the arm)."""
