@@ -470,6 +470,35 @@ def test_whole_chunks_arriving_after_their_plan_ran_out_are_not_held_and_a_late_
     assert c.command.q[0] == pytest.approx(READY_POSE[0] + 0.3, abs=0.02)  # it followed every chunk
 
 
+def test_an_enable_gives_the_first_chunk_the_policys_replanning_period():
+    """The sim profile auto-enables on the first chunk; on a loaded machine that start-up chunk was stale
+    (refused) and the enable left the next chunk only the timeout (0.5 s), while a policy executing whole
+    chunks sends one every 0.5 s: held before it could come, an episode never moved (CI). Now the first
+    chunk after an enable is due as any next one: the period the policy's last chunk said, then the timeout."""
+    config = ControllerConfig(scheduler=SchedulerConfig(names=NAMES), watchdog=WatchdogConfig(timeout=0.5))
+    stale = joint_chunk(0.0, [READY_POSE] * 5, seq=0, execute=5)  # 5 x 0.1 s, planned 0.6 s ago
+    c2 = ArmController(config, clock=lambda: pytest.fail("tests pass time explicitly"))
+    c2.update_measurement(READY_POSE, 0.0, 0.08)
+    assert c2.submit_chunk(stale, now=0.6).reason == ChunkRejection.ALL_STALE  # refused before the enable
+    assert c2.enable(0.6)[0]
+    t = 0.6
+    while t < 0.6 + 0.9:  # the next chunk comes 0.9 s later: within 0.5 + 0.5
+        t = round(t + 0.01, 10)
+        c2.step(t)
+    assert c2.mode == Mode.ENABLED, c2.reason
+    assert c2.submit_chunk(joint_chunk(t - 0.1, [READY_POSE + 0.01] * 5, seq=1, execute=5), now=t).ok
+    # a policy that stops after its stale chunk is still held within its period + the timeout of the enable
+    c3 = ArmController(config, clock=c2.clock)
+    c3.update_measurement(READY_POSE, 0.0, 0.08)
+    c3.submit_chunk(stale, now=0.6)
+    assert c3.enable(0.6)[0]
+    t = 0.6
+    while c3.mode == Mode.ENABLED:
+        t = round(t + 0.01, 10)
+        c3.step(t)
+    assert 0.6 + 1.0 - 1e-9 < t <= 0.6 + 1.0 + 0.01 + 1e-9 and c3.reason == TripReason.CHUNK_TIMEOUT.value
+
+
 # ---------------------------------------------------------------- clocks
 def test_a_wall_clock_step_neither_blinds_nor_trips_the_watchdog():
     """The watchdog ran on time.time(): a step back of the system clock (NTP) blinded it for as long as the

@@ -182,6 +182,7 @@ class ArmController:
         self._disable_requested = False
         self._estop_active = False
         self._driver: str | None = None  # policy_id bound by the first chunk accepted after enable
+        self._replan_period = 0.0  # what the last chunk from the driving policy said (ActionChunk.replan_period)
         self._cmd: CommandState | None = (CommandState.at_rest(initial_q, initial_gripper)
                                           if initial_q is not None else None)
         self._meas_q: np.ndarray | None = None
@@ -233,6 +234,7 @@ class ArmController:
         chunk = dataclasses.replace(chunk, stamp=float(chunk.stamp) - (wall - now)) if wall != now else chunk
         verdict = self._check_source(chunk)
         if verdict.ok:
+            self._replan_period = chunk.replan_period()  # even if refused below: the policy's next is due then
             verdict = self.scheduler.validate(chunk, now)
         rows = None
         if verdict.ok:
@@ -346,7 +348,7 @@ class ArmController:
         start = self._meas_q if self._meas_q is not None else self._cmd.q
         self._cmd = CommandState.at_rest(start, self._cmd.gripper)
         self.scheduler.clear()
-        self.watchdog.rearm(now)
+        self.watchdog.rearm(now, self._replan_period)
         self._disable_requested = False
         self._driver = None
         self._set_mode(Mode.ENABLED, "enabled")

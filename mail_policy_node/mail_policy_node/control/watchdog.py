@@ -47,10 +47,13 @@ class Watchdog:
         self.trips = 0
         self._deadline: float | None = None
 
-    def rearm(self, now: float) -> None:
-        """Clear a trip; the first chunk is due within the timeout from ``now`` (explicit enable)."""
+    def rearm(self, now: float, period: float = 0.0) -> None:
+        """Clear a trip (explicit enable at ``now``); the first chunk is due as any next one: ``period`` (the
+        replanning period the policy's last chunk said, 0 if none came) and ``timeout`` after ``now``. With
+        the timeout alone, an enable on a stale start-up chunk of a policy replanning every 0.5 s (whole
+        chunks) held the arm before that policy's next chunk could come (CI: an episode that never moved)."""
         self.tripped = None
-        self._deadline = now + self.config.timeout
+        self.feed(now, period)
 
     def feed(self, now: float, period: float = 0.0) -> None:
         """A fresh chunk was accepted at ``now``; its policy sends the next one ``period`` seconds later."""
