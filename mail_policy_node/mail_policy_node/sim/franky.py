@@ -25,7 +25,8 @@ Design:
 
 - Closed loop: `FrankySimEnv` has `TaskEnv`'s reset/step/observation interface but sends each action as
   a franky ``JointMotion`` (asynchronous, pre-empting the previous one) and a gripper move, and paces
-  `step()` in wall-clock time. It is not deterministic (real-time threads) and each motion is planned
+  `step()` by the simulated arm's clock (``dt`` of the arm's time per step, however fast franky-sim
+  runs). It is not deterministic (real-time threads) and each motion is planned
   by franky to stop at its target, so motion is less smooth than in `TaskEnv`; it checks the libfranka
   path, not policy quality. The stack's robot node does the same against the real arm.
 """
@@ -146,6 +147,10 @@ class FrankySimScene:
     def data(self) -> mujoco.MjData:
         return self._sim.data
 
+    def sim_time(self) -> float:
+        """Seconds of simulated time since `start`."""
+        return float(self._sim.data.time) - self.t0
+
     def capture_state(self) -> dict:
         """A copy of what the cameras need, taken while physics runs."""
         d = self._sim.data
@@ -177,8 +182,8 @@ SIM_WORLD_PARAMETERS: tuple[Parameter, ...] = (
               0, 2**31 - 1),
     Parameter("hostname", "127.0.0.1", "loopback address franky-sim serves the FR3 on (the controller's robot_ip)"),
     Parameter("state_rate_hz", 10.0, "[Hz] state snapshots for the simulated cameras (their frame rate)", 0.1, 100.0),
-    Parameter("episode_timeout", 0.0, "[s] from the arm's first motion to the end of the episode; 0 = the task's "
-              "own step limit x 0.1 s", 0.0, 7 * 24 * 3600.0),
+    Parameter("episode_timeout", 0.0, "[s of simulated time] from the arm's first motion to the end of the episode; "
+              "0 = the task's own step limit x 0.1 s", 0.0, 7 * 24 * 3600.0),
     Parameter("motion_timeout", 60.0, "[s] from ready to the arm's first motion, else the episode ends failed",
               1.0, 24 * 3600.0),
 )
@@ -249,8 +254,9 @@ class CameraProcess:
 
 
 class FrankySimEnv:
-    """`TaskEnv`'s interface over franky-sim in real time: one fresh scene per episode, the camera
-    process kept across episodes. ``dynamics_factor`` scales franky's velocity/acceleration/jerk limits.
+    """`TaskEnv`'s interface over franky-sim, stepped on the simulated arm's clock: one fresh scene per
+    episode, the camera process kept across episodes. ``dynamics_factor`` scales franky's
+    velocity/acceleration/jerk limits.
 
     ``twin`` is a synchronous `TaskEnv` (no rendering) reset with the same seed at every `reset`: the
     same task parameters and start joints, and privileged state for a scripted expert's plan
@@ -289,7 +295,7 @@ class FrankySimEnv:
         self._gripper_future = None
         self._hand.reset()
         self.steps = 0
-        self._t_start = time.monotonic()
+        self._t_start = self.scene.sim_time()  # the arm's clock at the episode's first observation
         return self.observe()
 
     def step(self, action) -> tuple[dict, bool, dict]:
@@ -304,11 +310,24 @@ class FrankySimEnv:
         if hand is not None:
             self._gripper_future = send_hand_command(self._gripper, hand)
         self.steps += 1
-        time.sleep(max(0.0, self._t_start + self.steps * self.dt - time.monotonic()))
+        self._wait_for_arm_time(self._t_start + self.steps * self.dt)
         success, failed = self.scene.evaluate()
         truncated = self.steps >= self.max_steps
         info = {"success": success, "failed": failed, "truncated": truncated and not success, "steps": self.steps}
         return self.observe(), bool(success or failed or truncated), info
+
+    def _wait_for_arm_time(self, t: float, stall_s: float = 5.0) -> None:
+        """Wait until the simulated arm's clock (`FrankySimScene.sim_time`) reads ``t``. A step is ``dt`` of the arm's
+        time, not of the wall clock: franky executes each motion in the arm's time, and franky-sim keeps
+        wall-clock pace only where the CPU allows (0.35x real time on a loaded 2-core machine, where wall-clock
+        steps cut every motion short). A clock that stops for ``stall_s`` is an error."""
+        last, since = self.scene.sim_time(), time.monotonic()
+        while (now := self.scene.sim_time()) < t - 1e-9:
+            if now > last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since > stall_s:
+                raise RuntimeError(f"franky-sim's clock stopped at {now:.3f} s (waiting for {t:.3f} s)")
+            time.sleep(min(0.002, max(0.0005, t - now)))
 
     def observe(self) -> dict:
         state = self.scene.capture_state()
