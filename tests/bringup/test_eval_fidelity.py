@@ -235,3 +235,6 @@ def test_command_accelerations_skip_commands_the_observer_did_not_get():
     ddq = command_accelerations(dq, stamps, 100.0)
     assert ddq.shape == (5, 7)
     assert ddq[:, 0] == pytest.approx([1.0, 1.0, 0.0, 1.0, 29.0])  # the last pair is consecutive: reported
+    # a controller keeping to an arm at a third of real time: its cycles 30 ms apart, one command lost
+    paced = command_accelerations(dq, np.array([0.0, 0.03, 0.06, 0.12, 0.15, 0.18]), 100.0)
+    assert paced[:, 0] == pytest.approx([1.0, 1.0, 0.0, 1.0, 29.0])

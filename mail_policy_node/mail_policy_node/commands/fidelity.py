@@ -168,8 +168,9 @@ def not_identical(sync: dict, stack: dict, settings: dict) -> list[str]:
     timeout = stack.get("episode_timeout_s")
     sim = stack.get("sim_duration_median_s")
     notes = [
-        f"episode length: synchronous {limit}; stack {timeout if timeout is not None else '?'} s of wall clock from "
-        "the arm's first motion (sim_world.episode_timeout), during which franky-sim's clock may fall behind "
+        f"episode length: synchronous {limit}; stack {timeout if timeout is not None else '?'} s of simulated time "
+        "from the arm's first motion (sim_world.episode_timeout); franky-sim's clock may fall behind the wall clock, "
+        "and with it the controller, while the policy computes in wall-clock time "
         f"(simulated seconds per wall second here: {stack.get('sim_per_wall')}; median simulated episode {sim} s)",
         "success check: both use the task's predicate (sim/tasks.py) on the simulated state; synchronous after "
         "every 0.1 s step, the stack at sim_world.state_rate_hz ticks of the wall clock on the running physics",
@@ -229,7 +230,7 @@ def markdown(report: dict) -> str:
         f"| success | {sr} | {kr} |",
         f"| 95 % Wilson interval | {si} | {ki} |",
         f"| episode limit | {s['step_limit']} steps ({s['episode_limit_s']} s simulated) | "
-        f"{k['episode_timeout_s']} s wall clock from the first motion (median {k['sim_duration_median_s']} s "
+        f"{k['episode_timeout_s']} s simulated from the first motion (median {k['sim_duration_median_s']} s "
         f"simulated, {k['wall_duration_median_s']} s wall) |",
         f"| failures ended by | {_counts({x: v for x, v in s['ended_by'].items() if x != 'success'})} | "
         f"{_counts({x: v for x, v in k['ended_by'].items() if x != 'success'})} |",

@@ -126,13 +126,18 @@ class SimWorldNode(Node):
         if distance is not None:
             self.min_distance = min(self.min_distance, distance)
         elapsed = stamp - self.t_start
-        if success or failed or elapsed > self.timeout:
+        sim_elapsed = state["time"] - self.sim_t_start
+        # the timeout counts the simulated arm's seconds, as the synchronous evaluation's step limit does and as
+        # the controller keeps to the arm's clock: where franky-sim runs behind the wall clock (0.35x on a loaded
+        # 2-core machine) an episode of wall-clock seconds gave the arm a third of its time
+        if success or failed or sim_elapsed > self.timeout:
             self.ended = True
-            # duration: wall-clock seconds (what the timeout counts); sim_duration: simulated seconds
+            # duration: wall-clock seconds; sim_duration: simulated seconds (what the timeout counts)
             self._event("end", success=bool(success), failed=bool(failed), duration=round(elapsed, 3),
-                        sim_duration=round(state["time"] - self.sim_t_start, 3), timeout=self.timeout,
+                        sim_duration=round(sim_elapsed, 3), timeout=self.timeout,
                         start_distance=self.start_distance, final_distance=distance, min_distance=self.min_distance)
-            self.get_logger().info(f"episode end: success={success} after {elapsed:.1f} s")
+            self.get_logger().info(f"episode end: success={success} after {sim_elapsed:.1f} s simulated "
+                                   f"({elapsed:.1f} s wall)")
 
     def destroy_node(self):
         self.scene.close()
