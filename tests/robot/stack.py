@@ -140,6 +140,14 @@ class Emulator(Process):
         return summary
 
 
+def arm_clock_rate(rec: dict) -> float:
+    """The emulated arm's seconds per wall-clock second over its recording (1.0: it kept real time)."""
+    sim_t, wall_t = rec["states_sim_time"], rec["states_t"]
+    if len(wall_t) < 2 or wall_t[-1] <= wall_t[0]:
+        return float("nan")
+    return float((sim_t[-1] - sim_t[0]) / (wall_t[-1] - wall_t[0]))
+
+
 def stream_ratios(summary: dict, limits, tolerance: float = 0.0) -> tuple[dict[str, float], dict[str, list]]:
     """Peak |velocity|, |acceleration|, |jerk| of the 1 kHz command stream over ``limits`` (anything with
     dq_max, ddq_max, dddq_max: the caps, or the FR3's own table), each the worst joint; and per quantity

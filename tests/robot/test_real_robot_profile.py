@@ -33,8 +33,8 @@ import pytest
 from mail_policy_node.control.limits import FR3_HW_DDDQ_MAX, FR3_HW_DDQ_MAX, FR3_HW_DQ_MAX
 from mail_policy_node.control.params import controller_setup
 from mail_policy_node.sim.franky import loopback_candidates
-from tests.robot.stack import (SHIPPED, STAGES, Emulator, Process, random_checkpoint, record_cameras, stream_ratios,
-                               task_start)
+from tests.robot.stack import (SHIPPED, STAGES, Emulator, Process, arm_clock_rate, random_checkpoint, record_cameras,
+                               stream_ratios, task_start)
 from tests.rosutil import probe, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
@@ -51,6 +51,8 @@ CAPS_TOLERANCE = 1e-3  # libfranka's own kLimitEps, as the emulator's checks
 # ~500 cycles), load spikes a few ms each. Each excursion over the caps is reported (where, how long, what the
 # client's timing was then).
 MAX_OVER_CAPS_SHARE = 0.005
+MIN_ACCEPTED = 20  # chunks the controller accepts from the shipped policy per stage (10 Hz: 2 s of driving)
+SLOW_ARM_CLOCK = 0.9  # the emulated arm's seconds per wall second below which it counts as slower than real time
 
 
 @dataclass
@@ -225,26 +227,33 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
         t_enable, t_enable_wall = time.monotonic(), time.time()
         ok, why = driver.call("/franka_controller/enable")
         assert ok, why
-        trips = drive(driver, fresh, commands, RUN_S)
+        trips = drive(driver, fresh, commands, RUN_S, min_accepted=MIN_ACCEPTED)
         s = fresh()[-1]
         figures = {"path": driver.name, "stage": name, "mode_after_shipped": int(s.mode), "reason": s.reason,
-                   "rejections": dict(zip(s.rejection_names, map(int, s.rejection_counts))),
+                   "rejections": _rejections(s),
                    "chunks_received": int(s.chunks_received), "watchdog_trips_while_driving": trips}
         gaps = np.diff([t for t in arrivals if t >= t_enable_wall])
         figures["chunk_gap_max_s"] = float(gaps.max()) if len(gaps) else None
-        # the policy drove (a chunk late on a loaded machine is refused as all_stale, as it must be)
-        assert s.chunks_received - s.chunks_rejected >= 20, (name, figures)
-        assert set(figures["rejections"]) <= {"all_stale"}, (name, figures)
+        # the policy drove (what its chunks may be refused for is judged with the arm's clock rate, below)
+        assert s.chunks_received - s.chunks_rejected >= MIN_ACCEPTED, (name, figures)
         if not dry:
             # another policy while enabled: refused (the arm holds) until an explicit enable
             driver.set_checkpoint("reach_random")
             wait_for(lambda: fresh()[-1].mode == ControllerStatus.MODE_HOLDING, 20, what="hold on the swapped policy")
             figures["swap_hold_reason"] = fresh()[-1].reason  # the load's gap in chunks may trip the watchdog first
-            # the swapped-in policy's chunks, once they come, are refused while the arm holds
-            refused = lambda s: dict(zip(s.rejection_names, s.rejection_counts)).get("other_policy", 0)  # noqa: E731
-            wait_for(lambda: refused(fresh()[-1]) >= 1, 30, what="the swapped policy's chunks refused")
+            # the swapped-in policy's chunks, once they come, are refused while the arm holds: as another
+            # policy's while the shipped one is bound to the enable; on a loaded machine the last enable (after a
+            # watchdog hold) may have bound none yet, and its jumping chunks are refused by their own checks
+            # (too_fast, far_from_arm). Either way it must not drive: the arm holds
+            base = _rejections(fresh()[-1])
+
+            def refused(s) -> dict:
+                new = {k: v - base.get(k, 0) for k, v in _rejections(s).items() if k != "all_stale"}
+                return {k: v for k, v in new.items() if v > 0}
+
+            wait_for(lambda: refused(fresh()[-1]), 30, what="the swapped policy's chunks refused")
             held = fresh()[-1]
-            figures["other_policy_rejections"] = refused(held)
+            figures["swap_refusals"] = refused(held)
             figures["mode_when_refused"] = int(held.mode)
             wait_for(lambda: fresh()[-1].mode == ControllerStatus.MODE_HOLDING and _at_rest(commands), 10,
                      what="at rest")
@@ -256,7 +265,7 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
             assert ok, why
             drive(driver, fresh, commands, RUN_S)
             s = fresh()[-1]
-            figures["random_rejections"] = dict(zip(s.rejection_names, map(int, s.rejection_counts)))
+            figures["random_rejections"] = _rejections(s)
             figures["limit_hits"] = int(s.limit_hits)
             driver.set_checkpoint("reach_dma_small")
         driver.call("/franka_controller/disable")
@@ -275,15 +284,19 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
     return judge(figures, summary, params, factor, t_enable)
 
 
-def drive(driver, fresh, commands, seconds: float) -> int:
-    """Let the policy drive for ``seconds``. A watchdog trip (a chunk late on this loaded 2-core machine:
-    the policy runs on its CPU, and real_robot.yaml's watchdog is 0.3 s) holds the arm, as it must; the
-    operator enables again once it is at rest. Returns the trips."""
+def drive(driver, fresh, commands, seconds: float, min_accepted: int = 0) -> int:
+    """Let the policy drive for ``seconds``, and on (up to 3x as long) until the controller has accepted
+    ``min_accepted`` chunks since its start: on a loaded 2-core machine the policy's chunks come slower. A
+    watchdog trip (a chunk late there: the policy runs on its CPU, and real_robot.yaml's watchdog is 0.3 s)
+    holds the arm, as it must; the operator enables again once it is at rest. Returns the trips."""
     from mail_msgs.msg import ControllerStatus
 
-    end, trips = time.monotonic() + seconds, 0
-    while time.monotonic() < end:
+    start, trips = time.monotonic(), 0
+    while True:
         s = fresh()[-1]
+        elapsed = time.monotonic() - start
+        if elapsed >= 3 * seconds or (elapsed >= seconds and s.chunks_received - s.chunks_rejected >= min_accepted):
+            break
         if s.mode == ControllerStatus.MODE_HOLDING and s.reason == "chunk_timeout" and \
                 _at_rest(commands) and trips < 3:
             trips += 1
@@ -291,6 +304,10 @@ def drive(driver, fresh, commands, seconds: float) -> int:
             assert ok or "decelerating" in why, why
         time.sleep(0.1)
     return trips
+
+
+def _rejections(status) -> dict:
+    return dict(zip(status.rejection_names, map(int, status.rejection_counts)))
 
 
 def _at_rest(commands) -> bool:
@@ -317,6 +334,13 @@ def excursions(rec: dict, over: list[int], t_enable: float, most: int = 10) -> l
 
 def judge(figures: dict, summary: dict, params: dict, factor, t_enable: float) -> dict:
     rec = summary["recording"]
+    # The shipped policy's chunks are refused only for being late (all_stale). Where the emulated arm's clock
+    # ran slower than real time (franky-sim on a loaded machine; the controller keeps to the arm's clock) the
+    # arm lags the plan a policy made in real time: its first action can then be too far from the arm
+    # (far_from_arm), as on a real arm that lagged; refused, as it must be
+    figures["arm_clock_rate"] = round(arm_clock_rate(rec), 3)
+    allowed = {"all_stale"} | ({"far_from_arm"} if figures["arm_clock_rate"] < SLOW_ARM_CLOCK else set())
+    assert set(figures["rejections"]) <= allowed, figures
     figures["reflexes"] = [r["errors"] for r in summary["reflexes"]]
     figures["hand_commands"] = [h["kind"] for h in summary["hand_commands"]]
     if factor is None:  # dry run: computed and published, nothing sent
