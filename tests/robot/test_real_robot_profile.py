@@ -40,7 +40,7 @@ from tests.rosutil import probe, wait_for
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
 
 RUN_S = 5.0  # each policy drives this long per stage
-RECORDING_S = 260.0  # camera recordings cover one path's stages
+RECORDING_S = 480.0  # camera recordings cover one path's stages (~300 s on a slow 2-core machine; ~0.7 GB)
 CAPS_TOLERANCE = 1e-3  # libfranka's own kLimitEps, as the emulator's checks
 # The caps bound every plan franky makes, but not every 1 kHz command on this loaded 2-core machine: franky
 # starts each motion that pre-empts the last from the robot state it read, and a late state steps the
@@ -241,19 +241,17 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
             driver.set_checkpoint("reach_random")
             wait_for(lambda: fresh()[-1].mode == ControllerStatus.MODE_HOLDING, 20, what="hold on the swapped policy")
             figures["swap_hold_reason"] = fresh()[-1].reason  # the load's gap in chunks may trip the watchdog first
-            # the swapped-in policy's chunks, once they come, are refused while the arm holds: as another
-            # policy's while the shipped one is bound to the enable; on a loaded machine the last enable (after a
-            # watchdog hold) may have bound none yet, and its jumping chunks are refused by their own checks
-            # (too_fast, far_from_arm). Either way it must not drive: the arm holds
-            base = _rejections(fresh()[-1])
-
-            def refused(s) -> dict:
-                new = {k: v - base.get(k, 0) for k, v in _rejections(s).items() if k != "all_stale"}
-                return {k: v for k, v in new.items() if v > 0}
-
-            wait_for(lambda: refused(fresh()[-1]), 30, what="the swapped policy's chunks refused")
+            # the swapped-in policy's chunks reach the controller while the arm holds, and do not drive it: refused
+            # as another policy's while the shipped one is bound to the enable; on a loaded machine the last enable
+            # (after a watchdog hold) may have bound none yet, and they are refused by their own checks (too_fast,
+            # far_from_arm) or scheduled for a hold that only an enable ends. Either way the arm holds
+            wait_for(lambda: policy and policy[-1].checkpoint == "reach_random", 60, what="the swapped policy loaded")
+            base = fresh()[-1]
+            wait_for(lambda: fresh()[-1].chunks_received >= base.chunks_received + 3, 30,
+                     what="the swapped policy's chunks at the controller")
             held = fresh()[-1]
-            figures["swap_refusals"] = refused(held)
+            figures["swap_refusals"] = {k: v - _rejections(base).get(k, 0) for k, v in _rejections(held).items()
+                                        if v > _rejections(base).get(k, 0)}
             figures["mode_when_refused"] = int(held.mode)
             wait_for(lambda: fresh()[-1].mode == ControllerStatus.MODE_HOLDING and _at_rest(commands), 10,
                      what="at rest")
