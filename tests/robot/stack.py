@@ -45,7 +45,9 @@ def task_start():
 
 
 def record_cameras(folder: Path, frames: dict, seconds: float) -> dict[str, Path]:
-    """One recording per camera: its frame repeated for `seconds` (a still scene, as before a task)."""
+    """One recording per camera: its frame repeated for `seconds` (a still scene, as before a task). On a
+    slow 2-core machine the files held only ~40 % of the frames asked (played back: 5377 frames of the 14400
+    of 480 s, the playback ended after 180 s and the policy's chunks stopped); ask for enough."""
     from mail_policy_node.data.cameras import record_realsense_file
 
     out = {}
