@@ -40,7 +40,7 @@ from tests.rosutil import probe, wait_for
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
 
 RUN_S = 5.0  # each policy drives this long per stage
-RECORDING_S = 1500.0  # s of frames asked per camera: a slow machine's recorder kept ~40 % of them (below)
+RECORDING_S = 420.0  # camera recordings cover one path's stages (~300 s on a slow 2-core machine)
 CAPS_TOLERANCE = 1e-3  # libfranka's own kLimitEps, as the emulator's checks
 # The caps bound every plan franky makes, but not every 1 kHz command on this loaded 2-core machine: franky
 # starts each motion that pre-empts the last from the robot state it read, and a late state steps the
