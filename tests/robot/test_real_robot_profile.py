@@ -250,8 +250,9 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
             wait_for(lambda: fresh()[-1].chunks_received >= base.chunks_received + 3, 30,
                      what="the swapped policy's chunks at the controller")
             held = fresh()[-1]
-            figures["swap_refusals"] = {k: v - _rejections(base).get(k, 0) for k, v in _rejections(held).items()
-                                        if v > _rejections(base).get(k, 0)}
+            before = _rejections(base)
+            figures["swap_refusals"] = {k: v - before.get(k, 0) for k, v in _rejections(held).items()
+                                        if v > before.get(k, 0)}
             figures["mode_when_refused"] = int(held.mode)
             wait_for(lambda: fresh()[-1].mode == ControllerStatus.MODE_HOLDING and _at_rest(commands), 10,
                      what="at rest")

@@ -155,7 +155,7 @@ class FrankySimScene:
         """A copy of what the cameras need, taken while physics runs."""
         d = self._sim.data
         return {"qpos": d.qpos.copy(), "mocap_pos": d.mocap_pos.copy(), "mocap_quat": d.mocap_quat.copy(),
-                "time": float(d.time) - self.t0}
+                "time": self.sim_time()}
 
     def evaluate(self) -> tuple[bool, bool]:
         return self.task.evaluate(self._sim.model, self._sim.data, self.params)
