@@ -86,7 +86,11 @@ def _scenarios(out: Path) -> None:
             last = q
         return False
 
-    fr3 = StrictFR3().start()  # bound to a loopback_candidates address
+    # bound to a loopback_candidates address. Lock-step up to 50 ms: on a loaded 2-core machine franky's
+    # answer to a state sometimes takes longer than the default 5 ms, and a command applied a tick late
+    # bends the next one (CI: joint 1 at 1.62 rad/s^2 where franky plans 1.5); this test measures franky's
+    # own trajectory, which a real FR3's real-time client delivers inside the cycle
+    fr3 = StrictFR3(command_wait_ms=50.0).start()
     emu = fr3.emulator
     robot = franky.Robot(fr3.hostname, realtime_config=franky.RealtimeConfig.Ignore)
     res["hostname"] = fr3.hostname
@@ -102,6 +106,7 @@ def _scenarios(out: Path) -> None:
         ids = c["message_id"]
         scaled = types.SimpleNamespace(dq_max=np.full(7, 0.5), ddq_max=np.full(7, 2.0), dddq_max=np.full(7, 1000.0))
         return {"reflexes": len(emu.reflexes), "moves": emu.counters["motions"] - motions, "n": int(len(ids)),
+                "not_in_time": emu.counters["commands_not_in_time"],
                 "id_span": int(ids[-1] - ids[0] + 1), "finished": int(c["finished"].sum()),
                 "v1": [float(c["v"][:, 0].min()), float(c["v"][:, 0].max())],
                 "ratios": emu.peak_ratios(scaled, since=mark), "states": emu.n_states,
@@ -230,7 +235,7 @@ def test_smooth_motion_stays_inside_every_limit(scenarios):
     for q in ("velocity", "acceleration", "jerk", "velocity_bound"):
         assert 0.0 < fr3[q]["max"] < 1.0, (q, fr3[q])
     # franky at factor 0.1 keeps joint 1 within 0.1 x its (Panda) acceleration limit of 15 rad/s^2
-    assert fr3["acceleration"]["per_joint"][0] <= 0.15 + 0.01
+    assert fr3["acceleration"]["per_joint"][0] <= 0.15 + 0.01, (fr3["acceleration"], r["not_in_time"])
     # ratios to the given limits describe the same peaks
     peaks = r["peaks"]
     assert np.allclose(r["ratios"]["limits"]["acceleration"]["per_joint"], np.array(peaks["acceleration"]) / 2.0,
