@@ -1,4 +1,5 @@
-"""The paper's presets have the backbone sizes of MAIL_REFERENCE.md (within 2 %)."""
+"""The paper's presets have the backbone sizes the paper states (within 2 %; the
+registry's reference_params)."""
 
 import pytest
 

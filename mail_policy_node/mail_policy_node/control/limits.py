@@ -8,10 +8,10 @@ Sources (checked 2026-11):
   FR3's position-dependent velocity limits are always met
   (`control-parameters-joint-fr3-rectangular.csv`). The FR3 lowers its velocity limit near the ends of
   each joint's range; staying inside this box with these velocities is the conservative reading.
-- Velocity / acceleration / jerk: franky-control 2.0.0's built-in maxima (see shared ENVIRONMENT.md)
-  combined element-wise (minimum) with the FR3 documentation table (10 rad/s^2, 5000 rad/s^3) and,
-  for velocity, the rectangular table. We take the smaller of every pair so neither franky's planner
-  nor the robot's own checks can be the first to object.
+- Velocity / acceleration / jerk: franky-control 2.0.0's built-in maxima (the Panda's, not the FR3's:
+  read back from ``robot.joint_*_limit.max``) combined element-wise (minimum) with the FR3
+  documentation table (10 rad/s^2, 5000 rad/s^3) and, for velocity, the rectangular table. We take the
+  smaller of every pair so neither franky's planner nor the robot's own checks can be the first to object.
 """
 
 from __future__ import annotations

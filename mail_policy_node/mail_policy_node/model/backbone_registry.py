@@ -154,9 +154,10 @@ def _ed_transformer_params(b: BackboneConfig) -> int:
 
 
 # ---- the shipped families ---------------------------------------------------------------------------------
-# Paper depths and sizes from MAIL_REFERENCE.md. ED-Ma BC is listed there as "about 1.87 M" with the
-# others, but its stated depths (8 + 10 layers, d_state 8, d_conv 2) give 1.98 M by arithmetic; we follow
-# the stated depths and keep the arithmetic count as its reference (tests/model/test_param_counts.py).
+# Paper depths and sizes from MaIL (Jia et al., CoRL 2024) and its code. ED-Ma BC is listed there as "about
+# 1.87 M" with the others, but its stated depths (8 + 10 layers, d_state 8, d_conv 2) give 1.98 M by
+# arithmetic; we follow the stated depths and keep the arithmetic count as its reference
+# (tests/model/test_param_counts.py).
 register_backbone(
     variant="d_ma", name="D-Ma", module="mail_policy_node.model.mamba_backbones:DMamba",
     mamba=True, encoder_decoder=False, parameter_count=_d_mamba_params,

@@ -1,8 +1,8 @@
 """Observation encoder: one ResNet-18 trunk per camera, GroupNorm, spatial softmax, Linear.
 
-torchvision is not used: on this project's CPU machines it would pull a ~5.5 GB CUDA build of torch
-(see ENVIRONMENT.md), so the ResNet-18 trunk is written here in plain torch.nn (same stages and widths,
-BatchNorm replaced by GroupNorm with C/16 groups, no pretrained weights, no pooling / fc).
+torchvision is not used: on this project's CPU machines its PyPI wheel pulls a ~5.5 GB CUDA build of torch in
+place of the CPU one env/requirements.txt pins, so the ResNet-18 trunk is written here in plain torch.nn (same
+stages and widths, BatchNorm replaced by GroupNorm with C/16 groups, no pretrained weights, no pooling / fc).
 
 Per frame: RGB in [0, 1] (uint8 accepted and scaled) -> ImageNet mean/std -> trunk (B, 512, H/32, W/32)
 -> spatial softmax (32 keypoints -> 64 coordinates) -> Linear to `camera_features`. `encode_frame` is
