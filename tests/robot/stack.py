@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "mail_bringup" / "checkpoints"
 TASK, SEED = "reach", 0
 FPS = 30
-WRITE_RATE = 140  # [frames/s] handed to the librealsense recorder (record_cameras)
 STAGES = (0.1, 0.3, 0.6, 1.0)  # the runbook's relative_dynamics_factor stages
 
 
@@ -46,22 +45,15 @@ def task_start():
 
 
 def record_cameras(folder: Path, frames: dict, seconds: float) -> dict[str, Path]:
-    """One recording per camera: its frame repeated for `seconds` (a still scene, as before a task). Frames
-    are handed to the recorder at most WRITE_RATE a second: as fast as they could be made, librealsense's
-    recorder on a slow 2-core machine buffered them (16 GB for 700 s) and kept ~5,500 whatever was asked
-    (5377 of the 14,400 of 480 s: the playback ended after 180 s and the policy's chunks stopped)."""
+    """One recording per camera: its frame repeated for `seconds` (a still scene, as before a task). Every
+    frame is in the file when this returns (record_realsense_file waits for librealsense's writer)."""
     from mail_policy_node.data.cameras import record_realsense_file
-
-    def paced(rgb):
-        start = time.monotonic()
-        for k in range(int(seconds * FPS)):
-            time.sleep(max(0.0, start + k / WRITE_RATE - time.monotonic()))
-            yield rgb
 
     out = {}
     for camera, rgb in frames.items():
         path = folder / f"{camera}.db3"
-        record_realsense_file(str(path), paced(rgb), fps=FPS)
+        n = int(seconds * FPS)
+        assert record_realsense_file(str(path), (rgb for _ in range(n)), fps=FPS) == n
         out[camera] = path
     return out
 
