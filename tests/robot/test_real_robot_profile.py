@@ -366,12 +366,14 @@ def judge(figures: dict, summary: dict, params: dict, factor, t_enable: float) -
     k = min(int(np.searchsorted(states_t, t_cmd[first])), len(states_t) - 1)
     figures["first_command_from_measured_rad"] = float(np.max(np.abs(q_cmd[first] - states_q[k])))
     # an enable alone must not move the Hand: its first command comes with the first chunk, which is also
-    # when the arm starts to move (both on the emulator's clock; 20 ms for the Hand thread and the cycle)
+    # when the arm starts to move (both on the emulator's clock; 20 ms of the arm's clock for the Hand thread
+    # and the cycle: CI's emulated arm at 0.26x real time moved 23 ms of wall time after the Hand's command)
     moving = np.flatnonzero(np.any(np.abs(rec["commands_v"][joint][first:]) > 1e-6, axis=1))
     t_motion = t_cmd[first + moving[0]] if len(moving) else float("inf")
     hand = [h["t"] for h in summary["hand_commands"] if h["t"] >= t_enable]
     figures["first_hand_command_after_first_motion_s"] = round(min(hand) - t_motion, 4) if hand else None
-    figures["hand_before_first_chunk"] = sum(1 for t in hand if t < t_motion - 0.02)
+    slack = 0.02 / min(1.0, figures["arm_clock_rate"])
+    figures["hand_before_first_chunk"] = sum(1 for t in hand if t < t_motion - slack)
     print(json.dumps(figures))
     record(figures)
     assert figures["reflexes"] == [], figures
