@@ -33,13 +33,13 @@ def graph_parameters(env: dict) -> dict[str, dict]:
     nodes' companions (no parameter services) as empty entries."""
     wanted = {f"/{NAMESPACE}/{n.name}" for n in profile("sim").nodes}
 
-    previous: list[set[str]] = [set()]
+    previous: set[str] = set()
 
     def listed():
         # every node, and the same list twice running: a node's companion is discovered a moment after it
+        nonlocal previous
         out = set(ros2(env, "node", "list", "--no-daemon", "--spin-time", "3").stdout.split())
-        settled = wanted <= out and out == previous[0]
-        previous[0] = out
+        settled, previous = wanted <= out and out == previous, out
         return settled and sorted(out)
 
     nodes = [n for n in wait_for(listed, 120, interval=0.5, what="every node") if not n.startswith("/launch_ros")]

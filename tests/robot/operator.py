@@ -14,8 +14,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 
 def main() -> dict:
     from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
@@ -23,6 +21,7 @@ def main() -> dict:
     from sensor_msgs.msg import JointState
     from std_srvs.srv import Trigger
 
+    from tests.robot.stack import at_rest, drive
     from tests.rosutil import probe, wait_for
 
     with probe("operator") as p:
@@ -42,7 +41,8 @@ def main() -> dict:
         wait_for(lambda: status and status[-1].mode == ControllerStatus.MODE_DISABLED, 90, what="controller")
         wait_for(lambda: arrivals and time.time() - arrivals[-1] < 0.5, 120, what="chunks from the GPU host")
         out = {"enable": list(enable())}
-        trips = drive(status, commands, enable, 4.0)
+        trips = drive(lambda: status[-1], commands, enable, 4.0,  # until it drives at the cut
+                      lambda s: s.mode == ControllerStatus.MODE_ENABLED)
         s = status[-1]
         out.update(mode=int(s.mode), reason=s.reason, chunk_age_p50_ms=float(s.chunk_age_p50_ms),
                    chunk_age_min_ms=float(s.chunk_age_min_ms),
@@ -69,29 +69,6 @@ def main() -> dict:
         out["enable_after"] = list(enable())
         wait_for(lambda: status[-1].mode == ControllerStatus.MODE_ENABLED, 10, what="enabled again")
     return out
-
-
-def at_rest(commands) -> bool:
-    return len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0, atol=1e-9)
-
-
-def drive(status, commands, enable, seconds: float) -> int:
-    """Let the policy drive for ``seconds``, and on (up to 3x as long) until the controller is driving
-    (ENABLED) at the end. Both hosts share this machine's two cores here: a chunk late past real_robot.yaml's
-    0.3 s watchdog holds the arm, as it must, and the operator enables again once it is at rest, as the
-    real-robot profile's tests do. Returns those watchdog trips."""
-    from mail_msgs.msg import ControllerStatus
-
-    start, trips = time.monotonic(), 0
-    while time.monotonic() - start < 3 * seconds:
-        s = status[-1]
-        if time.monotonic() - start >= seconds and s.mode == ControllerStatus.MODE_ENABLED:
-            break
-        if s.mode == ControllerStatus.MODE_HOLDING and s.reason == "chunk_timeout" and at_rest(commands) and trips < 3:
-            trips += 1
-            enable()
-        time.sleep(0.1)
-    return trips
 
 
 if __name__ == "__main__":

@@ -44,6 +44,32 @@ def task_start():
         env.close()
 
 
+def at_rest(commands) -> bool:
+    """The controller's last published command (/mail/action_command) stands still."""
+    return len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0.0, atol=1e-9)
+
+
+def drive(latest, commands, enable, seconds: float, done=lambda status: True) -> int:
+    """Let the policy drive for ``seconds``, and on (up to 3x as long) until ``done(latest())`` (the newest
+    ControllerStatus). On a loaded 2-core machine a chunk can come past real_robot.yaml's 0.3 s watchdog: the
+    arm holds, as it must, and the operator calls ``enable()`` again once it is at rest (at most 3 times).
+    Returns those watchdog trips."""
+    from mail_msgs.msg import ControllerStatus
+
+    start, trips = time.monotonic(), 0
+    while True:
+        s = latest()
+        elapsed = time.monotonic() - start
+        if elapsed >= 3 * seconds or (elapsed >= seconds and done(s)):
+            break
+        if s.mode == ControllerStatus.MODE_HOLDING and s.reason == "chunk_timeout" and at_rest(commands) \
+                and trips < 3:
+            trips += 1
+            enable()
+        time.sleep(0.1)
+    return trips
+
+
 def record_cameras(folder: Path, frames: dict, seconds: float) -> dict[str, Path]:
     """One recording per camera: its frame repeated for `seconds` (a still scene, as before a task). Every
     frame is in the file when this returns (record_realsense_file waits for librealsense's writer)."""

@@ -33,8 +33,8 @@ import pytest
 from mail_policy_node.control.limits import FR3_HW_DDDQ_MAX, FR3_HW_DDQ_MAX, FR3_HW_DQ_MAX
 from mail_policy_node.control.params import controller_setup
 from mail_policy_node.sim.franky import loopback_candidates
-from tests.robot.stack import (SHIPPED, STAGES, Emulator, Process, arm_clock_rate, random_checkpoint, record_cameras,
-                               stream_ratios, task_start)
+from tests.robot.stack import (SHIPPED, STAGES, Emulator, Process, arm_clock_rate, at_rest, drive, random_checkpoint,
+                               record_cameras, stream_ratios, task_start)
 from tests.rosutil import probe, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
@@ -227,7 +227,8 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
         t_enable, t_enable_wall = time.monotonic(), time.time()
         ok, why = driver.call("/franka_controller/enable")
         assert ok, why
-        trips = drive(driver, fresh, commands, RUN_S, min_accepted=MIN_ACCEPTED)
+        trips = drive(lambda: fresh()[-1], commands, lambda: enable_again(driver), RUN_S,
+                      lambda s: s.chunks_received - s.chunks_rejected >= MIN_ACCEPTED)
         s = fresh()[-1]
         figures = {"path": driver.name, "stage": name, "mode_after_shipped": int(s.mode), "reason": s.reason,
                    "rejections": _rejections(s),
@@ -254,7 +255,7 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
             figures["swap_refusals"] = {k: v - before.get(k, 0) for k, v in _rejections(held).items()
                                         if v > before.get(k, 0)}
             figures["mode_when_refused"] = int(held.mode)
-            wait_for(lambda: fresh()[-1].mode == ControllerStatus.MODE_HOLDING and _at_rest(commands), 10,
+            wait_for(lambda: fresh()[-1].mode == ControllerStatus.MODE_HOLDING and at_rest(commands), 10,
                      what="at rest")
             for _ in range(20):  # the operator enables again once the hold has come to rest
                 ok, why = driver.call("/franka_controller/enable")
@@ -262,7 +263,7 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
                     break
                 time.sleep(0.1)
             assert ok, why
-            drive(driver, fresh, commands, RUN_S)
+            drive(lambda: fresh()[-1], commands, lambda: enable_again(driver), RUN_S)
             s = fresh()[-1]
             figures["random_rejections"] = _rejections(s)
             figures["limit_hits"] = int(s.limit_hits)
@@ -283,34 +284,13 @@ def run_stage(driver, scene, host, params, factor, status, chunks, commands, pol
     return judge(figures, summary, params, factor, t_enable)
 
 
-def drive(driver, fresh, commands, seconds: float, min_accepted: int = 0) -> int:
-    """Let the policy drive for ``seconds``, and on (up to 3x as long) until the controller has accepted
-    ``min_accepted`` chunks since its start: on a loaded 2-core machine the policy's chunks come slower. A
-    watchdog trip (a chunk late there: the policy runs on its CPU, and real_robot.yaml's watchdog is 0.3 s)
-    holds the arm, as it must; the operator enables again once it is at rest. Returns the trips."""
-    from mail_msgs.msg import ControllerStatus
-
-    start, trips = time.monotonic(), 0
-    while True:
-        s = fresh()[-1]
-        elapsed = time.monotonic() - start
-        if elapsed >= 3 * seconds or (elapsed >= seconds and s.chunks_received - s.chunks_rejected >= min_accepted):
-            break
-        if s.mode == ControllerStatus.MODE_HOLDING and s.reason == "chunk_timeout" and \
-                _at_rest(commands) and trips < 3:
-            trips += 1
-            ok, why = driver.call("/franka_controller/enable")
-            assert ok or "decelerating" in why, why
-        time.sleep(0.1)
-    return trips
+def enable_again(driver) -> None:
+    ok, why = driver.call("/franka_controller/enable")
+    assert ok or "decelerating" in why, why
 
 
 def _rejections(status) -> dict:
     return dict(zip(status.rejection_names, map(int, status.rejection_counts)))
-
-
-def _at_rest(commands) -> bool:
-    return len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0.0, atol=1e-9)
 
 
 def excursions(rec: dict, over: list[int], t_enable: float, most: int = 10) -> list[dict]:

@@ -186,17 +186,14 @@ def test_the_sim_profile_runs_the_filter_the_experts_respect():
         assert getattr(profile, name) == getattr(expected, name), name
 
 
-class _ExpertChunk:
-    """One expert action as the policy engine's chunk (what evaluate's controller loop submits)."""
+def _expert_chunk(stamp: float, action: np.ndarray, dt: float, names):
+    """One expert action as the engine's chunk (what evaluate's controller loop submits), due one dt on."""
+    from mail_policy_node.spec import ACTION_SPACE_JOINT_POSITION
+    from mail_policy_node.engine.engine import EngineChunk
 
-    def __init__(self, stamp: float, action: np.ndarray, dt: float, names):
-        self.stamp, self.action, self.dt, self.names = stamp, action, dt, names
-
-    def to_action_chunk(self, sequence: int = 0, **_):
-        from mail_policy_node.control.chunks import ActionChunk
-
-        return ActionChunk(stamp=self.stamp, start_offset=self.dt, dt=self.dt, actions=self.action[None],
-                           names=self.names, sequence=sequence)
+    return EngineChunk(actions=action[None, None], due=np.array([[stamp + dt]]), stamp=np.array([stamp]),
+                       start_offset=dt, dt=dt, names=tuple(names), action_space=ACTION_SPACE_JOINT_POSITION,
+                       latency_s=0.0)
 
 
 @pytest.mark.parametrize("seed", [1000, 1004])
@@ -222,7 +219,7 @@ def test_pushing_stays_clear_of_the_filters_floor(seed):
             if arm is None:
                 obs, done, info = env.step(action)
             else:
-                arm.submit(_ExpertChunk(obs["time"], action, env.dt, config.scheduler.names), obs["time"])
+                arm.submit(_expert_chunk(obs["time"], action, env.dt, config.scheduler.names), obs["time"])
                 obs, done, info = arm.step(obs["time"])
         assert info["success"], (through_controller, info)
         steps[through_controller] = env.steps
