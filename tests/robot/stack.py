@@ -31,6 +31,23 @@ FPS = 30
 STAGES = (0.1, 0.3, 0.6, 1.0)  # the runbook's relative_dynamics_factor stages
 
 
+def profile_params(node: str = "franka_controller") -> dict:
+    """A node's parameters in real_robot.yaml, as shipped."""
+    import yaml
+
+    from mail_bringup.graph import params_file
+
+    return yaml.safe_load(params_file("real_robot").read_text())[node]["ros__parameters"]
+
+
+def replan_period() -> float:
+    """[s] between the shipped policy's chunks on the profile: its execution_horizon (0: the checkpoint's J)
+    x the checkpoint's dt. The controller's watchdog expects each chunk this long after the last."""
+    spec = json.loads((SHIPPED / "reach_dma_small" / "config.json").read_text())["policy"]["spec"]
+    horizon = profile_params("policy_node")["execution_horizon"] or spec["action_horizon"]
+    return horizon * spec["dt"]
+
+
 def task_start():
     """The reach scene's start joints for SEED and one 640x480 frame per camera there."""
     from mail_policy_node.sim.env import make_task

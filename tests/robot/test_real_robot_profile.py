@@ -33,8 +33,8 @@ import pytest
 from mail_policy_node.control.limits import FR3_HW_DDDQ_MAX, FR3_HW_DDQ_MAX, FR3_HW_DQ_MAX
 from mail_policy_node.control.params import controller_setup
 from mail_policy_node.sim.franky import loopback_candidates
-from tests.robot.stack import (SHIPPED, STAGES, Emulator, Process, arm_clock_rate, at_rest, drive, random_checkpoint,
-                               record_cameras, stream_ratios, task_start)
+from tests.robot.stack import (SHIPPED, STAGES, Emulator, Process, arm_clock_rate, at_rest, drive, profile_params,
+                               random_checkpoint, record_cameras, replan_period, stream_ratios, task_start)
 from tests.rosutil import probe, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
@@ -51,7 +51,8 @@ CAPS_TOLERANCE = 1e-3  # libfranka's own kLimitEps, as the emulator's checks
 # ~500 cycles), load spikes a few ms each. Each excursion over the caps is reported (where, how long, what the
 # client's timing was then).
 MAX_OVER_CAPS_SHARE = 0.005
-MIN_ACCEPTED = 20  # chunks the controller accepts from the shipped policy per stage (10 Hz: 2 s of driving)
+# chunks the controller accepts from the shipped policy per stage: 4 s of driving (a chunk per replanning period)
+MIN_ACCEPTED = round(4.0 / replan_period())
 SLOW_ARM_CLOCK = 0.9  # the emulated arm's seconds per wall second below which it counts as slower than real time
 
 
@@ -73,14 +74,6 @@ def scene(tmp_path_factory):
     random_checkpoint(root)
     yield Scene(q0, cameras, root, folder)
     shutil.rmtree(folder, ignore_errors=True)  # ~0.4 GB of recordings
-
-
-def profile_params(node: str = "franka_controller") -> dict:
-    import yaml
-
-    from mail_bringup.graph import params_file
-
-    return yaml.safe_load(params_file("real_robot").read_text())[node]["ros__parameters"]
 
 
 def stack_env(base: dict | None = None) -> dict:
@@ -528,12 +521,8 @@ def test_faults_on_the_real_robot_profile(scene, tmp_path):
     print(json.dumps(figures))
     record({"faults_on_real_profile": figures})
     assert figures["reflexes"] == [["cartesian_reflex"]], figures  # the injected one, nothing else
-    # the next chunk is due one replanning period (the profile's execution_horizon x SHIPPED's dt) after the
-    # last; the watchdog trips its timeout later
-    spec = json.loads((SHIPPED / "reach_dma_small" / "config.json").read_text())["policy"]["spec"]
-    horizon = profile_params("policy_node")["execution_horizon"] or spec["action_horizon"]
-    period = horizon * spec["dt"]
-    bound = period + profile_params()["watchdog_timeout"] + 0.01 + 0.1 + 0.3  # + status period + scheduling
+    # the next chunk is due one replanning period after the last; the watchdog trips its timeout later
+    bound = replan_period() + profile_params()["watchdog_timeout"] + 0.01 + 0.1 + 0.3  # + status period + scheduling
     for fault in ("policy_killed", "policy_hung", "camera_lost"):
         assert figures[fault]["after_last_chunk_s"] <= bound, (fault, figures[fault])
     for fault in ("reflex_injected", "spoofed_chunk", "policy_killed", "policy_hung", "camera_lost",

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.robot.stack import ROOT, Emulator, Process, record_cameras, task_start
+from tests.robot.stack import ROOT, Emulator, Process, profile_params, record_cameras, replan_period, task_start
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.franky_sim]
 
 PROFILE = ROOT / "docker" / "dds" / "fastdds_two_hosts.xml"
-WATCHDOG = 0.3  # real_robot.yaml
-REPLAN_PERIOD = 0.1  # real_robot.yaml: execution_horizon 1 (of reach_dma_small's 0.1 s actions)
+WATCHDOG = profile_params()["watchdog_timeout"]
+REPLAN_PERIOD = replan_period()  # the shipped policy's chunks on real_robot.yaml
 
 
 def _ip(*args: str) -> None:
@@ -109,7 +109,8 @@ def run_two_hosts(hosts, folder: Path, scenario: list[str]) -> dict:
 def test_the_stack_across_two_hosts_drives_and_holds_when_the_link_goes_down(hosts, tmp_path):
     r = run_two_hosts(hosts, tmp_path, ["cut", hosts["gpu"], hosts["gpu_link"]])
     assert "error" not in r, r
-    assert r["enable"][0] and r["mode"] == 1 and r["chunks_received"] > 10, r  # driving across the link
+    # driving across the link: the operator drove 4 s (a chunk per replanning period), chunks came before too
+    assert r["enable"][0] and r["mode"] == 1 and r["chunks_received"] >= 4.0 / REPLAN_PERIOD, r
     # the next chunk was due one replanning period after the last; + status period + scheduling
     assert r["hold_after_last_chunk_s"] <= REPLAN_PERIOD + WATCHDOG + 0.01 + 0.1 + 0.25, r
     assert r["hold_reason"] == "chunk_timeout", r
