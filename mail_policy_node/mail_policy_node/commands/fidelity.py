@@ -172,6 +172,9 @@ def not_identical(sync: dict, stack: dict, settings: dict) -> list[str]:
         "from the arm's first motion (sim_world.episode_timeout); franky-sim's clock may fall behind the wall clock, "
         "and with it the controller, while the policy computes in wall-clock time "
         f"(simulated seconds per wall second here: {stack.get('sim_per_wall')}; median simulated episode {sim} s)",
+        "task clock (the memory task's cue, shown for the first second): synchronous from the reset, the first "
+        "observation at 0; stack from the arm's first motion, and at 0 before it (the frames the policy sees "
+        "before its first chunk moves the arm show the cue too)",
         "success check: both use the task's predicate (sim/tasks.py) on the simulated state; synchronous after "
         "every 0.1 s step, the stack at sim_world.state_rate_hz ticks of the wall clock on the running physics",
         "latency: the synchronous simulation waits for every chunk (it sees no latency; chunk compute "

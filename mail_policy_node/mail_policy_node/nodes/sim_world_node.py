@@ -7,6 +7,12 @@ of capture (the cameras' acquisition time). It judges the task: events on /mail/
 served, "start" when the arm first moves (so camera start-up and policy loading do not eat the
 episode's time limit), "end" with success. One episode per process: the demo restarts the world (with
 another seed) per episode.
+
+The episode's clock starts with the arm's first motion, for the time limit and for what the cameras draw
+(a snapshot's "time": the task's clock, 0 until then): the memory task shows its cue for the episode's
+first second, as `mail-il eval` shows it for the first 10 steps. Counted from the world's start, the cue
+was off before the cameras had compiled the scene on a loaded machine (first frame at 3.8 s of simulated
+time), so a policy through the stack never saw what it had to remember.
 """
 
 from __future__ import annotations
@@ -104,20 +110,23 @@ class SimWorldNode(Node):
     def tick(self) -> None:
         stamp = time.time()
         state = self.scene.capture_state()
+        sim_time = state["time"]
+        started_now = (self.t_start is None and not self.ended and
+                       np.max(np.abs(self.scene.data.qpos[self._arm_qpos] - self.scene.initial_q)) > 2e-3)
+        if started_now:
+            self.t_start, self.sim_t_start = stamp, sim_time
+            self._event("start")
+        # the task's clock: the episode's simulated seconds (module docstring)
+        state["time"] = 0.0 if self.t_start is None else sim_time - self.sim_t_start
         self.state_pub.publish(pack_state(stamp, state))
         phase = "ended" if self.ended else "ready" if self.t_start is None else "running"
         self.diagnostics.update(OK, f"{self.task_name} seed {self.seed}: episode {phase}",
                                 {"task": self.task_name, "seed": self.seed, "episode": phase,
                                  "min_distance_m": self.min_distance})
-        if self.ended:
+        if self.ended or started_now:
             return
         if self.t_start is None:
-            q = self.scene.data.qpos[self._arm_qpos]
-            moved = np.max(np.abs(q - self.scene.initial_q)) > 2e-3
-            if moved:
-                self.t_start, self.sim_t_start = stamp, state["time"]
-                self._event("start")
-            elif stamp - self.t_ready > self.motion_timeout:
+            if stamp - self.t_ready > self.motion_timeout:
                 self.ended = True
                 self._event("end", success=False, failed=True, duration=0.0, reason="the arm never moved")
             return
@@ -126,7 +135,7 @@ class SimWorldNode(Node):
         if distance is not None:
             self.min_distance = min(self.min_distance, distance)
         elapsed = stamp - self.t_start
-        sim_elapsed = state["time"] - self.sim_t_start
+        sim_elapsed = state["time"]
         # the timeout counts the simulated arm's seconds, as the synchronous evaluation's step limit does and as
         # the controller keeps to the arm's clock: where franky-sim runs behind the wall clock (0.35x on a loaded
         # 2-core machine) an episode of wall-clock seconds gave the arm a third of its time
