@@ -41,8 +41,8 @@ class EpisodeResult:
     limits: dict = field(default_factory=dict)  # limit name -> cycles (ControllerStatus.limit_names/_counts)
     failed: bool = False  # the task judged the episode failed (memory: the wrong pad), not a timeout
     reason: str = ""  # the world's reason for an end without a verdict (e.g. "the arm never moved")
-    sim_duration_s: float | None = None  # simulated seconds from the first motion to the end
-    timeout_s: float | None = None  # the world's episode timeout [s of simulated time from the first motion]
+    sim_duration_s: float | None = None  # simulated seconds from the episode's start (first chunk) to the end
+    timeout_s: float | None = None  # the world's episode timeout [s of simulated time from the start]
     rejections: dict = field(default_factory=dict)  # why chunks were refused -> chunks (ControllerStatus)
     actions_dropped_stale: int = 0  # actions the controller skipped because their due time had passed
     chunk_age_p50_ms: float | None = None  # chunk arrival here minus its stamp (camera acquisition)

@@ -21,7 +21,7 @@ def test_chunks_drive_franky_sim_and_cameras_follow():
     from std_msgs.msg import Float64MultiArray, String
 
     from mail_policy_node.control.limits import fr3_limits
-    from mail_policy_node.nodes.sim_world_node import EPISODE_QOS, TOPIC_SIM_STATE, unpack_state
+    from mail_policy_node.nodes.sim_world_node import EPISODE_QOS, TOPIC_SIM_STATE
     from mail_policy_node.spec import TOPIC_EPISODE
     from tests.nodes.test_controller_node import make_chunk_msg
 
@@ -55,8 +55,9 @@ def test_chunks_drive_franky_sim_and_cameras_follow():
             def arrived():
                 return np.max(np.abs(np.array(joints[-1].position[:7]) - goal)) < 0.03
 
+            first_chunk = time.time()
             while time.time() < t_end and not arrived():
-                pub.publish(make_chunk_msg(seq, time.time(), [list(goal) + [0.08]] * 5))
+                pub.publish(make_chunk_msg(seq, first_chunk if seq == 0 else time.time(), [list(goal) + [0.08]] * 5))
                 seq += 1
                 time.sleep(0.1)
             reached = np.array(joints[-1].position[:7])
@@ -74,14 +75,62 @@ def test_chunks_drive_franky_sim_and_cameras_follow():
     # (against when it arrived here: the processes took a while to stop on a loaded machine, 2.5 s once)
     assert abs(stamps[-1] - joint_arrivals[-1]) < 2.0, "joint states must be stamped on the host clock"
     assert np.abs(last_image - first_image).mean() > 2, "the wrist camera must see the arm move"
-    # the snapshots the cameras draw carry the episode's clock: 0 until the arm first moves (however long the
-    # cameras and the controller took to come up), then the simulated seconds since (the memory task's cue)
-    started = next(json.loads(e.data)["t"] for e in events if json.loads(e.data)["event"] == "start")
+    # the snapshots the cameras draw carry the episode's clock: 0 until the first chunk's observation (however
+    # long the cameras and the controller took to come up), then the simulated seconds since
+    assert_episode_clock(states, events, first_chunk)
+
+
+def assert_episode_clock(states, events, first_chunk: float) -> None:
+    """Snapshots stamped before the first chunk's observation at 0, those after the "start" event counting up
+    from it (between the two: either, the chunk was on its way)."""
+    from mail_policy_node.nodes.sim_world_node import unpack_state
+
+    started = [json.loads(e.data)["t"] for e in events if json.loads(e.data)["event"] == "start"]
+    assert len(started) == 1, [e.data for e in events]
     snaps = [unpack_state(m) for m in states]
-    before = [s["time"] for stamp, s in snaps if stamp < started]
-    after = [s["time"] for stamp, s in snaps if stamp > started]
+    before = [s["time"] for stamp, s in snaps if stamp < first_chunk]
+    after = [s["time"] for stamp, s in snaps if stamp > started[0]]
     assert len(before) > 5 and set(before) == {0.0}, before
-    assert 0.0 < after[0] < 0.5 and all(b > a for a, b in zip(after, after[1:])), after[:10]
+    assert len(after) > 5 and 0.0 < after[0] < 0.5 and all(b > a for a, b in zip(after, after[1:])), after[:10]
+
+
+def test_the_episode_starts_with_the_first_chunk_even_where_the_arm_waits():
+    # The memory task shows its cue for the episode's first second, and its expert waits for the cue to go out
+    # before it moves: an episode clock started by the arm's first motion would keep the cue on for a policy
+    # that learnt to wait, and the arm would never move. A chunk holding the arm where it is starts the clock
+    # (no controller here: the world judges by the chunks planned on it, not by motion).
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Float64MultiArray, String
+
+    from mail_msgs.msg import ActionChunk
+    from mail_policy_node.nodes.sim_world_node import EPISODE_QOS, TOPIC_SIM_STATE, unpack_state
+    from mail_policy_node.sim.tasks import CUE_OFF_TIME
+    from mail_policy_node.spec import TOPIC_EPISODE
+    from tests.nodes.test_controller_node import make_chunk_msg
+
+    host = f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
+    proc = node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
+                        {"task": "memory", "seed": 3, "hostname": host, "state_rate_hz": 10.0})
+    try:
+        with probe() as p:
+            states = p.subscribe(Float64MultiArray, TOPIC_SIM_STATE)
+            events = p.subscribe(String, TOPIC_EPISODE, EPISODE_QOS)
+            wait_for(lambda: len(states) > 15, 60, what="1.5 s of snapshots")
+            observed = unpack_state(states[-1])[0]  # the snapshot a policy would have planned on
+            pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk",
+                                          QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            wait_for(lambda: pub.get_subscription_count() > 0, 20, what="the world subscribed to chunks")
+            pub.publish(make_chunk_msg(0, observed, [[0.0] * 7 + [0.08]] * 5))
+            wait_for(lambda: any(json.loads(e.data)["event"] == "start" for e in events), 20, what="the start event")
+            wait_for(lambda: unpack_state(states[-1])[1]["time"] > CUE_OFF_TIME + 0.2, 60,
+                     what="the episode's clock past the cue")
+    finally:
+        output = stop_process(proc)
+    assert_episode_clock(states, events, observed)
+    snaps = [unpack_state(m) for m in states]
+    # the cue shows for the episode's first second (the chunk's observation at 0), then goes out
+    times = [s["time"] for stamp, s in snaps if stamp > observed]
+    assert any(0 < t < CUE_OFF_TIME for t in times) and times[-1] > CUE_OFF_TIME, (times, output[-1000:])
 
 
 def test_an_observer_that_joins_late_gets_every_episode_event():

@@ -169,12 +169,13 @@ def not_identical(sync: dict, stack: dict, settings: dict) -> list[str]:
     sim = stack.get("sim_duration_median_s")
     notes = [
         f"episode length: synchronous {limit}; stack {timeout if timeout is not None else '?'} s of simulated time "
-        "from the arm's first motion (sim_world.episode_timeout); franky-sim's clock may fall behind the wall clock, "
+        "from the observation the first chunk was planned on (sim_world.episode_timeout); franky-sim's clock may fall "
+        "behind the wall clock, "
         "and with it the controller, while the policy computes in wall-clock time "
         f"(simulated seconds per wall second here: {stack.get('sim_per_wall')}; median simulated episode {sim} s)",
-        "task clock (the memory task's cue, shown for the first second): synchronous from the reset, the first "
-        "observation at 0; stack from the arm's first motion, and at 0 before it (the frames the policy sees "
-        "before its first chunk moves the arm show the cue too)",
+        "task clock (the memory task's cue, shown for the first second): both from the observation the first chunk "
+        "was planned on; in the stack the frames drawn before that chunk reached the world (its latency) are drawn "
+        "at 0 too",
         "success check: both use the task's predicate (sim/tasks.py) on the simulated state; synchronous after "
         "every 0.1 s step, the stack at sim_world.state_rate_hz ticks of the wall clock on the running physics",
         "latency: the synchronous simulation waits for every chunk (it sees no latency; chunk compute "
@@ -233,8 +234,8 @@ def markdown(report: dict) -> str:
         f"| success | {sr} | {kr} |",
         f"| 95 % Wilson interval | {si} | {ki} |",
         f"| episode limit | {s['step_limit']} steps ({s['episode_limit_s']} s simulated) | "
-        f"{k['episode_timeout_s']} s simulated from the first motion (median {k['sim_duration_median_s']} s "
-        f"simulated, {k['wall_duration_median_s']} s wall) |",
+        f"{k['episode_timeout_s']} s simulated from the first chunk's observation "
+        f"(median {k['sim_duration_median_s']} s simulated, {k['wall_duration_median_s']} s wall) |",
         f"| failures ended by | {_counts({x: v for x, v in s['ended_by'].items() if x != 'success'})} | "
         f"{_counts({x: v for x, v in k['ended_by'].items() if x != 'success'})} |",
         f"| failures: median final goal distance | {_fmt(s['failed_final_goal_distance_median'], 3)} m | "

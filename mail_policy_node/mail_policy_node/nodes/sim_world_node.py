@@ -4,23 +4,28 @@ The controller connects to `hostname` with franky exactly as to a real FR3. This
 the simulated cameras need to render the same scene in their own processes: the scene (MJCF, task,
 parameters; transient-local, once) and state snapshots at `state_rate_hz`, stamped with the host time
 of capture (the cameras' acquisition time). It judges the task: events on /mail/episode: "ready" when
-served, "start" when the arm first moves (so camera start-up and policy loading do not eat the
-episode's time limit), "end" with success. One episode per process: the demo restarts the world (with
-another seed) per episode.
+served, "start" when the episode starts, "end" with success. One episode per process: the demo restarts
+the world (with another seed) per episode.
 
-The episode's clock starts with the arm's first motion, for the time limit and for what the cameras draw
-(a snapshot's "time": the task's clock, 0 until then): the memory task shows its cue for the episode's
-first second, as `mail-il eval` shows it for the first 10 steps. Counted from the world's start, the cue
-was off before the cameras had compiled the scene on a loaded machine (first frame at 3.8 s of simulated
-time), so a policy through the stack never saw what it had to remember.
+The episode starts with the first action chunk planned on this world: its clock's zero is the snapshot
+that chunk's observation was drawn from (the chunk's stamp), as `mail-il eval`'s episode starts at the
+observation of its first chunk. That clock is the time limit's (camera start-up and policy loading do
+not eat it) and the task's: a snapshot's "time" is the episode's simulated seconds, 0 before the start.
+The memory task shows its cue for the episode's first second. Counted from the world's start, the cue
+had gone out before the cameras had compiled the scene on a loaded machine (first frame at 3.8 s of
+simulated time), so a policy through the stack never saw what it had to remember; counted from the arm's
+first motion, a policy that waits for the cue to go out (as the expert demonstrates) would never start.
 """
 
 from __future__ import annotations
 
+import bisect
+import collections
 import json
 import time
 
 import numpy as np
+from mail_msgs.msg import ActionChunk
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
@@ -29,7 +34,8 @@ from mail_policy_node.data.bags import json_default
 from mail_policy_node.nodes import refuse_sim_time, run
 from mail_policy_node.nodes.diagnostics import OK, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
-from mail_policy_node.spec import TOPIC_EPISODE, relative
+from mail_policy_node.nodes.ros_convert import from_time
+from mail_policy_node.spec import TOPIC_ACTION_CHUNK, TOPIC_EPISODE, relative
 
 TOPIC_SIM_SCENE = "/sim/scene"
 TOPIC_SIM_STATE = "/sim/state"
@@ -77,14 +83,10 @@ class SimWorldNode(Node):
         p = declare_table(self, SIM_WORLD_PARAMETERS)
         task, seed, hostname, rate = p["task"], p["seed"], p["hostname"], p["state_rate_hz"]
         self.timeout = p["episode_timeout"]  # 0: the task's own limit
-        self.motion_timeout = p["motion_timeout"]  # ready -> first motion
+        self.motion_timeout = p["motion_timeout"]  # ready -> the episode's start
 
         self.scene = FrankySimScene(task, seed=seed, hostname=hostname).start()
         self.task_name, self.seed = task, seed
-        from mail_policy_node.sim.franky import ROBOT_PREFIX
-
-        model = self.scene.model
-        self._arm_qpos = [model.jnt_qposadr[model.joint(f"{ROBOT_PREFIX}fr3_joint{i}").id] for i in range(1, 8)]
         if self.timeout <= 0:
             self.timeout = 0.1 * self.scene.task.max_steps
         self.scene_pub = self.create_publisher(String, relative(TOPIC_SIM_SCENE), SCENE_QOS)
@@ -93,8 +95,11 @@ class SimWorldNode(Node):
         self.scene_pub.publish(String(data=json.dumps(
             {"task": task, "seed": seed, "params": self.scene.params, "xml": self.scene.xml}, default=json_default)))
         self.t_ready = time.time()
-        self.t_start = None  # set when the arm first moves
+        self.t_start = None  # the episode's start (the stamp of its first chunk's observation)
         self.sim_t_start = 0.0  # the simulated clock then (franky-sim may run behind the wall clock)
+        self._snapshots = collections.deque(maxlen=int(60 * rate))  # (stamp, simulated time) published
+        self.create_subscription(ActionChunk, relative(TOPIC_ACTION_CHUNK), self._on_chunk,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.start_distance = self.scene.goal_distance()  # task distance to done [m] (None: the task has none)
         self.min_distance = self.start_distance
         self.ended = False
@@ -107,28 +112,34 @@ class SimWorldNode(Node):
         self.episode_pub.publish(String(data=json.dumps(
             {"event": event, "task": self.task_name, "seed": self.seed, "t": time.time(), **fields})))
 
+    def _on_chunk(self, msg) -> None:
+        """The first chunk planned on one of this world's snapshots starts the episode at that snapshot."""
+        stamp = from_time(msg.header.stamp)
+        if self.t_start is not None or self.ended or not self._snapshots or stamp < self._snapshots[0][0]:
+            return  # started already, or planned before this world served anything (a previous episode's)
+        stamps = [t for t, _ in self._snapshots]
+        i = max(0, bisect.bisect_right(stamps, stamp) - 1)  # the newest snapshot at or before the observation
+        self.t_start, self.sim_t_start = stamp, self._snapshots[i][1]
+        self._event("start")
+
     def tick(self) -> None:
         stamp = time.time()
         state = self.scene.capture_state()
-        sim_time = state["time"]
-        started_now = (self.t_start is None and not self.ended and
-                       np.max(np.abs(self.scene.data.qpos[self._arm_qpos] - self.scene.initial_q)) > 2e-3)
-        if started_now:
-            self.t_start, self.sim_t_start = stamp, sim_time
-            self._event("start")
+        self._snapshots.append((stamp, state["time"]))
         # the task's clock: the episode's simulated seconds (module docstring)
-        state["time"] = 0.0 if self.t_start is None else sim_time - self.sim_t_start
+        state["time"] = 0.0 if self.t_start is None else max(0.0, state["time"] - self.sim_t_start)
         self.state_pub.publish(pack_state(stamp, state))
         phase = "ended" if self.ended else "ready" if self.t_start is None else "running"
         self.diagnostics.update(OK, f"{self.task_name} seed {self.seed}: episode {phase}",
                                 {"task": self.task_name, "seed": self.seed, "episode": phase,
                                  "min_distance_m": self.min_distance})
-        if self.ended or started_now:
+        if self.ended:
             return
         if self.t_start is None:
             if stamp - self.t_ready > self.motion_timeout:
                 self.ended = True
-                self._event("end", success=False, failed=True, duration=0.0, reason="the arm never moved")
+                self._event("end", success=False, failed=True, duration=0.0,
+                            reason="no action chunk came: the arm never moved")
             return
         success, failed = self.scene.evaluate()
         distance = self.scene.goal_distance()

@@ -182,10 +182,10 @@ SIM_WORLD_PARAMETERS: tuple[Parameter, ...] = (
               0, 2**31 - 1),
     Parameter("hostname", "127.0.0.1", "loopback address franky-sim serves the FR3 on (the controller's robot_ip)"),
     Parameter("state_rate_hz", 10.0, "[Hz] state snapshots for the simulated cameras (their frame rate)", 0.1, 100.0),
-    Parameter("episode_timeout", 0.0, "[s of simulated time] from the arm's first motion to the end of the episode; "
-              "0 = the task's own step limit x 0.1 s", 0.0, 7 * 24 * 3600.0),
-    Parameter("motion_timeout", 60.0, "[s] from ready to the arm's first motion, else the episode ends failed",
-              1.0, 24 * 3600.0),
+    Parameter("episode_timeout", 0.0, "[s of simulated time] from the episode's start (the observation its first "
+              "action chunk was planned on) to its end; 0 = the task's own step limit x 0.1 s", 0.0, 7 * 24 * 3600.0),
+    Parameter("motion_timeout", 60.0, "[s] from ready to the episode's start (its first action chunk), else the "
+              "episode ends failed", 1.0, 24 * 3600.0),
 )
 
 
