@@ -115,11 +115,11 @@ def test_the_episode_starts_with_the_first_chunk_even_where_the_arm_waits():
         with probe() as p:
             states = p.subscribe(Float64MultiArray, TOPIC_SIM_STATE)
             events = p.subscribe(String, TOPIC_EPISODE, EPISODE_QOS)
-            wait_for(lambda: len(states) > 15, 60, what="1.5 s of snapshots")
-            observed = unpack_state(states[-1])[0]  # the snapshot a policy would have planned on
             pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk",
                                           QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-            wait_for(lambda: pub.get_subscription_count() > 0, 20, what="the world subscribed to chunks")
+            wait_for(lambda: pub.get_subscription_count() > 0 and len(states) > 15, 60,
+                     what="the world subscribed to chunks, 1.5 s of snapshots")
+            observed = unpack_state(states[-1])[0]  # the snapshot a policy would have planned on
             pub.publish(make_chunk_msg(0, observed, [[0.0] * 7 + [0.08]] * 5))
             wait_for(lambda: any(json.loads(e.data)["event"] == "start" for e in events), 20, what="the start event")
             wait_for(lambda: unpack_state(states[-1])[1]["time"] > CUE_OFF_TIME + 0.2, 60,
