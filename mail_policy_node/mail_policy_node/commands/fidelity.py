@@ -170,8 +170,7 @@ def not_identical(sync: dict, stack: dict, settings: dict) -> list[str]:
     notes = [
         f"episode length: synchronous {limit}; stack {timeout if timeout is not None else '?'} s of simulated time "
         "from the observation the first chunk was planned on (sim_world.episode_timeout); franky-sim's clock may fall "
-        "behind the wall clock, "
-        "and with it the controller, while the policy computes in wall-clock time "
+        "behind the wall clock, and with it the controller, while the policy computes in wall-clock time "
         f"(simulated seconds per wall second here: {stack.get('sim_per_wall')}; median simulated episode {sim} s)",
         "task clock (the memory task's cue, shown for the first second): both from the observation the first chunk "
         "was planned on; in the stack the frames drawn before that chunk reached the world (its latency) are drawn "

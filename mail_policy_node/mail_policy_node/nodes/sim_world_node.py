@@ -19,7 +19,6 @@ first motion, a policy that waits for the cue to go out (as the expert demonstra
 
 from __future__ import annotations
 
-import bisect
 import collections
 import json
 import time
@@ -97,7 +96,8 @@ class SimWorldNode(Node):
         self.t_ready = time.time()
         self.t_start = None  # the episode's start (the stamp of its first chunk's observation)
         self.sim_t_start = 0.0  # the simulated clock then (franky-sim may run behind the wall clock)
-        self._snapshots = collections.deque(maxlen=int(60 * rate))  # (stamp, simulated time) published
+        # (stamp, simulated time) of the snapshots published before the start, oldest first
+        self._snapshots = collections.deque(maxlen=int(60 * rate))
         self.create_subscription(ActionChunk, relative(TOPIC_ACTION_CHUNK), self._on_chunk,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.start_distance = self.scene.goal_distance()  # task distance to done [m] (None: the task has none)
@@ -115,19 +115,23 @@ class SimWorldNode(Node):
     def _on_chunk(self, msg) -> None:
         """The first chunk planned on one of this world's snapshots starts the episode at that snapshot."""
         stamp = from_time(msg.header.stamp)
-        if self.t_start is not None or self.ended or not self._snapshots or stamp < self._snapshots[0][0]:
-            return  # started already, or planned before this world served anything (a previous episode's)
-        stamps = [t for t, _ in self._snapshots]
-        i = max(0, bisect.bisect_right(stamps, stamp) - 1)  # the newest snapshot at or before the observation
-        self.t_start, self.sim_t_start = stamp, self._snapshots[i][1]
-        self._event("start")
+        if self.t_start is not None or self.ended:
+            return
+        # the newest snapshot at or before the observation; none: planned before this world served anything
+        sim_time = next((sim for t, sim in reversed(self._snapshots) if t <= stamp), None)
+        if sim_time is not None:
+            self.t_start, self.sim_t_start = stamp, sim_time
+            self._event("start")
 
     def tick(self) -> None:
         stamp = time.time()
         state = self.scene.capture_state()
-        self._snapshots.append((stamp, state["time"]))
         # the task's clock: the episode's simulated seconds (module docstring)
-        state["time"] = 0.0 if self.t_start is None else max(0.0, state["time"] - self.sim_t_start)
+        if self.t_start is None:
+            self._snapshots.append((stamp, state["time"]))
+            state["time"] = 0.0
+        else:
+            state["time"] -= self.sim_t_start
         self.state_pub.publish(pack_state(stamp, state))
         phase = "ended" if self.ended else "ready" if self.t_start is None else "running"
         self.diagnostics.update(OK, f"{self.task_name} seed {self.seed}: episode {phase}",
