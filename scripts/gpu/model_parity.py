@@ -69,7 +69,7 @@ def _grads(module: torch.nn.Module, x: torch.Tensor, fn, weight: torch.Tensor):
     x = x.detach().clone().requires_grad_(True)
     out = fn(module, x)
     (out.float() * weight.to(out.device)).sum().backward()
-    grads = {"input": x.grad.detach()}
+    grads = {"input": (x.grad if x.grad is not None else torch.zeros_like(x)).detach()}
     for name, p in module.named_parameters():
         grads[name] = (p.grad if p.grad is not None else torch.zeros_like(p)).detach()
     return out.detach(), grads
@@ -195,6 +195,24 @@ def run_parity(mode: str = "degraded", tol: float = 1e-5, bf16_tol: float = 0.25
         y_full_ed = ed_c(obs.to(device), act.to(device), tim.to(device))
         rep.add("ED-Ma streaming full forward vs reference", y_full_ed, y_ref_ed, stack_tol)
         rep.add("ED-Ma streaming observe/act vs full forward, same device", y_act, y_full_ed, tol)
+
+    # --- what the streaming layouts train on: action branches continuing from the trunk's states (the
+    # continue path under autograd; degraded mode runs it with the kernels' PyTorch stand-ins) ---
+    steps = 4
+    at = torch.arange(steps) * 2 + 1  # two observation tokens per step
+    acts, times = torch.randn(batch, steps, 5, 128), torch.randn(batch, steps, 128)
+    wt = torch.randn(batch, steps, 5, 128)
+    for preset in ("d_ma_ddpm_stream", "ed_ma_ddpm_stream"):
+        net = build_backbone(backbone_preset(preset))
+        c = _candidate(net, device, use_k)
+        for m in c.modules():
+            if isinstance(m, Mamba):
+                m.kernel_emulation = not use_k
+        episode = lambda m, o: m.forward_episode(o, at.to(o.device), acts.to(o.device), times.to(o.device))  # noqa: E731
+        ye_ref, ge_ref = _grads(_reference(net), obs[:, :1].repeat(1, 2 * steps, 1), episode, wt)
+        ye_c, ge_c = _grads(c, obs[:, :1].repeat(1, 2 * steps, 1).to(device), episode, wt)
+        rep.add(f"{preset} episode training forward vs reference", ye_c, ye_ref, stack_tol)
+        rep.add_many(f"{preset} episode training gradients vs reference", _pairs(ge_c, ge_ref), stack_tol)
 
     # --- bf16 drift (measured; the bound is loose and only catches gross errors) ---
     with torch.no_grad():

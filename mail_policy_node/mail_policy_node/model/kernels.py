@@ -62,9 +62,10 @@ def _torch_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return (out, last) if return_last_state else out
 
 
+@torch.no_grad()
 def _torch_selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
     """state (B, D, N) updated in place; x, dt, z (B, D); A (D, N); B, C (B, N); D, dt_bias (D,).
-    -> out (B, D) in x's dtype."""
+    -> out (B, D) in x's dtype. Like the Triton kernel, no backward: its output carries no gradient."""
     dt = dt.float()
     if dt_bias is not None:
         dt = dt + dt_bias.float()

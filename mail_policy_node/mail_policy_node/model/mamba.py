@@ -274,6 +274,11 @@ class Mamba(nn.Module):
     # state_update launches about 11 + L kernels, scan about 25 whatever L (see _kernel_continue)
     STATE_UPDATE_MAX_LEN = 8
 
+    def _needs_backward(self, x: Tensor) -> bool:
+        """Whether autograd records this call (training: the streaming layouts' branches continue from
+        the trunk's states)."""
+        return torch.is_grad_enabled() and (x.requires_grad or self.in_proj.weight.requires_grad)
+
     def _continue_ops(self, x: Tensor) -> kernels.KernelOps | None:
         """Which kernels the continue-from-state path runs: the CUDA ones, their PyTorch stand-ins
         (``kernel_emulation``, any device: for tests), or None (the plain PyTorch path)."""
@@ -292,7 +297,8 @@ class Mamba(nn.Module):
               h_t = exp(A * sum_{s<=t} delta_s) * h0 + h_t^zero,   y_t += <exp(A * sum delta) * h0, C_t>,
           added before the SiLU(z) gate, which is therefore applied here and not in the kernel;
         - "state_update": one selective_state_update per token on a copy of the ssm state (no other
-          per-token work).
+          per-token work). Inference only: the kernel has no backward, so under autograd (training the
+          streaming layouts, whose action branches continue from the trunk's states) the scan runs instead.
         "auto": state_update for up to STATE_UPDATE_MAX_LEN tokens, scan beyond. The given state is never
         written to. Kernel launches per call (fp32 weights, no biases on in/out_proj): shared part 11 (in_proj,
         cat, conv, copy + x_proj, dt_proj, exp + neg for A, copy + out_proj), then state_update: clone, L
@@ -317,6 +323,8 @@ class Mamba(nn.Module):
         impl = self.continue_impl
         if impl == "auto":
             impl = "state_update" if length <= self.STATE_UPDATE_MAX_LEN else "scan"
+        if impl == "state_update" and self._needs_backward(x):
+            impl = "scan"  # selective_state_update has no backward (its output would carry no gradient)
         if impl == "state_update":
             bc = x_dbl.view(batch, length, r + 2 * n)
             ssm = state.ssm.float().clone(memory_format=torch.contiguous_format)  # updated in place
