@@ -14,6 +14,7 @@ disturbed), ``memory_stream`` (stream seeds, fp32 vs bf16, longer training), ``p
 demos), ``fidelity`` (issue 20: reach, push and memory policies from demos within the deployment's limits,
 exported), ``deployable`` (the same on trapezoid-timed demos, fp32 memory policies), ``paper`` (the paper's
 central claim: D-Ma vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50 demonstrations on push and pick_place),
+``stack`` (issue 20: the push recipe and the memory pair measured through the stack, exported),
 ``smoke`` (a few-second end-to-end check of this script, also on a CPU). Every stage is a `mail-il` command
 in its own process; a stage that fails or runs out of time is recorded and the others go on. Demos are kept
 in runs/gpu_demos and reused by later calls on the same machine.
@@ -210,6 +211,21 @@ PLANS = {
                    evals=((5,), (2,))),
         ],
         episodes=50, parallel_train=4, parallel_eval=8, eval_workers=2, eval_device="cpu", export=True),
+    # issue 20: the policies to measure through the stack, exported: deployable_batch's push recipe on demos
+    # 1 cm above the filter's floor (the experts since 2026-12-05), and its memory pair on demos from the
+    # current experts; evaluated on the seeds the stack runs (1000-1029), whole chunks
+    "stack": dict(
+        demos={"push@0.01": 800, "memory": 400},
+        runs=[
+            push("push_b128_noise0.01", "train.batch_size=128", "train.lr=1e-3", "train.ckpt_every=250",
+                 steps=2500, noise=0.01),
+            memory("memory_stream_e8", "memory_dma_stream_cpu.yaml", "train.steps=2500", "train.episodes_per_batch=8",
+                   "train.lr=1e-3", "train.amp=off", "train.ckpt_every=250", evals=((0,),)),
+            memory("memory_window_k1_b128", "memory_dma_window_k1_cpu.yaml", "train.steps=2500",
+                   "train.batch_size=128", "train.lr=1e-3", "train.amp=off", "train.ckpt_every=250",
+                   evals=((0,),)),
+        ],
+        episodes=30, parallel_train=3, parallel_eval=3, eval_workers=4, eval_device="cpu", export=True),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
