@@ -91,6 +91,20 @@ def test_comparison_per_seed_intervals_and_breakdown():
     assert "| 1001 **differs** | success (30 steps) | timeout |" in table
     assert "velocity 10, workspace 2" in table and "timeout 1, watchdog 1, error 1" in table
     assert "only synchronous 2, only the stack 1; differing: 1001, 1002, 1003" in table
+    assert c["real_time"] is True and "Not in real time" not in table  # 0.93 simulated s per wall s
+
+
+def test_a_stack_run_slower_than_real_time_is_flagged():
+    """franky-sim at 0.36x real time (the 2-core machine with the stack running): the arm lags plans made on
+    the wall clock, which a real FR3 never does; the report says so above the table."""
+    sync_summary, sync_eps, report = _results()
+    report.episodes = [_ep(e.seed, e.success, duration_s=e.duration_s, sim_duration_s=0.36 * e.duration_s)
+                       for e in report.episodes[:4]]
+    r = fidelity.compare(sync_summary, sync_eps, report.summary(), 60, 0.1)
+    assert r["stack"]["sim_per_wall"] == pytest.approx(0.36) and r["comparison"]["real_time"] is False
+    table = fidelity.markdown(r)
+    assert "**Not in real time**: franky-sim ran at 0.36 simulated seconds per wall second" in table
+    assert table.index("Not in real time") < table.index("| success |")
 
 
 def test_seed_sets_that_differ_are_said():
