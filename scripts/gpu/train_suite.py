@@ -326,7 +326,8 @@ def main() -> int:
             s = json.loads(summary.read_text())
             entry["train"].update({k: s.get(k) for k in ("steps", "epochs", "batch", "train_seconds",
                                                         "samples_per_second", "final_train_loss", "final_val_loss",
-                                                        "parameters", "device", "amp_bf16", "sample_unit")})
+                                                        "parameters", "device", "amp_bf16", "mamba_kernels",
+                                                        "sample_unit")})
             entry["train"]["val_curve"] = [(h["step"], h["val_loss"]) for h in s.get("history", [])]
             entry["train"]["dataset"] = {k: s["dataset"].get(k) for k in ("episodes", "train_episodes",
                                                                            "train_windows")}

@@ -49,6 +49,7 @@ def test_normalisation_is_computed_on_train_split_stored_and_applied(bag_dir, tm
     assert summary["loss_plot"] == str(tmp_path / "run" / "loss.png")
     assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["final_val_loss"] is not None and np.isfinite(summary["final_train_loss"])
+    assert summary["mamba_kernels"] is False  # a CPU run: the PyTorch path trained it
 
 
 def test_relative_actions_are_trained_and_stored(bag_dir, tmp_path):

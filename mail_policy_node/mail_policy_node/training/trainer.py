@@ -277,6 +277,16 @@ class Trainer:
         b, samples = self._numpy_batch(rows, split)
         return to_torch(b, self.device, self.spec.use_joint_state), samples
 
+    def _mamba_kernels(self) -> bool:
+        """Whether this run's Mamba layers ran mamba-ssm's CUDA kernels (a training path of its own: kept in
+        the summary so that figures say which path trained them)."""
+        from ..model import kernels
+        from ..model.mamba import Mamba
+
+        blocks = [m for m in self.policy.modules() if isinstance(m, Mamba)]
+        return (self.device.type == "cuda" and kernels.have_sequence_kernels()
+                and any(m.use_kernels for m in blocks))
+
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
@@ -515,7 +525,7 @@ class Trainer:
             parameters=dict(total=count_parameters(self.policy), encoder=count_parameters(self.policy.encoder),
                             backbone=count_parameters(self.policy.backbone)),
             ema=self.use_ema, device=str(self.device), amp_bf16=self.amp, threads=torch.get_num_threads(),
-            world_size=self.dist.world_size,
+            world_size=self.dist.world_size, mamba_kernels=self._mamba_kernels(),
             describe=self.policy.describe(), dataset=self.data.describe(), config=self.cfg.to_dict(),
         )
         summary["loss_plot"] = write_loss_plot(self.out / "loss.png", self.history)
