@@ -96,6 +96,13 @@ class ClosedLoopReport:
     inference_p50_ms: float = 0.0
     controller_jitter_p99_ms: float = 0.0
 
+    def sim_per_wall(self) -> float | None:
+        """Simulated seconds per wall second over the episodes (franky-sim's pace on this machine; a real
+        FR3's is 1.0), or None when no episode ran to a simulated end."""
+        pairs = [(e.sim_duration_s, e.duration_s) for e in self.episodes if e.sim_duration_s is not None]
+        wall = sum(w for _, w in pairs)
+        return round(sum(sim for sim, _ in pairs) / wall, 3) if wall > 0 else None
+
     def summary(self) -> dict:
         n = len(self.episodes)
         wins = sum(e.success for e in self.episodes)
@@ -114,6 +121,7 @@ class ClosedLoopReport:
                     chunks_rejected=sum(e.chunks_rejected for e in self.episodes),
                     goal_distance_start_m=_median([e.start_distance for e in self.episodes]),
                     goal_distance_final_m=_median([e.final_distance for e in self.episodes]),
+                    sim_per_wall=self.sim_per_wall(),
                     per_episode=[{**asdict(e), "ended_by": e.ended_by()} for e in self.episodes])
 
 

@@ -252,3 +252,19 @@ def test_command_accelerations_skip_commands_the_observer_did_not_get():
     # a controller keeping to an arm at a third of real time: its cycles 30 ms apart, one command lost
     paced = command_accelerations(dq, np.array([0.0, 0.03, 0.06, 0.12, 0.15, 0.18]), 100.0)
     assert paced[:, 0] == pytest.approx([1.0, 1.0, 0.0, 1.0, 29.0])
+
+
+def test_the_demo_says_when_the_simulated_arm_could_not_keep_real_time(capsys):
+    """`mail-il demo` prints the closed loop's pace from the same report (ClosedLoopReport.sim_per_wall, the
+    one place it is computed) and says NOT real time under fidelity's threshold."""
+    from mail_policy_node.commands import demo
+
+    _sync_summary, _sync_eps, report = _results()
+    for pace, said in ((0.36, True), (0.95, False)):
+        report.episodes = [_ep(1000, True, duration_s=4.0, sim_duration_s=4.0 * pace),
+                           EpisodeResult.errored(1001, "no end")]
+        s = dict(report.summary(), timings=dict(demos_s=1.0, train_s=2.0, closed_loop_s=3.0))
+        assert s["sim_per_wall"] == pytest.approx(pace)
+        demo.print_summary(s)
+        line = next(x for x in capsys.readouterr().out.splitlines() if "simulated s per wall s" in x)
+        assert ("NOT real time" in line) is said, line

@@ -112,7 +112,7 @@ def compare(sync_summary: dict, sync_episodes: list[dict], stack_summary: dict, 
                  episode_timeout_s=_first([e.get("timeout_s") for e in eps]),
                  sim_duration_median_s=_median([e.get("sim_duration_s") for e in eps]),
                  wall_duration_median_s=_median([e["duration_s"] for e in eps if not e.get("error")]),
-                 sim_per_wall=_ratio(eps),
+                 sim_per_wall=stack_summary.get("sim_per_wall"),
                  latency_p50_ms=stack_summary.get("latency_p50_ms"), latency_p99_ms=stack_summary.get("latency_p99_ms"),
                  inference_p50_ms=stack_summary.get("inference_p50_ms"),
                  chunk_age_p50_ms_median=_median([e.get("chunk_age_p50_ms") for e in eps]),
@@ -155,12 +155,6 @@ def _first(values):
 def _median(values):
     m = median_or_none(values)
     return None if m is None else round(m, 3)
-
-
-def _ratio(eps) -> float | None:
-    pairs = [(e.get("sim_duration_s"), e["duration_s"]) for e in eps if e.get("sim_duration_s") is not None]
-    wall = sum(w for _, w in pairs)
-    return round(sum(s for s, _ in pairs) / wall, 3) if wall > 0 else None
 
 
 def _sum_limits(eps) -> dict:
