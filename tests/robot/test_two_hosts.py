@@ -109,8 +109,13 @@ def run_two_hosts(hosts, folder: Path, scenario: list[str]) -> dict:
 def test_the_stack_across_two_hosts_drives_and_holds_when_the_link_goes_down(hosts, tmp_path):
     r = run_two_hosts(hosts, tmp_path, ["cut", hosts["gpu"], hosts["gpu_link"]])
     assert "error" not in r, r
-    # driving across the link: the operator drove 4 s (a chunk per replanning period), chunks came before too
-    assert r["enable"][0] and r["mode"] == 1 and r["chunks_received"] >= 4.0 / REPLAN_PERIOD, r
+    # driving across the link: every chunk the GPU host's policy published reached the controller (one may be
+    # in flight between the two status reads), and the operator drove 4 s, at a chunk per replanning period
+    # when no frame is dropped; on a loaded 2-core machine the policy drops frames as stale (each delays its
+    # next chunk: 7 chunks with 3 drops, where 8 were due), so at least half that cadence
+    assert r["enable"][0] and r["mode"] == 1, r
+    assert r["chunks_received"] >= r["policy_chunks"] - 1, r
+    assert r["chunks_received"] >= 0.5 * 4.0 / REPLAN_PERIOD, r
     # the next chunk was due one replanning period after the last; + status period + scheduling
     assert r["hold_after_last_chunk_s"] <= REPLAN_PERIOD + WATCHDOG + 0.01 + 0.1 + 0.25, r
     assert r["hold_reason"] == "chunk_timeout", r
