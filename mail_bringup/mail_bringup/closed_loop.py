@@ -95,6 +95,9 @@ class ClosedLoopReport:
     latency_p99_ms: float = 0.0
     inference_p50_ms: float = 0.0
     controller_jitter_p99_ms: float = 0.0
+    # the stack ran on the world's clock (use_sim_time: /clock came): its plans kept the simulated arm's pace
+    # at any sim_per_wall, and its latencies are simulated seconds
+    on_world_clock: bool = False
 
     def sim_per_wall(self) -> float | None:
         """Simulated seconds per wall second over the episodes (franky-sim's pace on this machine; a real
@@ -121,7 +124,7 @@ class ClosedLoopReport:
                     chunks_rejected=sum(e.chunks_rejected for e in self.episodes),
                     goal_distance_start_m=_median([e.start_distance for e in self.episodes]),
                     goal_distance_final_m=_median([e.final_distance for e in self.episodes]),
-                    sim_per_wall=self.sim_per_wall(),
+                    sim_per_wall=self.sim_per_wall(), on_world_clock=self.on_world_clock,
                     per_episode=[{**asdict(e), "ended_by": e.ended_by()} for e in self.episodes])
 
 
@@ -177,6 +180,7 @@ class _Observer(SpunNode):
 
     def __init__(self):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import JointState
         from std_msgs.msg import String
         from std_srvs.srv import Trigger
@@ -189,6 +193,7 @@ class _Observer(SpunNode):
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.events, self.chunks, self.commands = [], [], []
         self.chunk_ages = []  # per chunk: arrival here minus its stamp [s] (parallel to chunks)
+        self.world_clock = None  # the newest /clock (the sim profile's world publishes it): ages count on it
         self.policy_status = self.controller_status = None
         self.node.create_subscription(String, TOPIC_EPISODE,
                                       lambda m: self.events.append(json.loads(m.data)), EPISODE_QOS)
@@ -199,12 +204,17 @@ class _Observer(SpunNode):
                                       lambda m: setattr(self, "policy_status", m), reliable)
         self.node.create_subscription(ControllerStatus, "/mail/controller_status",
                                       lambda m: setattr(self, "controller_status", m), 10)
+        self.node.create_subscription(Clock, "/clock", self._on_clock, 10)
         self.reset_client = self.node.create_client(Trigger, "/policy_node/reset_episode")
         self._trigger = Trigger
         self.start()
 
+    def _on_clock(self, m) -> None:
+        self.world_clock = m.clock.sec + 1e-9 * m.clock.nanosec
+
     def _on_chunk(self, m) -> None:
-        self.chunk_ages.append(time.time() - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec))
+        now = time.time() if self.world_clock is None else self.world_clock
+        self.chunk_ages.append(now - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec))
         self.chunks.append(m.sequence)
 
     def _on_command(self, m) -> None:
@@ -279,6 +289,7 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
         report.latency_p50_ms, report.latency_p99_ms, report.inference_p50_ms = \
             s.latency_p50_ms, s.latency_p99_ms, s.inference_p50_ms
         report.controller_jitter_p99_ms = max(e.cycle_jitter_p99_ms for e in report.episodes)
+        report.on_world_clock = obs.world_clock is not None
     finally:
         stack.stop()
         obs.close()

@@ -238,6 +238,12 @@ LAUNCH_ARGUMENTS: dict[str, tuple[LaunchArgument, ...]] = {
              "loopback address franky-sim serves the simulated FR3 on and the controller connects to (sets "
              "sim_world.hostname too); another 127.x.y.z lets two sim profiles run side by side",
              ("sim_world", "hostname")),
+        _arg("use_sim_time", "sim_world", "use_sim_time",
+             "run on the simulated world's clock (/clock from franky-sim's physics: chunks run at the simulated "
+             "arm's pace however fast this machine runs it); false: every node on the host's clocks",
+             ("policy_node", "use_sim_time"), ("franka_controller", "use_sim_time")),
+        _arg("real_time_factor", "sim_world", "real_time_factor",
+             "simulated seconds per wall second franky-sim is paced to (at most 1; lower on a small machine)"),
         _arg("auto_enable", "franka_controller", "auto_enable",
              "enable the controller on the first chunk that can run; false: the arm moves only after "
              "`ros2 service call /franka_controller/enable std_srvs/srv/Trigger`"),

@@ -83,3 +83,14 @@ def default_of(owner, name: str):
 
 def defaults(table: tuple[Parameter, ...]) -> dict:
     return {p.name: p.default for p in table}
+
+
+# Parameters every ROS node has (rclpy declares them itself), which no node's table repeats; a profile may set
+# them (the `sim` profile's use_sim_time), so readers of a profile's values for a table skip them.
+ROS_NODE_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("use_sim_time", False, "follow ROS time from /clock: the simulated world's in the sim profile"),
+)
+
+
+def without_ros_node_parameters(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in {p.name for p in ROS_NODE_PARAMETERS}}

@@ -105,6 +105,12 @@ def test_a_stack_run_slower_than_real_time_is_flagged():
     table = fidelity.markdown(r)
     assert "**Not in real time**: franky-sim ran at 0.36 simulated seconds per wall second" in table
     assert table.index("Not in real time") < table.index("| success |")
+    # the same pace on the world's clock (the sim profile's use_sim_time): the plans kept the arm's pace
+    report.on_world_clock = True
+    r = fidelity.compare(sync_summary, sync_eps, report.summary(), 60, 0.1)
+    assert r["stack"]["on_world_clock"] and r["comparison"]["real_time"] is True
+    assert "Not in real time" not in fidelity.markdown(r)
+    assert any("ran on the world's clock" in note for note in r["not_identical"])
 
 
 def test_seed_sets_that_differ_are_said():
@@ -260,7 +266,8 @@ def test_the_demo_says_when_the_simulated_arm_could_not_keep_real_time(capsys):
     from mail_policy_node.commands import demo
 
     _sync_summary, _sync_eps, report = _results()
-    for pace, said in ((0.36, True), (0.95, False)):
+    for pace, said, world_clock in ((0.36, True, False), (0.95, False, False), (0.36, False, True)):
+        report.on_world_clock = world_clock  # on the world's clock a slow machine's plans keep the arm's pace
         report.episodes = [_ep(1000, True, duration_s=4.0, sim_duration_s=4.0 * pace),
                            EpisodeResult.errored(1001, "no end")]
         s = dict(report.summary(), timings=dict(demos_s=1.0, train_s=2.0, closed_loop_s=3.0))

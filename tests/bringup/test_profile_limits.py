@@ -15,7 +15,11 @@ from mail_policy_node.control.params import controller_defaults, controller_setu
 
 
 def controller_params(profile: str) -> dict:
-    return yaml.safe_load((CONFIG_DIR / f"{profile}.yaml").read_text())["franka_controller"]["ros__parameters"]
+    """The controller's own parameters in the profile (not ROS's, e.g. the sim profile's use_sim_time)."""
+    from mail_policy_node.parameters import without_ros_node_parameters
+
+    return without_ros_node_parameters(
+        yaml.safe_load((CONFIG_DIR / f"{profile}.yaml").read_text())["franka_controller"]["ros__parameters"])
 
 
 @pytest.mark.parametrize("profile", ["real_robot", "sim"])
@@ -65,7 +69,7 @@ def controller_comments(profile: str) -> dict:
         match = KEY_LINE.match(line) if inside else None
         if match:
             comments[match.group(1)] = match.group(2) or ""
-    return comments
+    return {k: c for k, c in comments.items() if k in controller_params(profile)}
 
 
 @pytest.mark.parametrize("profile", ["real_robot", "sim"])

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from mail_policy_node.parameters import Parameter, default_of
+from mail_policy_node.parameters import ROS_NODE_PARAMETERS, Parameter, default_of
 
 
 def tables() -> dict:
@@ -58,7 +58,7 @@ def test_every_profile_value_fits_its_nodes_table(profile_name):
     prof = profile(profile_name)
     sections = yaml_sections(prof.params_file)
     for node in prof.nodes:
-        table = by_name(tables()[node.module])
+        table = by_name(tables()[node.module] + ROS_NODE_PARAMETERS)
         for name, value in {**sections.get(node.name, {}), **node.launch_parameters()}.items():
             assert name in table, f"{profile_name}: {node.name} has no parameter {name!r}"
             spec = table[name]

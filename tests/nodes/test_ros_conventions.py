@@ -1,6 +1,7 @@
 """The ROS conventions every node keeps, on real node processes over DDS: topics named relative to the
 node's namespace (two arms share one graph), status topics transient-local (a late subscriber gets the
-current status), each node's health on /diagnostics, and use_sim_time refused with a clear error."""
+current status), each node's health on /diagnostics, and use_sim_time refused with a clear error where a node
+must keep the host's clocks (the sim profile's world, policy and controller follow its /clock)."""
 
 import pytest
 
@@ -68,19 +69,23 @@ def test_a_policy_without_a_checkpoint_reports_a_warning_on_diagnostics():
         stop_process(proc)
 
 
-@pytest.mark.parametrize("module, name, params", [
-    ("franka_controller_node", "franka_controller", {"dry_run": True}),
-    ("camera_node", "camera_node", {"source": "sim"}),
-    ("chunk_recorder_node", "chunk_recorder", {}),
+@pytest.mark.parametrize("module, name, params, says", [
+    # a real arm keeps real time: its watchdog must never wait for a /clock that stopped (the address is
+    # never dialled: the node refuses before it connects)
+    ("franka_controller_node", "franka_controller", {"dry_run": True, "robot_ip": "192.0.2.10"},
+     "use_sim_time refused: the controller follows a simulated clock only for a simulated arm on loopback"),
+    ("franka_controller_node", "franka_controller", {"dry_run": True}, "not for robot_ip ''"),
+    ("camera_node", "camera_node", {"source": "sim"}, "use_sim_time is not supported"),
+    ("chunk_recorder_node", "chunk_recorder", {}, "use_sim_time is not supported"),
 ])
-def test_use_sim_time_is_refused_with_a_clear_error(module, name, params):
+def test_use_sim_time_is_refused_with_a_clear_error(module, name, params, says):
     proc = node_process(f"mail_policy_node.nodes.{module}", name, {**params, "use_sim_time": True})
     try:
         proc.wait(timeout=60)
     finally:
         out = stop_process(proc)
     assert proc.returncode == 2, out
-    assert "use_sim_time is not supported" in out and "Traceback" not in out, out
+    assert says in out and "Traceback" not in out, out
 
 
 def test_the_cores_python_logging_reaches_rosout_under_the_nodes_name():

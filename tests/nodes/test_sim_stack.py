@@ -80,6 +80,63 @@ def test_chunks_drive_franky_sim_and_cameras_follow():
     assert_episode_clock(states, events, first_chunk)
 
 
+def test_on_the_worlds_clock_a_chunk_runs_at_the_simulated_arms_pace():
+    # The sim profile's world publishes /clock and the controller follows it (use_sim_time): where the host
+    # runs franky-sim slower than real time (a loaded 2-core machine managed a third), a chunk's actions must
+    # still come due at the simulated arm's pace. On the host's clocks the controller walked the chunk at
+    # wall-clock pace, three times too fast for the arm, and the safety filter and the timeout took the rest.
+    # Here the world is paced to a quarter of real time on purpose, and a 1 s ramp of joint 1 must take 1 s of
+    # the world's clock in the commands the controller sends (stamped on that clock too).
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import JointState
+
+    from mail_msgs.msg import ActionChunk
+    from tests.nodes.test_controller_node import make_chunk_msg
+
+    host = f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
+    procs = [node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
+                          {"task": "reach", "seed": 3, "hostname": host, "use_sim_time": True,
+                           "real_time_factor": 0.25})]
+    sec = lambda t: t.sec + 1e-9 * t.nanosec  # noqa: E731
+    try:
+        with probe() as p:
+            clock = p.subscribe(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+            joints = p.subscribe(JointState, "/joint_states", qos_profile_sensor_data)
+            commands = p.subscribe(JointState, "/mail/action_command")
+            procs.append(node_process("mail_policy_node.nodes.franka_controller_node", "franka_controller",
+                                      {"robot_ip": host, "dry_run": False, "realtime": False, "auto_enable": True,
+                                       "use_sim_time": True, "relative_dynamics_factor": 1.0,
+                                       "watchdog_timeout": 10.0, "use_gripper": False}))
+            wait_for(lambda: len(joints) > 20, 60, what="joint states on the world's clock")
+            pub = p.node.create_publisher(ActionChunk, "/mail/action_chunk",
+                                          QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            wait_for(lambda: pub.get_subscription_count() > 0, 20, what="the controller's chunk subscription")
+            q0 = np.array(joints[-1].position[:7])
+            ramp = np.linspace(0.0, 0.2, 11)  # joint 1: 0.2 rad over 10 actions of 0.1 s
+            actions = [list(q0 + np.eye(7)[0] * r) + [0.08] for r in ramp]
+            wall0, sim0 = time.time(), sec(clock[-1].clock)
+            stamp = sec(joints[-1].header.stamp)  # the observation the chunk was "planned" on
+            pub.publish(make_chunk_msg(0, stamp, actions))
+            wait_for(lambda: commands and sec(commands[-1].header.stamp) > stamp + 1.3, 60,
+                     what="1.3 s of the world's clock of commands")
+            pace = (sec(clock[-1].clock) - sim0) / (time.time() - wall0)
+    finally:
+        outputs = [stop_process(pr) for pr in procs]
+    assert 0.05 < pace < 0.3, f"the world should run at a quarter of real time, ran at {pace:.2f}"
+    t = np.array([sec(c.header.stamp) for c in commands]) - stamp
+    q = np.array([c.position[0] for c in commands]) - q0[0]
+    moving = t > 0
+    # when the command passed half the ramp: 0.5 s after the observation on the world's clock (the filter's
+    # acceleration ramp and the crossfade shift it by a few cycles), not 0.125 s (wall-clock pace)
+    half = t[moving][np.argmax(q[moving] >= 0.1)]
+    assert q[moving].max() > 0.19, (q.max(), outputs[1][-2000:])
+    assert 0.4 < half < 0.65, (half, outputs[1][-2000:])
+    stamps = [sec(j.header.stamp) for j in joints]
+    assert all(b > a for a, b in zip(stamps, stamps[1:])), "joint state stamps must increase"
+    assert abs(stamps[-1] - sec(clock[-1].clock)) < 0.5, "joint states must be stamped on the world's clock"
+
+
 def assert_episode_clock(states, events, first_chunk: float) -> None:
     """Snapshots stamped before the first chunk's observation at 0, those after the "start" event counting up
     from it (between the two: either, the chunk was on its way)."""

@@ -27,10 +27,18 @@ from ..training.evaluate import median_or_none, sum_counts, wilson_interval
 SHAPING = ("acceleration", "jerk")  # smoothing between 10 Hz targets, not overrides (not in limit_hits)
 STACK_ENDINGS = ("success", "timeout", "task_failure", "watchdog", "no_motion", "error")
 SYNC_ENDINGS = ("success", "step_limit", "task_failure")
-# Below this many simulated seconds per wall second the machine did not keep franky-sim at real time: the
-# controller and the policy plan on the wall clock, so the simulated arm lags their plans, as a real FR3
-# (always 1.0) never does, and the stack's figures describe the machine more than the deployment.
+# Below this many simulated seconds per wall second the machine did not keep franky-sim at real time: where
+# the controller and the policy plan on the host's clocks (use_sim_time false), the simulated arm lags their
+# plans, as a real FR3 (always 1.0) never does, and the stack's figures describe the machine more than the
+# deployment. On the world's clock (the sim profile's default) the plans keep the arm's pace at any speed.
 REAL_TIME_MIN = 0.9
+
+
+def deployment_timing(stack_summary: dict) -> bool | None:
+    """Whether a closed-loop run's timing is the deployment's (`ClosedLoopReport.summary()`): on the world's
+    clock always; on the host's clocks where franky-sim kept REAL_TIME_MIN; None when nothing ran to an end."""
+    pace = stack_summary.get("sim_per_wall")
+    return True if stack_summary.get("on_world_clock") else None if pace is None else pace >= REAL_TIME_MIN
 
 
 def sync_ended_by(r: dict) -> str:
@@ -113,6 +121,7 @@ def compare(sync_summary: dict, sync_episodes: list[dict], stack_summary: dict, 
                  sim_duration_median_s=_median([e.get("sim_duration_s") for e in eps]),
                  wall_duration_median_s=_median([e["duration_s"] for e in eps if not e.get("error")]),
                  sim_per_wall=stack_summary.get("sim_per_wall"),
+                 on_world_clock=bool(stack_summary.get("on_world_clock")),
                  latency_p50_ms=stack_summary.get("latency_p50_ms"), latency_p99_ms=stack_summary.get("latency_p99_ms"),
                  inference_p50_ms=stack_summary.get("inference_p50_ms"),
                  chunk_age_p50_ms_median=_median([e.get("chunk_age_p50_ms") for e in eps]),
@@ -139,7 +148,7 @@ def compare(sync_summary: dict, sync_episodes: list[dict], stack_summary: dict, 
                                                              ("both_success", "both_fail", "sync_only", "stack_only")},
                       differing_seeds=[row["seed"] for row in per_seed if row["differs"]],
                       rate_difference=round(stack["success_rate"] - sync["success_rate"], 4),
-                      real_time=None if stack["sim_per_wall"] is None else stack["sim_per_wall"] >= REAL_TIME_MIN,
+                      real_time=deployment_timing(stack_summary),
                       mcnemar_exact_p=round(mcnemar_exact_p(counts.get("sync_only", 0),
                                                             counts.get("stack_only", 0)), 4))
     return dict(task=sync_summary.get("task"), checkpoint=sync_summary.get("checkpoint"),
@@ -168,14 +177,18 @@ def not_identical(sync: dict, stack: dict, settings: dict) -> list[str]:
     sim = stack.get("sim_duration_median_s")
     notes = [
         f"episode length: synchronous {limit}; stack {timeout if timeout is not None else '?'} s of simulated time "
-        "from the observation the first chunk was planned on (sim_world.episode_timeout); franky-sim's clock may fall "
-        "behind the wall clock, and with it the controller, while the policy computes in wall-clock time "
-        f"(simulated seconds per wall second here: {stack.get('sim_per_wall')}; median simulated episode {sim} s)",
+        "from the observation the first chunk was planned on (sim_world.episode_timeout); "
+        + ("the stack ran on the world's clock (/clock): plans, the watchdog and latencies count simulated seconds, "
+           "and where franky-sim runs slower than real time the policy's compute takes fewer of them, as on a "
+           "faster machine" if stack.get("on_world_clock") else
+           "the stack ran on the host's clocks: franky-sim's clock may fall behind the wall clock, and with it the "
+           "controller, while the policy computes in wall-clock time")
+        + f" (simulated seconds per wall second here: {stack.get('sim_per_wall')}; median simulated episode {sim} s)",
         "task clock (the memory task's cue, shown for the first second): both from the observation the first chunk "
         "was planned on; in the stack the frames drawn before that chunk reached the world (its latency) are drawn "
         "at 0 too",
         "success check: both use the task's predicate (sim/tasks.py) on the simulated state; synchronous after "
-        "every 0.1 s step, the stack at sim_world.state_rate_hz ticks of the wall clock on the running physics",
+        "every 0.1 s step, the stack at sim_world.state_rate_hz ticks of its clock on the running physics",
         "latency: the synchronous simulation waits for every chunk (it sees no latency; chunk compute "
         f"{_fmt(sync.get('chunk_compute_ms'))} ms); in the stack the world moves on while frames are rendered, "
         "sent, synchronised and the chunk computed and sent (camera stamp -> chunk "

@@ -123,7 +123,7 @@ class ArmState:
     q: np.ndarray  # (7,) measured joint positions [rad]
     dq: np.ndarray  # (7,) measured joint velocities [rad/s]
     robot_time: float  # [s] the robot's own clock (RobotState.time)
-    host_time: float  # [s] time.monotonic() when read
+    host_time: float  # [s] FrankyArm.clock() when read (the host's monotonic clock, or the simulated world's)
     gripper_width: float | None  # [m], None without gripper or when the width is not known
 
 
@@ -197,8 +197,10 @@ class _HandWorker:
 class FrankyArm:
     """Connects, streams filtered commands, reads state, reports errors. One instance per robot."""
 
-    def __init__(self, config: FrankyArmConfig):
+    def __init__(self, config: FrankyArmConfig, clock=time.monotonic):
+        """``clock``: the host's monotonic clock, or the simulated world's (`ArmState.host_time`)."""
         self.config = config
+        self.clock = clock
         self.robot = None
         self.hand: _HandWorker | None = None
         self._franky = None
@@ -296,7 +298,7 @@ class FrankyArm:
 
     # --------------------------------------------------------------- state
     def read_state(self) -> ArmState:
-        now = time.monotonic()
+        now = self.clock()
         if self.robot is None:  # no robot (dry run): a perfectly tracking stand-in
             cmd = self._last_cmd
             q = np.zeros(N_JOINTS) if cmd is None else cmd.q.copy()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..parameters import Parameter, default_of
+from ..parameters import Parameter, default_of, without_ros_node_parameters
 from ..spec import FR3_JOINT_NAMES, GRIPPER_NAME
 from .chunks import SchedulerConfig
 from .controller import ControllerConfig
@@ -135,6 +135,7 @@ def controller_setup(params: dict) -> ControllerSetup:
     """The core's configuration from parameter values (missing ones take the defaults). Raises
     ValueError naming the bad value. Each declared safety limit goes to its field by its declaration
     (``limit_values``), so a new one needs nothing here."""
+    params = without_ros_node_parameters(params)
     unknown = set(params) - {p.name for p in controller_parameters()}
     if unknown:
         raise ValueError(f"unknown controller parameters {sorted(unknown)}")

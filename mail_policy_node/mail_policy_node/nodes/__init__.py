@@ -83,13 +83,60 @@ def forward_python_logging(node, package: str = "mail_policy_node") -> logging.H
 
 
 def refuse_sim_time(node) -> None:
-    """Raise when the node was started with ``use_sim_time`` true. The stack runs on the host's clocks:
-    the controller's watchdog and limits on the monotonic clock, stamps and the policy's synchronisation
-    on the system clock, the simulator and the bag player in real time (the player shifts recorded stamps
-    to now). A /clock would be ignored without a word, so it is refused with one."""
+    """Raise when the node was started with ``use_sim_time`` true. Cameras, the bag player and the chunk
+    recorder run on the host's clocks (real cameras stamp with it, the player shifts recorded stamps to
+    now); a /clock would be ignored without a word, so it is refused with one. The nodes that follow the
+    simulated world's clock (sim_world, policy, controller against a simulated arm) take a `NodeClock`."""
     if node.get_parameter("use_sim_time").value:
-        raise ValueError("use_sim_time is not supported: every node runs on the host's clocks (the simulator and "
-                         "the bag player in real time, stamps shifted to now); start it with use_sim_time false")
+        raise ValueError("use_sim_time is not supported by this node: it runs on the host's clocks (the simulator's "
+                         "cameras take the world's stamps, the bag player shifts stamps to now); start it with "
+                         "use_sim_time false")
+
+
+# Polling step of a wait on simulated time (wall seconds): /clock comes every CLOCK_STEP_S of simulated time
+SIM_TIME_POLL_S = 0.0005
+
+
+class NodeClock:
+    """The clock a node times itself by. On the host's clocks (``use_sim_time`` false, always on a real
+    robot): ``monotonic`` for intervals (watchdog, pacing, jitter) and ``wall`` for stamps, the system clock.
+    With ``use_sim_time`` (the `sim` profile) both read ROS time, which the simulated world publishes on
+    /clock from its physics: stamps, chunk schedules, the watchdog and the loops' periods are then seconds
+    of the simulated arm however fast the host runs it, as the synchronous evaluation's are. A node that
+    must not follow a simulated clock (a controller connected to a real arm) passes ``refuse`` = why not."""
+
+    def __init__(self, node, refuse: str = ""):
+        self.sim = bool(node.get_parameter("use_sim_time").value)
+        if self.sim and refuse:
+            raise ValueError(f"use_sim_time refused: {refuse}")
+        if self.sim:
+            ros = node.get_clock()
+            self.monotonic = self.wall = lambda: ros.now().nanoseconds * 1e-9
+        else:
+            self.monotonic, self.wall = time.monotonic, time.time
+
+    def running(self) -> bool:
+        """False while a simulated clock has not started (no /clock yet: ROS time reads 0)."""
+        return not self.sim or self.monotonic() > 0.0
+
+    def sleep_until(self, t: float, stop, max_wall: float) -> bool:
+        """Wait until ``monotonic()`` reaches ``t``, at most ``max_wall`` seconds of the host's clock (a
+        simulated clock that stopped must not stop the caller's loop) or until the event ``stop`` is set.
+        Returns False when a simulated clock did not reach ``t`` (it stalled, or ``stop`` was set)."""
+        if not self.sim:
+            delay = t - time.monotonic()
+            if delay > 0:
+                stop.wait(min(delay, max_wall))
+            return True
+        deadline = time.monotonic() + max_wall
+        # the simulated clock never runs ahead of the wall clock (the world paces its physics to at most real
+        # time), so the wall-clock time to t is slept at once, and only the rest, if the simulation lags, polled
+        stop.wait(min(max(t - self.monotonic(), 0.0), max_wall))
+        while self.monotonic() < t:
+            if stop.is_set() or time.monotonic() >= deadline:
+                return False
+            time.sleep(SIM_TIME_POLL_S)
+        return True
 
 
 def construct(node_class):

@@ -6,6 +6,12 @@ timer, whose jitter would reach the arm); message callbacks and services only ha
 under a lock. The node also publishes the arm's joint state (it owns the robot connection: libfranka
 allows one), the command after the safety filter, and ControllerStatus.
 
+Clocks (`NodeClock`): the host's monotonic clock for the loop, the watchdog and the chunk schedule, the
+system clock for stamps; with `use_sim_time` (the `sim` profile, a simulated arm on loopback only) all of
+them are the simulated world's /clock, so chunks run at the simulated arm's pace. If that clock stops, the
+loop still cycles every ARM_CLOCK_WAIT_CYCLES periods of the host's clock, commanding the plan's target at
+the stopped time.
+
 Safe by default: without parameters it is a dry run with no robot address (a stand-in arm echoes the
 commands). A live arm needs `robot_ip` and `dry_run: false`; a dry run with `robot_ip` connects and
 reads the real arm without moving it. Safety limits are parameters read at start-up only (read-only).
@@ -41,10 +47,10 @@ from mail_msgs.msg import ControllerStatus
 from mail_policy_node.control.chunks import ChunkRejection
 from mail_policy_node.control.controller import ArmController, Mode
 from mail_policy_node.control.franky_arm import ArmClockPacer, FrankyArm, run_cycle
-from mail_policy_node.control.params import CONTROLLER_PARAMETERS, controller_setup
+from mail_policy_node.control.params import CONTROLLER_PARAMETERS, controller_setup, is_loopback
 from mail_policy_node.control.safety import CommandState
 from mail_policy_node.data.sync import ClockMapper
-from mail_policy_node.nodes import refuse_sim_time, run
+from mail_policy_node.nodes import NodeClock, run
 from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.qos import STATUS_QOS
@@ -61,16 +67,20 @@ ROBOT_CLOCK_RESET_S = 1.0  # the robot's clock this far behind the newest state 
 class FrankaControllerNode(LifecycleNode):
     def __init__(self):
         super().__init__("franka_controller")
-        refuse_sim_time(self)
         p = declare_table(self, CONTROLLER_PARAMETERS)
+        # the simulated world's clock (use_sim_time) only for a simulated arm: a real one keeps real time,
+        # and its watchdog must never wait for a /clock that stopped
+        self.clock = NodeClock(self, refuse="" if p["robot_ip"] and is_loopback(p["robot_ip"]) else
+                               f"the controller follows a simulated clock only for a simulated arm on loopback "
+                               f"(franky-sim, the FR3 emulator), not for robot_ip {p['robot_ip']!r}")
         setup = controller_setup(p)
         budget, config = setup.budget, setup.controller
         period = config.safety.cycle_period
         self.dry_run = p["dry_run"]
         self.period = period
         self.auto_enable = p["auto_enable"]
-        self.ctrl = ArmController(config, clock=time.monotonic, wall_clock=time.time)
-        self.arm = FrankyArm(setup.arm)
+        self.ctrl = ArmController(config, clock=self.clock.monotonic, wall_clock=self.clock.wall)
+        self.arm = FrankyArm(setup.arm, clock=self.clock.monotonic)
         self.pacer = ArmClockPacer(period, ARM_CLOCK_WAIT_CYCLES * period)
         self.lock = threading.Lock()
         self.clock_map = ClockMapper()
@@ -266,7 +276,12 @@ class FrankaControllerNode(LifecycleNode):
             self.context.try_shutdown()
 
     def _control_loop(self) -> None:
-        next_t = time.monotonic()
+        clock = self.clock
+        while not clock.running():  # a simulated clock that has not started: nothing to time a cycle by
+            if self._stop.wait(self.period):
+                return
+            self._last_cycle = time.monotonic()
+        next_t = clock.monotonic()
         cycle = 0
         while not self._stop.is_set():
             with self.lock:
@@ -293,11 +308,10 @@ class FrankaControllerNode(LifecycleNode):
                 self.publish_command(out, state)
             cycle += 1
             next_t += self.period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_t = time.monotonic()  # overran: do not try to catch up with a burst
+            if next_t <= clock.monotonic():
+                next_t = clock.monotonic()  # overran: do not try to catch up with a burst
+            elif not clock.sleep_until(next_t, self._stop, max_wall=ARM_CLOCK_WAIT_CYCLES * self.period):
+                next_t = clock.monotonic()  # a simulated clock that stalled: the loop still reads the arm
             if self.arm.robot is not None:
                 try:
                     self.pacer.wait(self.arm.arm_time)
@@ -322,7 +336,7 @@ class FrankaControllerNode(LifecycleNode):
             return
         self._last_joint_time = state.robot_time
         m = JointState()
-        m.header.stamp = to_time(self.clock_map.update(state.robot_time, time.time()))
+        m.header.stamp = to_time(self.clock_map.update(state.robot_time, self.clock.wall()))
         m.name = list(FR3_JOINT_NAMES) + list(FR3_FINGER_NAMES)
         # an unknown width (no gripper, a failed read) is NaN, never "closed": the policy drops it
         half = 0.5 * state.gripper_width if state.gripper_width is not None else float("nan")
@@ -332,7 +346,7 @@ class FrankaControllerNode(LifecycleNode):
 
     def publish_command(self, out, state) -> None:
         m = JointState()
-        m.header.stamp = to_time(time.time())
+        m.header.stamp = to_time(self.clock.wall())
         m.name = list(FR3_JOINT_NAMES) + [GRIPPER_NAME]
         grip = out.command.gripper
         if np.isnan(grip) and state is not None and state.gripper_width is not None:

@@ -10,6 +10,9 @@ and the status keeps coming (its timer is on the companion node; a LOADING statu
 checkpoint goes out as the load starts); the swap happens at the next chunk boundary. A refused
 checkpoint rejects the parameter change with the reason, and nothing else changes.
 
+With `use_sim_time` (the `sim` profile) the runtime's clock (input staleness, latency) and the tick rate
+are the simulated world's /clock, which also reaches this node through the companion.
+
 Why single-threaded executors and no executor timer for the tick: rclpy's MultiThreadedExecutor burnt
 most of a core on its own wake-ups (78 % for 100 Hz joint states + 20 Hz images, see nodes.run), and
 the GIL it held made inference 4x slower than the same engine outside the node.
@@ -33,7 +36,7 @@ from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import PolicyStatus
 from mail_policy_node.checkpoint_limits import short
 from mail_policy_node.engine.engine import EngineConfig
-from mail_policy_node.nodes import refuse_sim_time, run, topic_remaps
+from mail_policy_node.nodes import NodeClock, run, topic_remaps
 from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.qos import STATUS_QOS
@@ -52,7 +55,7 @@ STATE_NAMES = {PolicyStatus.STATE_IDLE: "idle", PolicyStatus.STATE_RUNNING: "run
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
-        refuse_sim_time(self)
+        self.clock = NodeClock(self)  # with use_sim_time: the simulated world's (stamps, staleness, the tick rate)
         p = declare_table(self, POLICY_PARAMETERS)
         self.root = p["checkpoint_root"]
         self.runtime_config = RuntimeConfig(rate_hz=p["rate_hz"], execution_horizon=p["execution_horizon"],
@@ -86,6 +89,15 @@ class PolicyNode(Node):
                            cli_args=topic_remaps(), use_global_arguments=False, start_parameter_services=False,
                            enable_rosout=False)
         self.companion_nodes = (self.inputs,)
+        if self.clock.sim:
+            # /clock through the companion too: a load blocks this node's executor, and the clock the running
+            # policy judges its inputs by must not stop with it (active first: attaching an inactive source
+            # would switch this node's clock back to the system's)
+            from rclpy.time_source import TimeSource
+
+            self._clock_feed = TimeSource(node=self.inputs)
+            self._clock_feed.ros_time_is_active = True
+            self._clock_feed.attach_clock(self.get_clock())
         self._subscribed: set[str] = set()
         self.create_service(Trigger, "~/reset_episode", self.on_reset)
         self.create_service(Trigger, "~/pause", self.on_pause)
@@ -142,7 +154,7 @@ class PolicyNode(Node):
         return result["loaded"]
 
     def _start(self, loaded: LoadedPolicy) -> None:
-        self.runtime = PolicyRuntime(loaded, self.runtime_config)
+        self.runtime = PolicyRuntime(loaded, self.runtime_config, clock=self.clock.wall)
         self._subscribe(loaded)
         self.state, self.reason = PolicyStatus.STATE_IDLE, "waiting for every input stream"
         self.get_logger().info(f"running {loaded.name} ({loaded.policy_id}), {loaded.engine.describe()}")
@@ -202,16 +214,15 @@ class PolicyNode(Node):
                     self._frame_arrived.clear()
                     self.tick()
             return
-        period = 1.0 / self.runtime_config.rate_hz
-        next_t = time.monotonic()
+        period, clock = 1.0 / self.runtime_config.rate_hz, self.clock
+        next_t = clock.monotonic()
         while not self._stop.is_set():
             self.tick()
             next_t += period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-            else:
-                next_t = time.monotonic()  # overran: no burst of catch-up ticks
+            if next_t <= clock.monotonic():
+                next_t = clock.monotonic()  # overran: no burst of catch-up ticks
+            elif not clock.sleep_until(next_t, self._stop, max_wall=1.0):
+                next_t = clock.monotonic()  # a simulated clock that stopped: tick, then wait a period again
 
     def tick(self) -> None:
         rt = self.runtime

@@ -60,8 +60,9 @@ def loopback_candidates(seed: int | None = None) -> Iterator[str]:
         yield f"127.{1 + n // 62500}.{(n // 250) % 250}.{1 + n % 250}"
 
 
-def run_physics(server, period: float, stop: threading.Event | None = None) -> None:
-    """franky-sim's steps, one every ``period`` seconds (0: as fast as possible) until the server stops.
+def run_physics(server, period: float, stop: threading.Event | None = None, after_step=None) -> None:
+    """franky-sim's steps, one every ``period`` seconds (0: as fast as possible) until the server stops;
+    ``after_step()`` (optional) is called after each (the world's /clock publisher).
     franky-sim's own loop sleeps 1 ms minus the step's time after every step, so each sleep's overshoot
     adds up: its clock ran at 0.87x real time on an idle machine. This one sleeps to absolute deadlines,
     so the simulated clock keeps wall-clock pace whenever the CPU allows; after falling more than 50 ms
@@ -69,6 +70,8 @@ def run_physics(server, period: float, stop: threading.Event | None = None) -> N
     next_t = time.perf_counter()
     while server.running and not (stop is not None and stop.is_set()):
         server.run_once(False)
+        if after_step is not None:
+            after_step()
         if not period:
             continue
         next_t += period
@@ -104,6 +107,7 @@ class FrankySimScene:
             reference.close()
         self._sim = None
         self._server = None
+        self.after_step = None  # called in the physics thread after every 1 ms step (set before `start`)
         self.xml: str | None = None
         self.t0 = 0.0
 
@@ -133,7 +137,7 @@ class FrankySimScene:
         return self
 
     def _physics_loop(self) -> None:
-        run_physics(self._server, 0.001 * float(self.realtime) if self.realtime else 0.0)
+        run_physics(self._server, 0.001 * float(self.realtime) if self.realtime else 0.0, after_step=self.after_step)
 
     @property
     def hostname(self) -> str:
@@ -181,11 +185,14 @@ SIM_WORLD_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("seed", default_of(FrankySimScene, "seed"), "seed of the task's scene (object and goal placement)",
               0, 2**31 - 1),
     Parameter("hostname", "127.0.0.1", "loopback address franky-sim serves the FR3 on (the controller's robot_ip)"),
+    Parameter("real_time_factor", 1.0, "simulated seconds per wall-clock second franky-sim is paced to (it runs "
+              "slower where the host cannot keep that pace); below 1 on a small machine with use_sim_time, so the "
+              "stack keeps up with the arm", 0.01, 1.0),
     Parameter("state_rate_hz", 10.0, "[Hz] state snapshots for the simulated cameras (their frame rate)", 0.1, 100.0),
     Parameter("episode_timeout", 0.0, "[s of simulated time] from the episode's start (the observation its first "
               "action chunk was planned on) to its end; 0 = the task's own step limit x 0.1 s", 0.0, 7 * 24 * 3600.0),
-    Parameter("motion_timeout", 60.0, "[s] from ready to the episode's start (its first action chunk), else the "
-              "episode ends failed", 1.0, 24 * 3600.0),
+    Parameter("motion_timeout", 60.0, "[s of the world's clock] from ready to the episode's start (its first "
+              "action chunk), else the episode ends failed", 1.0, 24 * 3600.0),
 )
 
 
