@@ -121,17 +121,20 @@ class NodeClock:
 
     def sleep_until(self, t: float, stop, max_wall: float) -> bool:
         """Wait until ``monotonic()`` reaches ``t``, at most ``max_wall`` seconds of the host's clock (a
-        simulated clock that stopped must not stop the caller's loop) or until the event ``stop`` is set.
-        Returns False when a simulated clock did not reach ``t`` (it stalled, or ``stop`` was set)."""
+        simulated clock that stopped must not stop the caller's loop); a simulated clock's wait also ends when
+        the event ``stop`` is set. Returns False when a simulated clock did not reach ``t`` (it stalled, or
+        ``stop`` was set)."""
+        # time.sleep, not stop.wait: a timed Event.wait never returned in a process whose clock libfaketime
+        # shifts (the controller's clock-offset test); stop is looked at after each sleep
         if not self.sim:
             delay = t - time.monotonic()
             if delay > 0:
-                stop.wait(min(delay, max_wall))
+                time.sleep(min(delay, max_wall))
             return True
         deadline = time.monotonic() + max_wall
         # the simulated clock never runs ahead of the wall clock (the world paces its physics to at most real
         # time), so the wall-clock time to t is slept at once, and only the rest, if the simulation lags, polled
-        stop.wait(min(max(t - self.monotonic(), 0.0), max_wall))
+        time.sleep(min(max(t - self.monotonic(), 0.0), max_wall))
         while self.monotonic() < t:
             if stop.is_set() or time.monotonic() >= deadline:
                 return False
