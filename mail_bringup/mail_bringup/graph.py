@@ -53,6 +53,7 @@ class NodeSpec:
     package: str = "mail_policy_node"
     ends_profile: bool = False  # its normal exit (code 0) ends the whole profile (e.g. a bag played out)
     resolved: dict = field(default_factory=dict)  # YAML values rewritten by `profile` (RELATIVE_TO_SHARE)
+    remaps: tuple = ()  # (from, to) topic remappings both translators pass
 
     def launch_parameters(self) -> dict:
         """What both translators pass on top of the YAML file (overrides win over resolved paths)."""
@@ -153,6 +154,10 @@ def _camera(name: str, **params) -> NodeSpec:
                     {"camera_name": name, **params}, respawn=True)
 
 
+# The sim world's /clock (use_sim_time) in the profile's namespace: ROS's /clock is global, and two simulated
+# arms in one graph (namespace:=arm1, arm2) would each follow both worlds' clocks. Relative, it is /clock
+# without a namespace.
+WORLD_CLOCK = (("/clock", "clock"),)
 POLICY = NodeSpec("policy_node", "policy_node", "mail_policy_node.nodes.policy_node", respawn=True)
 CONTROLLER = NodeSpec("franka_controller", "franka_controller_node",
                       "mail_policy_node.nodes.franka_controller_node")
@@ -162,8 +167,9 @@ def _nodes(name: str) -> tuple[NodeSpec, ...]:
     if name == "real_robot":
         return (_camera("agentview", source="realsense"), _camera("wrist", source="realsense"), POLICY, CONTROLLER)
     if name == "sim":
-        return (NodeSpec("sim_world", "sim_world_node", "mail_policy_node.nodes.sim_world_node"),
-                _camera("agentview", source="sim"), _camera("wrist", source="sim"), POLICY, CONTROLLER)
+        return (NodeSpec("sim_world", "sim_world_node", "mail_policy_node.nodes.sim_world_node", remaps=WORLD_CLOCK),
+                _camera("agentview", source="sim"), _camera("wrist", source="sim"),
+                replace(POLICY, remaps=WORLD_CLOCK), replace(CONTROLLER, remaps=WORLD_CLOCK))
     # replay: a recorded bag's cameras and joint states into the policy node, its chunks recorded
     return (NodeSpec("bag_player", "bag_player_node", "mail_policy_node.nodes.bag_player_node", ends_profile=True),
             POLICY,

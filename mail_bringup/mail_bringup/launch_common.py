@@ -115,7 +115,7 @@ def describe(profile_name: str) -> LaunchDescription:
         runs_here = IfCondition(PythonExpression(
             ["'", LaunchConfiguration("machine"), f"' in ('all', '{machine_of(spec.name)}')"]))
         node = Node(package=spec.package, executable=spec.executable, name=spec.name, namespace=namespace,
-                    condition=runs_here,
+                    condition=runs_here, remappings=list(spec.remaps),
                     parameters=[ProfileParameterFile(prof.params_file, namespace), params],
                     ros_arguments=["--log-level", LaunchConfiguration("log_level")], output="screen", **respawn)
         entities += [node, RegisterEventHandler(OnProcessExit(target_action=node,

@@ -36,6 +36,8 @@ def node_command(spec: NodeSpec, params_file, namespace: str = "", log_level: st
     cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
     if namespace.strip("/"):
         cmd += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    for source, target in spec.remaps:
+        cmd += ["-r", f"{source}:={target}"]
     cmd += ["--log-level", log_level]
     if params_file is not None:
         if not os.path.isfile(params_file):
