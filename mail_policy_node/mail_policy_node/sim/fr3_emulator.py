@@ -816,8 +816,9 @@ def run(args: argparse.Namespace) -> int:
     if args.task:
         from .franky import FrankySimScene
 
-        scene = FrankySimScene(args.task, seed=args.seed, realtime=args.realtime, hostname=args.hostname,
-                               strict=kwargs)
+        # FrankySimScene's realtime is wall ms per simulated ms (0: as fast as it goes), this flag the inverse
+        scene = FrankySimScene(args.task, seed=args.seed, realtime=1.0 / args.realtime if args.realtime else 0.0,
+                               hostname=args.hostname, strict=kwargs)
         if args.initial_q is not None:
             scene.initial_q = np.asarray(args.initial_q, dtype=float)
         scene.start()
