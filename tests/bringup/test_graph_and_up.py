@@ -136,8 +136,9 @@ def test_namespaced_nodes_get_their_yaml_sections(tmp_path):
     assert sections["/lab/policy_node"] == graph.yaml_sections(sim.params_file)["policy_node"]
     copy.unlink()
     cmd = node_command(sim.node("policy_node"), sim.params_file, namespace="lab", log_level="warn")
+    # the sim world's /clock followed in the namespace (graph.WORLD_CLOCK), as ros2 launch remaps it
     assert cmd[cmd.index("--ros-args"):cmd.index("--params-file")] == \
-        ["--ros-args", "-r", "__node:=policy_node", "-r", "__ns:=/lab", "--log-level", "warn"]
+        ["--ros-args", "-r", "__node:=policy_node", "-r", "__ns:=/lab", "-r", "/clock:=clock", "--log-level", "warn"]
     assert f"checkpoint_root:=\"{SOURCE / 'checkpoints'}\"" in cmd
 
 
