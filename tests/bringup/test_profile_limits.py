@@ -69,7 +69,8 @@ def controller_comments(profile: str) -> dict:
         match = KEY_LINE.match(line) if inside else None
         if match:
             comments[match.group(1)] = match.group(2) or ""
-    return {k: c for k, c in comments.items() if k in controller_params(profile)}
+    own = controller_params(profile)
+    return {k: c for k, c in comments.items() if k in own}
 
 
 @pytest.mark.parametrize("profile", ["real_robot", "sim"])

@@ -141,6 +141,15 @@ class NodeClock:
             time.sleep(SIM_TIME_POLL_S)
         return True
 
+    def wait_for_cycle(self, due: float, stop, max_wall: float) -> float:
+        """A periodic loop's wait for its next cycle, due at ``due``. Returns the time that cycle counts
+        from: ``due``, or now where the loop overran (no burst of catch-up cycles) or a simulated clock did
+        not reach ``due`` within ``max_wall`` (the loop goes on)."""
+        now = self.monotonic()
+        if due <= now:
+            return now
+        return due if self.sleep_until(due, stop, max_wall) else self.monotonic()
+
 
 def construct(node_class):
     """The node (rclpy initialised), or, when its constructor refuses the configuration (a parameter out

@@ -307,11 +307,9 @@ class FrankaControllerNode(LifecycleNode):
             if out is not None:
                 self.publish_command(out, state)
             cycle += 1
-            next_t += self.period
-            if next_t <= clock.monotonic():
-                next_t = clock.monotonic()  # overran: do not try to catch up with a burst
-            elif not clock.sleep_until(next_t, self._stop, max_wall=ARM_CLOCK_WAIT_CYCLES * self.period):
-                next_t = clock.monotonic()  # a simulated clock that stalled: the loop still reads the arm
+            # a simulated clock that stalls holds a cycle at most ARM_CLOCK_WAIT_CYCLES periods: the loop still
+            # reads the arm
+            next_t = clock.wait_for_cycle(next_t + self.period, self._stop, ARM_CLOCK_WAIT_CYCLES * self.period)
             if self.arm.robot is not None:
                 try:
                     self.pacer.wait(self.arm.arm_time)

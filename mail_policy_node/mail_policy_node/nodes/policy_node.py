@@ -218,11 +218,7 @@ class PolicyNode(Node):
         next_t = clock.monotonic()
         while not self._stop.is_set():
             self.tick()
-            next_t += period
-            if next_t <= clock.monotonic():
-                next_t = clock.monotonic()  # overran: no burst of catch-up ticks
-            elif not clock.sleep_until(next_t, self._stop, max_wall=1.0):
-                next_t = clock.monotonic()  # a simulated clock that stopped: tick, then wait a period again
+            next_t = clock.wait_for_cycle(next_t + period, self._stop, max_wall=1.0)
 
     def tick(self) -> None:
         rt = self.runtime
