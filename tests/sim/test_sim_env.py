@@ -45,13 +45,14 @@ def test_step_follows_joint_targets_and_reports(envs):
     assert obs["time"] == 0.0 and obs["joint_state"].shape == (8,) and obs["images"] == {}
     target = obs["joint_state"].copy()
     target[0] += 0.15
-    target[7] = 0.02
+    target[7] = 0.06  # open (above the Hand's close threshold): the fingers stay at the full width
     for _ in range(10):
         obs, done, info = env.step(target)
     assert obs["time"] == pytest.approx(1.0)
     assert not done and info["success"] is False and info["steps"] == 10
     np.testing.assert_allclose(obs["joint_state"][:7], target[:7], atol=5e-3)
-    assert obs["joint_state"][7] == pytest.approx(0.02, abs=3e-3)
+    assert obs["joint_state"][7] == pytest.approx(0.08, abs=3e-3)
+    np.testing.assert_array_equal(info["command"], target)  # the action as commanded, the width included
 
 
 def test_feature_spec_matches_the_env(envs):
@@ -116,3 +117,57 @@ def test_memory_cue_is_gone_after_the_first_second():
         np.testing.assert_array_equal(later["left"]["images"][cam], later["right"]["images"][cam])
     np.testing.assert_array_equal(later["left"]["joint_state"], later["right"]["joint_state"])
     env.close()
+
+
+def _width_after(env, widths):
+    obs = None
+    for w in widths:
+        action = env.state()["command"].copy()
+        action[7] = w
+        obs, _, _ = env.step(action)
+    return obs["joint_state"][7]
+
+
+def test_the_gripper_is_the_franka_hand_as_the_controller_drives_it(envs):
+    """The fingers follow Hand commands, not the commanded width: a width below ``close_below`` (0.04 m) is a
+    grasp run at the Hand's 0.05 m/s, a width between the thresholds changes nothing, a width above
+    ``close_below`` + the hysteresis opens at the same speed. A gripper that jumped to the commanded width
+    (before) gave demonstrations whose widths the deployed Hand never reports."""
+    env = envs["push"]
+    env.reset(seed=0)
+    assert _width_after(env, [0.045] * 5) == pytest.approx(0.08, abs=2e-3), "between the thresholds: no command"
+    assert _width_after(env, [0.02] * 10) == pytest.approx(0.03, abs=4e-3), "1 s of a grasp at 0.05 m/s"
+    assert _width_after(env, [0.045] * 8) == pytest.approx(0.0, abs=3e-3), "the grasp runs on to closed"
+    assert _width_after(env, [0.07] * 6) == pytest.approx(0.03, abs=4e-3), "opening: 0.05 m/s again"
+
+
+def test_a_controller_path_drives_the_hand_as_one_step_does(envs):
+    """`step(path=...)` (the controller's cycles, `mail-il eval --through-controller`) moves the Hand by the
+    same law: ten 10 ms slices of a grasp close the fingers' set point as far as one 0.1 s step does."""
+    a, b = make_task("push", render=False), make_task("push", render=False)
+    a.reset(seed=1)
+    b.reset(seed=1)
+    action = a.state()["command"].copy()
+    action[7] = 0.0
+    for _ in range(4):
+        a.step(action)
+        b.step(action, path=np.repeat(action[None], 10, axis=0))
+    assert a.state()["command"][7] == pytest.approx(0.08 - 4 * 0.005)
+    assert b.state()["command"][7] == pytest.approx(a.state()["command"][7])
+    a.close()
+    b.close()
+
+
+def test_the_simulated_hand_runs_one_command_at_a_time():
+    """As on the Hand: an open asked for while a grasp runs waits until the grasp has run; NaN keeps what runs."""
+    from mail_policy_node.sim.hand import SimulatedHand
+
+    hand = SimulatedHand()
+    assert hand.step(0.0, 0.1) == pytest.approx(0.075) and hand.moving
+    for _ in range(5):
+        assert hand.step(0.08, 0.1) < 0.075, "the open waits behind the running grasp"
+    while hand.moving:
+        hand.step(0.08, 0.1)
+    assert hand.width == pytest.approx(0.0)
+    assert hand.step(float("nan"), 0.1) == pytest.approx(0.0)
+    assert hand.step(0.08, 0.1) == pytest.approx(0.005), "the open runs once the grasp has"

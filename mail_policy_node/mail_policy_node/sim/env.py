@@ -8,7 +8,9 @@ One `step` is one control period (``dt`` = 0.1 s, the FeatureSpec's default). In
 tracked by joint position actuators (PD, franky_sim's gains) at the physics rate (2 ms): the target
 moves linearly from the previous command to the new one over the period, with the ramp's velocity fed
 forward, like the interpolating joint controllers of the real arm. Gravity is compensated as on the
-real FR3. The gripper width is commanded the same way through a force-limited actuator.
+real FR3. The gripper is the Franka Hand as the controller drives it (`sim.hand.SimulatedHand`: the
+commanded width becomes a grasp or an open command, run at the Hand's speed); a force-limited actuator
+follows the Hand's set point.
 
 Everything is deterministic given the seed passed to `reset` (the same seed and actions give the same
 observations, bit for bit, on the same machine and MuJoCo build).
@@ -20,6 +22,7 @@ import mujoco
 import numpy as np
 
 from ..spec import FR3_JOINT_NAMES, CameraSpec, FeatureSpec
+from .hand import SimulatedHand
 from .kinematics import HOME_Q, HOME_YAW, ArmKinematics, down_rotation
 from .scene import ARM_KP, ARM_KV, CAMERA_NAMES, build_scene_xml, scene_renderer
 from .tasks import Task, get_task, gripper_width
@@ -55,6 +58,7 @@ class TaskEnv:
         self.model = mujoco.MjModel.from_xml_string(build_scene_xml(self.task.elements(), physics_dt))
         self.data = mujoco.MjData(self.model)
         self.kinematics = ArmKinematics(self.model)
+        self.hand = SimulatedHand()
         m = self.model
         self._qpos_adr = np.array([m.joint(n).qposadr[0] for n in FR3_JOINT_NAMES])
         self._dof_adr = np.array([m.joint(n).dofadr[0] for n in FR3_JOINT_NAMES])
@@ -111,6 +115,7 @@ class TaskEnv:
         d.qpos[self._qpos_adr] = q0
         d.qpos[self._finger_qpos] = GRIPPER_MAX_WIDTH / 2
         self.task.apply(m, d, self.params)
+        self.hand.reset(GRIPPER_MAX_WIDTH)
         self._command = np.concatenate([q0, [GRIPPER_MAX_WIDTH]])
         d.ctrl[self._arm_act] = q0
         d.ctrl[self._grip_act] = GRIPPER_MAX_WIDTH
@@ -135,7 +140,7 @@ class TaskEnv:
         target[7] = np.clip(target[7], 0.0, GRIPPER_MAX_WIDTH)
         m, d = self.model, self.data
         if path is None:
-            slices = target[None]
+            slices = target[None].copy()
         else:
             slices = np.asarray(path, dtype=float).reshape(-1, 8).copy()
             if self.n_substeps % len(slices) or not np.all(np.isfinite(slices)):
@@ -143,6 +148,8 @@ class TaskEnv:
             slices[:, :7] = np.clip(slices[:, :7], self.joint_lower, self.joint_upper)
             slices[:, 7] = np.clip(slices[:, 7], 0.0, GRIPPER_MAX_WIDTH)
             slices[-1] = target
+        for row in slices:  # the commanded widths through the Hand, slice by slice
+            row[7] = self.hand.step(row[7], self.dt / len(slices))
         per = self.n_substeps // len(slices)
         start = self._command
         for j, end in enumerate(slices):
@@ -154,7 +161,7 @@ class TaskEnv:
                 d.ctrl[self._grip_act] = ramp[7]
                 mujoco.mj_step(m, d)
             start = end
-        self._command = target
+        self._command = slices[-1]
         self.steps += 1
         self.task.update(m, d, self.params, self.time)
         success, failed = self.task.evaluate(m, d, self.params)

@@ -200,6 +200,13 @@ class ScriptedExpert:
         for _ in range(steps):
             yield self.pos, self.yaw, self.grip if grip is None else grip
 
+    def until_hand_still(self, grip: float, max_steps: int = 30) -> Iterator[Target]:
+        """Hold until the Hand's command has run (the fingers closed on the object or at their width)."""
+        for _ in range(max_steps):
+            if not self.env.hand.moving:
+                return
+            yield from self.hold(1, grip=grip)
+
     def random_bow(self, scale: float = 0.06) -> float:
         return float(np.clip(self.rng.normal(0.0, scale), -2 * scale, 2 * scale))
 
@@ -295,6 +302,7 @@ class PickPlaceExpert(ScriptedExpert):
             yield from self.hold(int(self.rng.integers(1, 3)))
             for _ in range(6):
                 yield self.pos, self.yaw, max(0.0, self.grip - 0.02)  # close over ~0.6 s
+            yield from self.until_hand_still(grip=0.0)  # the Hand closes at its own speed (sim/hand.py)
             yield from self.hold(int(self.rng.integers(2, 4)), grip=0.0)
             yield from self.move(self.pos + [0, 0, 0.15 - self.grasp_height], speed=0.15)
             attempts += 1

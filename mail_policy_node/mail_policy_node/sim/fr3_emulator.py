@@ -753,11 +753,12 @@ class StrictFR3:
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
 
-        from .franky import loopback_candidates, run_physics
+        from .franky import honour_hand_speed, loopback_candidates, run_physics
 
         sim = MujocoSimulator()
         sim.init()
-        sim.add_robot(initial_q=tuple(float(x) for x in self.initial_q), initial_hand_width=self.gripper_width)
+        honour_hand_speed(sim.add_robot(initial_q=tuple(float(x) for x in self.initial_q),
+                                        initial_hand_width=self.gripper_width))
         candidates = [self.requested_hostname] if self.requested_hostname else loopback_candidates()
         server = SimulationServer(sim, hostname_candidates=candidates)
         server.init()

@@ -60,6 +60,29 @@ def loopback_candidates(seed: int | None = None) -> Iterator[str]:
         yield f"127.{1 + n // 62500}.{(n // 250) % 250}.{1 + n % 250}"
 
 
+def honour_hand_speed(robot) -> None:
+    """Make franky-sim's Hand travel at the speed each command asks for, as the Franka Hand does. franky-sim
+    keeps the speed of a move or grasp but never uses it: its finger PD jumps to the command's width and
+    closed at about 0.15 m/s whatever was asked (0.05 m/s in the profiles), so the stack's Hand and the
+    synchronous tasks' (sim/hand.py, the Hand's law) disagreed by up to 5 cm of width. The fingers' set point
+    now moves towards the command's width at its speed, one physics step at a time."""
+    original = robot._pre_step
+    set_point = [float(robot._hand_goal_width)]
+
+    def pre_step() -> None:
+        goal = robot._hand_goal_width
+        if robot._model is not None:
+            reach = robot._hand_goal_velocity * robot._model.opt.timestep
+            set_point[0] += min(max(goal - set_point[0], -reach), reach)
+        robot._hand_goal_width = set_point[0]
+        try:
+            original()
+        finally:
+            robot._hand_goal_width = goal
+
+    robot._pre_step = pre_step
+
+
 def run_physics(server, period: float, stop: threading.Event | None = None, after_step=None) -> None:
     """franky-sim's steps, one every ``period`` seconds (0: as fast as possible) until the server stops;
     ``after_step()`` (optional) is called after each (the world's /clock publisher).
@@ -117,7 +140,7 @@ class FrankySimScene:
 
         sim = MujocoSimulator()
         sim.init()
-        sim.add_robot(initial_q=tuple(float(q) for q in self.initial_q), initial_hand_width=0.08)
+        honour_hand_speed(sim.add_robot(initial_q=tuple(float(q) for q in self.initial_q), initial_hand_width=0.08))
         add_to_franky_scene(sim, self.task.elements(), ROBOT_PREFIX)
         self.xml = ET.tostring(sim.scene, encoding="unicode")
         candidates = [self.requested_hostname] if self.requested_hostname else loopback_candidates()
