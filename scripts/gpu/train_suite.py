@@ -226,6 +226,22 @@ PLANS = {
                    evals=((0,),)),
         ],
         episodes=30, parallel_train=3, parallel_eval=3, eval_workers=4, eval_device="cpu", export=True),
+    # "stack" (2026-12-05, H100): the stream policy remembered the cue (2 wrong pads in 30 against the window's
+    # 14) but 13 of its episodes ended 2-7 mm short of the pad's touch height: 15-17/30 against the window's
+    # 16/30. Trained twice as long (as the CPU stream recipe needed 4000 steps for its 88 %), both policies,
+    # stopped at the deadline if need be (the newest checkpoint is evaluated and exported). Ran 2026-12-05 (H100,
+    # 520 s): the stream policy stopped at 3750 steps, 17/30, the window (5000 steps) 16/30: no margin yet
+    "stack_memory_long": dict(
+        demos={"memory": 400},
+        runs=[
+            memory("memory_stream_e8_5k", "memory_dma_stream_cpu.yaml", "train.steps=5000",
+                   "train.episodes_per_batch=8", "train.lr=1e-3", "train.amp=off", "train.ckpt_every=250",
+                   evals=((0,),)),
+            memory("memory_window_k1_b128_5k", "memory_dma_window_k1_cpu.yaml", "train.steps=5000",
+                   "train.batch_size=128", "train.lr=1e-3", "train.amp=off", "train.ckpt_every=250",
+                   evals=((0,),)),
+        ],
+        episodes=30, parallel_train=2, parallel_eval=2, eval_workers=6, eval_device="cpu", export=True),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
