@@ -66,15 +66,17 @@ def honour_hand_speed(robot) -> None:
     closed at about 0.15 m/s whatever was asked (0.05 m/s in the profiles), so the stack's Hand and the
     synchronous tasks' (sim/hand.py, the Hand's law) disagreed by up to 5 cm of width. The fingers' set point
     now moves towards the command's width at its speed, one physics step at a time."""
+    from .hand import finger_travel
+
     original = robot._pre_step
-    set_point = [float(robot._hand_goal_width)]
+    set_point = float(robot._hand_goal_width)
 
     def pre_step() -> None:
+        nonlocal set_point
         goal = robot._hand_goal_width
         if robot._model is not None:
-            reach = robot._hand_goal_velocity * robot._model.opt.timestep
-            set_point[0] += min(max(goal - set_point[0], -reach), reach)
-        robot._hand_goal_width = set_point[0]
+            set_point = finger_travel(set_point, goal, robot._hand_goal_velocity, robot._model.opt.timestep)
+        robot._hand_goal_width = set_point
         try:
             original()
         finally:

@@ -16,6 +16,13 @@ from ..control.gripper import GripperCommander, GripperConfig
 from ..control.limits import GRIPPER_WIDTH_MAX
 
 
+def finger_travel(set_point: float, goal: float, speed: float, dt: float) -> float:
+    """The fingers' set point [m] after ``dt`` seconds of travel towards ``goal`` at ``speed`` [m/s]: the
+    Hand's one law of motion, here and in franky-sim's Hand (`sim.franky.honour_hand_speed`)."""
+    reach = speed * dt
+    return set_point + min(max(goal - set_point, -reach), reach)
+
+
 class SimulatedHand:
     """Commanded widths in, the fingers' commanded width out (the actuator's set point), step by step."""
 
@@ -39,6 +46,5 @@ class SimulatedHand:
         cmd = self.commander.command(commanded, busy=self.moving)
         if cmd is not None:
             self.goal, self.speed = float(cmd.width), float(cmd.speed)
-        reach = self.speed * dt
-        self.width += min(max(self.goal - self.width, -reach), reach)
+        self.width = finger_travel(self.width, self.goal, self.speed, dt)
         return self.width
