@@ -290,18 +290,19 @@ class FrankySimEnv:
     episode, the camera process kept across episodes. ``dynamics_factor`` scales franky's
     velocity/acceleration/jerk limits.
 
+    ``gripper``: how actions' widths become Hand commands (default: the profiles', 0.05 m/s, binary).
+
     ``twin`` is a synchronous `TaskEnv` (no rendering) reset with the same seed at every `reset`: the
     same task parameters and start joints, and privileged state for a scripted expert's plan
     (``make_expert(env.twin)``); it does not follow the franky-sim arm."""
 
     def __init__(self, task: str, cameras=CAMERA_NAMES, image_size=(128, 128), dt: float = 0.1,
-                 dynamics_factor: float = 0.3, gripper_speed: float = 0.1):
+                 dynamics_factor: float = 0.3, gripper: GripperConfig | None = None):
         self.task_name = task
         self.cameras = tuple(cameras)
         self.image_size = tuple(image_size)
         self.dt = dt
         self.dynamics_factor = dynamics_factor
-        self.gripper_speed = gripper_speed
         self.max_steps = get_task(task).max_steps
         self.twin = make_task(task, render=False)
         self.scene: FrankySimScene | None = None
@@ -309,7 +310,7 @@ class FrankySimEnv:
         self._robot = None
         self._gripper = None
         self._gripper_future = None
-        self._hand = GripperCommander(GripperConfig(speed=gripper_speed))
+        self._hand = GripperCommander(gripper or GripperConfig())  # the profiles' Hand unless told
         self.steps = 0
         self._t_start = 0.0
 
