@@ -242,6 +242,22 @@ PLANS = {
                    evals=((0,),)),
         ],
         episodes=30, parallel_train=2, parallel_eval=2, eval_workers=6, eval_device="cpu", export=True),
+    # "stack" and "stack_memory_long" gave the stream policy 57 % against the window's 53 %, where deployable_batch's
+    # same recipe had 86 % against 54 % (50 seeds, demos of 2026-12-04). The stream's failures end beside the
+    # cued pad (0.5-4.7 cm past its edge, at touch height) or wander; its wrong pads are few (2-4 in 30). One run
+    # per recipe cannot tell a weaker recipe from a weaker seed (the CPU stream recipe gave 78 / 60 / 44 % over
+    # three seeds): three stream seeds and two window seeds of the "stack" recipes, side by side
+    "memory_seeds": dict(
+        demos={"memory": 400},
+        runs=[
+            *(memory(f"memory_stream_e8_s{seed}", "memory_dma_stream_cpu.yaml", "train.steps=2500",
+                     "train.episodes_per_batch=8", "train.lr=1e-3", "train.amp=off", "train.ckpt_every=250",
+                     f"train.seed={seed}", evals=((0,),)) for seed in (0, 1, 2)),
+            *(memory(f"memory_window_k1_b128_s{seed}", "memory_dma_window_k1_cpu.yaml", "train.steps=2500",
+                     "train.batch_size=128", "train.lr=1e-3", "train.amp=off", "train.ckpt_every=250",
+                     f"train.seed={seed}", evals=((0,),)) for seed in (0, 1)),
+        ],
+        episodes=30, parallel_train=5, parallel_eval=5, eval_workers=3, eval_device="cpu", export=True),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
