@@ -190,6 +190,33 @@ def test_the_episode_starts_with_the_first_chunk_even_where_the_arm_waits():
     assert any(0 < t < CUE_OFF_TIME for t in times) and times[-1] > CUE_OFF_TIME, (times, output[-1000:])
 
 
+def test_a_scenes_first_frames_are_of_snapshots_taken_after_it_loaded():
+    """A sim camera loads a new scene (hundreds of ms) while the world's snapshots queue in its subscription;
+    rendering that backlog made each episode's first frames ~0.2 s old, so the policy planned its first chunk
+    on the past and the controller skipped that chunk's first actions (chunk age p99 ~0.2 s in every fidelity
+    run). Before: the first frame was 0.1-0.2 s old when it came; now it is of a snapshot that came after the
+    scene had loaded: as fresh as the later frames."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    host = f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
+    procs = [node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
+                          {"task": "reach", "seed": 3, "hostname": host, "state_rate_hz": 10.0})]
+    try:
+        with probe() as p:
+            images = p.subscribe(Image, "/camera/agentview/image_raw", qos_profile_sensor_data)
+            arrivals = p.arrivals["/camera/agentview/image_raw"]
+            procs.append(node_process("mail_policy_node.nodes.camera_node", "camera_agentview",
+                                      {"camera_name": "agentview", "source": "sim", "width": 128, "height": 128}))
+            wait_for(lambda: len(images) > 10, 60, what="agentview images")
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+    ages = [t - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec) for m, t in zip(images, arrivals)]
+    later = float(np.median(ages[1:]))
+    assert ages[0] < max(0.08, 2 * later), (ages[:4], later)
+
+
 def test_an_observer_that_joins_late_gets_every_episode_event():
     # The closed-loop harness discovers each episode's new world while the world may already be running:
     # with a history of one event it got "start" (or "end") without "ready" and waited for "ready" until it

@@ -67,6 +67,8 @@ class CameraNode(LifecycleNode):
         self.active = False  # streaming (lifecycle state active)
         self.frames = 0
         self.backward_stamps = 0  # frames stamped not after the previous one
+        self.backlog_skipped = 0  # sim snapshots that arrived while a scene loaded (not rendered)
+        self._scene_loaded_ns = 0  # [ns, system clock] when the sim scene finished loading
         self.failure: str | None = None
         self.frame_rate = 0.0  # [frames/s] over the last window
         self.exit_code = 0
@@ -145,13 +147,23 @@ class CameraNode(LifecycleNode):
             return
         scene = json.loads(msg.data)
         self.source.set_scene(scene["xml"], scene["task"], scene["params"])
+        self._scene_loaded_ns = time.time_ns()
         self.get_logger().info(f"rendering {self.params['camera_name']} of task {scene['task']} "
                                f"seed {scene['seed']}")
 
-    def _on_sim_state(self, msg) -> None:
+    def _on_sim_state(self, msg, info) -> None:
         from mail_policy_node.nodes.sim_world_node import unpack_state
 
         if not self.active or self.source is None or not self.source.ready:
+            return
+        # Loading a scene holds this executor for hundreds of ms, and the snapshots that come meanwhile wait in
+        # the subscription's queue (its depth: 0.2 s of them at the world's 10 Hz). Rendered, they made the first
+        # frames of every episode ~0.2 s old, so the policy planned its first chunk on the past and the
+        # controller skipped that chunk's first actions. The scene's first frame is of a snapshot that came after
+        # it had loaded. (The reception time is the system clock's, as time.time_ns(); 0 where the middleware
+        # does not say: rendered.)
+        if 0 < info.get("received_timestamp", 0) < self._scene_loaded_ns:
+            self.backlog_skipped += 1
             return
         stamp, state = unpack_state(msg)
         self.image_pub.publish(image_msg(self.source.render(state), stamp, self.frame_id))
