@@ -14,6 +14,17 @@ from tests.rosutil import node_process, probe, stop_process, wait_for
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
+def world_host() -> str:
+    """This test process's loopback address for the sim world (its own, beside other test runs)."""
+    return f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
+
+
+def start_world(task: str, **params):
+    """A sim_world node process serving ``task`` (seed 3) on `world_host()`."""
+    return node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
+                        {"task": task, "seed": 3, "hostname": world_host(), **params})
+
+
 def test_chunks_drive_franky_sim_and_cameras_follow():
     from mail_msgs.msg import ActionChunk, ControllerStatus
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -25,9 +36,8 @@ def test_chunks_drive_franky_sim_and_cameras_follow():
     from mail_policy_node.spec import TOPIC_EPISODE
     from tests.nodes.test_controller_node import make_chunk_msg
 
-    host = f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
-    procs = [node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
-                          {"task": "reach", "seed": 3, "hostname": host, "state_rate_hz": 10.0})]
+    host = world_host()
+    procs = [start_world("reach", state_rate_hz=10.0)]
     try:
         with probe() as p:
             joints = p.subscribe(JointState, "/joint_states", qos_profile_sensor_data)
@@ -94,10 +104,8 @@ def test_on_the_worlds_clock_a_chunk_runs_at_the_simulated_arms_pace():
     from mail_msgs.msg import ActionChunk
     from tests.nodes.test_controller_node import make_chunk_msg
 
-    host = f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
-    procs = [node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
-                          {"task": "reach", "seed": 3, "hostname": host, "use_sim_time": True,
-                           "real_time_factor": 0.25})]
+    host = world_host()
+    procs = [start_world("reach", use_sim_time=True, real_time_factor=0.25)]
     sec = lambda t: t.sec + 1e-9 * t.nanosec  # noqa: E731
     try:
         with probe() as p:
@@ -165,9 +173,7 @@ def test_the_episode_starts_with_the_first_chunk_even_where_the_arm_waits():
     from mail_policy_node.spec import TOPIC_EPISODE
     from tests.nodes.test_controller_node import make_chunk_msg
 
-    host = f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
-    proc = node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
-                        {"task": "memory", "seed": 3, "hostname": host, "state_rate_hz": 10.0})
+    proc = start_world("memory", state_rate_hz=10.0)
     try:
         with probe() as p:
             states = p.subscribe(Float64MultiArray, TOPIC_SIM_STATE)
@@ -199,9 +205,7 @@ def test_a_scenes_first_frames_are_of_snapshots_taken_after_it_loaded():
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    host = f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
-    procs = [node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
-                          {"task": "reach", "seed": 3, "hostname": host, "state_rate_hz": 10.0})]
+    procs = [start_world("reach", state_rate_hz=10.0)]
     try:
         with probe() as p:
             images = p.subscribe(Image, "/camera/agentview/image_raw", qos_profile_sensor_data)
@@ -230,9 +234,7 @@ def test_an_observer_that_joins_late_gets_every_episode_event():
     from mail_policy_node.nodes.sim_world_node import EPISODE_QOS
     from mail_policy_node.spec import TOPIC_EPISODE
 
-    host = f"127.0.{int(os.environ['ROS_DOMAIN_ID'])}.{1 + os.getpid() % 250}"
-    proc = node_process("mail_policy_node.nodes.sim_world_node", "sim_world",
-                        {"task": "reach", "seed": 3, "hostname": host, "state_rate_hz": 10.0, "motion_timeout": 1.0})
+    proc = start_world("reach", state_rate_hz=10.0, motion_timeout=1.0)
     try:
         with probe() as p:
             diagnostics = p.subscribe(DiagnosticArray, "/diagnostics")
