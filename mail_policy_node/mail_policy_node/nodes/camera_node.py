@@ -69,7 +69,7 @@ class CameraNode(LifecycleNode):
         self.backward_stamps = 0  # frames stamped not after the previous one
         self.backlog_skipped = 0  # sim snapshots that arrived while the current scene loaded (not rendered)
         self._scene_loaded_ns = 0  # [ns, system clock] when the sim scene finished loading
-        self._scene_frames = 0  # frames rendered of the current sim scene
+        self._scene_rendered = False  # the current sim scene has had its first frame
         self.failure: str | None = None
         self.frame_rate = 0.0  # [frames/s] over the last window
         self.exit_code = 0
@@ -149,7 +149,7 @@ class CameraNode(LifecycleNode):
         scene = json.loads(msg.data)
         self.source.set_scene(scene["xml"], scene["task"], scene["params"])
         self._scene_loaded_ns = time.time_ns()
-        self._scene_frames, self.backlog_skipped = 0, 0
+        self._scene_rendered, self.backlog_skipped = False, 0
         self.get_logger().info(f"rendering {self.params['camera_name']} of task {scene['task']} "
                                f"seed {scene['seed']}")
 
@@ -170,8 +170,8 @@ class CameraNode(LifecycleNode):
         stamp, state = unpack_state(msg)
         self.image_pub.publish(image_msg(self.source.render(state), stamp, self.frame_id))
         self.frames += 1
-        self._scene_frames += 1
-        if self._scene_frames == 1:
+        if not self._scene_rendered:
+            self._scene_rendered = True
             self.get_logger().info(f"first frame of the scene; {self.backlog_skipped} snapshot(s) that queued while "
                                    "it loaded skipped")
 
