@@ -353,6 +353,29 @@ def transformer_stack_params(d: int, layers: int, cross: bool) -> int:
     return layers * (d + attn + d + linear_params(d, 4 * d) + linear_params(4 * d, d)) + d
 
 
+def unet1d_params(d: int, cond: int, base: int, levels: int, kernel: int = 5) -> int:
+    """model.unet.DPUNet: ``levels`` levels of widths base * 2**i on d channels, a condition of ``cond``
+    features, temporal kernel ``kernel`` (unet.KERNEL_SIZE). Per FiLM block: two Conv1d + GroupNorm (weight
+    and bias), the FiLM Linear (scale and bias per channel), a 1x1 residual conv where the widths differ."""
+    def conv(i: int, o: int, k: int) -> int:  # Conv1d and ConvTranspose1d alike: i * o * k weights + o biases
+        return i * o * k + o
+
+    def block(i: int, o: int) -> int:
+        return (conv(i, o, kernel) + conv(o, o, kernel) + 4 * o + linear_params(cond, 2 * o)
+                + (conv(i, o, 1) if i != o else 0))
+
+    widths = [base * 2 ** i for i in range(levels)]
+    p, c = 0, d
+    for i, w in enumerate(widths):  # down: two blocks, a stride-2 conv (kernel 3) but at the last level
+        p += block(c, w) + block(w, w) + (conv(w, w, 3) if i < levels - 1 else 0)
+        c = w
+    p += 2 * block(c, c)  # mid
+    for i in range(levels - 1, 0, -1):  # up: the skip concatenated, two blocks, a transposed conv (kernel 4)
+        w = widths[i - 1]
+        p += block(2 * widths[i], w) + block(w, w) + conv(w, w, 4)
+    return p + conv(widths[0], widths[0], kernel) + 2 * widths[0] + conv(widths[0], d, 1)  # out
+
+
 def _resnet18(base: int) -> int:
     """model.encoder.ResNet18GN: conv 7x7, four stages of two BasicBlocks, GroupNorm (weight + bias)."""
     widths = [base * m for m in (1, 2, 4, 8)]

@@ -60,10 +60,10 @@ def pooled_mlp():
 
 def test_the_shipped_families_keep_their_checkpoint_names():
     """Checkpoints store these strings: the registry must not change them."""
-    assert registry.backbone_variants() == ("d_ma", "ed_ma", "d_tr", "ed_tr")
+    assert registry.backbone_variants() == ("d_ma", "ed_ma", "d_tr", "ed_tr", "dp_unet")
     assert registry.streaming_variants() == ("d_ma", "ed_ma")
-    assert [registry.backbone_by_name(n).variant for n in ("D-Ma", "ed-ma", "D-TR", "ED-Tr")] == \
-        ["d_ma", "ed_ma", "d_tr", "ed_tr"]
+    assert [registry.backbone_by_name(n).variant for n in ("D-Ma", "ed-ma", "D-TR", "ED-Tr", "dp-unet")] == \
+        ["d_ma", "ed_ma", "d_tr", "ed_tr", "dp_unet"]
 
 
 def test_a_registered_backbone_has_presets_and_builds(pooled_mlp):
@@ -100,7 +100,8 @@ def test_the_training_config_takes_it_by_name_with_its_sizes(pooled_mlp):
     loss = policy(batch)
     loss.backward()
     assert torch.isfinite(loss) and policy.backbone.layers[0].weight.grad is not None
-    with pytest.raises(ConfigError, match="policy.backbone must be one of D-Ma, ED-Ma, D-Tr, ED-Tr, D-MLP, got 'S4'"):
+    with pytest.raises(ConfigError,
+                       match="policy.backbone must be one of D-Ma, ED-Ma, D-Tr, ED-Tr, DP-UNet, D-MLP, got 'S4'"):
         TrainConfig.from_dict({"policy": {"backbone": "S4"}})
 
 
@@ -153,7 +154,8 @@ def test_a_backbone_is_registered_once_and_gone_when_unregistered(pooled_mlp):
 
 
 def test_an_unknown_backbone_is_refused_naming_the_registered_ones():
-    with pytest.raises(ValueError, match=r"variant must be one of \('d_ma', 'ed_ma', 'd_tr', 'ed_tr'\), got 'd_mlp'"):
+    with pytest.raises(ValueError,
+                       match=r"variant must be one of \('d_ma', 'ed_ma', 'd_tr', 'ed_tr', 'dp_unet'\), got 'd_mlp'"):
         BackboneConfig(variant="d_mlp")  # the fixture's backbone is gone again
-    with pytest.raises(ValueError, match="unknown backbone 'S4'; registered: D-Ma, ED-Ma, D-Tr, ED-Tr"):
+    with pytest.raises(ValueError, match="unknown backbone 'S4'; registered: D-Ma, ED-Ma, D-Tr, ED-Tr, DP-UNet"):
         registry.backbone_by_name("S4")

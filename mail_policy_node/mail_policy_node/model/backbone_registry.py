@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from ..checkpoint_limits import mamba_stack_params, transformer_stack_params
+from ..checkpoint_limits import mamba_stack_params, transformer_stack_params, unet1d_params
 
 if TYPE_CHECKING:
     from torch import nn
@@ -153,6 +153,13 @@ def _ed_transformer_params(b: BackboneConfig) -> int:
             + transformer_stack_params(b.d_model, b.n_layers, cross=True))
 
 
+def _dp_unet_params(b: BackboneConfig) -> int:
+    """model/unet.py: n_layers levels of widths expand * d_model * 2**i, conditioned on the N observation
+    tokens and the time embedding flattened ((N + 1) * d_model features)."""
+    d = b.d_model
+    return unet1d_params(d, (b.n_obs_tokens + 1) * d, b.expand * d, b.n_layers)
+
+
 # ---- the shipped families ---------------------------------------------------------------------------------
 # Paper depths and sizes from MaIL (Jia et al., CoRL 2024) and its code. ED-Ma BC is listed there as "about
 # 1.87 M" with the others, but its stated depths (8 + 10 layers, d_state 8, d_conv 2) give 1.98 M by
@@ -183,3 +190,20 @@ register_backbone(
     paper_depths={"ddpm": dict(n_enc_layers=4, n_layers=6), "bc": dict(n_enc_layers=4, n_layers=6)},
     reference_params={"ddpm": 2.28e6, "bc": 2.28e6},
     size_depths={"small": dict(n_enc_layers=1, n_layers=2), "tiny": dict(n_enc_layers=1, n_layers=1)})
+
+# Diffusion Policy, CNN-based (Chi et al., RSS 2023), the baseline users would otherwise pick: their conditional
+# 1-D UNet, DDPM only, on our encoder, head and sampler (model/unet.py: n_layers = levels, first width
+# expand * d_model). Paper depths: 3 levels of 256/512/1024 at d_model 128 (kernel 5, GroupNorm 8), the down
+# dims of ConditionalUnet1D's default and of their state-based configs: 72,250,240 parameters with K 5, P 1 and
+# no goal (more with a longer condition). Their image configs use 512/1024/2048 (expand=4): 266,397,312 here,
+# over the checkpoint budget (checkpoint_limits.MAX_PARAMS, 250 M) with the encoder added. Chi et al. state no
+# parameter count for the backbone that we could establish: the reference is our arithmetic count
+# (checkpoint_limits.unet1d_params; tests/model/test_unet.py checks it against the built module).
+# Training sizes: "small" 2 levels of 128/256 at d_model 64 (4,822,208), "tiny" 2 levels of 32/64 at d_model 32
+# (380,192), both with K 5, P 1.
+register_backbone(
+    variant="dp_unet", name="DP-UNet", module="mail_policy_node.model.unet:DPUNet",
+    mamba=False, encoder_decoder=False, parameter_count=_dp_unet_params,
+    paper_depths={"ddpm": dict(n_layers=3, expand=2)},
+    reference_params={"ddpm": 72_250_240},
+    size_depths={"small": dict(n_layers=2, expand=2), "tiny": dict(n_layers=2, expand=1)})

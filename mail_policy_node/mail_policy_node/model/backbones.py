@@ -13,6 +13,7 @@ observation token):
 | ED-Ma BC | paper | enc [goal, obs, J action tokens]; dec [state tokens, J queries] | dec last J |
 | ED-Tr DDPM | paper | enc [time, goal, obs]; dec [noisy] (causal self + cross attention) | dec |
 | ED-Tr BC | paper | enc [goal, obs]; dec [J queries] | dec |
+| DP-UNet DDPM | paper | 1-D UNet over [noisy] (channels D, length J), FiLM on [goal, obs] flattened + time | all J |
 | D-Ma DDPM | streaming | [goal, obs ... | time, noisy] | last J |
 | D-Ma BC | streaming | [goal, obs ... | J queries] | last J |
 | ED-Ma DDPM | streaming | enc [goal, obs ... | time, J action tokens]; dec [s, s, ... | s, noisy] | dec last J |
@@ -69,6 +70,9 @@ class BackboneConfig:
         if self.layout == "streaming" and not self.family.mamba:
             raise ValueError(f"layout 'streaming' exists for {' and '.join(streaming_variants())} only, "
                              f"got variant {self.variant!r}")
+        if self.head not in self.family.paper_depths:  # a family has the heads it registers (DP-UNet: DDPM only)
+            raise ValueError(f"variant {self.variant!r} has no head {self.head!r}; it has "
+                             f"{tuple(self.family.paper_depths)}")
         for name in ("d_model", "obs_steps", "action_horizon", "n_layers", "d_state", "d_conv", "expand", "n_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BackboneConfig.{name} must be >= 1, got {getattr(self, name)}")
