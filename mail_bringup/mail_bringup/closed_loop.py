@@ -254,7 +254,8 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
 
     env, host = private_sim_graph()  # the observer in this process joins the same private graph
     cam = {"width": image_size, "height": image_size}
-    params = {"policy_node": {"checkpoint_root": os.path.abspath(checkpoint_root), "checkpoint": checkpoint},
+    params = {"policy_node": {"checkpoint_root": os.path.abspath(checkpoint_root), "checkpoint": checkpoint,
+                              "task": task},  # a multi-task checkpoint's goal (a single-task one ignores it)
               "camera_agentview": cam, "camera_wrist": cam,
               "franka_controller": {"robot_ip": host, "auto_enable": True}}
     for node, values in (overrides or {}).items():

@@ -7,6 +7,11 @@ prepared elsewhere (`load_policy`: resolve under the root, validate, warm up) an
 chunk boundary with the caches reset, so the old policy runs until then and no chunk is missed.
 Every dropped input and refused step is counted by cause, for PolicyStatus.
 
+A multi-task checkpoint (FeatureSpec.task_names) is told its task by its goal: the one-hot of the task
+named at load time (`load_policy(..., task=)`, the node's `task` parameter), given with every observation
+so that every episode (reset, time base restart, swap) opens with it. Without a task, or with one the
+checkpoint was not trained on, it is refused at load: it never runs on a zero goal.
+
 A time base change in the inputs (a clock step, a camera reset: see data/sync.py) restarts the
 synchroniser's history; the first set of the new epoch also restarts the engine's history (its window
 or stream state holds observations stamped in the old base, and its stamps must increase), so the
@@ -64,6 +69,9 @@ POLICY_PARAMETERS: tuple[Parameter, ...] = (
               "at run time loads, validates and warms it up, then swaps it in at the next chunk boundary",
               read_only=False),
     Parameter("device", default_of(EngineConfig, "device"), "where the policy runs: cpu, cuda or cuda:N"),
+    Parameter("task", "", "the task a multi-task checkpoint is asked for (one of the tasks it was trained on; its "
+              "goal is that task's one-hot); '' = none, which refuses a multi-task checkpoint. A single-task "
+              "checkpoint does not use it"),
     Parameter("history_mode", "", "the policy's observation history; '' = the checkpoint's own",
               choices=("",) + HISTORIES),
     Parameter("sampler", "", "the DDPM head's sampler; '' = the checkpoint's own (ddpm, as in the paper)",
@@ -96,31 +104,51 @@ class LoadedPolicy:
     name: str  # as given in the checkpoint parameter
     path: str
     policy_id: str
+    task: str = ""  # the task its goal asks for ('' for a checkpoint without task names)
+    goal: np.ndarray | None = None  # (G,) float32: the task's one-hot, given with every observation
 
     @property
     def spec(self) -> FeatureSpec:
         return self.engine.spec
 
 
-def load_policy(root: str, name: str, engine_config: EngineConfig) -> LoadedPolicy:
+def load_policy(root: str, name: str, engine_config: EngineConfig, task: str = "") -> LoadedPolicy:
     """Resolve `name` under `root`, load and validate the checkpoint, warm the engine up and reset it.
+    ``task``: what a multi-task checkpoint is asked for (its goal, module docstring); not used by others.
     Raises CheckpointError (CheckpointRefused is one) with the reason; nothing else changes."""
     from .checkpoint_limits import CheckpointError
 
     folder = resolve_checkpoint(root, name)
     engine = InferenceEngine.from_checkpoint(folder, engine_config)
     spec = engine.spec
+    goal = task_goal(spec, task)
     # Warm-up: one full step on blank inputs (allocations, CUDA graph capture), then a clean reset.
     blank = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in spec.cameras}
     state = np.zeros(spec.state_dim, np.float32) if spec.use_joint_state else None
-    goal = np.zeros(spec.goal_embedding_dim, np.float32) if spec.goal_embedding_dim else None
     try:
         engine.step(Observation(stamp=1.0, images=blank, state=state, goal=goal))
     except (EngineError, RuntimeError, MemoryError) as exc:  # e.g. NaN on blank inputs, out of memory
         raise CheckpointError(f"warm-up failed: {exc}") from None
     engine.reset()
     # the id of the bytes that were loaded (not of what the folder holds by now)
-    return LoadedPolicy(engine, name, str(folder), engine.policy.metadata["policy_id"])
+    return LoadedPolicy(engine, name, str(folder), engine.policy.metadata["policy_id"],
+                        task if goal is not None else "", goal)
+
+
+def task_goal(spec: FeatureSpec, task: str) -> np.ndarray | None:
+    """The goal a checkpoint of ``spec`` runs with: ``task``'s one-hot for a multi-task one, None for one
+    without a goal input. CheckpointError (naming its tasks) for a multi-task checkpoint given no task or
+    another one, and for a goal embedding that is no task's: the policy node has none to give."""
+    from .checkpoint_limits import CheckpointError
+
+    try:
+        goal = spec.task_goal(task)
+    except ValueError as e:
+        raise CheckpointError(f"multi-task checkpoint: {e} (the policy node's task parameter)") from None
+    if goal is None and spec.goal_embedding_dim:
+        raise CheckpointError(f"the checkpoint takes a goal embedding of size {spec.goal_embedding_dim} that names "
+                              "no tasks (FeatureSpec.task_names); the policy node has no goal to give it")
+    return None if goal is None else np.asarray(goal, np.float32)
 
 
 def joint_state_vector(msg, spec: FeatureSpec) -> np.ndarray:
@@ -301,7 +329,8 @@ class PolicyRuntime:
             self.drops["bad_image"] += 1
             return None
         return TakenObservation(Observation(stamp=synced.newest_stamp, images=images,
-                                            state=synced.items.get(JOINT_STREAM)), synced.newest_stamp)
+                                            state=synced.items.get(JOINT_STREAM), goal=self.policy.goal),
+                                synced.newest_stamp)
 
     def _act_on(self, taken: TakenObservation) -> ActionChunk | None:
         obs, engine = taken.observation, self.policy.engine
@@ -379,7 +408,7 @@ class PolicyRuntime:
             drops = dict(self.drops)
             drops.update({f"sync_{k}": v for k, v in self.sync.counts.items()
                           if k in ("stale", "no_match", "duplicate", "backward_stamp", "time_base_restart")})
-            return dict(policy_id=self.policy.policy_id, checkpoint=self.policy.name,
+            return dict(policy_id=self.policy.policy_id, checkpoint=self.policy.name, task=self.policy.task,
                         history=self.policy.engine.history, device=str(self.policy.engine.device),
                         observations=self.observations, chunks=self.chunks, episode_steps=self.episode_steps,
                         drops=drops, rate_hz=rate, latency_p50_ms=pct(self.latency, 50),

@@ -27,6 +27,7 @@ TOPIC_POLICY_STATUS = "/mail/policy_status"  # mail_msgs/PolicyStatus
 TOPIC_CONTROLLER_STATUS = "/mail/controller_status"  # mail_msgs/ControllerStatus
 TOPIC_ESTOP = "/mail/estop"  # std_msgs/Bool: true = hold and refuse enable, false = release
 TOPIC_EPISODE = "/mail/episode"  # std_msgs/String, JSON {"event": "start"|"end", "episode": n, "task": ..., ...}
+MAX_TASK_NAME_CHARS = 64  # a task name in FeatureSpec.task_names (training: the episode events' "task")
 
 
 def relative(topic: str) -> str:
@@ -81,6 +82,10 @@ class FeatureSpec:
     # moves the hand ~6 mm per step: absolute targets normalised over the workspace left the policy's
     # error several times that step, relative ones are normalised over a chunk's motion.
     relative_actions: bool = False
+    # a multi-task policy's tasks: its goal input is the one-hot of the task's index here (goal i asks for
+    # task_names[i]; goal_embedding_dim = their number). Empty: no task goal (a single-task policy, or a
+    # goal embedding that is no task one-hot)
+    task_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.cameras:
@@ -102,6 +107,15 @@ class FeatureSpec:
                                           and relative_action_index(self.action_names, self.state_names)[0]):
             raise ValueError("relative_actions needs joint_position actions, use_joint_state and arm joints "
                              "named in both action_names and state_names")
+        if self.task_names:
+            bad = [n for n in self.task_names if not isinstance(n, str) or not 1 <= len(n) <= MAX_TASK_NAME_CHARS]
+            if bad:
+                raise ValueError(f"task_names must be names of 1..{MAX_TASK_NAME_CHARS} characters, got {bad[:4]}")
+            if len(set(self.task_names)) != len(self.task_names):
+                raise ValueError(f"duplicate task names: {list(self.task_names)}")
+            if self.goal_embedding_dim != len(self.task_names):
+                raise ValueError(f"{len(self.task_names)} task names need goal_embedding_dim {len(self.task_names)} "
+                                 f"(one-hot goals), got {self.goal_embedding_dim}")
 
     @property
     def action_lead_s(self) -> float:
@@ -114,6 +128,18 @@ class FeatureSpec:
     def relative_index(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(action indices, state indices) that relative_actions offsets; empty when it is off."""
         return relative_action_index(self.action_names, self.state_names) if self.relative_actions else ((), ())
+
+    def task_goal(self, task: str | None) -> tuple[float, ...] | None:
+        """The goal input that asks this policy for ``task``: the one-hot of its index in task_names; None
+        for a policy without task names (``task`` is then not used). ValueError, naming the tasks, when a
+        multi-task policy is given no task or one it was not trained on."""
+        if not self.task_names:
+            return None
+        if not task:
+            raise ValueError(f"this policy was trained on the tasks {list(self.task_names)}: name the one to do")
+        if task not in self.task_names:
+            raise ValueError(f"task {task!r} is not one this policy was trained on: {list(self.task_names)}")
+        return tuple(float(n == task) for n in self.task_names)
 
     @property
     def action_dim(self) -> int:
@@ -132,6 +158,10 @@ class FeatureSpec:
         d["cameras"] = [asdict(c) for c in self.cameras]
         d["action_names"] = list(self.action_names)
         d["state_names"] = list(self.state_names)
+        if self.task_names:
+            d["task_names"] = list(self.task_names)
+        else:  # a single-task policy's config.json is what it was before task names existed
+            del d["task_names"]
         return d
 
     @classmethod
@@ -143,7 +173,9 @@ class FeatureSpec:
         d = dict(d)
         if "cameras" in d:
             d["cameras"] = tuple(CameraSpec(**c) for c in d["cameras"])
-        for key in ("action_names", "state_names"):
+        if "task_names" in d and not isinstance(d["task_names"], (list, tuple)):
+            raise ValueError(f"FeatureSpec.task_names must be a list of names, got {type(d['task_names']).__name__}")
+        for key in ("action_names", "state_names", "task_names"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)

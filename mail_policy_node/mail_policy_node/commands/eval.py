@@ -9,6 +9,10 @@ mean episode length, chunk latency, per-step time) and writes eval.json, eval.md
 strips (PNG: agent view above wrist) to --out (default: CHECKPOINT/eval_<task>_seed<seed>/).
 Use seeds the demonstrations did not use (`mail-il demos` starts at --seed 0).
 
+A multi-task checkpoint (trained with data.tasks) is told the task by its goal, the one-hot of --task among
+its tasks; a task it was not trained on is refused. A single-task checkpoint runs as trained (--task only
+picks the scene).
+
 --through-stack then runs the same seeds through the `sim` profile's ROS stack (franky-sim, camera nodes,
 policy node, controller node over DDS; commands/fidelity.py) and prints both side by side: success with
 Wilson intervals, per-seed outcomes, and where the stack's failures come from (timeouts, watchdog,

@@ -327,6 +327,7 @@ def _sim_profile(params: dict[str, dict] | None = None) -> dict:
 # the profile parameters `mail-il eval` sets from its own options
 _EVAL_SETS = {("policy_node", "execution_horizon"): "--exec-horizon", ("policy_node", "history_mode"): "--history-mode",
               ("policy_node", "device"): "--device", ("policy_node", "checkpoint"): "--checkpoint",
+              ("policy_node", "task"): "--task",
               ("sim_world", "task"): "--task", ("sim_world", "seed"): "--seed",
               ("sim_world", "episode_timeout"): "--max-steps"}
 

@@ -58,6 +58,7 @@ class PolicyNode(Node):
         self.clock = NodeClock(self)  # with use_sim_time: the simulated world's (stamps, staleness, the tick rate)
         p = declare_table(self, POLICY_PARAMETERS)
         self.root = p["checkpoint_root"]
+        self.task = p["task"]  # what a multi-task checkpoint is asked for (runtime.load_policy)
         self.runtime_config = RuntimeConfig(rate_hz=p["rate_hz"], execution_horizon=p["execution_horizon"],
                                             sync_tolerance=p["sync_tolerance"], max_age=p["max_age"],
                                             failed_chunks=p["failed_chunks"])
@@ -142,7 +143,7 @@ class PolicyNode(Node):
             except OSError:
                 pass
             try:
-                result["loaded"] = load_policy(self.root, name, self.engine_config)
+                result["loaded"] = load_policy(self.root, name, self.engine_config, self.task)
             except Exception as exc:  # noqa: BLE001 - handed to the caller, which refuses the checkpoint with it
                 result["error"] = exc
 

@@ -1,6 +1,6 @@
 """Training configuration: one YAML file, three sections, validated dataclasses.
 
-    data:    {bags: [runs/demos/reach], image_size: [64, 64], use_joint_state: true, fraction: 1.0, ...}
+    data:    {bags: [runs/demos/reach], image_size: [64, 64], use_joint_state: true, fraction: 1.0, tasks: [], ...}
     policy:  {backbone: D-Ma, layout: paper, head: BC, history: window, size: small, obs_horizon: 1, ...}
     train:   {steps: 3000, batch_size: 256, lr: 5.0e-4, seed: 0, device: cpu, ...}
     out: runs/train/reach_dma_bc
@@ -21,6 +21,7 @@ import yaml
 
 from ..data.topics import TopicMap
 from ..model.backbone_registry import BackboneFamily, backbone_by_name, backbone_families
+from ..spec import MAX_TASK_NAME_CHARS
 
 HEADS = {"bc": "bc", "ddpm": "ddpm"}
 
@@ -57,8 +58,16 @@ class DataConfig:
     topics: dict = field(default_factory=dict)
     topics_map: str = ""
     skip_still_start: bool = False  # start episodes where the arm first moves (hand-guided demos: true)
-    fraction: float = 1.0  # use the first fraction of demonstrations (sorted by path): 0.2 = first 10 of 50
-    val_fraction: float = 0.1  # last episodes of the used ones held out for validation (at least 1 if > 0)
+    # multi-task training: the tasks, in the order of the goal's one-hot (goal i = tasks[i]; stored in the
+    # checkpoint as FeatureSpec.task_names). Each episode's task is the "task" of its /mail/episode start
+    # event (`mail-il demos` writes it); one without a task, or with a task not listed, is a DatasetError
+    # naming its bag, and so is a listed task without episodes. Empty: one task, no goal input (as before)
+    tasks: list[str] = field(default_factory=list)
+    # use the first fraction of demonstrations (sorted by path): 0.2 = first 10 of 50. With tasks: the first
+    # fraction of each task's demonstrations (the paper's "20 %" per LIBERO task), not of all of them
+    fraction: float = 1.0
+    # last episodes of the used ones held out for validation (at least 1 if > 0); with tasks, per task
+    val_fraction: float = 0.1
     window_padding: bool = True  # windows at episode start repeat the first frame; chunks past the end
     #                              repeat the last action. False: only full windows.
     cache_dir: str = "runs/cache/datasets"  # decoded, resized frames (one folder per bag and settings)
@@ -72,6 +81,12 @@ class DataConfig:
             raise ConfigError(f"data.image_size must be [H, W] with H, W >= 32, got {self.image_size}")
         if not self.cameras:
             raise ConfigError("data.cameras must name at least one camera")
+        if not isinstance(self.tasks, list) or not all(isinstance(t, str) and 1 <= len(t) <= MAX_TASK_NAME_CHARS
+                                                       for t in self.tasks):
+            raise ConfigError(f"data.tasks must be a list of task names (1..{MAX_TASK_NAME_CHARS} characters), "
+                              f"got {self.tasks!r}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"data.tasks names a task twice: {self.tasks}")
         if not str(self.action_topic).startswith("/"):
             raise ConfigError(f"data.action_topic must be a topic name starting with '/', got {self.action_topic!r}")
         self.topic_map()

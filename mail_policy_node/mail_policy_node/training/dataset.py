@@ -6,6 +6,12 @@
 - Demonstrations (episodes) are ordered by bag path, then by time inside a bag; ``fraction`` keeps the
   first ones (the paper's "20 %" = the first 10 of 50), then the last ``val_fraction`` of those (at least
   one when > 0) are the validation split. The split is by episode, never by window.
+- Multi-task (``data.tasks``): each episode's task is its /mail/episode start event's "task", and its goal
+  the one-hot of that task's index in ``data.tasks``; every batch carries it as "goal" (B, G) float32.
+  ``fraction`` and ``val_fraction`` apply to each task's episodes on their own (the first 20 % of every
+  task; the last of every task's used ones held out), and the splits list the tasks in ``data.tasks`` order. An
+  episode without a task or with an unlisted one, and a listed task without episodes, are DatasetErrors:
+  the list says what the goal's entries mean, so data that does not fit it is refused, not dropped.
 - Windows (history "window", paper layouts): for current step t, observations t-K+1 .. t and the J
   target actions t .. t+J-1 (the targets start at the current step). With padding, steps before the
   episode repeat its first observation and steps after it repeat its last action; without, only full
@@ -100,7 +106,19 @@ class DemoDataset:
             self.cache_hits += int(hit)
             episodes.extend(eps)
         self.episodes_found = len(episodes)
-        episodes = episodes[: max(1, math.ceil(len(episodes) * cfg.fraction - 1e-9))]  # the first demonstrations
+        self.tasks = tuple(cfg.tasks)
+        groups = self._by_task(episodes) if self.tasks else {"": episodes}
+        self.train, self.val, episodes = [], [], []
+        self.task_counts: dict[str, dict] = {}  # task -> episodes found, used, train, val
+        for task, group in groups.items():  # fraction and split per task (or over all of them without tasks)
+            used = group[: max(1, math.ceil(len(group) * cfg.fraction - 1e-9))]  # the first demonstrations
+            n_val = 0 if cfg.val_fraction == 0 else max(1, round(len(used) * cfg.val_fraction))
+            n_val = min(n_val, len(used) - 1)  # keep at least one training episode
+            episodes += used
+            self.train += used[: len(used) - n_val]
+            self.val += used[len(used) - n_val:]
+            if self.tasks:
+                self.task_counts[task] = dict(found=len(group), used=len(used), train=len(used) - n_val, val=n_val)
         names = {e.action_names for e in episodes}
         if len(names) > 1:
             detail = "; ".join(f"{len(n)} values {list(n)}" for n in sorted(names, key=len))
@@ -108,11 +126,9 @@ class DemoDataset:
         self.action_names = episodes[0].action_names
         self.native_image_size = episodes[0].info.get("native_image_size", {})  # camera -> recorded (H, W)
         self.episodes = episodes
-        n_val = 0 if cfg.val_fraction == 0 else max(1, round(len(episodes) * cfg.val_fraction))
-        if n_val >= len(episodes):
-            n_val = len(episodes) - 1  # keep at least one training episode
-        self.train = episodes[: len(episodes) - n_val]
-        self.val = episodes[len(episodes) - n_val:]
+        # each split's episodes' task indices, for their goals (the rows of an identity)
+        self.task_ids = {split: np.asarray([self.tasks.index(e.info["task"]) for e in eps], np.int64)
+                         for split, eps in (("train", self.train), ("val", self.val))} if self.tasks else {}
         self.relative = None
         if relative_actions:
             a_idx, s_idx = relative_action_index(self.action_names, STATE_NAMES)
@@ -121,6 +137,31 @@ class DemoDataset:
             self.relative = Relative(a_idx, s_idx, self.J)
         self.stats = Stats.of(self.train, self.relative)
         self.windows = {"train": self._windows(self.train), "val": self._windows(self.val)}
+
+    def _by_task(self, episodes: list[Episode]) -> dict[str, list[Episode]]:
+        """data.tasks -> its episodes, in order; DatasetError naming the bag for an episode that has no listed
+        task, or naming the listed tasks no episode has."""
+        groups: dict[str, list[Episode]] = {t: [] for t in self.tasks}
+        for e in episodes:
+            task = e.info.get("task")
+            where = f"bag {e.source}, episode {e.info.get('bag_episode', 0)}"
+            if task is None:
+                raise DatasetError(f"{where}: its /mail/episode start event names no task, and data.tasks "
+                                   f"{list(self.tasks)} needs one per episode (`mail-il demos` records it)")
+            if task not in groups:
+                raise DatasetError(f"{where}: task {task!r} is not in data.tasks {list(self.tasks)}: list it, or "
+                                   f"leave its bags out of data.bags")
+            groups[task].append(e)
+        empty = [t for t, g in groups.items() if not g]
+        if empty:
+            found = sorted({str(e.info.get("task")) for e in episodes})
+            raise DatasetError(f"data.tasks {empty} have no episodes under data.bags {list(self.cfg.bags)} "
+                               f"(their tasks: {found})")
+        return groups
+
+    def goals(self, episode_rows: np.ndarray, split: str) -> np.ndarray:
+        """(B, G) float32: the one-hot goals of the split's episodes ``episode_rows`` (indices into it)."""
+        return np.eye(len(self.tasks), dtype=np.float32)[self.task_ids[split][np.asarray(episode_rows, np.int64)]]
 
     # ---- windows ----
     def _windows(self, episodes: list[Episode]) -> np.ndarray:
@@ -155,7 +196,10 @@ class DemoDataset:
         state, actions = np.stack(state), np.stack(actions)
         if self.relative is not None:  # offsets from the current step's state, the window's last
             actions = self.relative.offsets(actions, state[:, -1])
-        return dict(images={c: np.stack(v) for c, v in images.items()}, state=state, actions=actions)
+        batch = dict(images={c: np.stack(v) for c, v in images.items()}, state=state, actions=actions)
+        if self.tasks:
+            batch["goal"] = self.goals(self.windows[split][rows][:, 0], split)
+        return batch
 
     # ---- whole episodes ----
     def episode_batch(self, ids: np.ndarray, split: str = "train") -> dict:
@@ -173,7 +217,10 @@ class DemoDataset:
             state[k, :n] = e.state
             actions[k, :n] = episode_chunks(e, self.J) if self.relative is None else self.relative.chunks(e)
             mask[k, :n] = True if self.cfg.window_padding else (np.arange(n)[:, None] + np.arange(self.J)[None]) < n
-        return dict(images=images, state=state, actions=actions, action_mask=mask)
+        batch = dict(images=images, state=state, actions=actions, action_mask=mask)
+        if self.tasks:
+            batch["goal"] = self.goals(ids, split)
+        return batch
 
     def describe(self) -> dict:
         return dict(bags=len(self.bags), episodes_found=self.episodes_found, episodes=len(self.episodes),
@@ -182,16 +229,19 @@ class DemoDataset:
                     train_steps=int(sum(len(e) for e in self.train)), cache_hits=self.cache_hits,
                     action_names=list(self.action_names), fraction=self.cfg.fraction,
                     first_episode=self.episodes[0].source, last_episode=self.episodes[-1].source,
-                    topics=self.settings.topics.resolved(self.cfg.cameras))
+                    topics=self.settings.topics.resolved(self.cfg.cameras),
+                    **({"tasks": self.task_counts} if self.tasks else {}))
 
 
 def to_torch(batch: dict, device: torch.device | str, use_state: bool) -> dict:
-    """numpy batch -> the policy's batch: images (B, T, 3, H, W) uint8, state / actions float32."""
+    """numpy batch -> the policy's batch: images (B, T, 3, H, W) uint8, state / actions / goal float32."""
     out = {"images": {c: torch.from_numpy(np.ascontiguousarray(v)).permute(0, 1, 4, 2, 3).to(device, non_blocking=True)
                       for c, v in batch["images"].items()},
            "actions": torch.from_numpy(batch["actions"]).float().to(device)}
     if use_state:
         out["state"] = torch.from_numpy(np.asarray(batch["state"], np.float32)).to(device)
+    if "goal" in batch:
+        out["goal"] = torch.from_numpy(np.asarray(batch["goal"], np.float32)).to(device)
     if "action_mask" in batch:
         out["action_mask"] = torch.from_numpy(batch["action_mask"]).to(device)
     return out

@@ -183,7 +183,8 @@ def _segments(action_ns: np.ndarray, events: list[tuple[int, dict]], max_gap_ns:
             t_next = starts[i + 1][0] if i + 1 < len(starts) else None
             end = next(((t, e) for t, e in ends if t >= t0 and (t_next is None or t < t_next)), None)
             t1 = end[0] if end else (t_next - 1 if t_next is not None else action_ns[-1])
-            bounds.append((t0, t1, {**e0, **(end[1] if end else {})}))
+            task = {"task": e0["task"]} if "task" in e0 else {}  # an episode's task is its start event's
+            bounds.append((t0, t1, {**e0, **(end[1] if end else {}), **task}))
     out = []
     for t0, t1, info in bounds:
         idx = np.nonzero((action_ns >= t0) & (action_ns <= t1))[0]

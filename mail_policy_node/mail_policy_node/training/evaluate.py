@@ -10,6 +10,9 @@ watchdog), stepped at its cycle rate in simulated time, and the simulated arm fo
 commands: what the deployed arm does with the policy's chunks, without the stack's latency.
 Frames are rendered at the size the demonstrations were recorded at (stored in the checkpoint) and
 resized by the engine with the stack's rule, exactly as in training.
+A multi-task checkpoint (FeatureSpec.task_names, trained with data.tasks) is asked for the evaluated
+task by its goal, the task's one-hot, given with every observation; a task it was not trained on is
+refused before anything runs. A single-task checkpoint takes no goal: the task only picks the scene.
 """
 
 from __future__ import annotations
@@ -69,14 +72,16 @@ def _setup(job: EvalJob):
         policy = load_checkpoint(job.checkpoint, job.device)
         engine = InferenceEngine(policy, EngineConfig(history=job.history, batch=1, device=job.device))
         env = make_task(job.task, render=True, image_size=job.render_size, cameras=policy.cfg.spec.camera_names)
-        _WORKER.update(key=key, engine=engine, env=env, spec=policy.cfg.spec)
-    return _WORKER["engine"], _WORKER["env"], _WORKER["spec"]
+        goal = policy.cfg.spec.task_goal(job.task)  # the task's one-hot (None: a single-task checkpoint)
+        _WORKER.update(key=key, engine=engine, env=env, spec=policy.cfg.spec,
+                       goal=None if goal is None else np.asarray(goal, np.float32))
+    return _WORKER["engine"], _WORKER["env"], _WORKER["spec"], _WORKER["goal"]
 
 
 def run_episode(job: EvalJob) -> dict:
     from ..engine import Observation
 
-    engine, env, spec = _setup(job)
+    engine, env, spec, goal = _setup(job)
     horizon = job.exec_horizon or spec.action_horizon
     obs = env.reset(job.seed)
     engine.reset(seed=job.seed)
@@ -90,7 +95,7 @@ def run_episode(job: EvalJob) -> dict:
     while not done and env.steps < limit:
         t0 = time.perf_counter()
         engine.observe(Observation(stamp=obs["time"], images=obs["images"],
-                                   state=obs["joint_state"] if spec.use_joint_state else None))
+                                   state=obs["joint_state"] if spec.use_joint_state else None, goal=goal))
         if not queue:
             chunk = engine.act()
             latencies.append(chunk.latency_s)
@@ -180,6 +185,10 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
     from ..model.checkpoint import load_checkpoint
 
     policy = load_checkpoint(checkpoint, "cpu")  # validates the checkpoint before any worker starts
+    try:
+        policy.cfg.spec.task_goal(task)  # a multi-task checkpoint: one of its tasks
+    except ValueError as e:
+        raise ValueError(f"checkpoint {checkpoint}: {e}") from None
     training = policy.metadata.get("training", {})
     native = training.get("native_image_size") or {}
     render = tuple(next(iter(native.values()))) if native else (128, 128)
@@ -223,6 +232,7 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
         history=history or policy.cfg.history, exec_horizon=exec_horizon or policy.cfg.spec.action_horizon,
         render_size=list(render), device=device, describe=policy.describe() | {"training": None},
         through_controller=controller is not None,
+        task_names=list(policy.cfg.spec.task_names),  # a multi-task checkpoint's tasks (its goal asked for task)
     )
     if controller is not None:
         figures = [r["controller"] for r in results]

@@ -57,7 +57,8 @@ def make_spec(cfg: TrainConfig, action_names: tuple[str, ...]) -> FeatureSpec:
                        use_joint_state=cfg.data.use_joint_state, action_space=space,
                        action_names=tuple(action_names), obs_horizon=cfg.policy.obs_horizon,
                        action_horizon=cfg.policy.action_horizon, dt=cfg.data.dt,
-                       relative_actions=cfg.policy.relative_actions)
+                       relative_actions=cfg.policy.relative_actions,
+                       goal_embedding_dim=len(cfg.data.tasks), task_names=tuple(cfg.data.tasks))
 
 
 def make_policy_config(cfg: TrainConfig, spec: FeatureSpec) -> PolicyConfig:
