@@ -15,6 +15,9 @@ demos), ``fidelity`` (issue 20: reach, push and memory policies from demos withi
 exported), ``deployable`` (the same on trapezoid-timed demos, fp32 memory policies), ``paper`` (the paper's
 central claim: D-Ma vs D-Tr, DDPM, paper sizes, 20 % and 100 % of 50 demonstrations on push and pick_place),
 ``stack`` (issue 20: the push recipe and the memory pair measured through the stack, exported),
+``memory_seeds`` (issue 20: the stack recipes' memory pair over several seeds), ``suite`` (issue 22: one
+multi-task policy over reach, push and pick_place per backbone, D-Ma / D-Tr / DP-UNet, 20 % and 100 %, three
+seeds, one call per fraction and seed),
 ``smoke`` (a few-second end-to-end check of this script, also on a CPU). Every stage is a `mail-il` command
 in its own process; a stage that fails or runs out of time is recorded and the others go on. Demos are kept
 in runs/gpu_demos and reused by later calls on the same machine.
@@ -76,6 +79,25 @@ def paper(task: str, backbone: str, fraction: float) -> dict:
     return dict(name=name, config=str(CFG / "reach_dma_ddpm_gpu.yaml"), task=task, evals=((0,),),
                 overrides=[f"data.bags=[{DEMOS / task}]", f"policy.backbone={backbone}", f"data.fraction={fraction}",
                            "train.val_every=50", "train.ckpt_every=100"])
+
+
+SUITE_TASKS = ("reach", "push", "pick_place")  # the multi-task suite (memory needs a stream history: not here)
+
+
+def suite(backbone: str, fraction: float, seed: int, steps: int = 800) -> dict:
+    """Issue 22: one paper-size DDPM-16 policy over the suite's tasks with a goal token per task (data.tasks,
+    as MaIL trains over a LIBERO suite), evaluated on every task. The same number of steps for every backbone
+    and fraction; validated on each task's held-out demos. One call runs one fraction and seed (D-Ma, D-Tr,
+    DP-UNet side by side). 800 steps of 256 windows is a guess from the paper plan (~290 samples/s per run
+    with four side by side: ~700 s each); not measured yet: the first call measures it (samples_per_second,
+    val_curve in its JSON), and a run stopped by the deadline is evaluated at its newest checkpoint."""
+    name = f"suite_{backbone.lower().replace('-', '')}_{int(fraction * 100)}pct_s{seed}"
+    return dict(name=name, config=str(CFG / "reach_dma_ddpm_gpu.yaml"), task=SUITE_TASKS[0], tasks=SUITE_TASKS,
+                evals=((0,),),
+                overrides=[f"data.bags=[{','.join(str(DEMOS / t) for t in SUITE_TASKS)}]",
+                           f"data.tasks=[{','.join(SUITE_TASKS)}]", f"policy.backbone={backbone}",
+                           f"data.fraction={fraction}", f"train.seed={seed}", f"train.steps={steps}",
+                           "train.val_every=100", "train.ckpt_every=300"])
 
 
 def push(name: str, *over: str, steps: int = 5000, noise: float = 0.0) -> dict:
@@ -256,6 +278,13 @@ PLANS = {
             *(memory_window_b128(f"memory_window_k1_b128_s{seed}", f"train.seed={seed}") for seed in (0, 1)),
         ],
         episodes=30, parallel_train=5, parallel_eval=5, eval_workers=3, eval_device="cpu", export=True),
+    # issue 22, MaIL's claim on the suite: one call per (fraction, seed), `--only` picks it, e.g.
+    #   --only suite_dma_20pct_s0,suite_dtr_20pct_s0     (then 100pct, then seeds 1 and 2: six calls)
+    # 50 demos per task; the paper's 20 % = the first 10 of every task's (data.fraction applies per task)
+    "suite": dict(
+        demos={t: 50 for t in SUITE_TASKS},
+        runs=[suite(b, f, seed) for seed in (0, 1, 2) for f in (0.2, 1.0) for b in ("D-Ma", "D-Tr", "DP-UNet")],
+        episodes=50, parallel_train=3, parallel_eval=9, eval_workers=1, eval_device="cuda", export=False),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
@@ -325,7 +354,7 @@ def main() -> int:
     runs = [r for r in plan["runs"] if not args.only or r["name"] in args.only.split(",")]
     # 1. demonstrations (reused when already there), of the tasks the chosen runs train on
     for key, n in plan["demos"].items():
-        if demo_key(key)[0] not in {r["task"] for r in runs}:
+        if demo_key(key)[0] not in {t for r in runs for t in r.get("tasks", (r["task"],))}:
             continue
         task, noise = demo_key(key)
         root = demo_root(noise)
@@ -349,7 +378,8 @@ def main() -> int:
                    work / "logs" / f"train_{r['name']}.log") for r in runs]
     trained = run_all(train_cmds, plan["parallel_train"], deadline - 60 * min(2, len(runs)))
     for r in runs:
-        entry = results["runs"].setdefault(r["name"], dict(task=r["task"], overrides=r["overrides"]))
+        tasks = ",".join(r.get("tasks", (r["task"],)))
+        entry = results["runs"].setdefault(r["name"], dict(task=tasks, overrides=r["overrides"]))
         entry["train"] = trained[r["name"]]
         summary = work / r["name"] / "summary.json"
         if summary.is_file():
@@ -388,9 +418,9 @@ def main() -> int:
             continue
         if final.name != "final":  # stopped at the deadline: its newest checkpoint
             results["runs"][r["name"]]["train"]["evaluated_checkpoint"] = final.name
-        for (horizon,) in r["evals"]:
-            key = f"{r['name']}@h{horizon}"
-            eval_cmds.append((key, cli("eval", "--checkpoint", str(final), "--task", r["task"], "--episodes",
+        for (horizon,), task in ((e, t) for e in r["evals"] for t in r.get("tasks", (r["task"],))):
+            key = f"{r['name']}@h{horizon}" + (f"@{task}" if "tasks" in r else "")
+            eval_cmds.append((key, cli("eval", "--checkpoint", str(final), "--task", task, "--episodes",
                                        str(plan["episodes"]), "--seed", "1000", "--workers", str(plan["eval_workers"]),
                                        "--exec-horizon", str(horizon), "--device", plan.get("eval_device", args.device),
                                        "--pictures", "0",
@@ -398,14 +428,15 @@ def main() -> int:
                               work / "logs" / f"eval_{key}.log"))
     evaluated = run_all(eval_cmds, plan["parallel_eval"], deadline)
     for key, res in evaluated.items():
-        name, horizon = key.split("@h")
+        name, _, rest = key.partition("@h")
+        horizon, _, task = rest.partition("@")  # a multi-task run: one evaluation per task
         out = work / "eval" / key / "eval.json"
         if out.is_file():
             s = json.loads(out.read_text())["summary"]
             res.update({k: s.get(k) for k in ("episodes", "successes", "success_rate", "wilson95", "mean_steps",
                                               "mean_steps_success", "chunk_latency_ms", "step_ms", "exec_horizon",
                                               "history", "wall_seconds")})
-        results["runs"][name].setdefault("eval", {})[f"exec_horizon_{horizon}"] = res
+        results["runs"][name].setdefault("eval", {})[f"exec_horizon_{horizon}" + (f"_{task}" if task else "")] = res
     results["seconds"] = round(time.time() - t_start, 1)
     save()
 
