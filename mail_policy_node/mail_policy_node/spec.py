@@ -17,8 +17,15 @@ GRIPPER_NAME = "gripper"  # gripper opening width [m], 0 (closed) .. 0.08 (open)
 
 ACTION_SPACE_JOINT_POSITION = "joint_position"  # absolute joint targets [rad] + gripper width [m]
 ACTION_SPACE_EE_DELTA_POSE = "ee_delta_pose"  # [dx dy dz drx dry drz] base frame [m, rad] + gripper width
-ACTION_SPACES = (ACTION_SPACE_JOINT_POSITION, ACTION_SPACE_EE_DELTA_POSE)
+# Meta-World's action (benchmarks.metaworld, a simulated Sawyer): the hand's position step and the grip effort,
+# each normalised to [-1, 1] (a hand step of 1 = 1 cm of the mocap target; effort -1 open .. 1 close). No
+# unit an FR3 can execute: the controller refuses it (ROBOT_ACTION_SPACES), it is for simulation only.
+ACTION_SPACE_EE_DELTA_POSITION = "ee_delta_position"
+ACTION_SPACES = (ACTION_SPACE_JOINT_POSITION, ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_EE_DELTA_POSITION)
+# what the arm controller (control.chunks, control.controller) executes on an FR3: every other space is refused
+ROBOT_ACTION_SPACES = (ACTION_SPACE_JOINT_POSITION, ACTION_SPACE_EE_DELTA_POSE)
 EE_DELTA_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "drx", "dry", "drz")
+EE_DELTA_POSITION_NAMES: tuple[str, ...] = ("hand_dx", "hand_dy", "hand_dz", "grip_effort")  # each in [-1, 1]
 
 TOPIC_JOINT_STATES = "/joint_states"  # sensor_msgs/JointState: FR3_JOINT_NAMES + FR3_FINGER_NAMES
 TOPIC_ACTION_COMMAND = "/mail/action_command"  # sensor_msgs/JointState: names = action names, position = command
@@ -59,8 +66,20 @@ class CameraSpec:
             raise ValueError(f"camera {self.name!r}: image size {self.height}x{self.width} outside 16..1024")
 
 
+def action_space_of(action_names) -> str:
+    """The action space that action names mean: the FR3's end-effector delta pose when they start with
+    `EE_DELTA_NAMES`, Meta-World's hand steps when they are `EE_DELTA_POSITION_NAMES`, else joint positions."""
+    names = tuple(action_names)
+    if names[:len(EE_DELTA_NAMES)] == EE_DELTA_NAMES:
+        return ACTION_SPACE_EE_DELTA_POSE
+    if names == EE_DELTA_POSITION_NAMES:
+        return ACTION_SPACE_EE_DELTA_POSITION
+    return ACTION_SPACE_JOINT_POSITION
+
+
 def relative_action_index(action_names, state_names) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The arm joints named in both: (their action indices, their state indices)."""
+    """The FR3 arm joints named in both: (their action indices, their state indices). Nothing else pairs: no
+    other state (another robot's joints, a hand position) is an offset base for relative actions."""
     pairs = [(i, list(state_names).index(n)) for i, n in enumerate(action_names)
              if n in FR3_JOINT_NAMES and n in state_names]
     return tuple(a for a, _ in pairs), tuple(s for _, s in pairs)
@@ -69,13 +88,15 @@ def relative_action_index(action_names, state_names) -> tuple[tuple[int, ...], t
 @dataclass(frozen=True)
 class FeatureSpec:
     cameras: tuple[CameraSpec, ...] = (CameraSpec("agentview"), CameraSpec("wrist"))
-    use_joint_state: bool = False  # add the joint state (7 joints + gripper width) as an observation token
+    use_joint_state: bool = False  # add the joint state (state_names: 7 joints + gripper width) as a token
     action_space: str = ACTION_SPACE_JOINT_POSITION
     action_names: tuple[str, ...] = FR3_JOINT_NAMES + (GRIPPER_NAME,)
     obs_horizon: int = 5  # K: observations per window
     action_horizon: int = 5  # J: actions per chunk
     dt: float = 0.1  # seconds between consecutive actions (and observations at training time)
     goal_embedding_dim: int = 0  # >0: a precomputed goal (language) embedding of this size is an input
+    # the joint state's entries: the FR3's 7 joints + gripper width, or another robot's /joint_states names
+    # (training: data.state_names; Meta-World: the hand's position and gripper opening)
     state_names: tuple[str, ...] = field(default=FR3_JOINT_NAMES + (GRIPPER_NAME,))
     # the arm joints' actions are learnt as offsets from the newest observed joint state, and the engine
     # adds that state back (chunks are absolute targets either way; the gripper stays absolute). A push
@@ -97,6 +118,11 @@ class FeatureSpec:
             raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {self.action_space!r}")
         if not self.action_names or len(set(self.action_names)) != len(self.action_names):
             raise ValueError(f"action_names must be non-empty and unique, got {self.action_names}")
+        if self.action_space == ACTION_SPACE_EE_DELTA_POSITION and self.action_names != EE_DELTA_POSITION_NAMES:
+            raise ValueError(f"action space {ACTION_SPACE_EE_DELTA_POSITION} has the actions "
+                             f"{list(EE_DELTA_POSITION_NAMES)}, got {list(self.action_names)}")
+        if len(set(self.state_names)) != len(self.state_names):
+            raise ValueError(f"state_names must be unique, got {list(self.state_names)}")
         if self.obs_horizon < 1 or self.action_horizon < 1:
             raise ValueError(f"K and J must be >= 1, got K={self.obs_horizon} J={self.action_horizon}")
         if not 0.001 <= self.dt <= 10.0:

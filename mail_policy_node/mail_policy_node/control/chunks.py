@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spec import ACTION_SPACE_JOINT_POSITION, ACTION_SPACES
+from ..spec import ACTION_SPACE_JOINT_POSITION, ACTION_SPACES, ROBOT_ACTION_SPACES
 
 
 class ChunkRejection(str, enum.Enum):
@@ -30,7 +30,7 @@ class ChunkRejection(str, enum.Enum):
     MALFORMED = "malformed"  # shape/horizon/dimension inconsistent, empty, unknown action space
     NON_FINITE = "non_finite"  # NaN or inf in actions or times
     WRONG_NAMES = "wrong_names"  # dimension names differ from the configured robot
-    WRONG_ACTION_SPACE = "wrong_action_space"
+    WRONG_ACTION_SPACE = "wrong_action_space"  # not the configured space, or one no FR3 executes (simulation's)
     BAD_DT = "bad_dt"  # dt <= 0 or absurd
     TOO_FAR_IN_FUTURE = "too_far_in_future"
     OLD_SEQUENCE = "old_sequence"  # sequence not newer than the one being executed (same policy)
@@ -43,6 +43,12 @@ class ChunkRejection(str, enum.Enum):
     FAR_FROM_ARM = "far_from_arm"  # the first action to run is too far from where the arm is
     OTHER_POLICY = "other_policy"  # not the policy that was enabled: switching needs an enable
     AMBIGUOUS_SOURCE = "ambiguous_source"  # more than one publisher of chunks (checked by the node)
+
+
+def not_for_robot(action_space: str) -> str:
+    """Why a chunk in ``action_space``, a space of spec.ACTION_SPACES outside ROBOT_ACTION_SPACES, is never run."""
+    return (f"action space {action_space} is a simulated benchmark's (Meta-World's Sawyer: hand steps and grip "
+            f"effort normalised to [-1, 1]), not an FR3 command: never executed on the arm")
 
 
 @dataclass
@@ -102,8 +108,10 @@ class SchedulerConfig:
     def __post_init__(self):
         if not self.names or len(set(self.names)) != len(self.names):
             raise ValueError(f"SchedulerConfig.names must be non-empty and unique, got {self.names}")
-        if self.action_space not in ACTION_SPACES:
-            raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {self.action_space!r}")
+        if self.action_space not in ROBOT_ACTION_SPACES:
+            raise ValueError(f"action_space must be one the FR3 controller executes, {ROBOT_ACTION_SPACES}, got "
+                             f"{self.action_space!r}" + (f" ({not_for_robot(self.action_space)})"
+                                                         if self.action_space in ACTION_SPACES else ""))
         if self.blend not in ("replace", "crossfade", "temporal_ensemble"):
             raise ValueError(f"blend must be replace, crossfade or temporal_ensemble, got {self.blend!r}")
         if not 0.0 < self.crossfade_duration <= 5.0:
@@ -219,6 +227,8 @@ class ChunkScheduler:
             return Accepted(False, ChunkRejection.MALFORMED, detail=f"{actions.shape[0]} actions > {c.max_horizon}")
         if chunk.action_space not in ACTION_SPACES:
             return Accepted(False, ChunkRejection.MALFORMED, detail=f"action space {chunk.action_space!r}")
+        if chunk.action_space not in ROBOT_ACTION_SPACES:
+            return Accepted(False, ChunkRejection.WRONG_ACTION_SPACE, detail=not_for_robot(chunk.action_space))
         if chunk.action_space != c.action_space:
             return Accepted(False, ChunkRejection.WRONG_ACTION_SPACE,
                             detail=f"{chunk.action_space} != {c.action_space}")

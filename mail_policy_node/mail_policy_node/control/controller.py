@@ -23,7 +23,9 @@ Who drives the arm changes only with an enable: the first chunk accepted after a
 ``policy_id``; chunks of another policy (a hot swap, a second policy node) are refused until the next
 enable. Chunks are refused, before they can reach the arm, when their targets lie outside the FR3's
 joint range, when consecutive actions are further apart than the FR3 can move in ``dt``, when the
-first action to run is further than ``max_start_distance`` from the arm. The watchdog expects the next
+first action to run is further than ``max_start_distance`` from the arm, and when they are in an action space
+no FR3 executes (a simulated benchmark's: Meta-World's hand steps, spec.ROBOT_ACTION_SPACES; no controller can
+be configured for one either). The watchdog expects the next
 chunk one replanning period (the chunk's ``execute_horizon`` x ``dt``) after each accepted one, and holds
 the arm ``watchdog_timeout`` after that (control/watchdog.py).
 
@@ -47,7 +49,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..spec import (ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, FR3_JOINT_NAMES,
+from ..spec import (ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, FR3_JOINT_NAMES,
                     GRIPPER_NAME)
 from .chunks import Accepted, ActionChunk, ChunkRejection, ChunkScheduler, SchedulerConfig
 from .kinematics import fk, ik, rotvec_to_matrix
@@ -104,10 +106,9 @@ class ControllerConfig:
 
     def __post_init__(self):
         names = self.scheduler.names
-        if self.scheduler.action_space == ACTION_SPACE_JOINT_POSITION:
-            need = FR3_JOINT_NAMES
-        else:
-            need = EE_DELTA_NAMES
+        # the spaces the FR3 executes (SchedulerConfig refuses every other, spec.ROBOT_ACTION_SPACES)
+        need = {ACTION_SPACE_JOINT_POSITION: FR3_JOINT_NAMES, ACTION_SPACE_EE_DELTA_POSE: EE_DELTA_NAMES}[
+            self.scheduler.action_space]
         extra = set(names) - set(need) - {GRIPPER_NAME}
         if set(need) - set(names) or extra:
             raise ValueError(f"action names {list(names)} must be {list(need)} (any order) plus optionally "

@@ -21,7 +21,8 @@ import yaml
 
 from ..data.topics import TopicMap
 from ..model.backbone_registry import BackboneFamily, backbone_by_name, backbone_families
-from ..spec import MAX_TASK_NAME_CHARS
+from ..checkpoint_limits import MAX_NAME_CHARS, MAX_STATE_DIM
+from ..spec import FR3_JOINT_NAMES, MAX_TASK_NAME_CHARS
 
 HEADS = {"bc": "bc", "ddpm": "ddpm"}
 
@@ -47,6 +48,11 @@ class DataConfig:
     cameras: list[str] = field(default_factory=lambda: ["agentview", "wrist"])
     image_size: list[int] = field(default_factory=lambda: [128, 128])  # model input (H, W)
     use_joint_state: bool = False  # joint state (7 joints + gripper width) as an extra observation token
+    # which /joint_states entries the joint state is, in this order (FeatureSpec.state_names). Empty: the FR3's
+    # 7 joints + gripper width (the fingers' sum), as always. Another robot's or a benchmark's names, e.g.
+    # Meta-World's [hand_x, hand_y, hand_z, gripper_opening]: a bag lacking one is a DatasetError. The arm
+    # joints pair with actions for policy.relative_actions only under the FR3's names
+    state_names: list[str] = field(default_factory=list)
     dt: float = 0.1  # control period the actions are aligned to [s]
     # what the actions are: commands (/mail/action_command), or /joint_states for hand-guided demos (the
     # arm's joints and gripper width measured dt after each observation; training.episodes). Shorthand for
@@ -87,6 +93,17 @@ class DataConfig:
                               f"got {self.tasks!r}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"data.tasks names a task twice: {self.tasks}")
+        if not isinstance(self.state_names, list) or not all(
+                isinstance(n, str) and 1 <= len(n) <= MAX_NAME_CHARS for n in self.state_names):
+            raise ConfigError(f"data.state_names must be a list of /joint_states names (1..{MAX_NAME_CHARS} "
+                              f"characters), got {self.state_names!r}")
+        if len(set(self.state_names)) != len(self.state_names):
+            raise ConfigError(f"data.state_names names an entry twice: {self.state_names}")
+        if len(self.state_names) > MAX_STATE_DIM:
+            raise ConfigError(f"data.state_names: {len(self.state_names)} entries, at most {MAX_STATE_DIM}")
+        if self.state_names and self.skip_still_start:
+            raise ConfigError("data.skip_still_start looks for the FR3's joints and gripper width moving: it needs "
+                              "data.state_names empty (the FR3 layout)")
         if not str(self.action_topic).startswith("/"):
             raise ConfigError(f"data.action_topic must be a topic name starting with '/', got {self.action_topic!r}")
         self.topic_map()
@@ -209,6 +226,10 @@ class TrainConfig:
         self.policy.validate()
         if self.policy.relative_actions and not self.data.use_joint_state:
             raise ConfigError("policy.relative_actions needs data.use_joint_state: true (the offsets are from it)")
+        if self.policy.relative_actions and self.data.state_names and not set(self.data.state_names) & set(
+                FR3_JOINT_NAMES):
+            raise ConfigError(f"policy.relative_actions offsets the FR3's arm joints from their state, and "
+                              f"data.state_names {self.data.state_names} names none of them")
         self.train.validate()
         return self
 

@@ -34,7 +34,8 @@ from .config import DataConfig
 from .episodes import DatasetError, Episode, EpisodeSettings, find_bags, load_bag_episodes
 
 
-STATE_NAMES = FeatureSpec().state_names  # what the episodes' joint state holds: 7 joints + gripper width
+# what the episodes' joint state holds by default: 7 joints + gripper width (data.state_names: other entries)
+STATE_NAMES = FeatureSpec().state_names
 
 
 @dataclass
@@ -92,8 +93,10 @@ class DemoDataset:
                  relative_actions: bool = False):
         self.cfg = cfg
         self.K, self.J = int(obs_horizon), int(action_horizon)
+        self.state_names = tuple(cfg.state_names) or STATE_NAMES  # the joint state's entries, in order
         self.settings = EpisodeSettings(tuple(cfg.cameras), tuple(cfg.image_size), float(cfg.dt),
-                                        skip_still_start=cfg.skip_still_start, topics=cfg.topic_map())
+                                        skip_still_start=cfg.skip_still_start, topics=cfg.topic_map(),
+                                        state_names=tuple(cfg.state_names))
         self.bags = find_bags(cfg.bags)
         self.cache_hits = 0
         episodes: list[Episode] = []
@@ -131,9 +134,10 @@ class DemoDataset:
                          for split, eps in (("train", self.train), ("val", self.val))} if self.tasks else {}
         self.relative = None
         if relative_actions:
-            a_idx, s_idx = relative_action_index(self.action_names, STATE_NAMES)
+            a_idx, s_idx = relative_action_index(self.action_names, self.state_names)
             if not a_idx:
-                raise DatasetError(f"relative actions: no arm joint among the actions {list(self.action_names)}")
+                raise DatasetError(f"relative actions: no FR3 arm joint among both the actions "
+                                   f"{list(self.action_names)} and the state {list(self.state_names)}")
             self.relative = Relative(a_idx, s_idx, self.J)
         self.stats = Stats.of(self.train, self.relative)
         self.windows = {"train": self._windows(self.train), "val": self._windows(self.val)}
@@ -230,7 +234,8 @@ class DemoDataset:
                     action_names=list(self.action_names), fraction=self.cfg.fraction,
                     first_episode=self.episodes[0].source, last_episode=self.episodes[-1].source,
                     topics=self.settings.topics.resolved(self.cfg.cameras),
-                    **({"tasks": self.task_counts} if self.tasks else {}))
+                    **({"tasks": self.task_counts} if self.tasks else {}),
+                    **({"state_names": list(self.state_names)} if self.cfg.state_names else {}))
 
 
 def to_torch(batch: dict, device: torch.device | str, use_state: bool) -> dict:

@@ -15,6 +15,11 @@ settings' topic map (`data.topics.TopicMap`, the one `mail-il replay --topics-ma
 may name its joints in any order and come at any rate (the latest at or before each step, as above), so
 a bag recorded under other names gives the same episodes as the same recording under the stack's.
 
+Joint state: by default the FR3's 7 joints and gripper width (the sum of its fingers). ``state_names`` (the
+config's ``data.state_names``) takes the named /joint_states entries in that order instead, ``gripper`` again
+the fingers' sum: another robot's joints, or Meta-World's hand position and gripper opening. A joint state
+lacking one of them is a DatasetError naming the bag and the names it has.
+
 Actions come from the map's ``action`` (default /mail/action_command; ``action_topic`` sets it). Set to
 the joint-state topic, the arm's measured joints and gripper width dt later are the actions
 (`data.bags.recorded_action`): hand-guided demonstrations, recorded without any command.
@@ -58,6 +63,7 @@ from ..data.bags import (
 )
 from ..data.images import ImageDecodeError, resize_to_model
 from ..data.topics import TopicMap
+from ..spec import FR3_FINGER_NAMES, GRIPPER_NAME
 
 CACHE_VERSION = 1
 STILL_JOINT = 0.002  # [rad] per step: below this on every joint (and the gripper below STILL_GRIPPER) ...
@@ -73,7 +79,7 @@ class Episode:
     """One demonstration, one row per control step: the observation and the action taken from it."""
 
     images: dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8 (often a read-only memmap)
-    state: np.ndarray  # (T, 8) float32: q1..q7, gripper width
+    state: np.ndarray  # (T, S) float32: q1..q7, gripper width; or the settings' state_names
     actions: np.ndarray  # (T, A) float32
     action_names: tuple[str, ...]
     source: str  # bag folder
@@ -95,8 +101,12 @@ class EpisodeSettings:
     action_topic: str | None = None
     skip_still_start: bool = False  # drop the still steps an episode starts with (module docstring)
     topics: TopicMap = field(default_factory=TopicMap)  # which topic holds what (module docstring)
+    state_names: tuple[str, ...] = ()  # the joint state's /joint_states names; () = the FR3's (module docstring)
 
     def __post_init__(self):
+        object.__setattr__(self, "state_names", tuple(self.state_names))
+        if self.state_names and self.skip_still_start:
+            raise ValueError("skip_still_start reads the FR3's joints and gripper width: not with state_names")
         if self.action_topic is None:
             object.__setattr__(self, "action_topic", self.topics.action)
         elif self.action_topic != self.topics.action:
@@ -109,6 +119,8 @@ class EpisodeSettings:
         topics = self.topics.resolved(self.cameras)
         if topics != TopicMap(action=self.action_topic).resolved(self.cameras):
             d["topics"] = topics  # only when not the stack's: entries of stack-named bags stay valid
+        if self.state_names:  # likewise: entries of the FR3 layout keep their keys
+            d["state_names"] = list(self.state_names)
         return d
 
 
@@ -196,6 +208,18 @@ def _segments(action_ns: np.ndarray, events: list[tuple[int, dict]], max_gap_ns:
     return out
 
 
+def named_state(names: Sequence[str], position, state_names: Sequence[str]) -> np.ndarray:
+    """The ``state_names`` entries of a JointState (``gripper``: the FR3 fingers' sum, as the policy node reads
+    it, runtime.joint_state_vector); ValueError naming what is missing and what the message has."""
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in state_names if n not in index and not (n == GRIPPER_NAME and all(
+        f in index for f in FR3_FINGER_NAMES))]
+    if missing:
+        raise ValueError(f"joint state lacks {missing} of data.state_names {list(state_names)}; it has {list(names)}")
+    return np.array([position[index[n]] if n in index else sum(position[index[f]] for f in FR3_FINGER_NAMES)
+                     for n in state_names], float)
+
+
 def _still_steps(state: np.ndarray) -> int:
     """How many leading steps of ``state`` (T, 8: joints, gripper width) come before the last still one
     ahead of the first move (0 when it moves at once; all but the last when it never moves)."""
@@ -256,9 +280,11 @@ def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[st
                 elif isinstance(rec, JointStateRecord):
                     if rec.topic == joint_topic:
                         try:
-                            vector = joint_state_to_vector(rec.names, rec.position)
+                            vector = (named_state(rec.names, rec.position, settings.state_names)
+                                      if settings.state_names else joint_state_to_vector(rec.names, rec.position))
                         except ValueError as e:
-                            raise DatasetError(f"bag {bag}: {joint_topic}: {e}") from None
+                            hint = "" if settings.state_names else " (the FR3 layout; other names: data.state_names)"
+                            raise DatasetError(f"bag {bag}: {joint_topic}: {e}{hint}") from None
                         states[0].append(rec.stamp_ns)
                         states[1].append(vector)
                     if rec.topic != action_topic:

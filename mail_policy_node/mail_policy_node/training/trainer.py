@@ -40,7 +40,7 @@ from ..checkpoint_limits import MAX_HEADER_BYTES, MAX_TENSORS, CheckpointError, 
 from ..model.checkpoint import read_safetensors_header, save_checkpoint
 from ..model.diffusion import EMA, DiffusionConfig
 from ..model.policy import MailPolicy, PolicyConfig
-from ..spec import ACTION_SPACE_EE_DELTA_POSE, ACTION_SPACE_JOINT_POSITION, EE_DELTA_NAMES, CameraSpec, FeatureSpec
+from ..spec import CameraSpec, FeatureSpec, action_space_of
 from . import distributed
 from .config import SIZE_PRESETS, ConfigError, TrainConfig
 from .augment import shift_generator, shift_images
@@ -51,14 +51,16 @@ STATE_JSON = "train_state.json"
 
 
 def make_spec(cfg: TrainConfig, action_names: tuple[str, ...]) -> FeatureSpec:
+    """The checkpoint's feature spec: the action space from the action names (spec.action_space_of), the state's
+    names data.state_names (empty: the FR3 layout)."""
     h, w = cfg.data.image_size
-    space = ACTION_SPACE_EE_DELTA_POSE if tuple(action_names[:6]) == EE_DELTA_NAMES else ACTION_SPACE_JOINT_POSITION
+    state = {"state_names": tuple(cfg.data.state_names)} if cfg.data.state_names else {}
     return FeatureSpec(cameras=tuple(CameraSpec(c, h, w) for c in cfg.data.cameras),
-                       use_joint_state=cfg.data.use_joint_state, action_space=space,
+                       use_joint_state=cfg.data.use_joint_state, action_space=action_space_of(action_names),
                        action_names=tuple(action_names), obs_horizon=cfg.policy.obs_horizon,
                        action_horizon=cfg.policy.action_horizon, dt=cfg.data.dt,
                        relative_actions=cfg.policy.relative_actions,
-                       goal_embedding_dim=len(cfg.data.tasks), task_names=tuple(cfg.data.tasks))
+                       goal_embedding_dim=len(cfg.data.tasks), task_names=tuple(cfg.data.tasks), **state)
 
 
 def make_policy_config(cfg: TrainConfig, spec: FeatureSpec) -> PolicyConfig:
