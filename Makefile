@@ -1,11 +1,13 @@
 # The README's two commands: `make demo` (main job, simulated robot) and `make test`.
-# Both create or update .venv first (idempotent: seconds when nothing changed).
+# Both create or update .venv first (idempotent: seconds when nothing changed); `make test` also
+# .venv-metaworld (Meta-World v3 over .venv) for tests/metaworld.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+MW_VENV := .venv-metaworld
 PYTEST_ARGS ?=
 TESTS ?= tests
 
-.PHONY: env demo test test-faults bench clean-env
+.PHONY: env demo test test-faults bench clean-env metaworld-env
 
 env:
 	@bash scripts/setup_env.sh
@@ -13,9 +15,9 @@ env:
 demo: env
 	@$(VENV)/bin/mail-il demo
 
-# TESTS=tests/launch runs part of the suite the same way
-test: env
-	@PY=$(PY) TESTS=$(TESTS) bash scripts/run_tests.sh $(PYTEST_ARGS)
+# TESTS=tests/launch runs part of the suite the same way; tests/metaworld run (again) under Meta-World's venv
+test: env metaworld-env
+	@PY=$(PY) MW_PY=$(MW_VENV)/bin/python TESTS=$(TESTS) bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 test-faults: env
 	@rm -f runs/fault_injection.json
@@ -24,5 +26,9 @@ test-faults: env
 bench: env
 	@$(VENV)/bin/mail-il bench model --quick
 
+# Meta-World v3 (the public benchmark) in .venv-metaworld, over .venv: .venv-metaworld/bin/mail-il metaworld ...
+metaworld-env: env
+	@bash scripts/setup_metaworld_env.sh
+
 clean-env:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(MW_VENV) build

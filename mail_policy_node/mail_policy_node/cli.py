@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                "replay rosbags through checkpoints: predicted vs recorded actions, latency, gaps"),
     "up": ("mail_bringup.up", "start a bringup profile (real_robot, sim, replay) where ros2 launch is missing"),
     "bench": ("mail_policy_node.commands.bench", "benchmarks (model, engine): print a table, write JSON"),
+    "metaworld": ("mail_policy_node.benchmarks.metaworld", "Meta-World v3 benchmark: expert demos, evaluation "
+                  "(in .venv-metaworld: make metaworld-env)"),
     "fr3-emulator": ("mail_policy_node.sim.fr3_emulator",
                      "serve franky-sim with a real FR3's limit checks and reflexes"),
 }
