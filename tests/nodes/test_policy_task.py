@@ -54,7 +54,21 @@ def checkpoint_root(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("policy_task")
     train_two_task(tmp / "two", TASKS, tmp / "ckpts" / "two")
     train_two_task(tmp / "other", ("push", "pick_place"), tmp / "ckpts" / "other")
+    save_benchmark_policy(tmp / "ckpts" / "metaworld")
     return tmp / "ckpts"
+
+
+def save_benchmark_policy(folder: Path) -> None:
+    """A tiny untrained policy in Meta-World's action space (ee_delta_position), on this graph's cameras and
+    joint state: everything about it would run here but its actions, which no FR3 executes."""
+    from mail_policy_node.model.checkpoint import save_checkpoint
+    from mail_policy_node.spec import ACTION_SPACE_EE_DELTA_POSITION, EE_DELTA_POSITION_NAMES, CameraSpec, FeatureSpec
+    from tests.model.tiny import tiny_policy
+
+    spec = FeatureSpec(cameras=(CameraSpec("agentview", SIZE, SIZE), CameraSpec("wrist", SIZE, SIZE)),
+                       use_joint_state=True, obs_horizon=1, action_horizon=3,
+                       action_space=ACTION_SPACE_EE_DELTA_POSITION, action_names=EE_DELTA_POSITION_NAMES)
+    save_checkpoint(tiny_policy("d_ma_bc", spec=spec), folder)
 
 
 class Graph:
@@ -203,3 +217,33 @@ def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
     s = wait_for(lambda: graph.status["reach"][-1] if graph.status["reach"][-1].chunks_published > n else None, 10,
                  what="a newer status")
     assert s.state == PolicyStatus.STATE_RUNNING and s.checkpoint == "two" and s.policy_id == policy_id, s
+
+
+
+def test_a_policy_no_fr3_executes_is_refused_at_start(graph, checkpoint_root):
+    """A node started on a Meta-World checkpoint (hand steps and grip effort; cameras and joint state as this
+    graph has them) refuses it at load, saying why, and publishes nothing, while the others run on the same
+    inputs. (A hot swap to it is refused anyway: its action space is not the running policy's.)"""
+    from mail_msgs.msg import ActionChunk, PolicyStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from mail_policy_node.nodes.qos import STATUS_QOS
+
+    status = graph.p.subscribe(PolicyStatus, "/mw/policy_status", STATUS_QOS)
+    chunks = graph.p.subscribe(ActionChunk, "/mw/action_chunk", QoSProfile(depth=50,
+                                                                          reliability=ReliabilityPolicy.RELIABLE))
+    proc = node_process("mail_policy_node.nodes.policy_node", "policy_mw",
+                        {"checkpoint_root": str(checkpoint_root), "checkpoint": "metaworld", "rate_hz": 10.0,
+                         "cpu_threads": 1},
+                        remaps={"/mail/action_chunk": "/mw/action_chunk", "/mail/policy_status": "/mw/policy_status"})
+    try:
+        s = wait_for(lambda: next((m for m in status if m.state == PolicyStatus.STATE_ERROR), None) or
+                     (proc.poll() is not None and pytest.fail(f"the node ended: {stop_process(proc)[-3000:]}")),
+                     60, what="the Meta-World checkpoint refused")
+        assert "not an FR3 command" in s.reason and "ee_delta_position" in s.reason, s.reason
+        n = len(graph.chunks["reach"])
+        graph.wait_chunks("reach", n + 5)  # half a second of inputs later
+        assert chunks == [] and status[-1].chunks_published == 0, status[-1]
+        assert proc.poll() is None  # up, for a checkpoint it can run
+    finally:
+        stop_process(proc)

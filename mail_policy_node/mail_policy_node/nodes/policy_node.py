@@ -34,7 +34,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mail_msgs.msg import ActionChunk as ActionChunkMsg
 from mail_msgs.msg import PolicyStatus
-from mail_policy_node.checkpoint_limits import short
+from mail_policy_node.checkpoint_limits import CheckpointError, short
+from mail_policy_node.control.chunks import not_for_robot
 from mail_policy_node.engine.engine import EngineConfig
 from mail_policy_node.nodes import NodeClock, run, topic_remaps
 from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -42,7 +43,7 @@ from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.qos import STATUS_QOS
 from mail_policy_node.nodes.ros_convert import chunk_to_msg, from_time, to_duration, to_time
 from mail_policy_node.runtime import POLICY_PARAMETERS, LoadedPolicy, PolicyRuntime, RuntimeConfig, load_policy
-from mail_policy_node.spec import (TOPIC_ACTION_CHUNK, TOPIC_JOINT_STATES, TOPIC_POLICY_STATUS,
+from mail_policy_node.spec import (ROBOT_ACTION_SPACES, TOPIC_ACTION_CHUNK, TOPIC_JOINT_STATES, TOPIC_POLICY_STATUS,
                                    camera_image_topic, relative)
 
 TIME_EVENT_CAUSES = ("sync_backward_stamp", "sync_time_base_restart")  # drop causes of PolicyStatus
@@ -143,7 +144,10 @@ class PolicyNode(Node):
             except OSError:
                 pass
             try:
-                result["loaded"] = load_policy(self.root, name, self.engine_config, self.task)
+                loaded = load_policy(self.root, name, self.engine_config, self.task)
+                if loaded.spec.action_space not in ROBOT_ACTION_SPACES:  # a benchmark's policy: no arm runs it
+                    raise CheckpointError(not_for_robot(loaded.spec.action_space))
+                result["loaded"] = loaded
             except Exception as exc:  # noqa: BLE001 - handed to the caller, which refuses the checkpoint with it
                 result["error"] = exc
 
