@@ -525,6 +525,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="output folder (default: RUN/metaworld_eval, or the last CHECKPOINT/metaworld_eval)")
     c.add_argument("--episodes", type=int, default=10)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, default=None, help="also write the per-episode results as JSON here")
     for p in (d, e, c):
         p.add_argument("--no-progress", action="store_true")
 
@@ -557,6 +558,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{t:<28}{sum(r['success'] for r in rs):>5}/{len(rs):<3}  "
                   f"{sorted(r['seed'] for r in rs if not r['success'])}")
         print(f"all: {sum(r['success'] for r in results)}/{len(results)}")
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            per_task = {t: sum(r["success"] for r in results if r["task"] == t) for t in tasks}
+            report = dict(benchmark=BENCHMARK, what="scripted expert success", tasks=list(tasks),
+                          episodes=args.episodes, seeds=[args.seed, args.seed + args.episodes - 1], max_steps=MAX_STEPS,
+                          success=per_task, episodes_run=results)
+            args.out.write_text(json.dumps(report, indent=1, default=_json_default))
+            print(f"wrote {args.out}")
         return 0
     if args.mw_command == "demos":
         try:
