@@ -88,9 +88,10 @@ def suite(backbone: str, fraction: float, seed: int, steps: int = 800) -> dict:
     """Issue 22: one paper-size DDPM-16 policy over the suite's tasks with a goal token per task (data.tasks,
     as MaIL trains over a LIBERO suite), evaluated on every task. The same number of steps for every backbone
     and fraction; validated on each task's held-out demos. One call runs one fraction and seed (D-Ma, D-Tr,
-    DP-UNet side by side). 800 steps of 256 windows is a guess from the paper plan (~290 samples/s per run
-    with four side by side: ~700 s each); not measured yet: the first call measures it (samples_per_second,
-    val_curve in its JSON), and a run stopped by the deadline is evaluated at its newest checkpoint."""
+    DP-UNet side by side). 800 steps of 256 windows: ~320 s each at the paper plan's 634-675 samples/s per
+    run with four side by side (train_paper_dma_vs_dtr_h200.json); DP-UNet's rate is not measured yet: the
+    first call measures it (samples_per_second, val_curve in its JSON), and a run stopped by the deadline is
+    evaluated at its newest checkpoint."""
     name = f"suite_{backbone.lower().replace('-', '')}_{int(fraction * 100)}pct_s{seed}"
     return dict(name=name, config=str(CFG / "reach_dma_ddpm_gpu.yaml"), task=SUITE_TASKS[0], tasks=SUITE_TASKS,
                 evals=((0,),),
