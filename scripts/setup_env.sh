@@ -11,16 +11,9 @@ BUILD="$ROOT/build"
 PY="${PYTHON:-python3}"
 cd "$ROOT"
 
-log() { printf '[setup] %s\n' "$*"; }
-# Run a step with its output in build/setup-logs/NAME.log, shown only when it fails.
-quiet() {
-  local name=$1; shift
-  mkdir -p "$BUILD/setup-logs"
-  "$@" >"$BUILD/setup-logs/$name.log" 2>&1 || { log "$name failed:"; tail -40 "$BUILD/setup-logs/$name.log"; exit 1; }
-}
-inputs_hash() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
-step_done() { [ -f "$VENV/.stamp-$1" ] && [ "$(cat "$VENV/.stamp-$1")" = "$2" ]; }
-mark_done() { echo "$2" > "$VENV/.stamp-$1"; }
+SETUP_TAG=setup
+# shellcheck source=scripts/setup_steps.sh
+source "$ROOT/scripts/setup_steps.sh"  # log, quiet, inputs_hash, step_done, mark_done
 
 # 1. System libraries: libusb for pyrealsense2; libfaketime for the tests that give one process another
 #    wall clock (a controller whose clock is behind). Only touched when missing (needs root, as on CI).

@@ -14,15 +14,9 @@ VENV="${MAIL_METAWORLD_VENV:-$ROOT/.venv-metaworld}"
 BUILD="$ROOT/build"
 cd "$ROOT"
 
-log() { printf '[setup-metaworld] %s\n' "$*"; }
-quiet() {
-  local name=$1; shift
-  mkdir -p "$BUILD/setup-logs"
-  "$@" >"$BUILD/setup-logs/$name.log" 2>&1 || { log "$name failed:"; tail -40 "$BUILD/setup-logs/$name.log"; exit 1; }
-}
-inputs_hash() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
-step_done() { [ -f "$VENV/.stamp-$1" ] && [ "$(cat "$VENV/.stamp-$1")" = "$2" ]; }
-mark_done() { echo "$2" > "$VENV/.stamp-$1"; }
+SETUP_TAG=setup-metaworld
+# shellcheck source=scripts/setup_steps.sh
+source "$ROOT/scripts/setup_steps.sh"  # log, quiet, inputs_hash, step_done, mark_done
 
 if [ ! -x "$MAIN/bin/python" ]; then
   log "the main venv $MAIN is missing: run 'make env' first (make metaworld-env does)"; exit 1
