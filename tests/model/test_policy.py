@@ -25,10 +25,10 @@ def fixed_draw_loss(policy: MailPolicy, batch: dict, draws: int = 8) -> float:
     return sum(losses) / draws
 
 
-def overfit(policy: MailPolicy, batch: dict, steps: int, train_encoder: bool) -> tuple[float, float]:
+def overfit(policy: MailPolicy, batch: dict, steps: int, train_encoder: bool, lr: float = 1e-2) -> tuple[float, float]:
     """Adam on one batch; returns the fixed-draw loss before and after."""
     policy.encoder.requires_grad_(train_encoder)  # exercised once below; it dominates CPU time
-    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-2, foreach=True)
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr, foreach=True)
     before = fixed_draw_loss(policy, batch)
     torch.manual_seed(0)
     for _ in range(steps):

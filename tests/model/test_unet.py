@@ -14,7 +14,7 @@ from mail_policy_node.model.presets import backbone_preset, preset_names, refere
 from mail_policy_node.model.unet import KERNEL_SIZE, DPUNet, unet_widths
 from mail_policy_node.spec import CameraSpec, FeatureSpec
 
-from .test_policy import ONE_CAM, fixed_draw_loss
+from .test_policy import ONE_CAM, overfit
 from .tiny import D, backbone_inputs, build, policy_batch, tiny_policy
 
 
@@ -137,17 +137,7 @@ def test_tiny_policy_trains_and_its_loss_drops(levels, lr, steps, ratio):
                        action_horizon=4)
     policy = tiny_policy("dp_unet_ddpm", spec=spec, expand=1, n_layers=levels).train()
     assert isinstance(policy.backbone, DPUNet) and len(policy.backbone.up) == levels - 1
-    batch = policy_batch(policy, batch=16)
-    policy.encoder.requires_grad_(False)
-    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr, foreach=True)
-    before = fixed_draw_loss(policy, batch)
-    torch.manual_seed(0)
-    for _ in range(steps):
-        loss = policy(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = fixed_draw_loss(policy, batch)
+    before, after = overfit(policy, policy_batch(policy, batch=16), steps, train_encoder=False, lr=lr)
     assert after < ratio * before, f"{levels} levels: DDPM loss {before:.3f} -> {after:.4f}"
 
 

@@ -54,7 +54,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +230,8 @@ def _pool_map(fn, jobs: list, workers: int, desc: str, threads: int = 1):
     """fn over jobs, in this process or a spawn pool (each worker its own GL context); yields results."""
     from tqdm import tqdm
 
+    from ..training.evaluate import _worker_init  # torch threads per worker, as the sim tasks' evaluation
+
     bar = tqdm(total=len(jobs), desc=desc, unit="ep", file=sys.stderr, disable=not jobs or _QUIET)
     if workers <= 1:
         _worker_init(threads)
@@ -260,12 +262,6 @@ def _close_envs() -> None:
         env.close()
     _ENVS.clear()
     _WORKER.clear()
-
-
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def record_demos(tasks, episodes: int, seed: int, out: Path, workers: int = 1, storage: str = "mcap",
@@ -564,7 +560,9 @@ def run(args: argparse.Namespace) -> int:
             report = dict(benchmark=BENCHMARK, what="scripted expert success", tasks=list(tasks),
                           episodes=args.episodes, seeds=[args.seed, args.seed + args.episodes - 1], max_steps=MAX_STEPS,
                           success=per_task, episodes_run=results)
-            args.out.write_text(json.dumps(report, indent=1, default=_json_default))
+            from ..data.bags import json_default
+
+            args.out.write_text(json.dumps(report, indent=1, default=json_default))
             print(f"wrote {args.out}")
         return 0
     if args.mw_command == "demos":
@@ -595,24 +593,16 @@ def _run_eval(args: argparse.Namespace, tasks) -> int:
         print(f"mail-il metaworld eval: {err}", file=sys.stderr)
         return 2
     out = args.out or (args.run if args.run is not None else Path(checkpoints[-1])) / "metaworld_eval"
+    from ..data.bags import json_default
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metaworld_eval.json").write_text(json.dumps(report, indent=1, default=_json_default))
+    (out / "metaworld_eval.json").write_text(json.dumps(report, indent=1, default=json_default))
     table = markdown(report)
     (out / "metaworld_eval.md").write_text(table)
     print(table)
     print(f"{sum(e['episodes'] for e in report['evaluations'])} episodes in {report['wall_seconds']:.0f} s "
           f"({report['steps_per_second']:.0f} steps/s, {args.workers} worker(s)); wrote {out}/metaworld_eval.json")
     return 0
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    return asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)
 
 
 def main(argv: list[str] | None = None) -> int:
