@@ -84,21 +84,23 @@ def paper(task: str, backbone: str, fraction: float) -> dict:
 SUITE_TASKS = ("reach", "push", "pick_place")  # the multi-task suite (memory needs a stream history: not here)
 
 
-def suite(backbone: str, fraction: float, seed: int, steps: int = 800) -> dict:
+SUITE_STEPS = {0.2: 400, 1.0: 900}  # gradient steps per fraction, the same for every backbone and seed
+
+
+def suite(backbone: str, fraction: float, seed: int) -> dict:
     """Issue 22: one paper-size DDPM-16 policy over the suite's tasks with a goal token per task (data.tasks,
-    as MaIL trains over a LIBERO suite), evaluated on every task. The same number of steps for every backbone
-    and fraction; validated on each task's held-out demos. One call runs one fraction and seed (D-Ma, D-Tr,
-    DP-UNet side by side). 800 steps of 256 windows: ~320 s each at the paper plan's 634-675 samples/s per
-    run with four side by side (train_paper_dma_vs_dtr_h200.json); DP-UNet's rate is not measured yet: the
-    first call measures it (samples_per_second, val_curve in its JSON), and a run stopped by the deadline is
-    evaluated at its newest checkpoint."""
+    as MaIL trains over a LIBERO suite), evaluated on every task at its lowest validation loss (OUT/best:
+    each task's held-out demos, validated every 50 steps). The same number of steps for every backbone:
+    with 20 % (10 demos per task) both D-Ma and D-Tr reached their lowest validation loss at step 300 of 800
+    and rose from there (0.19 -> 0.33 at 800, first H100 call): 400 steps; with 100 % 900 (the single-task
+    paper runs were still falling slowly at 400). Two paper-size runs side by side share ~1300 samples/s."""
     name = f"suite_{backbone.lower().replace('-', '')}_{int(fraction * 100)}pct_s{seed}"
     return dict(name=name, config=str(CFG / "reach_dma_ddpm_gpu.yaml"), task=SUITE_TASKS[0], tasks=SUITE_TASKS,
-                evals=((0,),),
+                evals=((0,),), checkpoint="best",
                 overrides=[f"data.bags=[{','.join(str(DEMOS / t) for t in SUITE_TASKS)}]",
                            f"data.tasks=[{','.join(SUITE_TASKS)}]", f"policy.backbone={backbone}",
-                           f"data.fraction={fraction}", f"train.seed={seed}", f"train.steps={steps}",
-                           "train.val_every=100", "train.ckpt_every=300"])
+                           f"data.fraction={fraction}", f"train.seed={seed}", f"train.steps={SUITE_STEPS[fraction]}",
+                           "train.val_every=50", "train.ckpt_every=300"])
 
 
 def push(name: str, *over: str, steps: int = 5000, noise: float = 0.0) -> dict:
@@ -279,16 +281,19 @@ PLANS = {
             *(memory_window_b128(f"memory_window_k1_b128_s{seed}", f"train.seed={seed}") for seed in (0, 1)),
         ],
         episodes=30, parallel_train=5, parallel_eval=5, eval_workers=3, eval_device="cpu", export=True),
-    # issue 22, MaIL's claim on the suite: one call per (fraction, seed), `--only` picks it, e.g.
-    #   --only suite_dma_20pct_s0,suite_dtr_20pct_s0     (then 100pct, then seeds 1 and 2: six calls)
+    # issue 22, MaIL's claim on the suite, `--only` picks the runs of a call:
+    #   --only suite_dma_20pct_s0,suite_dtr_20pct_s0,suite_dma_20pct_s1,suite_dtr_20pct_s1   (2 x 2 x 400 steps)
+    #   --only suite_dma_100pct_s0,suite_dtr_100pct_s0                                        (2 x 900 steps)
     # 50 demos per task; the paper's 20 % = the first 10 of every task's (data.fraction applies per task).
-    # Two paper-size runs side by side share ~1300 samples/s (the paper plan's 100 % runs once the 20 % ones had
-    # ended), so 800 steps each take ~320 s and a third run does not fit a 10-minute call beside the evaluation:
-    # DP-UNet's suite runs are calls of their own. Each evaluation uses 2 workers (6 evaluations on 16 cores).
+    # Four paper-size runs side by side share ~1300 samples/s on the H100 (590 and 724 with two), so a call
+    # trains ~400k windows in ~320 s beside its evaluation; DP-UNet's suite runs are calls of their own.
+    # Evaluation: 25 episodes per engine batch (--batch), 2 workers per task: one episode at a time, 12
+    # evaluation processes on one GPU made D-Ma's DDPM chunk 255 ms and ran out of time.
     "suite": dict(
         demos={t: 50 for t in SUITE_TASKS},
         runs=[suite(b, f, seed) for seed in (0, 1, 2) for f in (0.2, 1.0) for b in ("D-Ma", "D-Tr", "DP-UNet")],
-        episodes=50, parallel_train=3, parallel_eval=9, eval_workers=2, eval_device="cuda", export=False),
+        episodes=50, parallel_train=4, parallel_eval=12, eval_workers=2, eval_batch=25, eval_device="cuda",
+        export=False),
     "smoke": dict(
         demos={"reach": 4},
         runs=[small("reach", "smoke_reach", "train.augment_shift=2", "train.val_every=2", "train.ckpt_every=2",
@@ -391,14 +396,19 @@ def main() -> int:
             entry["train"].update({k: s.get(k) for k in ("steps", "epochs", "batch", "train_seconds",
                                                         "samples_per_second", "final_train_loss", "final_val_loss",
                                                         "parameters", "device", "amp_bf16", "mamba_kernels",
-                                                        "sample_unit")})
+                                                        "sample_unit", "best")})
             entry["train"]["val_curve"] = [(h["step"], h["val_loss"]) for h in s.get("history", [])]
             entry["train"]["dataset"] = {k: s["dataset"].get(k) for k in ("episodes", "train_episodes",
                                                                            "train_windows")}
     save()
     print(f"[suite] training done after {time.time() - t_start:.0f} s", flush=True)
     def newest(name: str) -> Path | None:
-        """A run's final checkpoint, or its newest one where the deadline stopped it."""
+        """A run's checkpoint to evaluate: its best (lowest validation loss) where the plan says so, else its
+        final one, or its newest one where the deadline stopped it."""
+        best = work / name / "best"
+        if next(r for r in runs if r["name"] == name).get("checkpoint") == "best" and \
+                (best / "model.safetensors").is_file():
+            return best
         final = work / name / "final"
         if (final / "model.safetensors").is_file():
             return final
@@ -420,13 +430,14 @@ def main() -> int:
         final = newest(r["name"])
         if final is None:
             continue
-        if final.name != "final":  # stopped at the deadline: its newest checkpoint
+        if final.name != "final":  # its best, or stopped at the deadline: its newest checkpoint
             results["runs"][r["name"]]["train"]["evaluated_checkpoint"] = final.name
         for (horizon,), task in ((e, t) for e in r["evals"] for t in r.get("tasks", (r["task"],))):
             key = f"{r['name']}@h{horizon}" + (f"@{task}" if "tasks" in r else "")
             eval_cmds.append((key, cli("eval", "--checkpoint", str(final), "--task", task, "--episodes",
                                        str(plan["episodes"]), "--seed", "1000", "--workers", str(plan["eval_workers"]),
                                        "--exec-horizon", str(horizon), "--device", plan.get("eval_device", args.device),
+                                       "--batch", str(plan.get("eval_batch", 1)),
                                        "--pictures", "0",
                                        "--no-progress", "--out", str(work / "eval" / key)),
                               work / "logs" / f"eval_{key}.log"))
@@ -439,7 +450,7 @@ def main() -> int:
             s = json.loads(out.read_text())["summary"]
             res.update({k: s.get(k) for k in ("episodes", "successes", "success_rate", "wilson95", "mean_steps",
                                               "mean_steps_success", "chunk_latency_ms", "step_ms", "exec_horizon",
-                                              "history", "wall_seconds")})
+                                              "history", "wall_seconds", "batch")})
         results["runs"][name].setdefault("eval", {})[f"exec_horizon_{horizon}" + (f"_{task}" if task else "")] = res
     results["seconds"] = round(time.time() - t_start, 1)
     save()

@@ -36,10 +36,11 @@ def test_end_to_end_demos_train_checkpoint_eval(tmp_path):
     ckpt = tmp_path / "run" / "final"
     out = tmp_path / "eval"
     assert eval_cmd.main(["--checkpoint", str(ckpt), "--task", "reach", "--episodes", "2", "--seed", "100",
-                          "--max-steps", "4", "--pictures", "1", "--out", str(out), "--no-progress"]) == 0
+                          "--max-steps", "4", "--pictures", "1", "--out", str(out), "--no-progress",
+                          "--batch", "2"]) == 0
     report = json.loads((out / "eval.json").read_text())
     s = report["summary"]
-    assert s["episodes"] == 2 and s["render_size"] == [64, 64] and s["history"] == "window"
+    assert s["episodes"] == 2 and s["render_size"] == [64, 64] and s["history"] == "window" and s["batch"] == 2
     assert [e["steps"] for e in report["episodes"]] == [4, 4] and s["seeds"] == [100, 101]
     assert 0 <= s["wilson95"][0] <= s["success_rate"] <= s["wilson95"][1] <= 1
     assert s["chunk_latency_ms"] > 0 and (out / "eval.md").read_text().startswith("| checkpoint")
@@ -55,6 +56,31 @@ def _episode(seed, controller, steps=30):
     from mail_policy_node.training.evaluate import EvalJob, run_episode
 
     return run_episode(EvalJob(SHIPPED, "reach", seed, None, 2, (128, 128), False, steps, "cpu", controller))
+
+
+@pytest.mark.parametrize("through_controller", [False, True])
+def test_episodes_in_lockstep_are_the_episodes_one_at_a_time(through_controller):
+    """run_episodes steps several scenes through one engine batch: each row must do what its episode does
+    alone, also when the rows end at different steps (the finished ones stop observing, the others go on)
+    and when each row's chunks go through its own controller core."""
+    from mail_policy_node.control.params import controller_setup
+    from mail_policy_node.training.evaluate import EvalJob, run_episode, run_episodes
+
+    ctrl = (controller_setup({"relative_dynamics_factor": 1.0, "dry_run": False, "robot_ip": "127.0.0.1"}).controller
+            if through_controller else None)
+    jobs = [EvalJob(SHIPPED, "reach", seed, None, 0, (128, 128), seed == 1001, steps, "cpu", ctrl)
+            for seed, steps in ((1000, 12), (1001, 31), (1002, 20))]
+    together = run_episodes(tuple(jobs))
+    for job, row in zip(jobs, together):
+        alone = run_episode(job)
+        assert (row["seed"], row["steps"], row["success"]) == (alone["seed"], alone["steps"], alone["success"])
+        # a batch of 3 and a batch of 1 differ by float32 rounding (2e-7 in the actions); through the
+        # controller's filter that grows to ~1e-4 m in 31 steps. The scenes' distances differ by > 1 mm
+        assert row["final_goal_distance"] == pytest.approx(alone["final_goal_distance"], abs=5e-4), job
+        assert len(row["frames"]) == len(alone["frames"]) == (row["steps"] + 1 if job.keep_frames else 0)
+        if through_controller:
+            assert row["controller"]["mode"] == "ENABLED" and row["controller"] == alone["controller"]
+    assert len({r["final_goal_distance"] for r in together}) == 3  # three different scenes, not one
 
 
 def test_chunks_through_the_controller_are_slowed_by_its_filter():

@@ -96,6 +96,28 @@ def test_resume_continues_exactly(bag_dir, tmp_path, head, layout, history, shif
     assert _same(raw_a, raw_b)  # raw weights, EMA shadow, Adam moments, RNG state
 
 
+def test_best_is_the_policy_at_the_lowest_validation_loss_and_survives_resume(bag_dir, tmp_path):
+    """OUT/best holds the weights of the validation with the lowest loss (not the last step's), a
+    deployable checkpoint without training state; a run stopped and resumed picks the same one."""
+    over = dict(train__steps=8, train__val_every=1, train__ckpt_every=1, train__keep_checkpoints=10,
+                train__lr=0.05)  # a large step: the validation loss goes up and down
+    _, summary = _train(bag_dir, tmp_path, "straight", **over)
+    vals = [(h["val_loss"], h["step"]) for h in summary["history"]]
+    best_val, best_step = min(vals)
+    assert summary["best"]["step"] == best_step and summary["best"]["val_loss"] == best_val
+    assert best_step != 8, "the recipe should leave the lowest validation loss before the last step"
+    best = tmp_path / "straight" / "best"
+    assert sorted(p.name for p in best.iterdir()) == ["config.json", "model.safetensors"]
+    assert _same(_weights(best), _weights(tmp_path / "straight" / "checkpoints" / f"step_{best_step:07d}"))
+    assert not _same(_weights(best), _weights(tmp_path / "straight" / "final"))
+    assert load_checkpoint(best).metadata["training"]["val_loss"] == best_val
+    # stopped after the best step and resumed: the resumed run must not replace it with a worse one
+    _train(bag_dir, tmp_path, "split", **{**over, "train__steps": best_step + 1})
+    _, resumed = _train(bag_dir, tmp_path, "split", resume="auto", **over)
+    assert resumed["best"] == {**summary["best"], "checkpoint": str(tmp_path / "split" / "best")}
+    assert _same(_weights(tmp_path / "split" / "best"), _weights(best))
+
+
 def test_resume_refuses_a_different_model(bag_dir, tmp_path):
     _train(bag_dir, tmp_path, "run")
     with pytest.raises(ConfigError, match="policy config differs"):

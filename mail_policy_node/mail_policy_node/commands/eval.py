@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (seed + i for episode i)")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="episodes per worker stepped in lockstep through one engine call (the GPU's way)")
     parser.add_argument("--history-mode", choices=("window", "stream"), default=None,
                         help="engine history (default: the checkpoint's)")
     parser.add_argument("--exec-horizon", type=int, default=0,
@@ -62,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from ..model.checkpoint import CheckpointError
     from ..training.evaluate import evaluate, markdown, write_picture
 
-    if args.episodes < 1 or args.workers < 1:
-        print("mail-il eval: --episodes and --workers must be >= 1", file=sys.stderr)
+    if args.episodes < 1 or args.workers < 1 or args.batch < 1:
+        print("mail-il eval: --episodes, --workers and --batch must be >= 1", file=sys.stderr)
         return 2
     controller = None
     if args.profile_param and not (args.through_stack or args.through_controller):
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary, results = evaluate(args.checkpoint, args.task, args.episodes, args.seed, args.workers,
                                     args.history_mode, args.exec_horizon, args.pictures, args.threads,
-                                    not args.no_progress, args.max_steps, args.device, controller)
+                                    not args.no_progress, args.max_steps, args.device, controller, args.batch)
     except CheckpointError as e:  # resolving, parsing, bounds, budget, weights: one line
         print(f"mail-il eval: checkpoint refused: {e}", file=sys.stderr)
         return 2

@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['samples_per_second']:.0f} {summary['sample_unit']}/s; loss {summary['final_train_loss']:.4f}, "
           f"val {'-' if val is None else f'{val:.4f}'}")
     print(f"checkpoint: {summary['final_checkpoint']} (policy {summary['policy_id']})")
+    if summary.get("best"):
+        b = summary["best"]
+        print(f"lowest validation loss: {b['checkpoint']} (step {b['step']}, val {b['val_loss']:.4f})")
     return 0
 
 

@@ -1,7 +1,12 @@
 """The training loop: dataset -> policy -> Adam (+ EMA) -> checkpoints that resume bit for bit.
 
     trainer = Trainer(load_config("mail_bringup/config/train/reach_dma_bc_cpu.yaml"))
-    summary = trainer.run()          # writes OUT/checkpoints/step_*/, OUT/final/, OUT/summary.json
+    summary = trainer.run()          # writes OUT/checkpoints/step_*/, OUT/final/, OUT/best/, OUT/summary.json
+
+OUT/final is the last step's policy; OUT/best the policy at the lowest validation loss (held-out demos, the
+same DDPM noise at every validation), replaced whenever a validation beats it: with few demonstrations the
+validation loss turns up long before the last step (issue 22: 10 demos per task, lowest at step 300 of 800,
+0.19 there and 0.33 at the end), and a fixed step count would deploy the overfitted one.
 
 Checkpoint folder = the model library's checkpoint (``config.json`` + ``model.safetensors``: the weights
 to deploy, EMA weights when EMA is on) + ``train_state.safetensors`` (raw weights, EMA shadow, Adam
@@ -48,6 +53,7 @@ from .dataset import DemoDataset, to_torch
 
 STATE_WEIGHTS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
+BEST = "best"  # OUT/best: the checkpoint at the lowest validation loss (OUT/final: the last step's)
 
 
 def make_spec(cfg: TrainConfig, action_names: tuple[str, ...]) -> FeatureSpec:
@@ -212,6 +218,10 @@ class Trainer:
         self.history: list[dict] = []
         if self.resume_from is not None:
             self._load_state(self.resume_from)
+        # the validation loss OUT/best was saved at: a resumed run beats its own history's best, when that is there
+        vals = [(h["val_loss"], h["step"]) for h in self.history if h.get("val_loss") is not None]
+        self.best_val_loss, self.best_step = (min(vals) if vals and (self.out / BEST).is_dir()
+                                              else (math.inf, None))
         self.model = self._wrap_model()
 
     def _load_data(self) -> DemoDataset:
@@ -373,14 +383,29 @@ class Trainer:
         return float(np.average(losses, weights=weights))
 
     # ---- checkpoints ----
+    def _save_policy(self, tmp: Path, extra: dict | None = None) -> str:
+        """The deployable checkpoint (model.safetensors + config.json) of the weights evaluated now (EMA's)."""
+        meta = dict(training=dict(step=self.step, total_steps=self.total_steps, config=self.cfg.to_dict(),
+                                  dataset=self.data.describe(), normalisation=self.data.stats.to_dict(),
+                                  native_image_size=self.data.native_image_size, **(extra or {})))
+        return save_checkpoint(self.eval_model(), tmp, metadata=meta)
+
+    def save_best(self, val_loss: float) -> str:
+        """OUT/best: the policy at the lowest validation loss so far (no training state: it is for
+        evaluation and deployment, a run resumes from checkpoints/). Replaced whole, never half-written."""
+        best = self.out / BEST
+        tmp = best.with_name(best.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        pid = self._save_policy(tmp, extra=dict(val_loss=val_loss))
+        shutil.rmtree(best, ignore_errors=True)
+        tmp.rename(best)
+        return pid
+
     def save(self, folder: Path, extra: dict | None = None) -> str:
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        meta = dict(training=dict(step=self.step, total_steps=self.total_steps, config=self.cfg.to_dict(),
-                                  dataset=self.data.describe(), normalisation=self.data.stats.to_dict(),
-                                  native_image_size=self.data.native_image_size, **(extra or {})))
-        pid = save_checkpoint(self.eval_model(), tmp, metadata=meta)
+        pid = self._save_policy(tmp, extra)
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in self.ema.shadow.items()})
@@ -488,6 +513,9 @@ class Trainer:
                     self.history.append(rec)
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
+                    if val is not None and val < self.best_val_loss:
+                        self.save_best(val)
+                        self.best_val_loss, self.best_step = val, self.step
                 if self.step % t.log_every == 0 or last:
                     now = time.perf_counter()
                     rate = window_samples / max(now - window_t, 1e-9)
@@ -525,6 +553,8 @@ class Trainer:
             train_seconds=elapsed, samples_per_second=samples / max(elapsed, 1e-9), cpu_seconds=cpu,
             samples_per_cpu_second=samples / max(cpu, 1e-9),
             final_train_loss=smooth, final_val_loss=val, history=self.history,
+            best=dict(step=self.best_step, val_loss=self.best_val_loss, checkpoint=str(self.out / BEST))
+            if self.best_step is not None else None,
             parameters=dict(total=count_parameters(self.policy), encoder=count_parameters(self.policy.encoder),
                             backbone=count_parameters(self.policy.backbone)),
             ema=self.use_ema, device=str(self.device), amp_bf16=self.amp, threads=torch.get_num_threads(),
