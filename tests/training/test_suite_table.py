@@ -1,0 +1,62 @@
+"""scripts/gpu/suite_table.py: issue 22's table from the GPU calls' results. Scores only complete runs, pools
+episodes over seeds (Wilson) and gives the t interval of the per-seed rates."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "suite_table.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("suite_table", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(successes: dict, rc=0, complete=True) -> dict:
+    evals = {f"exec_horizon_0_{t}": dict(rc=0, successes=s, episodes=50) for t, s in successes.items()}
+    if not complete:
+        evals["exec_horizon_0_push"] = dict(rc="killed at the deadline", seconds=199.0)
+    return dict(task="reach,push", train=dict(rc=rc), eval=evals)
+
+
+def test_pools_seeds_and_leaves_out_incomplete_runs(tmp_path):
+    st = _module()
+    a = dict(runs={"suite_dma_20pct_s0": _run(dict(reach=10, push=5)),
+                   "suite_dtr_20pct_s0": _run(dict(reach=20, push=0), complete=False)})
+    b = dict(runs={"suite_dma_20pct_s1": _run(dict(reach=20, push=3)),
+                   "suite_dtr_20pct_s1": _run(dict(reach=1, push=1), rc="killed at the deadline"),
+                   "push_dma_ddpm_20pct": _run(dict(reach=50, push=50))})  # not a suite run: ignored
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    for f, d in zip(files, (a, b)):
+        f.write_text(json.dumps(d))
+    assert st.main([str(f) for f in files] + ["--out", str(tmp_path / "t")]) == 0
+    out = json.loads((tmp_path / "t.json").read_text())
+    rows = {(r["backbone"], r["pct"], r["task"]): r for r in out["rows"]}
+    assert set(rows) == {("D-Ma", 20, "reach"), ("D-Ma", 20, "push"), ("D-Ma", 20, "all")}
+    reach = rows[("D-Ma", 20, "reach")]
+    assert (reach["successes"], reach["episodes"], reach["seeds"]) == (30, 100, [0, 1])
+    assert reach["pooled_wilson95"] == pytest.approx(list(st.wilson_interval(30, 100)))
+    # rates 0.2 and 0.4: mean 0.3, sd 0.1414, half = 12.706 * 0.1414 / sqrt(2) = 1.27 -> clipped to [0, 1]
+    assert reach["seed_mean"] == pytest.approx(0.3) and reach["seed_t95"] == [0.0, 1.0]
+    push = rows[("D-Ma", 20, "push")]  # rates 0.10 and 0.06: half = 12.706 * 0.02828 / sqrt(2) = 0.254
+    half = 12.706 * math.sqrt(2 * 0.02 ** 2) / math.sqrt(2)
+    assert push["seed_t95"] == pytest.approx([0.0, 0.08 + half])
+    assert rows[("D-Ma", 20, "all")]["successes"] == 38 and rows[("D-Ma", 20, "all")]["episodes"] == 200
+    assert len(out["left_out"]) == 2 and all("D-Tr" not in k[0] for k in rows)
+    assert "Left out" in (tmp_path / "t.md").read_text()
+
+
+def test_nothing_complete_is_an_error(tmp_path, capsys):
+    st = _module()
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps(dict(runs={"suite_dtr_20pct_s0": _run(dict(reach=1, push=1), complete=False)})))
+    assert st.main([str(f), "--out", str(tmp_path / "t")]) == 2
+    assert "no complete suite run" in capsys.readouterr().err
