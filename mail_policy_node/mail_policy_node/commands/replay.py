@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history", choices=("window", "stream"), default=None, help="engine history override")
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="DDPM sampler override")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--task", default="",
+                        help="the task a multi-task checkpoint is asked for (its goal), as the policy node's task "
+                             "parameter; the bags' episodes should be of that task")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (0: torch's default; 1 is fastest for small models on a busy CPU)")
     parser.add_argument("--max-plots", type=int, default=10, help="episodes plotted (predicted vs recorded)")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         topics = TopicMap.from_yaml(args.topics_map)
         config = ReplayConfig(execution_horizon=args.execution_horizon, sync_tolerance=args.sync_tolerance,
                               max_age=args.max_age, rate_hz=args.rate_hz, realtime=args.realtime,
-                              history=args.history, sampler=args.sampler, device=args.device)
+                              history=args.history, sampler=args.sampler, device=args.device, task=args.task)
         bags = _bag_folders(args.bags)
         lanes = load_lanes(args.checkpoint, config)
         results, summary = run_replay(bags, lanes, topics, config, progress=lambda m: print(m, file=sys.stderr),

@@ -149,7 +149,8 @@ def replay_group(paths: Sequence[str | Path], lanes: Sequence[Lane], engines: di
         clock = _Clock()
         runs = [_Run(Lane(lane.label, lane.path, LoadedPolicy(EngineRow(engines[lane.label], i, config.seed),
                                                               lane.loaded.name, lane.loaded.path,
-                                                              lane.loaded.policy_id)), config, clock)
+                                                              lane.loaded.policy_id, lane.loaded.task,
+                                                              lane.loaded.goal)), config, clock)
                 for lane in lanes]
         plays[i] = play_bag(path, runs, clock, topics, config, progress)
     due: dict[int, _Run] = {}

@@ -68,6 +68,7 @@ class ReplayConfig:
     sampler: str | None = None  # DDPM sampler override
     device: str = "cpu"
     seed: int = 0  # DDPM noise: every bag starts from it, so a bag's figures do not depend on the bags before it
+    task: str = ""  # what a multi-task checkpoint is asked for, as the policy node's task parameter ('' refuses one)
 
     def __post_init__(self):
         if self.execution_horizon < 0:
@@ -147,7 +148,7 @@ def load_lanes(checkpoints: Sequence[str | Path], config: ReplayConfig) -> list[
     lanes, used = [], set()
     for ck in checkpoints:
         folder = Path(ck).resolve()
-        loaded = load_policy(str(folder.parent), folder.name, config.engine_config())
+        loaded = load_policy(str(folder.parent), folder.name, config.engine_config(), task=config.task)
         label = folder.name if folder.name not in ("final", "checkpoint") else f"{folder.parent.name}/{folder.name}"
         base, n = label, 2
         while label in used:
