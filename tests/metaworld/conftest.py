@@ -46,3 +46,18 @@ def push_demos(tmp_path_factory) -> Path:
     assert mw.main(["demos", "--task", "push", "--episodes", "2", "--steps", "80", "--out", str(out),
                     "--no-progress"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def push_bc_checkpoint(push_demos, tmp_path_factory) -> Path:
+    """A tiny BC policy (deterministic: no sampling noise) trained 2 steps on the push demos with a goal token,
+    as the benchmark's multi-task runs train (data.tasks names the demos' episode task, push-v3)."""
+    from mail_policy_node.commands import train as train_cmd
+
+    tmp = tmp_path_factory.mktemp("mw_bc")
+    assert train_cmd.main([str(ROOT / "mail_bringup/config/train/metaworld_dma_ddpm_gpu.yaml"),
+                           f"data.bags=[{push_demos}]", "data.tasks=[push-v3]", "data.image_size=[32, 32]",
+                           f"data.cache_dir={tmp / 'cache'}", "policy.size=tiny", "policy.head=BC",
+                           "policy.obs_horizon=2", "policy.action_horizon=3", "train.device=cpu", "train.steps=2",
+                           "train.batch_size=8", "train.threads=1", f"out={tmp / 'run'}", "--no-progress"]) == 0
+    return tmp / "run" / "final"

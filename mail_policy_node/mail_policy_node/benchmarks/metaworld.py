@@ -2,7 +2,7 @@
 
     mail-il metaworld demos --out runs/metaworld/demos --workers 2
     mail-il metaworld eval --run runs/train/mw_push_dma --task push --workers 2
-    mail-il metaworld eval --checkpoint CKPT --task push --episodes 100
+    mail-il metaworld eval --checkpoint CKPT --task push --episodes 100 --batch 25 --device cuda
     mail-il metaworld check --task all --episodes 10     # expert success only, no rendering
 
 Meta-World has a venv of its own (metaworld 3.1.1 pins mujoco 3.3.0, the project 4.0.0): `make
@@ -28,7 +28,11 @@ Seeds: ``--seed`` (0) upwards, the next seed after a dropped demo, all below `EV
 
 Evaluation: 100 fixed seeded starts per task (``EVAL_SEED`` = 1000 upwards, disjoint from the demos'),
 through the inference engine as `training.evaluate` runs the project's own tasks (a chunk of J actions
-executed, then the next; the engine reset per episode), episodes spread over worker processes. An episode
+executed, then the next; the engine reset per episode), episodes spread over worker processes; with
+``--batch N`` a worker steps up to N of a task's episodes in lockstep through one engine batch (the loop
+`training.evaluate.run_lockstep`, shared with the project's tasks), so workers sharing a GPU each make one
+call per control step instead of N. A multi-task checkpoint (data.tasks, trained over several tasks' demos:
+their episode events name the task as ``T-v3``) is given the evaluated task's goal token. An episode
 succeeds when Meta-World's ``info["success"]`` is true at any of its 200 steps (DP3's count); it ends
 there, as the outcome is then decided (``--full-episodes`` runs all 200). ``--run RUN`` evaluates every
 checkpoint a training run kept (RUN/checkpoints/step_*, RUN/final) and reports both the last one and
@@ -48,7 +52,9 @@ gripper opening) with data.use_joint_state true. The checkpoint's spec then says
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -226,39 +232,49 @@ def _check_job(job: tuple) -> dict:
     return dict(task=task, seed=seed, success=n_success >= 1, success_steps=n_success, first_success_step=first)
 
 
-def _pool_map(fn, jobs: list, workers: int, desc: str, threads: int = 1):
-    """fn over jobs, in this process or a spawn pool (each worker its own GL context); yields results."""
+def _pool_map(fn, jobs: list, workers: int, desc: str, threads: int = 1, episodes=lambda job: 1):
+    """fn over jobs, in this process or a spawn pool (each worker its own GL context); yields results. The
+    progress bar counts ``episodes(job)`` per job (a group of episodes: its length)."""
     from tqdm import tqdm
 
-    from ..training.evaluate import _worker_init  # torch threads per worker, as the sim tasks' evaluation
-
-    bar = tqdm(total=len(jobs), desc=desc, unit="ep", file=sys.stderr, disable=not jobs or _QUIET)
+    bar = tqdm(total=sum(map(episodes, jobs)), desc=desc, unit="ep", file=sys.stderr, disable=not jobs or _QUIET)
     if workers <= 1:
-        _worker_init(threads)
+        _init_worker(threads)
         try:
             for job in jobs:
                 yield fn(job)
-                bar.update(1)
+                bar.update(episodes(job))
         finally:
             _close_envs()
     else:  # a worker that dies fails the run (BrokenProcessPool) instead of leaving it waiting for the job
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         os.environ.setdefault("MUJOCO_GL", "egl")
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(threads,)) as pool:
-            for future in as_completed([pool.submit(fn, job) for job in jobs]):
+            futures = {pool.submit(fn, job): job for job in jobs}
+            for future in as_completed(futures):
                 yield future.result()
-                bar.update(1)
+                bar.update(episodes(futures[future]))
     bar.close()
 
 
 _QUIET = False
 
 
+def _init_worker(threads: int) -> None:
+    """torch threads per worker, as the sim tasks' evaluation; and the worker's scenes closed when it exits,
+    before the interpreter tears down what their GL contexts need (left to the garbage collector, each one
+    printed an EGLError traceback at a pool worker's exit under Python 3.12)."""
+    from ..training.evaluate import _worker_init
+
+    _worker_init(threads)
+    atexit.register(_close_envs)
+
+
 def _close_envs() -> None:
     """Close this process's environments (their GL contexts) while the interpreter still can."""
-    for env in [*_ENVS.values(), *([_WORKER["env"]] if "env" in _WORKER else [])]:
+    for env in [*_ENVS.values(), *_WORKER.get("envs", [])]:
         env.close()
     _ENVS.clear()
     _WORKER.clear()
@@ -323,55 +339,99 @@ _WORKER: dict = {}
 _HAND_XYZ = [BAG_STATE_NAMES.index(n) for n in HAND_STATE_NAMES[:3]]
 
 
-def _setup(job: EvalJob):
-    key = (job.checkpoint, job.task, job.device, job.render_size)
+def _setup(job: EvalJob, batch: int):
+    """This worker's engine of ``batch`` rows for the job's checkpoint, ``batch`` scenes of its task, and the
+    task's goal (None: a single-task checkpoint). All kept for its next jobs: the scenes while the task stays
+    (also across checkpoints; building one with its renderer takes ~0.35 s), the engines per batch size
+    (near-equal groups can differ by one row)."""
+    from ..engine import EngineConfig, InferenceEngine
+
+    key = (job.checkpoint, job.device)
     if _WORKER.get("key") != key:
-        from ..engine import EngineConfig, InferenceEngine
         from ..model.checkpoint import load_checkpoint
 
-        if "env" in _WORKER:
-            _WORKER["env"].close()
-        policy = load_checkpoint(job.checkpoint, job.device)
-        engine = InferenceEngine(policy, EngineConfig(batch=1, device=job.device))
-        env = _load_env_module().MetaWorldTask(job.task, job.render_size, cameras=policy.cfg.spec.camera_names)
-        _WORKER.update(key=key, engine=engine, env=env, spec=policy.cfg.spec)
-    return _WORKER["engine"], _WORKER["env"], _WORKER["spec"]
+        _WORKER.update(key=key, policy=load_checkpoint(job.checkpoint, job.device), engines={})
+    policy, engines = _WORKER["policy"], _WORKER["engines"]
+    if batch not in engines:  # the engine works on its own copy of the policy
+        engines[batch] = InferenceEngine(policy, EngineConfig(batch=batch, device=job.device))
+    spec = policy.cfg.spec
+    scene = (job.task, job.render_size, spec.camera_names)
+    if _WORKER.get("scene") != scene:
+        for env in _WORKER.get("envs", []):
+            env.close()
+        _WORKER.update(scene=scene, envs=[])
+    envs = _WORKER["envs"]
+    while len(envs) < batch:
+        envs.append(_load_env_module().MetaWorldTask(job.task, job.render_size, cameras=spec.camera_names))
+    goal = spec.task_goal(env_name(job.task))  # a multi-task checkpoint's goal token: the task's one-hot
+    return engines[batch], envs[:batch], spec, None if goal is None else np.asarray(goal, np.float32)
 
 
 def run_episode(job: EvalJob) -> dict:
-    """One seeded episode of the checkpoint: success (Meta-World's, at any step), steps, timings, and what
-    the env received (actions stepped, their mean magnitude, how far the hand moved)."""
-    from ..engine import Observation
+    """One seeded episode of the checkpoint (an engine of one row): success (Meta-World's, at any step), steps,
+    timings, and what the env received (actions stepped, their mean magnitude, how far the hand moved)."""
+    return run_episodes((job,))[0]
 
-    engine, env, spec = _setup(job)
-    horizon = job.exec_horizon or spec.action_horizon
-    obs = env.reset(job.seed)
-    engine.reset(seed=job.seed)
-    start_hand = obs["state"][_HAND_XYZ].copy()
-    queue: list[np.ndarray] = []
-    latencies, step_times, sent = [], [], []
-    first, t_start = None, time.perf_counter()
-    for k in range(job.max_steps):
-        t0 = time.perf_counter()
-        engine.observe(Observation(stamp=obs["time"], images=obs["images"], state=_state(obs, spec)))
-        if not queue:
-            chunk = engine.act()
-            latencies.append(chunk.latency_s)
-            queue = list(chunk.actions[0][:horizon])
-        action = np.asarray(queue.pop(0), np.float64)
-        step_times.append(time.perf_counter() - t0)
-        obs, info = env.step(action)
-        sent.append(action)
-        if info["success"] and first is None:
-            first = k
-            if not job.full_episodes:
-                break
-    sent_arr = np.asarray(sent)
-    return dict(checkpoint=job.checkpoint, task=job.task, seed=job.seed, success=first is not None,
-                first_success_step=first, steps=len(sent), chunk_latency_ms=1e3 * float(np.mean(latencies)),
-                step_ms=1e3 * float(np.mean(step_times)), episode_s=time.perf_counter() - t_start,
-                actions_sent=len(sent), mean_abs_action=np.abs(sent_arr).mean(0).tolist(),
-                hand_moved_m=float(np.linalg.norm(obs["state"][_HAND_XYZ] - start_hand)))
+
+def run_episodes(jobs: tuple[EvalJob, ...]) -> list[dict]:
+    """Episodes of one checkpoint and task in lockstep through one engine batch (training.evaluate's
+    `run_lockstep`, the loop the simulated tasks' evaluation runs): one scene per job. With one job this is
+    the one-episode loop, number for number; with several, the DDPM noise is drawn for the batch from the first
+    job's seed (an episode's noise depends on its group; the same groups give the same numbers), and a
+    deterministic policy gives each episode what it gives alone, up to float32 rounding of the batch."""
+    from ..training.evaluate import run_lockstep
+
+    engine, envs, spec, goal = _setup(jobs[0], len(jobs))
+    rows = [_Episode(job, env, env.reset(job.seed), spec) for job, env in zip(jobs, envs)]
+    run_lockstep(engine, rows, jobs[0].seed, goal)
+    return [r.result() for r in rows]
+
+
+def _run_groups(groups: tuple) -> list[dict]:
+    """`run_episodes` of each group in turn (one checkpoint and task: the scenes are built once)."""
+    return [r for group in groups for r in run_episodes(tuple(group))]
+
+
+class _Episode:
+    """One row of `run_episodes` (`run_lockstep`'s row): its scene, its queue of actions and its figures.
+    It ends at Meta-World's first success (the outcome is then decided) unless ``full_episodes``."""
+
+    def __init__(self, job: EvalJob, env, obs: dict, spec):
+        self.job, self.env, self.obs, self.spec = job, env, obs, spec
+        self.horizon = job.exec_horizon or spec.action_horizon
+        self.start_hand = obs["state"][_HAND_XYZ].copy()
+        self.queue: list[np.ndarray] = []
+        self.latencies, self.step_times, self.sent = [], [], []
+        self.first: int | None = None  # the step of the first success
+        self.t_start = time.perf_counter()
+
+    @property
+    def running(self) -> bool:
+        return len(self.sent) < self.job.max_steps and (self.first is None or self.job.full_episodes)
+
+    def view(self) -> tuple:
+        return self.obs["time"], self.obs["images"], _state(self.obs, self.spec)
+
+    def take(self, chunk, row: int) -> None:
+        self.latencies.append(chunk.latency_s)
+        self.queue = list(chunk.actions[row][:self.horizon])
+
+    def step(self, policy_s: float) -> None:
+        action = np.asarray(self.queue.pop(0), np.float64)
+        self.step_times.append(policy_s)
+        self.obs, info = self.env.step(action)
+        self.sent.append(action)
+        if info["success"] and self.first is None:
+            self.first = len(self.sent) - 1
+
+    def result(self) -> dict:
+        job, sent = self.job, np.asarray(self.sent)
+        return dict(checkpoint=job.checkpoint, task=job.task, seed=job.seed, success=self.first is not None,
+                    first_success_step=self.first, steps=len(sent),
+                    chunk_latency_ms=1e3 * float(np.mean(self.latencies)),
+                    step_ms=1e3 * float(np.mean(self.step_times)), episode_s=time.perf_counter() - self.t_start,
+                    actions_sent=len(sent), mean_abs_action=np.abs(sent).mean(0).tolist(),
+                    hand_moved_m=float(np.linalg.norm(self.obs["state"][_HAND_XYZ] - self.start_hand)))
 
 
 def _state(obs: dict, spec) -> np.ndarray | None:
@@ -381,9 +441,10 @@ def _state(obs: dict, spec) -> np.ndarray | None:
     return obs["state"][[BAG_STATE_NAMES.index(n) for n in spec.state_names]].astype(np.float32)
 
 
-def check_spec(spec, checkpoint: str) -> None:
+def check_spec(spec, checkpoint: str, tasks=()) -> None:
     """ValueError unless a checkpoint of ``spec`` runs here: Meta-World's action space and actions, its
-    cameras, and a state (when it takes one) of entries the demos' /joint_states has."""
+    cameras, a state (when it takes one) of entries the demos' /joint_states has, and, for a multi-task
+    checkpoint (data.tasks: the demos' episode events name a task "T-v3"), every one of ``tasks``."""
     if spec.action_space != ACTION_SPACE_EE_DELTA_POSITION or tuple(spec.action_names) != ACTION_NAMES:
         raise ValueError(f"checkpoint {checkpoint} predicts {spec.action_space} actions {list(spec.action_names)}; "
                          f"Meta-World takes {ACTION_SPACE_EE_DELTA_POSITION} {list(ACTION_NAMES)}")
@@ -394,6 +455,11 @@ def check_spec(spec, checkpoint: str) -> None:
     if missing:
         raise ValueError(f"checkpoint {checkpoint} takes the state {list(spec.state_names)}: Meta-World has no "
                          f"{missing} (it has {list(BAG_STATE_NAMES)}; train with data.state_names)")
+    for task in tasks:
+        try:
+            spec.task_goal(env_name(task))
+        except ValueError as e:
+            raise ValueError(f"checkpoint {checkpoint}: {e}") from None
 
 
 def summarize(results: list[dict], checkpoint: str, task: str) -> dict:
@@ -434,23 +500,33 @@ def run_checkpoints(run: Path) -> list[Path]:
 
 def evaluate(checkpoints: list[str], tasks, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED, workers: int = 1,
              exec_horizon: int = 0, full_episodes: bool = False, device: str = "cpu", threads: int = 1,
-             max_steps: int = MAX_STEPS) -> dict:
+             max_steps: int = MAX_STEPS, batch: int = 1) -> dict:
     """Every checkpoint on every task, ``episodes`` seeded starts each. The last checkpoint given is "last";
-    best-5 is over all of them. Returns the report (metaworld_eval.json)."""
+    best-5 is over all of them. ``batch``: each checkpoint's episodes of a task stepped in lockstep through one
+    engine (`run_episodes`), in groups of consecutive seeds of near-equal size (training.evaluate's
+    `lockstep_groups`). Returns the report (metaworld_eval.json)."""
     from ..model.checkpoint import load_checkpoint
+    from ..training.evaluate import lockstep_groups
 
     if seed < EVAL_SEED:
         print(f"note: evaluation seeds from {seed} may overlap the demos' (0..{EVAL_SEED - 1})", file=sys.stderr)
     render = {}
     for c in checkpoints:  # validate every checkpoint before any worker starts; the size it was trained at
         policy = load_checkpoint(c, "cpu")
-        check_spec(policy.cfg.spec, str(c))
+        check_spec(policy.cfg.spec, str(c), tasks)
         native = policy.metadata.get("training", {}).get("native_image_size") or {}
         render[c] = tuple(next(iter(native.values()))) if native else IMAGE_SIZE
-    jobs = [EvalJob(str(c), t, seed + i, exec_horizon, max_steps, full_episodes, device, render[c])
-            for c in checkpoints for t in tasks for i in range(episodes)]
+    units = [lockstep_groups([EvalJob(str(c), t, seed + i, exec_horizon, max_steps, full_episodes, device, render[c])
+                              for i in range(episodes)], batch) for t in tasks for c in checkpoints]
+    # A worker's job is a run of consecutive groups of one checkpoint and task, stepped one after another on the
+    # same scenes: a scene with its renderer takes ~0.35 s to build (CPU, EGL), so a worker that took a task's
+    # groups one at a time, between other tasks', rebuilt batch scenes for each. About two runs per worker
+    # in all keeps the workers evenly busy.
+    splits = max(1, math.ceil(2 * workers / len(units)))
+    runs = [run for groups in units for run in lockstep_groups(groups, math.ceil(len(groups) / splits))]
     t0 = time.perf_counter()
-    results = list(_pool_map(run_episode, jobs, workers, "metaworld eval", threads))
+    results = [r for rs in _pool_map(_run_groups, runs, workers, "metaworld eval", threads,
+                                     episodes=lambda run: sum(map(len, run))) for r in rs]
     wall = time.perf_counter() - t0
     evaluations = [summarize(results, str(c), t) for c in checkpoints for t in tasks]
     per_task = {}
@@ -463,7 +539,8 @@ def evaluate(checkpoints: list[str], tasks, episodes: int = EVAL_EPISODES, seed:
                 best5=float(np.mean([v["best5"] for v in per_task.values()])))
     return dict(benchmark=BENCHMARK, checkpoints=[str(c) for c in checkpoints], tasks=list(tasks), episodes=episodes,
                 seeds=[seed, seed + episodes - 1], max_steps=max_steps, success="info['success'] at any step",
-                exec_horizon=exec_horizon, device=device, workers=workers, wall_seconds=wall,
+                exec_horizon=exec_horizon, device=device, workers=workers,
+                batch=max(len(g) for groups in units for g in groups), wall_seconds=wall,
                 episodes_per_second=len(results) / wall, steps_per_second=sum(r["steps"] for r in results) / wall,
                 per_task=per_task, mean=mean, evaluations=evaluations)
 
@@ -517,6 +594,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--max-steps", type=int, default=MAX_STEPS, help="episode length (the benchmark's: 200)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    e.add_argument("--batch", type=int, default=1,
+                   help="episodes stepped in lockstep through one engine batch (a task's consecutive seeds, in "
+                        "near-equal groups): what keeps a GPU shared by the workers from being the bottleneck")
     e.add_argument("--out", type=Path, default=None,
                    help="output folder (default: RUN/metaworld_eval, or the last CHECKPOINT/metaworld_eval)")
     c.add_argument("--episodes", type=int, default=10)
@@ -543,8 +623,8 @@ def run(args: argparse.Namespace) -> int:
     _QUIET = args.no_progress
     _load_env_module()
     tasks = _tasks(args.task)
-    if args.workers < 1 or args.episodes < 1:
-        raise SystemExit("mail-il metaworld: --workers and --episodes must be >= 1")
+    if args.workers < 1 or args.episodes < 1 or getattr(args, "batch", 1) < 1:
+        raise SystemExit("mail-il metaworld: --workers, --episodes and --batch must be >= 1")
     if args.mw_command == "check":
         results = list(_pool_map(_check_job, [(t, args.seed + i) for t in tasks for i in range(args.episodes)],
                                  args.workers, "expert check"))
@@ -588,7 +668,7 @@ def _run_eval(args: argparse.Namespace, tasks) -> int:
     try:
         checkpoints = [str(c) for c in args.checkpoint] or [str(c) for c in run_checkpoints(args.run)]
         report = evaluate(checkpoints, tasks, args.episodes, args.seed, args.workers, args.exec_horizon,
-                          args.full_episodes, args.device, args.threads, args.max_steps)
+                          args.full_episodes, args.device, args.threads, args.max_steps, args.batch)
     except (CheckpointError, ValueError) as err:
         print(f"mail-il metaworld eval: {err}", file=sys.stderr)
         return 2
@@ -601,7 +681,8 @@ def _run_eval(args: argparse.Namespace, tasks) -> int:
     (out / "metaworld_eval.md").write_text(table)
     print(table)
     print(f"{sum(e['episodes'] for e in report['evaluations'])} episodes in {report['wall_seconds']:.0f} s "
-          f"({report['steps_per_second']:.0f} steps/s, {args.workers} worker(s)); wrote {out}/metaworld_eval.json")
+          f"({report['steps_per_second']:.0f} steps/s, {args.workers} worker(s), batch {report['batch']}); wrote "
+          f"{out}/metaworld_eval.json")
     return 0
 
 

@@ -86,27 +86,40 @@ def run_episode(job: EvalJob) -> dict:
 
 
 def run_episodes(jobs: tuple[EvalJob, ...]) -> list[dict]:
-    """Episodes in lockstep: one scene per job, one engine row per scene, so each control step observes all
-    running episodes in one engine call and each replanning computes their chunks in one batch (the GPU's
-    work per step hardly grows with the rows; episodes one at a time left it waiting on each). Rows are
-    independent: an episode that ends stops observing (the engine's ``rows``) and the others go on. With one
-    job this is the one-episode loop, number for number; with several, the DDPM noise is drawn for the batch
-    from the first job's seed, so an episode's noise depends on its group (the same groups give the same
-    numbers)."""
-    from ..engine import Observation
-
+    """Episodes in lockstep (`run_lockstep`): one scene per job, one engine row per scene. With one job this
+    is the one-episode loop, number for number; with several, the DDPM noise is drawn for the batch from the
+    first job's seed, so an episode's noise depends on its group (the same groups give the same numbers)."""
     engine, envs, spec, goal = _setup(jobs[0], len(jobs))
     horizon = jobs[0].exec_horizon or spec.action_horizon
-    obs = [env.reset(job.seed) for env, job in zip(envs, jobs)]
-    engine.reset(seed=jobs[0].seed)
-    rows = [_Episode(job, env, o, horizon) for job, env, o in zip(jobs, envs, obs)]
+    rows = [_Episode(job, env, env.reset(job.seed), horizon, spec.use_joint_state) for job, env in zip(jobs, envs)]
+    run_lockstep(engine, rows, jobs[0].seed, goal)
+    return [r.result() for r in rows]
+
+
+def run_lockstep(engine, rows: list, seed: int, goal: np.ndarray | None = None) -> None:
+    """Step episodes in lockstep through one engine of len(rows) rows until none is running: each control step
+    observes all running episodes in one engine call and each replanning computes their chunks in one batch
+    (the GPU's work per step hardly grows with the rows; episodes one at a time left it waiting on each). Rows
+    are independent: an episode that ends stops observing (the engine's ``rows``) and the others go on.
+    ``goal``: the task's goal embedding for every row (None: the policy takes none); ``seed`` seeds the engine's
+    noise. The simulated tasks' evaluation and the Meta-World benchmark's (benchmarks.metaworld) share this
+    loop; a row is their episode object, offering
+      ``running``          whether it takes another step,
+      ``view()``           what the policy observes now: (stamp [s], {camera: frame}, state or None),
+      ``queue``            the actions of its chunk still to execute (empty: it replans this step),
+      ``take(chunk, k)``   row k of a new chunk, and
+      ``step(policy_s)``   execute its next action (``policy_s``: this step's engine time, shared by the rows).
+    """
+    from ..engine import Observation
+
+    engine.reset(seed=seed)
     running = [i for i, r in enumerate(rows) if r.running]
     while running:
         t0 = time.perf_counter()
+        stamps, images, states = zip(*(rows[i].view() for i in running))
         engine.observe(Observation(
-            stamp=np.array([rows[i].obs["time"] for i in running]),
-            images={cam: [rows[i].obs["images"][cam] for i in running] for cam in rows[running[0]].obs["images"]},
-            state=np.stack([rows[i].obs["joint_state"] for i in running]) if spec.use_joint_state else None,
+            stamp=np.array(stamps), images={cam: [im[cam] for im in images] for cam in images[0]},
+            state=None if states[0] is None else np.stack(states),
             goal=None if goal is None else np.broadcast_to(goal, (len(running), goal.size))), rows=running)
         replan = [i for i in running if not rows[i].queue]
         if replan:
@@ -117,14 +130,22 @@ def run_episodes(jobs: tuple[EvalJob, ...]) -> list[dict]:
         for i in running:
             rows[i].step(dt)
         running = [i for i in running if rows[i].running]
-    return [r.result() for r in rows]
+
+
+def lockstep_groups(jobs: list, batch: int) -> list[tuple]:
+    """``jobs`` (consecutive seeds) in consecutive groups of at most ``batch``, of near-equal size: 100 in
+    batches of 30 are 25 + 25 + 25 + 25, not 30 + 30 + 30 + 10 (the last group would step alone at the end)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    bounds = np.linspace(0, len(jobs), math.ceil(len(jobs) / batch) + 1).round().astype(int)
+    return [tuple(jobs[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class _Episode:
-    """One row of `run_episodes`: its scene, its queue of actions and its figures."""
+    """One row of `run_episodes` (`run_lockstep`'s row): its scene, its queue of actions and its figures."""
 
-    def __init__(self, job: EvalJob, env, obs: dict, horizon: int):
-        self.job, self.env, self.obs, self.horizon = job, env, obs, horizon
+    def __init__(self, job: EvalJob, env, obs: dict, horizon: int, use_state: bool):
+        self.job, self.env, self.obs, self.horizon, self.use_state = job, env, obs, horizon, use_state
         self.frames = [obs["images"]] if job.keep_frames else []
         self.queue: list[np.ndarray] = []
         self.latencies, self.step_times, self.distances = [], [], []
@@ -136,6 +157,9 @@ class _Episode:
     @property
     def running(self) -> bool:
         return not self.done and self.env.steps < self.limit
+
+    def view(self) -> tuple:
+        return self.obs["time"], self.obs["images"], self.obs["joint_state"] if self.use_state else None
 
     def take(self, chunk, row: int) -> None:
         self.latencies.append(chunk.latency_s)
@@ -230,8 +254,6 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
     ``batch``: episodes stepped in lockstep through one engine (`run_episodes`), in groups of consecutive
     seeds of near-equal size; on a GPU shared by several evaluations this is what keeps it from being the
     bottleneck (paper-size DDPM one episode at a time: 255 ms a chunk with 12 processes on one H100)."""
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
     from ..model.checkpoint import load_checkpoint
 
     policy = load_checkpoint(checkpoint, "cpu")  # validates the checkpoint before any worker starts
@@ -244,8 +266,7 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
     render = tuple(next(iter(native.values()))) if native else (128, 128)
     jobs = [EvalJob(str(checkpoint), task, seed + i, history, exec_horizon, render, i < pictures, max_steps, device,
                     controller) for i in range(episodes)]
-    bounds = np.linspace(0, episodes, math.ceil(episodes / batch) + 1).round().astype(int)
-    groups = [tuple(jobs[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    groups = lockstep_groups(jobs, batch)
     results = []
     t0 = time.perf_counter()
     from tqdm import tqdm
