@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -116,6 +117,16 @@ def test_best_is_the_policy_at_the_lowest_validation_loss_and_survives_resume(ba
     _, resumed = _train(bag_dir, tmp_path, "split", resume="auto", **over)
     assert resumed["best"] == {**summary["best"], "checkpoint": str(tmp_path / "split" / "best")}
     assert _same(_weights(tmp_path / "split" / "best"), _weights(best))
+    # stopped after saving best/ but before the next step checkpoint: the state resumed from is older than
+    # best/, and best/'s own validation loss is what a later step must beat
+    shutil.rmtree(tmp_path / "split")
+    _train(bag_dir, tmp_path, "split", **{**over, "train__steps": best_step + 1})
+    for folder in (tmp_path / "split" / "checkpoints").glob("step_*"):
+        if int(folder.name.split("_")[1]) >= best_step:
+            shutil.rmtree(folder)
+    _, resumed = _train(bag_dir, tmp_path, "split", resume="auto", **over)
+    assert resumed["steps_this_run"] == 8 - (best_step - 1)
+    assert resumed["best"]["step"] == best_step and _same(_weights(tmp_path / "split" / "best"), _weights(best))
 
 
 def test_resume_refuses_a_different_model(bag_dir, tmp_path):

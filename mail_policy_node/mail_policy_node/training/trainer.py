@@ -42,7 +42,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint_limits import MAX_HEADER_BYTES, MAX_TENSORS, CheckpointError, check_path, parse_json
-from ..model.checkpoint import read_safetensors_header, save_checkpoint
+from ..model.checkpoint import read_config, read_safetensors_header, save_checkpoint
 from ..model.diffusion import EMA, DiffusionConfig
 from ..model.policy import MailPolicy, PolicyConfig
 from ..spec import CameraSpec, FeatureSpec, action_space_of
@@ -218,11 +218,20 @@ class Trainer:
         self.history: list[dict] = []
         if self.resume_from is not None:
             self._load_state(self.resume_from)
-        # the validation loss OUT/best was saved at: a resumed run beats its own history's best, when that is there
-        vals = [(h["val_loss"], h["step"]) for h in self.history if h.get("val_loss") is not None]
-        self.best_val_loss, self.best_step = (min(vals) if vals and (self.out / BEST).is_dir()
-                                              else (math.inf, None))
+        self.best_val_loss, self.best_step = self._best_so_far()
         self.model = self._wrap_model()
+
+    def _best_so_far(self) -> tuple[float, int | None]:
+        """(validation loss, step) of OUT/best, which a resumed run must beat to replace it: read from the
+        checkpoint itself (a run stopped after saving it resumes from an earlier step's state, whose history
+        does not have it); (inf, None) for a fresh run or an unreadable one."""
+        if self.resume_from is None or not (self.out / BEST / "config.json").is_file():
+            return math.inf, None
+        try:
+            training = read_config(self.out / BEST)[1].get("training", {})
+            return float(training["val_loss"]), int(training["step"])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            return math.inf, None
 
     def _load_data(self) -> DemoDataset:
         """The dataset; under torchrun rank 0 first and the other ranks after it, so that rank 0 alone decodes
