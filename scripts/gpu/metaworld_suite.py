@@ -6,7 +6,9 @@ training seed per call, one results JSON (and a markdown table beside it).
     python3 scripts/gpu/metaworld_suite.py --seed 0 --out $OUT/metaworld_s0.json [--budget 540] [--only dma,dtr]
 
 One call per seed (0, 1, 2). The results of a run are under runs/gpu_suite/metaworld_s<seed>/ there; what comes
-back is the JSON: per run its training, every checkpoint's per-task successes, "last" and best-5.
+back is the JSON: per run its training, every checkpoint's per-task successes, "last" and best-5. The three seeds'
+JSONs make the table: `python scripts/gpu/metaworld_table.py docs/results/metaworld_s*.json --out
+docs/results/metaworld_table`.
 
 A call (every stage a `mail-il` or `mail-il metaworld` command in its own process; a stage that fails or runs
 out of time is recorded and the others go on):

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Issue 22's second table from the Meta-World calls' results (metaworld_suite.py, one JSON per training seed):
+per task and backbone, the last checkpoint's success over the seeds with 95 % intervals, DP3's best-5, and
+DP3's published image Diffusion Policy beside them as a reference.
+
+    python scripts/gpu/metaworld_table.py docs/results/metaworld_s*.json --out docs/results/metaworld_table
+
+"last": each seed's last checkpoint on the benchmark's 100 starts per task; pooled over the seeds with a Wilson
+interval, and the t interval of the per-seed rates (suite_table.summarize, as the suite's table). best-5: DP3's
+metric, the mean of each run's 5 best checkpoint evaluations (20 starts each), then averaged over the seeds;
+optimistic by construction, so it is reported beside "last", never instead of it. A run whose last evaluation
+did not finish is listed as missing, not scored. The reference column is DP3's (Ze et al., RSS 2024, arXiv
+2403.03954, Table: image Diffusion Policy, Meta-World v2, 10 demos, 3 seeds, best-5): another version of the
+benchmark under the optimistic metric, so a reference, not a baseline. Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from suite_table import summarize
+
+DP3_IMAGE_DP_V2 = {"assembly": 0.15, "disassemble": 0.43, "stick-push": 0.63, "hammer": 0.15, "peg-insert-side": 0.34,
+                   "push": 0.30, "pick-place": 0.00}  # percent / 100, as the issue quotes DP3's table
+
+
+def collect(files: list[Path]) -> tuple[dict, dict, list[str], list[str]]:
+    """(backbone, task) -> {seed: (successes, episodes)} of the last checkpoints, (backbone, task) -> {seed:
+    best-5 rate}, the tasks in order, and why runs were left out. A seed given twice: the last file wins."""
+    last: dict = {}
+    best5: dict = {}
+    tasks: list[str] = []
+    left_out = []
+    for f in files:
+        data = json.loads(f.read_text())
+        seed = int(data["seed"])
+        for name, run in data.get("runs", {}).items():
+            backbone = run.get("backbone", name)
+            scored = run.get("last")
+            if not scored:
+                left_out.append(f"{backbone} seed {seed} ({f.name}): no finished last evaluation")
+                continue
+            for task, ok in scored["successes"].items():
+                if task not in tasks:
+                    tasks.append(task)
+                last.setdefault((backbone, task), {})[seed] = (int(ok), int(scored["episodes"]))
+            for task, rate in ((run.get("best5") or {}).get("per_task") or {}).items():
+                best5.setdefault((backbone, task), {})[seed] = float(rate)
+    return last, best5, tasks, left_out
+
+
+def table(last: dict, best5: dict, tasks: list[str]) -> list[dict]:
+    backbones = list(dict.fromkeys(b for b, _ in last))
+    rows = []
+    for backbone in backbones:
+        for task in tasks:
+            if (backbone, task) not in last:
+                continue
+            b5 = best5.get((backbone, task), {})
+            rows.append(dict(backbone=backbone, task=task, **summarize(last[(backbone, task)]),
+                             best5=sum(b5.values()) / len(b5) if b5 else None, best5_seeds=sorted(b5),
+                             dp3_image_dp_v2=DP3_IMAGE_DP_V2.get(task)))
+        per_task = [r for r in rows if r["backbone"] == backbone]
+        seeds = set.intersection(*(set(r["seeds"]) for r in per_task)) if per_task else set()
+        if seeds and len(per_task) == len(tasks):  # the mean over the tasks, per seed that has every task
+            merged = {s: (sum(r["per_seed"][str(s)][0] for r in per_task), sum(r["per_seed"][str(s)][1]
+                                                                             for r in per_task)) for s in seeds}
+            b5 = [r["best5"] for r in per_task if r["best5"] is not None]
+            rows.append(dict(backbone=backbone, task="mean", **summarize(merged),
+                             best5=sum(b5) / len(b5) if len(b5) == len(per_task) else None, best5_seeds=[],
+                             dp3_image_dp_v2=sum(DP3_IMAGE_DP_V2.get(t, 0) for t in tasks) / len(tasks)
+                             if all(t in DP3_IMAGE_DP_V2 for t in tasks) else None))
+    return rows
+
+
+def markdown(rows: list[dict], tasks: list[str], left_out: list[str]) -> str:
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.0f}"
+
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    head = "| task | " + " | ".join(f"{b}: last (95 % Wilson) | {b}: best-5" for b in backbones)
+    lines = [head + " | DP3's image DP (v2, best-5) |", "|" + " --- |" * (2 + 2 * len(backbones))]
+    cell = {(r["backbone"], r["task"]): r for r in rows}
+    for task in [*tasks, "mean"]:
+        out = []
+        for b in backbones:
+            r = cell.get((b, task))
+            out += ["-", "-"] if r is None else [
+                f"{pct(r['pooled_rate'])} % ({pct(r['pooled_wilson95'][0])}-{pct(r['pooled_wilson95'][1])}), "
+                f"{len(r['seeds'])} seeds", f"{pct(r['best5'])} %"]
+        ref = DP3_IMAGE_DP_V2.get(task) if task != "mean" else next(
+            (r["dp3_image_dp_v2"] for r in rows if r["task"] == "mean"), None)
+        lines.append(f"| {task} | " + " | ".join(out) + f" | {pct(ref)} % |")
+    lines += ["", "Per-seed t intervals of the last checkpoints' rates are in the JSON (seed_t95)."]
+    if left_out:
+        lines += ["", "Left out (not scored):", *(f"- {x}" for x in left_out)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="+", type=Path, help="metaworld_suite.py result JSONs, one per seed")
+    ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = ap.parse_args(argv)
+    last, best5, tasks, left_out = collect(args.results)
+    if not last:
+        print("metaworld_table: no finished run in " + ", ".join(map(str, args.results)), file=sys.stderr)
+        return 2
+    rows = table(last, best5, tasks)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(dict(sources=[p.name for p in args.results], rows=rows,
+                                                             left_out=left_out), indent=1))
+    text = markdown(rows, tasks, left_out)
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""scripts/gpu/metaworld_table.py: issue 22's Meta-World table from the per-seed JSONs of metaworld_suite.py:
+last checkpoints pooled over seeds, best-5 averaged over seeds, DP3's reference beside them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "gpu"
+
+
+def _module():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec = importlib.util.spec_from_file_location("metaworld_table", SCRIPTS / "metaworld_table.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def _seed(seed: int, runs: dict) -> dict:
+    out = {}
+    for backbone, (push, pick, best) in runs.items():
+        out[backbone.lower()] = dict(backbone=backbone, last=None if push is None else dict(
+            successes={"push": push, "pick-place": pick}, episodes=100),
+            best5=dict(per_task={"push": best, "pick-place": 0.0}))
+    return dict(seed=seed, runs=out)
+
+
+def test_pools_the_last_checkpoints_and_averages_best5(tmp_path):
+    mt = _module()
+    files = []
+    for seed, runs in ((0, {"D-Ma": (30, 0, 0.40), "D-Tr": (10, 2, 0.20)}),
+                       (1, {"D-Ma": (50, 4, 0.60), "D-Tr": (None, None, None)})):
+        files.append(tmp_path / f"metaworld_s{seed}.json")
+        files[-1].write_text(json.dumps(_seed(seed, runs)))
+    assert mt.main([str(f) for f in files] + ["--out", str(tmp_path / "t")]) == 0
+    out = json.loads((tmp_path / "t.json").read_text())
+    rows = {(r["backbone"], r["task"]): r for r in out["rows"]}
+    push = rows[("D-Ma", "push")]
+    assert (push["successes"], push["episodes"], push["seeds"]) == (80, 200, [0, 1])
+    assert push["best5"] == pytest.approx(0.5) and push["dp3_image_dp_v2"] == pytest.approx(0.30)
+    mean = rows[("D-Ma", "mean")]  # the two tasks' episodes of each seed together
+    assert (mean["successes"], mean["episodes"]) == (84, 400) and mean["best5"] == pytest.approx(0.25)
+    assert mean["dp3_image_dp_v2"] == pytest.approx(0.15)
+    assert rows[("D-Tr", "push")]["seeds"] == [0]  # its seed 1 did not finish: left out, said so
+    assert out["left_out"] == ["D-Tr seed 1 (metaworld_s1.json): no finished last evaluation"]
+    text = (tmp_path / "t.md").read_text()
+    assert "| push | 40 % (" in text and "Left out" in text
+
+
+def test_nothing_finished_is_an_error(tmp_path, capsys):
+    mt = _module()
+    f = tmp_path / "s0.json"
+    f.write_text(json.dumps(_seed(0, {"D-Ma": (None, None, None)})))
+    assert mt.main([str(f), "--out", str(tmp_path / "t")]) == 2
+    assert "no finished run" in capsys.readouterr().err
