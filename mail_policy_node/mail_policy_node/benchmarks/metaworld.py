@@ -375,15 +375,14 @@ def run_episode(job: EvalJob) -> dict:
 
 def run_episodes(jobs: tuple[EvalJob, ...]) -> list[dict]:
     """Episodes of one checkpoint and task in lockstep through one engine batch (training.evaluate's
-    `run_lockstep`, the loop the simulated tasks' evaluation runs): one scene per job. With one job this is
-    the one-episode loop, number for number; with several, the DDPM noise is drawn for the batch from the first
-    job's seed (an episode's noise depends on its group; the same groups give the same numbers), and a
-    deterministic policy gives each episode what it gives alone, up to float32 rounding of the batch."""
+    `run_lockstep`, the loop the simulated tasks' evaluation runs): one scene per job, each episode what it is
+    alone, its DDPM noise from its own seed (up to float32 rounding of the batch; one job: the one-episode
+    loop, number for number)."""
     from ..training.evaluate import run_lockstep
 
     engine, envs, spec, goal = _setup(jobs[0], len(jobs))
     rows = [_Episode(job, env, env.reset(job.seed), spec) for job, env in zip(jobs, envs)]
-    run_lockstep(engine, rows, jobs[0].seed, goal)
+    run_lockstep(engine, rows, [job.seed for job in jobs], goal)
     return [r.result() for r in rows]
 
 

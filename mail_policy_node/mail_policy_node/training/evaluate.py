@@ -86,33 +86,40 @@ def run_episode(job: EvalJob) -> dict:
 
 
 def run_episodes(jobs: tuple[EvalJob, ...]) -> list[dict]:
-    """Episodes in lockstep (`run_lockstep`): one scene per job, one engine row per scene. With one job this
-    is the one-episode loop, number for number; with several, the DDPM noise is drawn for the batch from the
-    first job's seed, so an episode's noise depends on its group (the same groups give the same numbers)."""
+    """Episodes in lockstep (`run_lockstep`): one scene per job, one engine row per scene; each episode what
+    it is alone (one job: the one-episode loop, number for number)."""
     engine, envs, spec, goal = _setup(jobs[0], len(jobs))
     horizon = jobs[0].exec_horizon or spec.action_horizon
     rows = [_Episode(job, env, env.reset(job.seed), horizon, spec.use_joint_state) for job, env in zip(jobs, envs)]
-    run_lockstep(engine, rows, jobs[0].seed, goal)
+    run_lockstep(engine, rows, [job.seed for job in jobs], goal)
     return [r.result() for r in rows]
 
 
-def run_lockstep(engine, rows: list, seed: int, goal: np.ndarray | None = None) -> None:
+def run_lockstep(engine, rows: list, seeds: list[int], goal: np.ndarray | None = None) -> None:
     """Step episodes in lockstep through one engine of len(rows) rows until none is running: each control step
     observes all running episodes in one engine call and each replanning computes their chunks in one batch
     (the GPU's work per step hardly grows with the rows; episodes one at a time left it waiting on each). Rows
-    are independent: an episode that ends stops observing (the engine's ``rows``) and the others go on.
-    ``goal``: the task's goal embedding for every row (None: the policy takes none); ``seed`` seeds the engine's
-    noise. The simulated tasks' evaluation and the Meta-World benchmark's (benchmarks.metaworld) share this
-    loop; a row is their episode object, offering
+    are independent: an episode that ends stops observing (the engine's ``rows``) and the others go on, and a
+    DDPM policy's noise is drawn per row, from a generator seeded with that row's episode seed on the engine's
+    device, as an engine of one row seeded with it draws it: an episode does what it does alone, whatever its
+    group (up to float32 rounding of the batch), so `--batch` never changes an evaluation's numbers.
+    ``goal``: the task's goal embedding for every row (None: the policy takes none). The simulated tasks'
+    evaluation and the Meta-World benchmark's (benchmarks.metaworld) share this loop; a row is their episode
+    object, offering
       ``running``          whether it takes another step,
       ``view()``           what the policy observes now: (stamp [s], {camera: frame}, state or None),
       ``queue``            the actions of its chunk still to execute (empty: it replans this step),
       ``take(chunk, k)``   row k of a new chunk, and
       ``step(policy_s)``   execute its next action (``policy_s``: this step's engine time, shared by the rows).
     """
+    import torch
+
     from ..engine import Observation
 
-    engine.reset(seed=seed)
+    engine.reset()
+    shape = engine.noise_shape  # (draws, B, J, A) for DDPM; None for BC
+    gens = [] if shape is None else [torch.Generator(device=engine.device).manual_seed(int(s)) for s in seeds]
+    noise = None if shape is None else torch.zeros(shape, device=engine.device)
     running = [i for i, r in enumerate(rows) if r.running]
     while running:
         t0 = time.perf_counter()
@@ -123,7 +130,10 @@ def run_lockstep(engine, rows: list, seed: int, goal: np.ndarray | None = None) 
             goal=None if goal is None else np.broadcast_to(goal, (len(running), goal.size))), rows=running)
         replan = [i for i in running if not rows[i].queue]
         if replan:
-            chunk = engine.act(rows=replan)
+            for i in replan if noise is not None else ():  # drawn as an engine of one row draws it
+                noise[:, i:i + 1] = torch.empty(noise[:, i:i + 1].shape, device=noise.device).normal_(
+                    generator=gens[i])
+            chunk = engine.act(noise, rows=replan)
             for k, i in enumerate(replan):
                 rows[i].take(chunk, k)
         dt = time.perf_counter() - t0
