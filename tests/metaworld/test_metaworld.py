@@ -4,6 +4,7 @@ tiny trained policy evaluated end to end through the benchmark's evaluator."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +99,11 @@ def test_tiny_policy_trains_on_the_demos_and_evaluates_end_to_end(push_demos, tm
                            "policy.action_horizon=3", "policy.diffusion={steps: 4}", "train.device=cpu",
                            "train.steps=2", "train.batch_size=8", "train.val_every=1", "train.ckpt_every=1",
                            "train.log_every=1", "train.threads=1", f"out={tmp_path / 'run'}", "--no-progress"]) == 0
+    # a checkpoint being written (the trainer's step_<n>.tmp, renamed when whole) is not one of the run's
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "step_0000002", tmp_path / "run" / "checkpoints" /
+                    "step_0000003.tmp")
     assert [p.name for p in mw.run_checkpoints(tmp_path / "run")] == ["step_0000001", "step_0000002"]
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_0000003.tmp")
     spec = load_checkpoint(tmp_path / "run" / "final", "cpu").cfg.spec
     assert spec.action_space == ACTION_SPACE_EE_DELTA_POSITION and spec.action_names == mw.ACTION_NAMES
     assert spec.use_joint_state and spec.state_names == mw.HAND_STATE_NAMES == mw.STATE_NAMES
