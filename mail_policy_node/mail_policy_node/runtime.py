@@ -152,21 +152,11 @@ def task_goal(spec: FeatureSpec, task: str) -> np.ndarray | None:
 
 
 def joint_state_vector(msg, spec: FeatureSpec) -> np.ndarray:
-    """sensor_msgs/JointState -> the spec's state vector (7 joints + gripper width = sum of fingers)."""
-    from .spec import FR3_FINGER_NAMES, GRIPPER_NAME
+    """sensor_msgs/JointState -> the spec's state vector (7 joints + gripper width = sum of fingers), read as
+    training reads it (data.bags.named_state)."""
+    from .data.bags import named_state
 
-    pos = dict(zip(msg.name, msg.position))
-    out = []
-    for n in spec.state_names:
-        if n == GRIPPER_NAME:
-            if not all(f in pos for f in FR3_FINGER_NAMES):
-                raise ValueError(f"joint state has no {FR3_FINGER_NAMES} for the gripper width")
-            out.append(pos[FR3_FINGER_NAMES[0]] + pos[FR3_FINGER_NAMES[1]])
-        elif n in pos:
-            out.append(pos[n])
-        else:
-            raise ValueError(f"joint state has no joint {n!r}")
-    v = np.asarray(out, dtype=np.float32)
+    v = named_state(msg.name, msg.position, spec.state_names, "the checkpoint's state").astype(np.float32)
     if not np.all(np.isfinite(v)):
         raise ValueError("joint state holds NaN or inf")
     return v

@@ -59,11 +59,11 @@ from ..data.bags import (
     ImageRecord,
     JointStateRecord,
     joint_state_to_vector,
+    named_state,
     recorded_action,
 )
 from ..data.images import ImageDecodeError, resize_to_model
 from ..data.topics import TopicMap
-from ..spec import FR3_FINGER_NAMES, GRIPPER_NAME
 
 CACHE_VERSION = 1
 STILL_JOINT = 0.002  # [rad] per step: below this on every joint (and the gripper below STILL_GRIPPER) ...
@@ -208,18 +208,6 @@ def _segments(action_ns: np.ndarray, events: list[tuple[int, dict]], max_gap_ns:
     return out
 
 
-def named_state(names: Sequence[str], position, state_names: Sequence[str]) -> np.ndarray:
-    """The ``state_names`` entries of a JointState (``gripper``: the FR3 fingers' sum, as the policy node reads
-    it, runtime.joint_state_vector); ValueError naming what is missing and what the message has."""
-    index = {n: i for i, n in enumerate(names)}
-    missing = [n for n in state_names if n not in index and not (n == GRIPPER_NAME and all(
-        f in index for f in FR3_FINGER_NAMES))]
-    if missing:
-        raise ValueError(f"joint state lacks {missing} of data.state_names {list(state_names)}; it has {list(names)}")
-    return np.array([position[index[n]] if n in index else sum(position[index[f]] for f in FR3_FINGER_NAMES)
-                     for n in state_names], float)
-
-
 def _still_steps(state: np.ndarray) -> int:
     """How many leading steps of ``state`` (T, 8: joints, gripper width) come before the last still one
     ahead of the first move (0 when it moves at once; all but the last when it never moves)."""
@@ -280,7 +268,7 @@ def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[st
                 elif isinstance(rec, JointStateRecord):
                     if rec.topic == joint_topic:
                         try:
-                            vector = (named_state(rec.names, rec.position, settings.state_names)
+                            vector = (named_state(rec.names, rec.position, settings.state_names, "data.state_names")
                                       if settings.state_names else joint_state_to_vector(rec.names, rec.position))
                         except ValueError as e:
                             hint = "" if settings.state_names else " (the FR3 layout; other names: data.state_names)"
