@@ -70,7 +70,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -78,10 +77,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "mail_policy_node"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_suite, beside it
 
 from mail_policy_node.benchmarks.metaworld import (BEST_K, EVAL_EPISODES, EVAL_SEED, MAX_STEPS, TASKS,  # noqa: E402
-                                                   best_k, env_name)
+                                                   best_k, env_name, step_checkpoints)
 from mail_policy_node.training.evaluate import wilson_interval  # noqa: E402
+from train_suite import cli, machine, write_json  # noqa: E402  (what both GPU plans share)
 
 CONFIG = ROOT / "mail_bringup" / "config" / "train" / "metaworld_dma_ddpm_gpu.yaml"
 DEMOS = ROOT / "runs" / "gpu_mw_demos"
@@ -104,10 +105,6 @@ PLAN = dict(
     last_eval_reserve=150,  # [s] training stops at least this long before the deadline (longer when the earlier
     #                         checkpoints' evaluations say the last ones need it)
 )
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mail_policy_node.cli", *args]
 
 
 def train_command(name: str, seed: int, work: Path, device: str) -> list[str]:
@@ -169,14 +166,6 @@ class Stages:
         print(f"[mw] {name}: {why}", flush=True)
 
 
-def checkpoints_of(run: Path) -> list[tuple[int, Path]]:
-    """A run's step checkpoints written so far, (step, folder) in step order (a folder is renamed into place
-    once whole; the ``.tmp`` one being written is not listed)."""
-    found = [(int(m.group(1)), p) for p in (run / "checkpoints").glob("step_*")
-             if (m := re.fullmatch(r"step_(\d+)", p.name)) and (p / "model.safetensors").is_file()]
-    return sorted(found)
-
-
 def rates(report: Path, episodes: int | None = None) -> dict[str, dict]:
     """task -> successes / episodes of an evaluation's report, over its first ``episodes`` seeds (all: None)."""
     out = {}
@@ -210,16 +199,9 @@ def main() -> int:
                          demos={}, runs={})
 
     def save():
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1, default=str))
+        write_json(args.out, results)
 
-    try:
-        import torch
-
-        results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        results["torch"] = torch.__version__
-    except Exception as e:  # recorded, not fatal
-        results["gpu"] = repr(e)
+    results.update(machine())
 
     stages = Stages(args.cores)
     # 1. demos (reused when every task has them)
@@ -293,14 +275,14 @@ def main() -> int:
             if train_running and time.time() >= deadline - results["last_eval_estimate"]["seconds"]:
                 stages.stop(f"train_{n}", "stopped for the last evaluation's time")
                 results["runs"][n]["stopped_at_s"] = round(time.time() - t_start)
-                newest = checkpoints_of(work / n)
+                newest = step_checkpoints(work / n)
                 if newest:  # its newest checkpoint is then its last
                     seen[n].add(newest[-1][0])
                     evals[n] = [e for e in evals[n] if e[0] != newest[-1][0]]
                     queue[:] = [q for q in queue if q[1] != f"eval_{n}_step_{newest[-1][0]}"]
                     queue_eval(n, newest[-1][0], newest[-1][1], last=True)
                 continue
-            for step, folder in checkpoints_of(work / n):
+            for step, folder in step_checkpoints(work / n):
                 if step not in seen[n] and step < p["steps"]:  # the final step is the last checkpoint
                     seen[n].add(step)
                     queue_eval(n, step, folder, last=False)

@@ -306,6 +306,22 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mail_policy_node.cli", *args]
 
 
+def machine() -> dict:
+    """The GPU and torch a call ran on, for its results (an import that fails is recorded, not fatal)."""
+    try:
+        import torch
+
+        return dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    torch=torch.__version__)
+    except Exception as e:  # recorded in the results, not fatal
+        return dict(gpu=repr(e))
+
+
+def write_json(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=str))
+
+
 def run_all(commands: list[tuple[str, list[str], Path]], parallel: int, deadline: float) -> dict[str, dict]:
     """Run (name, argv, log) commands, ``parallel`` at a time, until ``deadline``; returns name -> result."""
     pending, running, done = list(commands), {}, {}
@@ -349,17 +365,9 @@ def main() -> int:
                          runs={})
 
     def save():
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1, default=str))
+        write_json(args.out, results)
 
-    try:
-        import torch
-
-        results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        results["torch"] = torch.__version__
-    except Exception as e:  # recorded, not fatal
-        results["gpu"] = repr(e)
-
+    results.update(machine())
     runs = [r for r in plan["runs"] if not args.only or r["name"] in args.only.split(",")]
     # 1. demonstrations (reused when already there), of the tasks the chosen runs train on
     for key, n in plan["demos"].items():

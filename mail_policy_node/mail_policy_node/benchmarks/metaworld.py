@@ -482,13 +482,19 @@ def best_k(rates: list[float], k: int = BEST_K) -> float:
     return float(np.mean(top)) if top else float("nan")
 
 
+def step_checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """A training run's step checkpoints written so far, (step, RUN/checkpoints/step_<n>) in step order. Not a
+    step_<n>.tmp: the trainer writes a checkpoint there and renames it when whole, so a run still training can
+    have one half-written."""
+    found = [(int(p.name.split("_")[-1]), p) for p in (run / "checkpoints").glob("step_*")
+             if p.name.split("_")[-1].isdigit() and (p / "config.json").is_file()]
+    return sorted(found)
+
+
 def run_checkpoints(run: Path) -> list[Path]:
-    """A training run's checkpoints in training order: RUN/checkpoints/step_<n>, then RUN/final unless its
-    weights are the last step's. Not a step_<n>.tmp: the trainer writes a checkpoint there and renames it
-    when whole, so a run still training can have one half-written."""
-    steps = sorted((p for p in (run / "checkpoints").glob("step_*")
-                    if p.name.split("_")[-1].isdigit() and (p / "config.json").is_file()),
-                   key=lambda p: int(p.name.split("_")[-1]))
+    """A training run's checkpoints in training order: its step checkpoints, then RUN/final unless its
+    weights are the last step's."""
+    steps = [p for _, p in step_checkpoints(run)]
     final = run / "final"
     if (final / "config.json").is_file():
         sha = json.loads((final / "config.json").read_text()).get("weights_sha256")
