@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from suite_table import summarize
+from suite_table import across_tasks, summarize, write_table
 
 DP3_IMAGE_DP_V2 = {"assembly": 0.15, "disassemble": 0.43, "stick-push": 0.63, "hammer": 0.15, "peg-insert-side": 0.34,
                    "push": 0.30, "pick-place": 0.00}  # percent / 100, as the issue quotes DP3's table
@@ -66,10 +66,8 @@ def table(last: dict, best5: dict, tasks: list[str]) -> list[dict]:
                              best5=sum(b5.values()) / len(b5) if b5 else None, best5_seeds=sorted(b5),
                              dp3_image_dp_v2=DP3_IMAGE_DP_V2.get(task)))
         per_task = [r for r in rows if r["backbone"] == backbone]
-        seeds = set.intersection(*(set(r["seeds"]) for r in per_task)) if per_task else set()
-        if seeds and len(per_task) == len(tasks):  # the mean over the tasks, per seed that has every task
-            merged = {s: (sum(r["per_seed"][str(s)][0] for r in per_task), sum(r["per_seed"][str(s)][1]
-                                                                             for r in per_task)) for s in seeds}
+        merged = across_tasks(per_task)
+        if merged and len(per_task) == len(tasks):  # the mean over the tasks, per seed that has every task
             b5 = [r["best5"] for r in per_task if r["best5"] is not None]
             rows.append(dict(backbone=backbone, task="mean", **summarize(merged),
                              best5=sum(b5) / len(b5) if len(b5) == len(per_task) else None, best5_seeds=[],
@@ -78,7 +76,7 @@ def table(last: dict, best5: dict, tasks: list[str]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], tasks: list[str], left_out: list[str]) -> str:
+def markdown(rows: list[dict], tasks: list[str]) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.0f}"
 
@@ -97,8 +95,6 @@ def markdown(rows: list[dict], tasks: list[str], left_out: list[str]) -> str:
             (r["dp3_image_dp_v2"] for r in rows if r["task"] == "mean"), None)
         lines.append(f"| {task} | " + " | ".join(out) + f" | {pct(ref)} % |")
     lines += ["", "Per-seed t intervals of the last checkpoints' rates are in the JSON (seed_t95)."]
-    if left_out:
-        lines += ["", "Left out (not scored):", *(f"- {x}" for x in left_out)]
     return "\n".join(lines) + "\n"
 
 
@@ -112,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print("metaworld_table: no finished run in " + ", ".join(map(str, args.results)), file=sys.stderr)
         return 2
     rows = table(last, best5, tasks)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(dict(sources=[p.name for p in args.results], rows=rows,
-                                                             left_out=left_out), indent=1))
-    text = markdown(rows, tasks, left_out)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write_table(args.out, args.results, rows, left_out, markdown(rows, tasks))
     return 0
 
 

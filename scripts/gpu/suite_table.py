@@ -75,22 +75,38 @@ def summarize(per_seed: dict[int, tuple[int, int]]) -> dict:
     return row
 
 
+def across_tasks(rows: list[dict]) -> dict[int, tuple[int, int]]:
+    """One run's rows (a task each) as one: per seed that has every task, its successes and episodes summed
+    (empty when no seed has them all)."""
+    seeds = set.intersection(*(set(r["seeds"]) for r in rows)) if rows else set()
+    return {s: (sum(r["per_seed"][str(s)][0] for r in rows), sum(r["per_seed"][str(s)][1] for r in rows))
+            for s in seeds}
+
+
+def write_table(out: Path, sources: list[Path], rows: list[dict], left_out: list[str], text: str) -> None:
+    """OUT.json (the rows, their sources, what was left out) and OUT.md (``text``, and what was left out)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(dict(sources=[p.name for p in sources], rows=rows,
+                                                        left_out=left_out), indent=1))
+    if left_out:
+        text += "\n".join(["", "Left out (not scored):", *(f"- {x}" for x in left_out)]) + "\n"
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
 def table(cells: dict) -> list[dict]:
     rows = [dict(backbone=b, pct=p, task=t, **summarize(v)) for (b, p, t), v in sorted(cells.items())]
     by_run: dict = {}  # the mean over the suite's tasks, per seed that has every task
     for r in rows:
         by_run.setdefault((r["backbone"], r["pct"]), []).append(r)
     for (b, p), rs in sorted(by_run.items()):
-        seeds = set.intersection(*(set(r["seeds"]) for r in rs))
-        if not seeds:
-            continue
-        merged = {s: (sum(r["per_seed"][str(s)][0] for r in rs), sum(r["per_seed"][str(s)][1] for r in rs))
-                  for s in seeds}
-        rows.append(dict(backbone=b, pct=p, task="all", **summarize(merged)))
+        merged = across_tasks(rs)
+        if merged:
+            rows.append(dict(backbone=b, pct=p, task="all", **summarize(merged)))
     return rows
 
 
-def markdown(rows: list[dict], left_out: list[str]) -> str:
+def markdown(rows: list[dict]) -> str:
     def pct(x):
         return f"{100 * x:.0f}"
 
@@ -102,8 +118,6 @@ def markdown(rows: list[dict], left_out: list[str]) -> str:
         lines.append(f"| {r['backbone']} | {r['pct']} % | {r['task']} | {len(r['seeds'])} | {r['successes']}/"
                      f"{r['episodes']} ({pct(r['pooled_rate'])} %) | {pct(r['pooled_wilson95'][0])}-"
                      f"{pct(r['pooled_wilson95'][1])} % | {pct(r['seed_mean'])} % | {t95} | {seeds} |")
-    if left_out:
-        lines += ["", "Left out (not scored):", *(f"- {x}" for x in left_out)]
     return "\n".join(lines) + "\n"
 
 
@@ -117,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print("suite_table: no complete suite run in " + ", ".join(map(str, args.results)), file=sys.stderr)
         return 2
     rows = table(cells)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(dict(sources=[p.name for p in args.results], rows=rows,
-                                                             left_out=left_out), indent=1))
-    text = markdown(rows, left_out)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write_table(args.out, args.results, rows, left_out, markdown(rows))
     return 0
 
 
