@@ -392,29 +392,28 @@ class Trainer:
         return float(np.average(losses, weights=weights))
 
     # ---- checkpoints ----
-    def _save_policy(self, tmp: Path, extra: dict | None = None) -> str:
-        """The deployable checkpoint (model.safetensors + config.json) of the weights evaluated now (EMA's)."""
-        meta = dict(training=dict(step=self.step, total_steps=self.total_steps, config=self.cfg.to_dict(),
-                                  dataset=self.data.describe(), normalisation=self.data.stats.to_dict(),
-                                  native_image_size=self.data.native_image_size, **(extra or {})))
-        return save_checkpoint(self.eval_model(), tmp, metadata=meta)
-
     def save_best(self, val_loss: float) -> str:
         """OUT/best: the policy at the lowest validation loss so far (no training state: it is for
         evaluation and deployment, a run resumes from checkpoints/). Replaced whole, never half-written."""
-        best = self.out / BEST
-        tmp = best.with_name(best.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        pid = self._save_policy(tmp, extra=dict(val_loss=val_loss))
-        shutil.rmtree(best, ignore_errors=True)
-        tmp.rename(best)
-        return pid
+        return self.save(self.out / BEST, extra=dict(val_loss=val_loss), training_state=False)
 
-    def save(self, folder: Path, extra: dict | None = None) -> str:
+    def save(self, folder: Path, extra: dict | None = None, training_state: bool = True) -> str:
+        """A checkpoint folder, written beside it and renamed into place: the deployable checkpoint (the
+        weights evaluated now, EMA's) and, with ``training_state``, what a resumed run needs (module docstring)."""
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        pid = self._save_policy(tmp, extra)
+        meta = dict(training=dict(step=self.step, total_steps=self.total_steps, config=self.cfg.to_dict(),
+                                  dataset=self.data.describe(), normalisation=self.data.stats.to_dict(),
+                                  native_image_size=self.data.native_image_size, **(extra or {})))
+        pid = save_checkpoint(self.eval_model(), tmp, metadata=meta)
+        if training_state:
+            self._save_training_state(tmp, pid)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return pid
+
+    def _save_training_state(self, tmp: Path, pid: str) -> None:
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in self.ema.shadow.items()})
@@ -430,9 +429,6 @@ class Trainer:
                      param_groups=opt["param_groups"], config=self.cfg.to_dict(), history=self.history,
                      policy_id=pid, world_size=self.dist.world_size)
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=1))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-        return pid
 
     def _load_state(self, folder: Path) -> None:
         """Resume: train_state.json and train_state.safetensors checked (header against this run's model and
