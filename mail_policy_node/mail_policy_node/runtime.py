@@ -36,7 +36,7 @@ from .engine.errors import EngineError
 from .engine.inputs import Observation
 from .model.diffusion import SAMPLERS
 from .parameters import Parameter, default_of
-from .spec import FeatureSpec
+from .spec import FeatureSpec, named_state
 
 JOINT_STREAM = "joint_state"
 
@@ -153,10 +153,8 @@ def task_goal(spec: FeatureSpec, task: str) -> np.ndarray | None:
 
 def joint_state_vector(msg, spec: FeatureSpec) -> np.ndarray:
     """sensor_msgs/JointState -> the spec's state vector (7 joints + gripper width = sum of fingers), read as
-    training reads it (data.bags.named_state)."""
-    from .data.bags import named_state
-
-    v = named_state(msg.name, msg.position, spec.state_names, "the checkpoint's state").astype(np.float32)
+    training reads it (spec.named_state)."""
+    v = np.asarray(named_state(msg.name, msg.position, spec.state_names, "the checkpoint's state"), np.float32)
     if not np.all(np.isfinite(v)):
         raise ValueError("joint state holds NaN or inf")
     return v

@@ -85,6 +85,20 @@ def relative_action_index(action_names, state_names) -> tuple[tuple[int, ...], t
     return tuple(a for a, _ in pairs), tuple(s for _, s in pairs)
 
 
+def named_state(names, position, state_names, what: str) -> list[float]:
+    """The ``state_names`` entries of a JointState (``names``, ``position``), in that order (``gripper``: the FR3
+    fingers' sum when the message has no entry of that name): how the policy node (runtime.joint_state_vector)
+    and training (data.state_names) read a joint state. ValueError naming what is missing, of ``what``, and
+    what the message has."""
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in state_names if n not in index and not (n == GRIPPER_NAME and all(
+        f in index for f in FR3_FINGER_NAMES))]
+    if missing:
+        raise ValueError(f"joint state lacks {missing} of {what} {list(state_names)}; it has {list(names)}")
+    return [position[index[n]] if n in index else sum(position[index[f]] for f in FR3_FINGER_NAMES)
+            for n in state_names]
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     cameras: tuple[CameraSpec, ...] = (CameraSpec("agentview"), CameraSpec("wrist"))

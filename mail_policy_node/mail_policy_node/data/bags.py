@@ -387,19 +387,6 @@ def joint_state_to_vector(names: Sequence[str], position: np.ndarray) -> np.ndar
     return np.array([*q, width], float)
 
 
-def named_state(names: Sequence[str], position, state_names: Sequence[str], what: str) -> np.ndarray:
-    """The ``state_names`` entries of a JointState, in that order (``gripper``: the FR3 fingers' sum when the
-    message has no entry of that name): how the policy node (runtime.joint_state_vector) and training
-    (data.state_names) read a joint state. ValueError naming what is missing, of ``what``, and what it has."""
-    index = {n: i for i, n in enumerate(names)}
-    missing = [n for n in state_names if n not in index and not (n == GRIPPER_NAME and all(
-        f in index for f in FR3_FINGER_NAMES))]
-    if missing:
-        raise ValueError(f"joint state lacks {missing} of {what} {list(state_names)}; it has {list(names)}")
-    return np.array([position[index[n]] if n in index else sum(position[index[f]] for f in FR3_FINGER_NAMES)
-                     for n in state_names], float)
-
-
 ARM_ACTION_NAMES: tuple[str, ...] = FR3_JOINT_NAMES + (GRIPPER_NAME,)
 
 

@@ -59,11 +59,11 @@ from ..data.bags import (
     ImageRecord,
     JointStateRecord,
     joint_state_to_vector,
-    named_state,
     recorded_action,
 )
 from ..data.images import ImageDecodeError, resize_to_model
 from ..data.topics import TopicMap
+from ..spec import named_state
 
 CACHE_VERSION = 1
 STILL_JOINT = 0.002  # [rad] per step: below this on every joint (and the gripper below STILL_GRIPPER) ...
@@ -268,7 +268,8 @@ def read_bag(bag: Path, settings: EpisodeSettings) -> tuple[list[dict], tuple[st
                 elif isinstance(rec, JointStateRecord):
                     if rec.topic == joint_topic:
                         try:
-                            vector = (named_state(rec.names, rec.position, settings.state_names, "data.state_names")
+                            vector = (np.array(named_state(rec.names, rec.position, settings.state_names,
+                                                           "data.state_names"), float)
                                       if settings.state_names else joint_state_to_vector(rec.names, rec.position))
                         except ValueError as e:
                             hint = "" if settings.state_names else " (the FR3 layout; other names: data.state_names)"
