@@ -282,17 +282,18 @@ PLANS = {
         ],
         episodes=30, parallel_train=5, parallel_eval=5, eval_workers=3, eval_device="cpu", export=True),
     # issue 22, MaIL's claim on the suite, `--only` picks the runs of a call:
-    #   --only suite_dma_20pct_s0,suite_dtr_20pct_s0,suite_dma_20pct_s1,suite_dtr_20pct_s1   (2 x 2 x 400 steps)
-    #   --only suite_dma_100pct_s0,suite_dtr_100pct_s0                                        (2 x 900 steps)
+    #   --only suite_dma_20pct_s0,suite_dtr_20pct_s0       (2 x 400 steps, ~5 min)
+    #   --only suite_dma_100pct_s0,suite_dtr_100pct_s0     (2 x 900 steps, ~9 min)
     # 50 demos per task; the paper's 20 % = the first 10 of every task's (data.fraction applies per task).
-    # Four paper-size runs side by side share ~1300 samples/s on the H100 (590 and 724 with two), so a call
-    # trains ~400k windows in ~320 s beside its evaluation; DP-UNet's suite runs are calls of their own.
+    # Two runs a call on an 80 GB H100: training with validation, a paper-size D-Ma holds 19-29 GB (the
+    # PyTorch scan), D-Tr ~20 GB; four runs, and three with two D-Ma, ran out of GPU memory (2026-12-06).
+    # Two side by side train at ~480-570 (D-Ma) and ~700 (D-Tr) windows/s; DP-UNet's runs are calls of their own.
     # Evaluation: 25 episodes per engine batch (--batch), 2 workers per task: one episode at a time, 12
     # evaluation processes on one GPU made D-Ma's DDPM chunk 255 ms and ran out of time.
     "suite": dict(
         demos={t: 50 for t in SUITE_TASKS},
         runs=[suite(b, f, seed) for seed in (0, 1, 2) for f in (0.2, 1.0) for b in ("D-Ma", "D-Tr", "DP-UNet")],
-        episodes=50, parallel_train=4, parallel_eval=12, eval_workers=2, eval_batch=25, eval_device="cuda",
+        episodes=50, parallel_train=2, parallel_eval=12, eval_workers=2, eval_batch=25, eval_device="cuda",
         export=False),
     "smoke": dict(
         demos={"reach": 4},
