@@ -5,56 +5,41 @@ training seed per call, one results JSON (and a markdown table beside it).
     source scripts/gpu/metaworld_env.sh          # the call carries .mwwheels (what it holds: below)
     python3 scripts/gpu/metaworld_suite.py --seed 0 --out $OUT/metaworld_s0.json [--budget 540] [--only dma,dtr]
 
-One call per seed (0, 1, 2). The results of a run are under runs/gpu_suite/metaworld_s<seed>/ there; what comes
-back is the JSON: per run its training, every checkpoint's per-task successes, "last" and best-5. The three seeds'
-JSONs make the table: `python scripts/gpu/metaworld_table.py docs/results/metaworld_s*.json --out
-docs/results/metaworld_table`.
+Two calls per seed (0, 1, 2), two runs each: `--only dma,edma` and `--only dtr,dpunet` (four runs and their
+evaluations take ~17 minutes of the GPU). The results of a run are under runs/gpu_suite/metaworld_s<seed>/
+there; what comes back is the JSON: per run its training, every checkpoint's per-task successes, "last" and
+best-5. The calls' JSONs make the table (a seed may come in several files, each with some of its runs):
+`python scripts/gpu/metaworld_table.py docs/results/metaworld_s*.json --out docs/results/metaworld_table`.
 
 A call (every stage a `mail-il` or `mail-il metaworld` command in its own process; a stage that fails or runs
 out of time is recorded and the others go on):
 1. Demos: DP3's 10 scripted-expert demos per task of the 7 tasks (`mail-il metaworld demos`, seeds from 0, 14
    workers), raw rgb8 frames (PNG needs OpenCV, and costs time to save disk), reused by a later call on the
-   same warm machine. The same demos for every seed, as DP3: the seeds vary the training.
+   same warm machine. The same demos for every seed, as DP3: the seeds vary the training. 26-28 s.
 2. Training, side by side on the GPU: one multi-task policy per backbone over the 7 tasks (`RUNS`: D-Ma, ED-Ma,
    D-Tr, DP-UNet), each episode's goal token the one-hot of its task (data.tasks: the demos' /mail/episode start
    events name it ``T-v3``), all with the same DDPM head (16 steps, EMA), so that the table compares backbones
    and nothing else: DP-UNet has no BC head, and MaIL reports its backbones with either. `policy.size` small
    (metaworld_dma_ddpm_gpu.yaml otherwise: 128x128 corner2 + gripperPOV, hand position and gripper opening,
-   K 5, J 5, batch 256, Adam 5e-4), `PLAN["steps"]` steps, a checkpoint every steps / `PLAN["checkpoints"]`.
-3. Evaluation (`mail-il metaworld eval --batch`, the engine on the GPU, the scenes on the CPU cores), started
-   as the checkpoints appear: every checkpoint before the last on DP3's 20 episodes per task (seeds
-   1000-1019; DP3's MetaworldRunner evaluates 20), while the other runs still train; the last checkpoint on
-   the benchmark's 100 starts per task (seeds 1000-1099). Reported per run and task: "last" (100 episodes)
-   and DP3's best-5, the mean of the 5 best success rates over the run's checkpoints, each on seeds
-   1000-1019 (the last checkpoint's are the first 20 of its 100 episodes); the JSON says how many checkpoints
-   and episodes best-5 had (`best5_checkpoints`, `best5_episodes`). With 5 checkpoints best-5 is their mean.
+   K 5, J 5, batch 256, Adam 5e-4), `--steps` steps, a checkpoint every steps / `PLAN["checkpoints"]`. A small
+   D-Ma trains at 2,240 windows/s alone on the H100 (the PyTorch scan; 715 each with four runs and four
+   evaluations beside it). Training stops early where the evaluations would not fit (`eval_reserve`).
+3. Evaluation (`mail-il metaworld eval --batch`, the engine on the GPU, the scenes on the CPU cores), after
+   training: the last checkpoints first on the benchmark's 100 starts per task (seeds 1000-1099), the cores
+   shared among them, then every earlier checkpoint on DP3's 20 episodes per task (seeds 1000-1019; DP3's
+   MetaworldRunner evaluates 20). Reported per run and task: "last" (100 episodes) and DP3's best-5, the mean
+   of the 5 best success rates over the run's checkpoints, each on seeds 1000-1019 (the last checkpoint's are
+   the first 20 of its 100 episodes); the JSON says how many checkpoints and episodes best-5 had
+   (`best5_checkpoints`, `best5_episodes`). With 5 checkpoints best-5 is their mean.
 
-Time of a call, estimated from the 2-core CPU here (not yet measured on the GPU machine) and scaled to its 16
-cores, Python 3.12 and one H100 or H200:
-- a control step of a scene: physics 0.68 ms, both 128x128 cameras rendered 7.8 ms here (EGL on llvmpipe,
-  software); there the NVIDIA EGL renders on the GPU, leaving the core the draw calls and the read-back:
-  assumed ~2 ms, so ~2.7 ms a step with Python's share. Building a scene with its renderer: 0.35 s here
-  (0.1 s the env, 0.25 s the renderer), hence metaworld.evaluate's runs of groups on the same scenes.
-- demos: 70 kept of ~78 tried (the experts fail 12 % of disassemble's and peg-insert-side's starts), 200
-  steps, 2.6 s a demo here with raw frames: 78 x 2.6 s / 14 workers = ~15 s, ~30 s with the pool's start.
-- training: the small policies trained at 63-69 windows/s on the 2 CPU threads here (D-Ma, ED-Ma, D-Tr,
-  DP-UNet alike: the encoder is 1.4 M of their 1.5-1.6 M parameters), and one core gathers 17,500 windows/s
-  (K 5, 128x128, batch 256: not the limit). On the GPU, assumed 1,300-2,000 windows/s per run with four side
-  by side: four paper-size runs shared ~1,300/s on the H100, and the small encoder has a sixteenth of the
-  paper's convolution work and a quarter of its activations. `PLAN["steps"]` 1,500 x 256 = 384,000 windows
-  (27 epochs of the ~14,000): 190-300 s. Training stops early when the last evaluation needs the time: its
-  length is estimated from the earlier checkpoints' evaluations (JSON: last_eval_estimate).
-- evaluation: here one worker stepped 42 steps/s with the episodes one at a time and 67 steps/s with --batch
-  8 (small DDPM D-Ma, engine on the CPU: the policy's 13.8 ms a step alone against 4.0 ms a row in a batch of
-  8, the scene's ~10.9 ms a row). There, the engine on the GPU at ~0.3 ms a row in batches of 10 and the scenes
-  at ~2.7 ms: ~340 steps/s a worker, ~5,000 on 14-16 workers. An episode ends at its first success, so
-  failures cost the most: at ~40 % success ~150 steps an episode. The last checkpoints: 4 runs x 7 tasks x
-  100 episodes x ~150 steps = 420,000 steps, ~100 s with the workers' start; the earlier ones (4 x 4 x 7 x 20
-  episodes, 336,000 steps) mostly on the ~8 cores the training leaves, while it trains.
-- in all: ~20 s setup (metaworld_env.sh) + ~30 s demos + 190-300 s training + ~100 s last evaluation =
-  340-450 s of the 540 s budget. Were the rendering there as slow as llvmpipe's here, the last evaluation
-  would take ~300 s and the training would stop at ~160 s; `--only` then splits a seed's four runs over
-  two calls.
+Measured on the H100 (2026-12-06). The first call ran four trainings with the earlier checkpoints' evaluations
+beside them: all shared the GPU, time-sliced between processes, so a scene's step (physics and two 128x128
+renders through the NVIDIA EGL) took 10 ms and a DDPM chunk of 10 rows 43 ms, ~52 steps/s per worker; the
+evaluations of the last checkpoints did not finish. On the idle GPU, four workers: 3.5 ms a step, 11.7 ms a
+chunk, 317 steps/s per worker (with the engine on the CPU 232 steps/s in all: 72 ms a step). So the stages now
+run one after the other. A call of two runs: ~45 s setup and demos, training, then ~480,000 evaluation steps
+(2 runs x 7 tasks x (100 + 4 x 20) episodes x ~190 steps) at an estimated ~1,500/s: ~350 s; the training gets
+the rest of the budget.
 
 What travels (scripts/gpu/metaworld_env.sh installs it): the git-ignored folder .mwwheels/ (52.6 MiB; with the
 tracked tree 59.2 MiB of the 64 MiB a call carries): the cp312 manylinux wheels of metaworld 3.1.1, mujoco
@@ -70,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -91,7 +77,7 @@ RUNS = {"dma": "D-Ma", "edma": "ED-Ma", "dtr": "D-Tr", "dpunet": "DP-UNet"}  # -
 PLAN = dict(
     tasks=TASKS,
     demos_per_task=10,  # DP3's
-    steps=1500,  # of batch 256 (the config's): ~27 epochs of the 7 tasks' ~14,000 windows
+    steps=1000,  # of batch 256 (the config's): ~18 epochs of the 7 tasks' ~14,000 windows (--steps)
     checkpoints=5,  # evaluated per run for best-5 (the last one included)
     size="small",
     overrides=(),  # more training overrides (the CPU check makes the policy tiny)
@@ -99,12 +85,25 @@ PLAN = dict(
     last_episodes=EVAL_EPISODES,  # per task, the last checkpoint (the benchmark's 100 starts)
     max_steps=0,  # episode length (0: the benchmark's 200)
     eval_batch=10,  # episodes per engine batch: the policy's share of a step is small, few scenes to build
-    early_workers=2,  # worker processes of an earlier checkpoint's evaluation (while training)
-    last_workers=4,  # of a last checkpoint's (four of them side by side after training)
+    early_workers=2,  # worker processes of an earlier checkpoint's evaluation
     train_cores=2,  # CPU cores a training run keeps busy: its loop and the thread gathering its next batch
-    last_eval_reserve=150,  # [s] training stops at least this long before the deadline (longer when the earlier
-    #                         checkpoints' evaluations say the last ones need it)
+    # Evaluations start when training has ended, never beside it: every process on the one GPU is time-sliced,
+    # and with four trainings beside four evaluations a scene's step (its two renders) took 10 ms and a
+    # chunk of 10 rows 43 ms, against 3.5 and 11.7 ms on the idle GPU (H100, 2026-12-06). Training stops in
+    # time for all evaluations, estimated at these steps per second over all workers (H100, idle GPU: 4
+    # workers of batch 10 stepped 1,270/s with the GPU 75 % busy, so more workers add little) and steps per
+    # episode (a failure runs all 200 steps; 194 on average in the first call):
+    eval_steps_per_second=1500,
+    steps_per_episode=190,
+    eval_setup_seconds=30,  # the evaluations' workers' start, scenes and engines
 )
+
+
+def eval_reserve(runs: int, checkpoints: int) -> float:
+    """Seconds the evaluations of ``runs`` runs with ``checkpoints`` checkpoints each are expected to take."""
+    p = PLAN
+    episodes = runs * len(p["tasks"]) * (p["last_episodes"] + (checkpoints - 1) * p["early_episodes"])
+    return p["eval_setup_seconds"] + episodes * p["steps_per_episode"] / p["eval_steps_per_second"]
 
 
 def train_command(name: str, seed: int, work: Path, device: str) -> list[str]:
@@ -184,12 +183,14 @@ def main() -> int:
     ap.add_argument("--device", default="cuda", help="training and the engine in the evaluations")
     ap.add_argument("--only", default="", help=f"comma-separated runs of {sorted(RUNS)} (default: all)")
     ap.add_argument("--demo-workers", type=int, default=14)
+    ap.add_argument("--steps", type=int, default=PLAN["steps"], help="training steps of every run")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2, help="CPU cores the stages share")
     args = ap.parse_args()
     names = [n for n in RUNS if not args.only or n in args.only.split(",")]
     unknown = set(filter(None, args.only.split(","))) - set(RUNS)
     if unknown or not names:
         raise SystemExit(f"--only: unknown run(s) {sorted(unknown)}; known: {sorted(RUNS)}")
+    PLAN["steps"] = args.steps
     p = PLAN
     t_start = time.time()
     deadline = t_start + args.budget
@@ -227,74 +228,65 @@ def main() -> int:
     print(f"[mw] demos: {results['demos'].get('rc')} after {time.time() - t_start:.0f} s", flush=True)
     save()
 
-    # 2 + 3. training side by side; each checkpoint evaluated as it appears, the last ones first
-    # training stops in time for the last checkpoints' evaluation: its length estimated from the earlier
-    # checkpoints' evaluations (steps per worker-second, steps per episode: both known only there), at least
-    # PLAN["last_eval_reserve"]
-    speed = dict(steps=0, episodes=0, worker_seconds=0.0)
-    results["last_eval_estimate"] = dict(seconds=p["last_eval_reserve"], basis="PLAN['last_eval_reserve']")
-    queue: list[tuple] = []  # (priority, name, argv, log, cores): 0 = a last checkpoint, 1 = an earlier one
-    seen: dict[str, set] = {n: set() for n in names}
-    evals: dict[str, list] = {n: [] for n in names}  # (step, checkpoint, key, episodes, last)
+    # 2. training side by side, alone on the GPU, until done or until the evaluations need the rest of the time
+    reserve = eval_reserve(len(names), p["checkpoints"])
+    results["eval_reserve"] = dict(seconds=round(reserve), basis="PLAN: eval_steps_per_second, steps_per_episode")
     for n in names:
         results["runs"][n] = dict(backbone=RUNS[n])
+        for old in (work / n, *(work / "eval").glob(f"eval_{n}_*")):  # an earlier call's, on a warm machine
+            shutil.rmtree(old, ignore_errors=True)
         stages.start(f"train_{n}", train_command(n, args.seed, work, args.device), work / "logs" / f"train_{n}.log",
                      p["train_cores"])
-
-    def queue_eval(n: str, step: int, checkpoint: Path, last: bool) -> None:
-        episodes = p["last_episodes"] if last else p["early_episodes"]
-        workers = p["last_workers"] if last else p["early_workers"]
-        key = f"eval_{n}_{'last' if last else 'step'}_{step}"
-        evals[n].append((step, checkpoint, key, episodes, last))
-        queue.append((0 if last else 1, key, eval_command(checkpoint, episodes, workers, work / "eval" / key,
-                                                          args.device), work / "logs" / f"{key}.log", workers))
-
-    while (stages.running or queue) and time.time() < deadline:
-        for name in stages.poll():
-            report = work / "eval" / name / "metaworld_eval.json"
-            if name.startswith("eval_") and report.is_file():
-                r = json.loads(report.read_text())
-                speed["steps"] += sum(d["steps"] for e in r["evaluations"] for d in e["episodes_detail"])
-                speed["episodes"] += sum(e["episodes"] for e in r["evaluations"])
-                speed["worker_seconds"] += r["wall_seconds"] * r["workers"]
-                training = sum(f"train_{n}" in stages.running for n in names)
-                per_worker, per_episode = speed["steps"] / speed["worker_seconds"], speed["steps"] / speed["episodes"]
-                cores = min(args.cores, len(names) * p["last_workers"])
-                estimate = 30 + training * len(p["tasks"]) * p["last_episodes"] * per_episode / (per_worker * cores)
-                results["last_eval_estimate"] = dict(
-                    seconds=round(max(p["last_eval_reserve"], 1.2 * estimate)), estimate=round(estimate),
-                    steps_per_worker_second=round(per_worker, 1), steps_per_episode=round(per_episode, 1),
-                    basis=f"{speed['episodes']} episodes of the earlier checkpoints")
-            if name.startswith("train_"):
-                n = name[len("train_"):]
-                final = work / n / "final"
-                if (final / "model.safetensors").is_file():
-                    queue_eval(n, p["steps"], final, last=True)
-        for n in names:
-            train_running = f"train_{n}" in stages.running
-            if train_running and time.time() >= deadline - results["last_eval_estimate"]["seconds"]:
-                stages.stop(f"train_{n}", "stopped for the last evaluation's time")
-                results["runs"][n]["stopped_at_s"] = round(time.time() - t_start)
-                newest = step_checkpoints(work / n)
-                if newest:  # its newest checkpoint is then its last
-                    seen[n].add(newest[-1][0])
-                    evals[n] = [e for e in evals[n] if e[0] != newest[-1][0]]
-                    queue[:] = [q for q in queue if q[1] != f"eval_{n}_step_{newest[-1][0]}"]
-                    queue_eval(n, newest[-1][0], newest[-1][1], last=True)
-                continue
-            for step, folder in step_checkpoints(work / n):
-                if step not in seen[n] and step < p["steps"]:  # the final step is the last checkpoint
-                    seen[n].add(step)
-                    queue_eval(n, step, folder, last=False)
-        queue.sort(key=lambda q: q[0])
-        while queue and stages.free() >= min(queue[0][4], stages.cores):
-            _, key, argv, log, workers = queue.pop(0)
-            stages.start(key, argv, log, workers)
+    while stages.running and time.time() < deadline - reserve:
+        stages.poll()
         time.sleep(1.0)
+    for n in names:
+        if f"train_{n}" in stages.running:
+            stages.stop(f"train_{n}", "stopped for the evaluations' time")
+            results["runs"][n]["stopped_at_s"] = round(time.time() - t_start)
+    stages.poll()
+    print(f"[mw] training done after {time.time() - t_start:.0f} s", flush=True)
+    save()
+
+    # 3. evaluations, the last checkpoints first (all cores shared among them), then the earlier ones
+    queue: list[tuple] = []  # (name, argv, log, workers)
+    evals: dict[str, list] = {n: [] for n in names}  # (step, checkpoint, key, episodes, last)
+    for last in (True, False):
+        for n in names:
+            found = step_checkpoints(work / n)
+            final = work / n / "final"
+            if last:
+                chosen = [(p["steps"], final)] if (final / "model.safetensors").is_file() else found[-1:]
+            else:  # the step checkpoints before the last one evaluated
+                newest = evals[n][0][0] if evals[n] else None
+                chosen = [(step, folder) for step, folder in found if newest is None or step < newest]
+            for step, folder in chosen:
+                episodes = p["last_episodes"] if last else p["early_episodes"]
+                workers = max(1, args.cores // len(names)) if last else p["early_workers"]
+                key = f"eval_{n}_{'last' if last else 'step'}_{step}"
+                evals[n].append((step, folder, key, episodes, last))
+                queue.append((key, eval_command(folder, episodes, workers, work / "eval" / key, args.device),
+                              work / "logs" / f"{key}.log", workers))
+    t_eval = time.time()
+    while (stages.running or queue) and time.time() < deadline:
+        stages.poll()
+        while queue and stages.free() >= min(queue[0][3], stages.cores):
+            key, argv, log, workers = queue.pop(0)
+            stages.start(key, argv, log, workers)
+        time.sleep(0.5)
     for name in list(stages.running):
         stages.stop(name, "killed at the deadline")
-    for _, key, *_ in queue:
+    for key, *_ in queue:
         stages.done[key] = dict(rc="not started (deadline)")
+    steps_run = 0
+    for n in names:
+        for *_, key, _, _ in evals[n]:
+            report = work / "eval" / key / "metaworld_eval.json"
+            if report.is_file():
+                steps_run += sum(d["steps"] for e in json.loads(report.read_text())["evaluations"]
+                                 for d in e["episodes_detail"])
+    results["evaluation"] = dict(seconds=round(time.time() - t_eval), steps=steps_run,
+                                 steps_per_second=round(steps_run / max(time.time() - t_eval, 1e-9)))
 
     # 4. what each run reached
     for n in names:
