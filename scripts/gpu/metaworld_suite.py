@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Issue 22's second table on the GPU machine: MaIL's backbones against Diffusion Policy on Meta-World v3, one
-training seed per call, one results JSON (and a markdown table beside it).
+run (one backbone, one training seed) per call, one results JSON (and a markdown table beside it).
 
     source scripts/gpu/metaworld_env.sh          # the call carries .mwwheels (what it holds: below)
-    python3 scripts/gpu/metaworld_suite.py --seed 0 --out $OUT/metaworld_s0.json [--budget 540] [--only dma,dtr]
+    python3 scripts/gpu/metaworld_suite.py --seed 0 --only dma --out $OUT/metaworld_s0_dma.json [--budget 540]
 
-Two calls per seed (0, 1, 2), two runs each: `--only dma,edma` and `--only dtr,dpunet` (four runs and their
-evaluations take ~17 minutes of the GPU). The results of a run are under runs/gpu_suite/metaworld_s<seed>/
-there; what comes back is the JSON: per run its training, every checkpoint's per-task successes, "last" and
-best-5. The calls' JSONs make the table (a seed may come in several files, each with some of its runs):
+One run per call (`--only dma`, `edma`, `dtr`, `dpunet`), four calls per seed (0, 1, 2): a run trains 2000
+steps alone in ~230 s and its evaluations take ~190 s; two runs side by side would get ~700 steps each in a
+call. The results of a run are under runs/gpu_suite/metaworld_s<seed>/ there; what comes back is the JSON: its
+training, every checkpoint's per-task successes, "last" and best-5. The calls' JSONs make the table (a seed
+comes in several files, each with some of its runs):
 `python scripts/gpu/metaworld_table.py docs/results/metaworld_s*.json --out docs/results/metaworld_table`.
 
 A call (every stage a `mail-il` or `mail-il metaworld` command in its own process; a stage that fails or runs
@@ -37,9 +38,9 @@ beside them: all shared the GPU, time-sliced between processes, so a scene's ste
 renders through the NVIDIA EGL) took 10 ms and a DDPM chunk of 10 rows 43 ms, ~52 steps/s per worker; the
 evaluations of the last checkpoints did not finish. On the idle GPU, four workers: 3.5 ms a step, 11.7 ms a
 chunk, 317 steps/s per worker (with the engine on the CPU 232 steps/s in all: 72 ms a step). So the stages now
-run one after the other. A call of two runs: ~45 s setup and demos, training, then ~480,000 evaluation steps
-(2 runs x 7 tasks x (100 + 4 x 20) episodes x ~190 steps) at an estimated ~1,500/s: ~350 s; the training gets
-the rest of the budget.
+run one after the other. A call of one run: ~45 s setup and demos, training, then ~240,000 evaluation steps
+(7 tasks x (100 + 4 x 20) episodes x ~190 steps) at an estimated ~1,500/s: ~190 s with the start; the training
+gets the rest of the budget (~300 s, 2000 steps at 2,240 windows/s: ~230 s).
 
 What travels (scripts/gpu/metaworld_env.sh installs it): the git-ignored folder .mwwheels/ (52.6 MiB; with the
 tracked tree 59.2 MiB of the 64 MiB a call carries): the cp312 manylinux wheels of metaworld 3.1.1, mujoco
@@ -77,7 +78,7 @@ RUNS = {"dma": "D-Ma", "edma": "ED-Ma", "dtr": "D-Tr", "dpunet": "DP-UNet"}  # -
 PLAN = dict(
     tasks=TASKS,
     demos_per_task=10,  # DP3's
-    steps=1000,  # of batch 256 (the config's): ~18 epochs of the 7 tasks' ~14,000 windows (--steps)
+    steps=2000,  # of batch 256 (the config's): ~37 epochs of the 7 tasks' ~14,000 windows (--steps)
     checkpoints=5,  # evaluated per run for best-5 (the last one included)
     size="small",
     overrides=(),  # more training overrides (the CPU check makes the policy tiny)
@@ -85,7 +86,7 @@ PLAN = dict(
     last_episodes=EVAL_EPISODES,  # per task, the last checkpoint (the benchmark's 100 starts)
     max_steps=0,  # episode length (0: the benchmark's 200)
     eval_batch=10,  # episodes per engine batch: the policy's share of a step is small, few scenes to build
-    early_workers=2,  # worker processes of an earlier checkpoint's evaluation
+    early_workers=2,  # worker processes of an earlier checkpoint's evaluation, at least
     train_cores=2,  # CPU cores a training run keeps busy: its loop and the thread gathering its next batch
     # Evaluations start when training has ended, never beside it: every process on the one GPU is time-sliced,
     # and with four trainings beside four evaluations a scene's step (its two renders) took 10 ms and a
@@ -262,7 +263,9 @@ def main() -> int:
                 chosen = [(step, folder) for step, folder in found if newest is None or step < newest]
             for step, folder in chosen:
                 episodes = p["last_episodes"] if last else p["early_episodes"]
-                workers = max(1, args.cores // len(names)) if last else p["early_workers"]
+                # the cores shared among the last evaluations, then among the earlier ones (14 groups of 10 each)
+                workers = max(1, args.cores // len(names)) if last else \
+                    max(p["early_workers"], args.cores // (len(names) * max(1, p["checkpoints"] - 1)))
                 key = f"eval_{n}_{'last' if last else 'step'}_{step}"
                 evals[n].append((step, folder, key, episodes, last))
                 queue.append((key, eval_command(folder, episodes, workers, work / "eval" / key, args.device),
