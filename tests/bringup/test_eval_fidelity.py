@@ -242,6 +242,42 @@ def test_through_stack_on_the_shipped_checkpoint(tmp_path):
     assert (out / "eval.json").is_file() and (out / "fidelity.md").is_file()
 
 
+
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_diffusion_policy_runs_through_the_stack(tmp_path):
+    """Issue 22: the policy users would pick instead of MaIL, Chi et al.'s Diffusion Policy (DP-UNet, DDPM),
+    behind the same stack: a small one trained 200 steps on 20 reach demos here (not to succeed), then two
+    seeds synchronously and through the sim profile (policy node, controller node, franky-sim). The stack must
+    run it as it runs D-Ma: the policy node loads it and streams chunks every episode, the controller keeps
+    every command within the FR3's limits, and no episode ends in an error."""
+    from mail_policy_node.commands import demos as demos_cmd
+    from mail_policy_node.commands import train as train_cmd
+    from mail_policy_node.model.checkpoint import read_config
+
+    assert demos_cmd.main(["--task", "reach", "--episodes", "20", "--out", str(tmp_path / "demos"),
+                           "--workers", "2"]) == 0
+    config = Path(__file__).resolve().parents[2] / "mail_bringup" / "config" / "train" / "reach_dma_bc_cpu.yaml"
+    run = tmp_path / "run"
+    assert train_cmd.main([str(config), f"data.bags=[{tmp_path / 'demos' / 'reach'}]", "policy.backbone=DP-UNet",
+                           "policy.head=DDPM", "train.steps=200", "train.val_every=200", "train.ckpt_every=200",
+                           f"data.cache_dir={tmp_path / 'cache'}", f"out={run}", "--no-progress"]) == 0
+    cfg, _, _ = read_config(run / "final")
+    assert (cfg.backbone.variant, cfg.backbone.head) == ("dp_unet", "ddpm")
+    out = tmp_path / "eval"
+    assert eval_cmd.main(["--checkpoint", str(run / "final"), "--task", "reach", "--episodes", "2", "--seed", "1000",
+                          "--pictures", "0", "--out", str(out), "--no-progress", "--through-stack"]) == 0
+    r = json.loads((out / "fidelity.json").read_text())
+    print(fidelity.markdown(r))
+    k = r["stack"]
+    assert k["episodes"] == 2 and r["comparison"]["same_seeds"]
+    for row in r["per_seed"]:
+        assert row["stack"]["ended_by"] in fidelity.STACK_ENDINGS and row["stack"]["ended_by"] != "error", row
+        assert row["stack"]["chunks"] > 0 and not row["stack"]["error"], row
+    assert k["inference_p50_ms"] > 0 and k["position_violations"] == 0
+    assert k["max_velocity_ratio"] <= 1.0 + 1e-9 and k["max_acceleration_ratio"] <= 1.0 + 1e-9, k
+
 def test_command_accelerations_skip_commands_the_observer_did_not_get():
     """A loaded machine's observer drops command messages from its queue: the velocities on either side of
     the gap, differenced over one control period, read as 8-22x the acceleration limit in a closed loop
