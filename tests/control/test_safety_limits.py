@@ -3,7 +3,6 @@ parameter table, the fuzzer's ranges and docs/safety_limits.md all read it, and 
 reaches every one of them without another edit."""
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +13,10 @@ from mail_policy_node.control.controller import ControllerConfig
 from mail_policy_node.control.safety import SafetyConfig
 from mail_policy_node.control.safety_limits import declared_limits, limit_of, safety_limit
 from mail_policy_node.control.watchdog import WatchdogConfig
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "safety_limits.md"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def all_limits():
@@ -100,7 +93,7 @@ def test_a_declaration_must_be_consistent():
 
 
 def test_the_fuzzer_draws_every_limit_of_the_filters_configurations():
-    fuzz = load_script("fuzz_safety")
+    fuzz = load_script("scripts/fuzz_safety.py")
     declared = {f"{spec.owner}.{spec.field}" for cls in params.fuzzed_configs() for spec in declared_limits(cls)}
     assert set(fuzz.fuzzed_limits()) == declared
     rng = np.random.default_rng(0)
@@ -137,7 +130,7 @@ class SafetyWithTcpAcceleration(SafetyConfig):
 def test_a_new_limit_reaches_the_check_the_node_the_profiles_the_fuzzer_and_the_docs(monkeypatch):
     """Declaring the field is all it takes: the code paths below find it by its declaration (monkeypatch
     puts the extended SafetyConfig where they look it up, and takes it back after the test)."""
-    fuzz = load_script("fuzz_safety")
+    fuzz = load_script("scripts/fuzz_safety.py")
     monkeypatch.setattr(params, "SafetyConfig", SafetyWithTcpAcceleration)
     monkeypatch.setattr(fuzz, "SafetyConfig", SafetyWithTcpAcceleration)
     # the configuration checks its bounds

@@ -2,7 +2,6 @@
 for the GPU image, on a setup.py laid out like the upstream ones (and on the real source releases
 when shared/gpu/build holds them)."""
 
-import importlib.util
 import subprocess
 import sys
 import tarfile
@@ -11,10 +10,9 @@ import textwrap
 import pytest
 
 from tests.deploy import DOCKER, ROOT
+from tests.scripts import load_script
 
-_spec = importlib.util.spec_from_file_location("patch_kernel_archs", DOCKER / "patch_kernel_archs.py")
-patch = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(patch)
+patch = load_script(DOCKER / "patch_kernel_archs.py")
 PAIR, restrict = patch.PAIR, patch.restrict
 
 SETUP = textwrap.dedent('''\

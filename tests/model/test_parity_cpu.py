@@ -1,21 +1,16 @@
 """CPU twin of scripts/gpu/model_parity.py: the same comparison function in degraded mode
 (vectorised scan and PyTorch step path against the sequential reference)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "model_parity.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def parity():
-    spec = importlib.util.spec_from_file_location("model_parity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/gpu/model_parity.py")
 
 
 def test_degraded_parity_passes(parity):

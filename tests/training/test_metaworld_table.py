@@ -3,25 +3,13 @@ last checkpoints pooled over seeds, best-5 averaged over seeds, DP3's reference 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "gpu"
+from tests.scripts import load_script
 
-
-def _module():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location("metaworld_table", SCRIPTS / "metaworld_table.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(SCRIPTS))
+SCRIPT = "scripts/gpu/metaworld_table.py"
 
 
 def _seed(seed: int, runs: dict) -> dict:
@@ -34,7 +22,7 @@ def _seed(seed: int, runs: dict) -> dict:
 
 
 def test_pools_the_last_checkpoints_and_averages_best5(tmp_path):
-    mt = _module()
+    mt = load_script(SCRIPT)
     files = []
     for seed, runs in ((0, {"D-Ma": (30, 0, 0.40), "D-Tr": (10, 2, 0.20)}),
                        (1, {"D-Ma": (50, 4, 0.60), "D-Tr": (None, None, None)})):
@@ -56,7 +44,7 @@ def test_pools_the_last_checkpoints_and_averages_best5(tmp_path):
 
 
 def test_nothing_finished_is_an_error(tmp_path, capsys):
-    mt = _module()
+    mt = load_script(SCRIPT)
     f = tmp_path / "s0.json"
     f.write_text(json.dumps(_seed(0, {"D-Ma": (None, None, None)})))
     assert mt.main([str(f), "--out", str(tmp_path / "t")]) == 2

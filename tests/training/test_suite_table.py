@@ -3,21 +3,14 @@ episodes over seeds (Wilson) and gives the t interval of the per-seed rates."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "suite_table.py"
+from tests.scripts import load_script
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("suite_table", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+SCRIPT = "scripts/gpu/suite_table.py"
 
 
 def _run(successes: dict, rc=0, complete=True) -> dict:
@@ -28,7 +21,7 @@ def _run(successes: dict, rc=0, complete=True) -> dict:
 
 
 def test_pools_seeds_and_leaves_out_incomplete_runs(tmp_path):
-    st = _module()
+    st = load_script(SCRIPT)
     a = dict(runs={"suite_dma_20pct_s0": _run(dict(reach=10, push=5)),
                    "suite_dtr_20pct_s0": _run(dict(reach=20, push=0), complete=False)})
     b = dict(runs={"suite_dma_20pct_s1": _run(dict(reach=20, push=3)),
@@ -55,7 +48,7 @@ def test_pools_seeds_and_leaves_out_incomplete_runs(tmp_path):
 
 
 def test_nothing_complete_is_an_error(tmp_path, capsys):
-    st = _module()
+    st = load_script(SCRIPT)
     f = tmp_path / "a.json"
     f.write_text(json.dumps(dict(runs={"suite_dtr_20pct_s0": _run(dict(reach=1, push=1), complete=False)})))
     assert st.main([str(f), "--out", str(tmp_path / "t")]) == 2

@@ -3,23 +3,13 @@ kept beside the result; a stage that keeps failing ends failed; none is retried 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
-GPU = Path(__file__).resolve().parents[2] / "scripts" / "gpu"
+from tests.scripts import load_script
 
-
-def _module():
-    sys.path.insert(0, str(GPU))
-    try:
-        spec = importlib.util.spec_from_file_location("train_suite", GPU / "train_suite.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(GPU))
+SCRIPT = "scripts/gpu/train_suite.py"
 
 
 def _fails_first(marker: Path) -> list[str]:
@@ -29,7 +19,7 @@ def _fails_first(marker: Path) -> list[str]:
 
 
 def test_a_failed_stage_is_retried_and_its_failure_kept(tmp_path):
-    ts = _module()
+    ts = load_script(SCRIPT)
     cmds = [("flaky", _fails_first(tmp_path / "m1"), tmp_path / "flaky.log"),
             ("bad", [sys.executable, "-c", "import sys; sys.exit(5)"], tmp_path / "bad.log"),
             ("good", [sys.executable, "-c", "print('fine')"], tmp_path / "good.log")]
@@ -42,7 +32,7 @@ def test_a_failed_stage_is_retried_and_its_failure_kept(tmp_path):
 
 
 def test_no_retry_unless_asked(tmp_path):
-    ts = _module()
+    ts = load_script(SCRIPT)
     done = ts.run_all([("flaky", _fails_first(tmp_path / "m"), tmp_path / "f.log")], parallel=1,
                       deadline=time.time() + 60)
     assert done["flaky"]["rc"] == 3 and len(done["flaky"]["failures"]) == 1
