@@ -105,6 +105,35 @@ def test_watchdog_trips_within_timeout_plus_one_cycle(period, timeout, fraction)
     assert t > fed + timeout - 1e-9
 
 
+
+def test_mode_since_is_when_the_mode_began():
+    """StatusSnapshot.mode_since: the time of the change where the core decides it (an enable, a watchdog
+    trip: that cycle), the next cycle's time for a change from outside (a hold, an error); a new reason in
+    the same mode (an e-stop on a held arm) keeps it."""
+    c = make(timeout=0.3)
+    assert c.status().mode_since == 0.0  # enabled at 0.0
+    assert c.submit_chunk(joint_chunk(0.0, [READY_POSE] * 3, seq=0), now=0.0).ok
+    t = 0.0
+    while c.mode == Mode.ENABLED:
+        t = round(t + 0.01, 10)
+        c.step(t)
+    assert c.reason == TripReason.CHUNK_TIMEOUT.value and c.status().mode_since == t
+    c.step(round(t + 0.01, 10))
+    c.estop()  # held already: a new reason, the same mode
+    assert c.reason == TripReason.ESTOP.value and c.status().mode_since == t
+    c.estop(False)
+    while not c.command.at_standstill:
+        t = round(t + 0.01, 10)
+        c.step(t)
+    assert c.enable(t + 0.005) == (True, "enabled") and c.status().mode_since == t + 0.005
+    c.hold("held from outside")
+    assert c.mode == Mode.HOLDING and c.status().mode_since is None  # until the next cycle
+    c.step(t + 0.01)
+    assert c.status().mode_since == t + 0.01
+    c.set_error("a reflex")
+    c.step(t + 0.02)
+    assert c.mode == Mode.ERROR and c.status().mode_since == t + 0.02
+
 def test_watchdog_unit():
     w = Watchdog(WatchdogConfig(timeout=0.1))
     assert w.check(0.0) == TripReason.CHUNK_TIMEOUT  # never fed

@@ -447,20 +447,30 @@ def test_faults_on_the_real_robot_profile(scene, tmp_path):
             time.sleep(1.5)
             return held
 
+        def since(s) -> float:
+            """When the controller entered the mode a status reports (its own time, this host's clock)."""
+            return s.mode_since.sec + 1e-9 * s.mode_since.nanosec
+
         def hold_after(inject, expect=ControllerStatus.MODE_HOLDING, timeout=5.0):
-            # the fault must find the arm driven: a controller that held on its own since the last resume
-            # (a fresh-clone CI run: held again between the respawned policy's resume and the next fault,
-            # so no status after the fault was the first to say HOLDING) is reported and enabled first
-            held_before = None if mode() == ControllerStatus.MODE_ENABLED else status[-1].reason
-            if held_before is not None:
+            # the fault must find the arm driven: a controller that held on its own since the last resume (the
+            # first chunk after an enable refused, far from the arm or from a respawned policy's old sequence,
+            # and the next one later than the watchdog's timeout) is reported and enabled again first
+            held_before = None
+            for _ in range(3):
+                if mode() == ControllerStatus.MODE_ENABLED:
+                    break
+                held_before = held_before or status[-1].reason
                 resume()
+            assert mode() == ControllerStatus.MODE_ENABLED, status[-1]
             t0, n = time.time(), len(status)
             inject()
-            # when the controller held: the stamp of its first status saying so (this host's clock), not when
-            # this test's own thread got to see it
-            wait_for(lambda: any(s.mode == expect for s in list(status)[n:]), timeout, what=f"mode {expect}")
-            first = next(s for s in list(status)[n:] if s.mode == expect)
-            t1 = first.header.stamp.sec + 1e-9 * first.header.stamp.nanosec
+            # the hold the fault caused: the first status in that mode whose mode began after the fault, timed
+            # by the controller's own mode_since (not when its status timer ran, nor when this test saw it)
+            caused = lambda: next((s for s in list(status)[n:] if s.mode == expect and since(s) >= t0 - 0.01),  # noqa: E731
+                                  None)
+            first = wait_for(caused, timeout, what=f"mode {expect} after the fault ({status[-1].reason})")
+            t1 = since(first)
+            assert t1 <= first.header.stamp.sec + 1e-9 * first.header.stamp.nanosec + 1e-6, first
             last = max([t for t in arrivals if t <= t1], default=t0)
             wait_for(lambda: len(commands) > 5 and np.allclose(commands[-1].velocity[:7], 0, atol=1e-9), 10,
                      what=f"at rest ({status[-1].reason}; velocity {list(commands[-1].velocity[:7])})")

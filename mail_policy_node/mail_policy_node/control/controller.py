@@ -148,6 +148,7 @@ class StatusSnapshot:
 
     mode: Mode
     reason: str
+    mode_since: float | None  # [s] on ``clock``: when ``mode`` began (None: before the first cycle after it)
     dry_run: bool
     active_policy_id: str
     active_sequence: int
@@ -178,6 +179,7 @@ class ArmController:
         self.watchdog = Watchdog(self.config.watchdog)
         self.counters = Counters()
         self.mode = Mode.DISABLED
+        self.mode_since: float | None = None  # set by the next cycle where a change had no time of its own
         self.reason = "waiting for enable"
         self.transitions: collections.deque = collections.deque(maxlen=100)  # (Mode, reason), newest last
         self._disable_requested = False
@@ -352,7 +354,7 @@ class ArmController:
         self.watchdog.rearm(now, self._replan_period)
         self._disable_requested = False
         self._driver = None
-        self._set_mode(Mode.ENABLED, "enabled")
+        self._set_mode(Mode.ENABLED, "enabled", now)
         return True, "enabled"
 
     def disable(self) -> None:
@@ -398,15 +400,21 @@ class ArmController:
         self._set_mode(Mode.DISABLED, f"recovered from: {previous}")
         return True, f"recovered from: {previous}; enable to resume"
 
-    def _set_mode(self, mode: Mode, reason: str) -> None:
+    def _set_mode(self, mode: Mode, reason: str, now: float | None = None) -> None:
+        """``now``: the time of the change where the caller has it (a watchdog trip, an enable); otherwise
+        the next cycle's time stands for it (a hold, e-stop or error from outside, at most a cycle earlier)."""
         if (mode, reason) != (self.mode, self.reason):
             self.transitions.append((mode, reason))
+        if mode != self.mode:
+            self.mode_since = now
         self.mode, self.reason = mode, reason
 
     # -------------------------------------------------------------- cycle
     def step(self, now: float | None = None) -> CycleOutput | None:
         """One control cycle at time ``now``. None until the first joint state (nothing to command)."""
         now = self._now(now)
+        if self.mode_since is None:  # a change without a time of its own (or the first cycle): now
+            self.mode_since = now
         if self._last_step is not None:
             period = now - self._last_step
             self._jitter.append(abs(period - self.config.safety.cycle_period) * 1e3)
@@ -428,7 +436,7 @@ class ArmController:
             trip = self.watchdog.check(now)
             self.counters.watchdog_trips = self.watchdog.trips
             if trip is not None:
-                self._set_mode(Mode.HOLDING, trip.value)
+                self._set_mode(Mode.HOLDING, trip.value, now)
 
         if self.mode == Mode.HOLDING:
             result = self.filter.step(self._cmd, None, hold=True)
@@ -447,7 +455,7 @@ class ArmController:
             self.counters.limit_hits += 1
         if self.mode == Mode.HOLDING and self._disable_requested and self._cmd.at_standstill:
             self._disable_requested = False
-            self._set_mode(Mode.DISABLED, "disabled")
+            self._set_mode(Mode.DISABLED, "disabled", now)
             return CycleOutput(now, self.mode, self._cmd, result.hits, False)
         return CycleOutput(now, self.mode, self._cmd, result.hits, not self.config.dry_run)
 
@@ -473,7 +481,7 @@ class ArmController:
         c = self.counters
         ages = np.asarray(c.chunk_ages) * 1e3
         return StatusSnapshot(
-            mode=self.mode, reason=self.reason, dry_run=self.config.dry_run,
+            mode=self.mode, reason=self.reason, mode_since=self.mode_since, dry_run=self.config.dry_run,
             active_policy_id=self._driver or ("" if active is None else active.policy_id),
             active_sequence=0 if active is None else active.sequence,
             chunks_received=c.chunks_received, chunks_rejected=c.chunks_rejected,
