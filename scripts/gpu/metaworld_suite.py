@@ -37,7 +37,7 @@ Measured on the H100 (2026-12-06). The first call ran four trainings with the ea
 beside them: all shared the GPU, time-sliced between processes, so a scene's step (physics and two 128x128
 renders through the NVIDIA EGL) took 10 ms and a DDPM chunk of 10 rows 43 ms, ~52 steps/s per worker; the
 evaluations of the last checkpoints did not finish. On the idle GPU, four workers: 3.5 ms a step, 11.7 ms a
-chunk, 317 steps/s per worker (with the engine on the CPU 232 steps/s in all: 72 ms a step). So the stages now
+chunk, 317 steps/s per worker (with the engine on the CPU 72 ms a step). So the stages now
 run one after the other. A call of one run: ~45 s setup and demos, training, then ~240,000 evaluation steps
 (7 tasks x (100 + 4 x 20) episodes x ~190 steps) at an estimated ~1,500/s: ~190 s with the start; the training
 gets the rest of the budget (~300 s, 2000 steps at 2,240 windows/s: ~230 s).
@@ -92,7 +92,7 @@ PLAN = dict(
     # and with four trainings beside four evaluations a scene's step (its two renders) took 10 ms and a
     # chunk of 10 rows 43 ms, against 3.5 and 11.7 ms on the idle GPU (H100, 2026-12-06). Training stops in
     # time for all evaluations, estimated at these steps per second over all workers (H100, idle GPU: 4
-    # workers of batch 10 stepped 1,270/s with the GPU 75 % busy, so more workers add little) and steps per
+    # workers of batch 10 stepped 1,270/s with the GPU 75 % busy: sixteen may add little) and steps per
     # episode (a failure runs all 200 steps; 194 on average in the first call):
     eval_steps_per_second=1500,
     steps_per_episode=190,
