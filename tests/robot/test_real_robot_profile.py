@@ -396,10 +396,12 @@ def _pid(process: Process, node: str) -> int:
 
 def test_faults_on_the_real_robot_profile(scene, tmp_path):
     """The fault tests of tests/nodes, on the real profile against the strict emulator (mail-il up, factor
-    0.3): a reflex injected by the emulator, a spoofed chunk from a second publisher, the policy killed and
-    hung, a camera lost, and an e-stop across a controller restart. Each: the arm holds (or errs) within
-    the bound, control resumes only on an explicit (recover and) enable, and the FR3 saw no reflex but the
-    injected one."""
+    0.6: at 0.3 the slowed arm lags the shipped policy's plans, chunks are refused far from the arm and the
+    watchdog trips on its own while driving, as the two tests above record in watchdog_trips_while_driving,
+    which left a fault nothing to trip): a reflex injected by the emulator, a spoofed chunk from a second
+    publisher, the policy killed and hung, a camera lost, and an e-stop across a controller restart. Each: the
+    arm holds (or errs) within the bound, control resumes only on an explicit (recover and) enable, and the
+    FR3 saw no reflex but the injected one."""
     import signal
 
     from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
@@ -411,7 +413,7 @@ def test_faults_on_the_real_robot_profile(scene, tmp_path):
     latch = tmp_path / "estop_latched"
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     rt_args = ["machine:=rt", f"robot_ip:={host}", "realtime:=false", "dry_run:=false",
-               "relative_dynamics_factor:=0.3", f"franka_controller.estop_latch_file:={latch}"]
+               "relative_dynamics_factor:=0.6", f"franka_controller.estop_latch_file:={latch}"]
     figures = {}
     with probe(settle=15.0) as p:  # the stack's participants gone first (tests/rosutil.Probe.close)
         driver = Up(p)
@@ -456,12 +458,14 @@ def test_faults_on_the_real_robot_profile(scene, tmp_path):
             # first chunk after an enable refused, far from the arm or from a respawned policy's old sequence,
             # and the next one later than the watchdog's timeout) is reported and enabled again first
             held_before = None
-            for _ in range(3):
+            for _ in range(5):
                 if mode() == ControllerStatus.MODE_ENABLED:
                     break
                 held_before = held_before or status[-1].reason
                 resume()
-            assert mode() == ControllerStatus.MODE_ENABLED, status[-1]
+            recent = [(s.mode, s.reason, _rejections(s)) for s in list(status)[-30::3]]
+            assert mode() == ControllerStatus.MODE_ENABLED, ("the arm would not stay enabled", held_before, recent,
+                                                             [round(a - time.time(), 2) for a in arrivals[-6:]])
             t0, n = time.time(), len(status)
             inject()
             # the hold the fault caused: the first status in that mode whose mode began after the fault, timed
