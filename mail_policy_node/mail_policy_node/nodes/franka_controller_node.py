@@ -357,10 +357,11 @@ class FrankaControllerNode(LifecycleNode):
         with self.lock:
             s = self.ctrl.status()
         m = ControllerStatus()
-        m.header.stamp = self.get_clock().now().to_msg()
+        stamp = self.get_clock().now()
+        m.header.stamp = stamp.to_msg()
         m.mode, m.reason, m.dry_run = int(s.mode), s.reason, self.dry_run
-        # the mode's start on the controller's clock, as an age subtracted from the wall clock's now
-        now = self.clock.wall()
+        # the mode's start on the controller's clock, as an age subtracted from the header's time: never after it
+        now = stamp.nanoseconds * 1e-9
         m.mode_since = to_time(now if s.mode_since is None else now - (self.clock.monotonic() - s.mode_since))
         stalled = self._loop is not None and time.monotonic() - self._last_cycle > STALL_CYCLES * self.period
         if self.lifecycle == "unconfigured":
