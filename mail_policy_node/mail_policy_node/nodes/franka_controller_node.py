@@ -360,16 +360,17 @@ class FrankaControllerNode(LifecycleNode):
         stamp = self.get_clock().now()
         m.header.stamp = stamp.to_msg()
         m.mode, m.reason, m.dry_run = int(s.mode), s.reason, self.dry_run
-        # the mode's start on the controller's clock, as an age subtracted from the header's time: never after it
-        now = stamp.nanoseconds * 1e-9
-        m.mode_since = to_time(now if s.mode_since is None else now - (self.clock.monotonic() - s.mode_since))
         stalled = self._loop is not None and time.monotonic() - self._last_cycle > STALL_CYCLES * self.period
         if self.lifecycle == "unconfigured":
             m.reason = "unconfigured: not connected (lifecycle transition configure connects)"
         if not self._loop_alive or stalled:
             m.mode = int(Mode.ERROR)
             m.reason = s.reason if not self._loop_alive else f"control loop stalled ({s.reason})"
-            m.mode_since = to_time(now)  # not known when it stalled or died: as of this status
+        # the mode's start on the controller's clock, as an age subtracted from the header's time (never after
+        # it); a stalled or dead loop's ERROR: as of this status, since when is not known
+        now = stamp.nanoseconds * 1e-9
+        since = None if not self._loop_alive or stalled else s.mode_since
+        m.mode_since = to_time(now if since is None else now - (self.clock.monotonic() - since))
         m.active_policy_id, m.active_sequence = s.active_policy_id, s.active_sequence
         m.chunks_received, m.chunks_rejected = s.chunks_received, s.chunks_rejected
         m.actions_dropped_stale, m.watchdog_trips, m.limit_hits = \
