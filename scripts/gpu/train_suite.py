@@ -345,23 +345,20 @@ def run_all(commands: list[tuple[str, list[str], Path]], parallel: int, deadline
                 done[name] = dict(rc="not started (deadline)", log=str(log))
             break
         for name, (proc, t0, log, argv) in list(running.items()):
-            if proc.poll() is not None:
-                del running[name]
-                done[name] = dict(rc=proc.returncode, seconds=round(time.time() - t0, 1), log=str(log))
-                if proc.returncode:
-                    tail = log.read_text()[-1500:]
-                    print(f"[suite] {name} failed ({proc.returncode}):\n" + tail, flush=True)
-                    failures.setdefault(name, []).append(dict(rc=proc.returncode, tail=tail[-500:]))
-                    if len(failures[name]) <= retries:
-                        pending.insert(0, (name, argv, log))
-                        del done[name]
-                        continue
-                if name in failures:
-                    done[name]["failures"] = failures[name]
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode:
+                tail = log.read_text()[-1500:]
+                print(f"[suite] {name} failed ({proc.returncode}):\n" + tail, flush=True)
+                failures.setdefault(name, []).append(dict(rc=proc.returncode, tail=tail[-500:]))
+                if len(failures[name]) <= retries:
+                    pending.insert(0, (name, argv, log))
+                    continue
+            done[name] = dict(rc=proc.returncode, seconds=round(time.time() - t0, 1), log=str(log))
         time.sleep(0.5)
-    for name in failures:
-        if name in done:
-            done[name].setdefault("failures", failures[name])
+    for name, failed in failures.items():  # a retried command's earlier failures, whatever ended it
+        done[name]["failures"] = failed
     return done
 
 
