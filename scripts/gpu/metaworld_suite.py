@@ -249,27 +249,31 @@ def main() -> int:
     print(f"[mw] training done after {time.time() - t_start:.0f} s", flush=True)
     save()
 
-    # 3. evaluations, the last checkpoints first (all cores shared among them), then the earlier ones
+    # 3. evaluations, the last checkpoints first (all cores shared among them), then the earlier ones (14 groups
+    # of 10 episodes each, the cores shared among them too)
     queue: list[tuple] = []  # (name, argv, log, workers)
     evals: dict[str, list] = {n: [] for n in names}  # (step, checkpoint, key, episodes, last)
-    for last in (True, False):
-        for n in names:
-            found = step_checkpoints(work / n)
-            final = work / n / "final"
-            if last:
-                chosen = [(p["steps"], final)] if (final / "model.safetensors").is_file() else found[-1:]
-            else:  # the step checkpoints before the last one evaluated
-                newest = evals[n][0][0] if evals[n] else None
-                chosen = [(step, folder) for step, folder in found if newest is None or step < newest]
-            for step, folder in chosen:
-                episodes = p["last_episodes"] if last else p["early_episodes"]
-                # the cores shared among the last evaluations, then among the earlier ones (14 groups of 10 each)
-                workers = max(1, args.cores // len(names)) if last else \
-                    max(p["early_workers"], args.cores // (len(names) * max(1, p["checkpoints"] - 1)))
-                key = f"eval_{n}_{'last' if last else 'step'}_{step}"
-                evals[n].append((step, folder, key, episodes, last))
-                queue.append((key, eval_command(folder, episodes, workers, work / "eval" / key, args.device),
-                              work / "logs" / f"{key}.log", workers))
+
+    def queue_eval(n: str, step: int, folder: Path, last: bool, workers: int) -> None:
+        episodes = p["last_episodes"] if last else p["early_episodes"]
+        key = f"eval_{n}_{'last' if last else 'step'}_{step}"
+        evals[n].append((step, folder, key, episodes, last))
+        queue.append((key, eval_command(folder, episodes, workers, work / "eval" / key, args.device),
+                      work / "logs" / f"{key}.log", workers))
+
+    found = {n: step_checkpoints(work / n) for n in names}
+    last_step = {}
+    for n in names:  # its final checkpoint, or a stopped run's newest
+        final = work / n / "final"
+        last = (p["steps"], final) if (final / "model.safetensors").is_file() else (found[n] or [None])[-1]
+        if last is not None:
+            last_step[n] = last[0]
+            queue_eval(n, *last, True, max(1, args.cores // len(names)))
+    early_workers = max(p["early_workers"], args.cores // (len(names) * max(1, p["checkpoints"] - 1)))
+    for n in last_step:
+        for step, folder in found[n]:
+            if step < last_step[n]:
+                queue_eval(n, step, folder, False, early_workers)
     t_eval = time.time()
     while (stages.running or queue) and time.time() < deadline:
         stages.poll()
@@ -283,7 +287,7 @@ def main() -> int:
         stages.done[key] = dict(rc="not started (deadline)")
     steps_run = 0
     for n in names:
-        for *_, key, _, _ in evals[n]:
+        for _, _, key, _, _ in evals[n]:
             report = work / "eval" / key / "metaworld_eval.json"
             if report.is_file():
                 steps_run += sum(d["steps"] for e in json.loads(report.read_text())["evaluations"]
