@@ -5,12 +5,12 @@ run (one backbone, one training seed) per call, one results JSON (and a markdown
     source scripts/gpu/metaworld_env.sh          # the call carries .mwwheels (what it holds: below)
     python3 scripts/gpu/metaworld_suite.py --seed 0 --only dma --out $OUT/metaworld_s0_dma.json [--budget 540]
 
-One run per call (`--only dma`, `edma`, `dtr`, `dpunet`), four calls per seed (0, 1, 2): a run trains 2000
-steps alone in ~230 s and its evaluations take ~190 s; two runs side by side would get ~700 steps each in a
-call. The results of a run are under runs/gpu_suite/metaworld_s<seed>/ there; what comes back is the JSON: its
-training, every checkpoint's per-task successes, "last" and best-5. The calls' JSONs make the table (a seed
-comes in several files, each with some of its runs):
-`python scripts/gpu/metaworld_table.py docs/results/metaworld_s*.json --out docs/results/metaworld_table`.
+One run per call (`--only dma`, `edma`, `dtr`, `dpunet`), four calls per seed (0, 1, 2): a run trains 2000 steps
+alone in 144-199 s and its evaluations take 206-223 s, a call 370-460 s; two runs side by side would get ~700
+steps each in a call. The results of a run are under runs/gpu_suite/metaworld_s<seed>/ there; what comes back is
+the JSON: its training, every checkpoint's per-task successes, "last" and best-5. The calls' JSONs make the table
+(a seed comes in several files, each with some of its runs): `python scripts/gpu/metaworld_table.py
+docs/results/metaworld_s*.json --out docs/results/metaworld_table`.
 
 A call (every stage a `mail-il` or `mail-il metaworld` command in its own process; a stage that fails or runs
 out of time is recorded and the others go on):
@@ -23,7 +23,7 @@ out of time is recorded and the others go on):
    and nothing else: DP-UNet has no BC head, and MaIL reports its backbones with either. `policy.size` small
    (metaworld_dma_ddpm_gpu.yaml otherwise: 128x128 corner2 + gripperPOV, hand position and gripper opening,
    K 5, J 5, batch 256, Adam 5e-4), `--steps` steps, a checkpoint every steps / `PLAN["checkpoints"]`. A small
-   D-Ma trains at 2,240 windows/s alone on the H100 (the PyTorch scan; 715 each with four runs and four
+   D-Ma trains at 2,240-2,730 windows/s alone on the H100 (the PyTorch scan; 715 each with four runs and four
    evaluations beside it). Training stops early where the evaluations would not fit (`eval_reserve`).
 3. Evaluation (`mail-il metaworld eval --batch`, the engine on the GPU, the scenes on the CPU cores), after
    training: the last checkpoints first on the benchmark's 100 starts per task (seeds 1000-1099), the cores
@@ -38,9 +38,10 @@ beside them: all shared the GPU, time-sliced between processes, so a scene's ste
 renders through the NVIDIA EGL) took 10 ms and a DDPM chunk of 10 rows 43 ms, ~52 steps/s per worker; the
 evaluations of the last checkpoints did not finish. On the idle GPU, four workers: 3.5 ms a step, 11.7 ms a
 chunk, 317 steps/s per worker (with the engine on the CPU 72 ms a step). So the stages now
-run one after the other. A call of one run: ~45 s setup and demos, training, then ~240,000 evaluation steps
-(7 tasks x (100 + 4 x 20) episodes x ~190 steps) at an estimated ~1,500/s: ~190 s with the start; the training
-gets the rest of the budget (~300 s, 2000 steps at 2,240 windows/s: ~230 s).
+run one after the other. Seed 0's four calls (H100, 2026-12-06): ~25 s demos (once per warm machine), training
+2000 steps at 2,564-3,526 windows/s (ED-Ma / D-Ma / DP-UNet / D-Tr: 199 / 186 / 189 / 144 s with the
+start), then 184,000-194,000 evaluation steps (7 tasks x (100 + 4 x 20) episodes x 146-154 steps, a failure
+runs 200) at 960-1,100/s after a ~30 s start: 206-223 s. PLAN's estimate of the evaluations is set from those.
 
 What travels (scripts/gpu/metaworld_env.sh installs it): the git-ignored folder .mwwheels/ (52.6 MiB; with the
 tracked tree 59.2 MiB of the 64 MiB a call carries): the cp312 manylinux wheels of metaworld 3.1.1, mujoco
@@ -91,11 +92,11 @@ PLAN = dict(
     # Evaluations start when training has ended, never beside it: every process on the one GPU is time-sliced,
     # and with four trainings beside four evaluations a scene's step (its two renders) took 10 ms and a
     # chunk of 10 rows 43 ms, against 3.5 and 11.7 ms on the idle GPU (H100, 2026-12-06). Training stops in
-    # time for all evaluations, estimated at these steps per second over all workers (H100, idle GPU: 4
-    # workers of batch 10 stepped 1,270/s with the GPU 75 % busy: sixteen may add little) and steps per
-    # episode (a failure runs all 200 steps; 194 on average in the first call):
-    eval_steps_per_second=1500,
-    steps_per_episode=190,
+    # time for all evaluations, estimated at these steps per second over all workers and steps per episode
+    # (a failure runs all 200). The GPU bounds them, not the cores: 4 workers of batch 10 stepped 1,270/s
+    # with the GPU 75 % busy, 16 workers ~1,000/s with it 99 % busy (its renders and the engine's chunks):
+    eval_steps_per_second=950,  # 958-1,101 measured in seed 0's calls (16 workers, H100)
+    steps_per_episode=160,  # 146-154 on average in seed 0's calls
     eval_setup_seconds=30,  # the evaluations' workers' start, scenes and engines
 )
 

@@ -8,10 +8,12 @@ DP3's published image Diffusion Policy beside them as a reference.
 "last": each seed's last checkpoint on the benchmark's 100 starts per task; pooled over the seeds with a Wilson
 interval, and the t interval of the per-seed rates (suite_table.summarize, as the suite's table). best-5: DP3's
 metric, the mean of each run's 5 best checkpoint evaluations (20 starts each), then averaged over the seeds;
-optimistic by construction, so it is reported beside "last", never instead of it. A run whose last evaluation
-did not finish is listed as missing, not scored. The reference column is DP3's (Ze et al., RSS 2024, arXiv
-2403.03954, Table: image Diffusion Policy, Meta-World v2, 10 demos, 3 seeds, best-5): another version of the
-benchmark under the optimistic metric, so a reference, not a baseline. Writes OUT.json and OUT.md.
+optimistic by construction, so it is reported beside "last", never instead of it. A run whose last evaluation did
+not finish is listed as missing, not scored; so is a best-5 from fewer checkpoints' evaluations than it takes
+(its earlier evaluations ran out of time): the mean of fewer would be another metric. The reference column is
+DP3's (Ze et al., RSS 2024, arXiv 2403.03954, Table: image Diffusion Policy, Meta-World v2, 10 demos, 3 seeds,
+best-5): another version of the benchmark under the optimistic metric, so a reference, not a baseline. Writes
+OUT.json and OUT.md.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from suite_table import across_tasks, summarize, write_table
 
 DP3_IMAGE_DP_V2 = {"assembly": 0.15, "disassemble": 0.43, "stick-push": 0.63, "hammer": 0.15, "peg-insert-side": 0.34,
                    "push": 0.30, "pick-place": 0.00}  # percent / 100, as the issue quotes DP3's table
+BACKBONES = ("D-Ma", "ED-Ma", "D-Tr", "DP-UNet")  # the table's column order (metaworld_suite.RUNS'), then others
 
 
 def collect(files: list[Path]) -> tuple[dict, dict, list[str], list[str]]:
@@ -49,13 +52,19 @@ def collect(files: list[Path]) -> tuple[dict, dict, list[str], list[str]]:
                 if task not in tasks:
                     tasks.append(task)
                 last.setdefault((backbone, task), {})[seed] = (int(ok), int(scored["episodes"]))
-            for task, rate in ((run.get("best5") or {}).get("per_task") or {}).items():
+            b5 = run.get("best5") or {}
+            if b5.get("best5_checkpoints", 0) < b5.get("k", 1):  # fewer evaluations than best-5 takes
+                left_out.append(f"{backbone} seed {seed} ({f.name}): best-5 from {b5.get('best5_checkpoints', 0)} "
+                                f"of {b5.get('k')} checkpoints, not scored")
+                continue
+            for task, rate in (b5.get("per_task") or {}).items():
                 best5.setdefault((backbone, task), {})[seed] = float(rate)
     return last, best5, tasks, left_out
 
 
 def table(last: dict, best5: dict, tasks: list[str]) -> list[dict]:
-    backbones = list(dict.fromkeys(b for b, _ in last))
+    found = set(b for b, _ in last)
+    backbones = [b for b in BACKBONES if b in found] + sorted(found - set(BACKBONES))
     rows = []
     for backbone in backbones:
         for task in tasks:
@@ -90,7 +99,7 @@ def markdown(rows: list[dict], tasks: list[str]) -> str:
             r = cell.get((b, task))
             out += ["-", "-"] if r is None else [
                 f"{pct(r['pooled_rate'])} % ({pct(r['pooled_wilson95'][0])}-{pct(r['pooled_wilson95'][1])}), "
-                f"{len(r['seeds'])} seeds", f"{pct(r['best5'])} %"]
+                f"{len(r['seeds'])} seed{'s' * (len(r['seeds']) != 1)}", f"{pct(r['best5'])} %"]
         ref = DP3_IMAGE_DP_V2.get(task) if task != "mean" else next(
             (r["dp3_image_dp_v2"] for r in rows if r["task"] == "mean"), None)
         lines.append(f"| {task} | " + " | ".join(out) + f" | {pct(ref)} % |")

@@ -12,12 +12,12 @@ from tests.scripts import load_script
 SCRIPT = "scripts/gpu/metaworld_table.py"
 
 
-def _seed(seed: int, runs: dict) -> dict:
+def _seed(seed: int, runs: dict, evaluated: int = 5) -> dict:
     out = {}
     for backbone, (push, pick, best) in runs.items():
         out[backbone.lower()] = dict(backbone=backbone, last=None if push is None else dict(
             successes={"push": push, "pick-place": pick}, episodes=100),
-            best5=dict(per_task={"push": best, "pick-place": 0.0}))
+            best5=dict(per_task={"push": best, "pick-place": 0.0}, best5_checkpoints=evaluated, k=5))
     return dict(seed=seed, runs=out)
 
 
@@ -49,3 +49,17 @@ def test_nothing_finished_is_an_error(tmp_path, capsys):
     f.write_text(json.dumps(_seed(0, {"D-Ma": (None, None, None)})))
     assert mt.main([str(f), "--out", str(tmp_path / "t")]) == 2
     assert "no finished run" in capsys.readouterr().err
+
+
+def test_a_best5_of_fewer_checkpoints_is_not_scored(tmp_path):
+    """The earlier checkpoints' evaluations of a call ran out of time: its last checkpoint counts, its best-5
+    (one checkpoint's 20 starts) does not, and the table says so."""
+    mt = load_script(SCRIPT)
+    files = [tmp_path / "metaworld_s0.json", tmp_path / "metaworld_s1.json"]
+    files[0].write_text(json.dumps(_seed(0, {"DP-UNet": (30, 0, 0.40)})))
+    files[1].write_text(json.dumps(_seed(1, {"DP-UNet": (50, 4, 0.90)}, evaluated=1)))
+    assert mt.main([str(f) for f in files] + ["--out", str(tmp_path / "t")]) == 0
+    out = json.loads((tmp_path / "t.json").read_text())
+    push = {(r["backbone"], r["task"]): r for r in out["rows"]}[("DP-UNet", "push")]
+    assert push["seeds"] == [0, 1] and push["best5"] == pytest.approx(0.40) and push["best5_seeds"] == [0]
+    assert out["left_out"] == ["DP-UNet seed 1 (metaworld_s1.json): best-5 from 1 of 5 checkpoints, not scored"]
