@@ -14,8 +14,11 @@ PEER = Path(__file__).with_name("chunk_peer.py")
 def test_mail_msgs_import_and_constants():
     from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
 
-    assert ActionChunk.ACTION_SPACE_JOINT_POSITION == "joint_position"
-    assert ActionChunk.ACTION_SPACE_EE_DELTA_POSE == "ee_delta_pose"
+    from mail_policy_node.spec import ACTION_SPACES
+
+    # every action space a chunk may name has its constant, as spec.py spells it (one home: spec.ACTION_SPACES)
+    for space in ACTION_SPACES:
+        assert getattr(ActionChunk, f"ACTION_SPACE_{space.upper()}", None) == space, space
     assert PolicyStatus.STATE_LOADING == 2 and PolicyStatus.STATE_ERROR == 3
     assert ControllerStatus.MODE_HOLDING == 2
     m = ActionChunk()
