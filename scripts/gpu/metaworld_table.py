@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 22's second table from the Meta-World calls' results (metaworld_suite.py, one JSON per training seed):
+"""Issue 22's second table from the Meta-World calls' results (metaworld_suite.py, one JSON per call):
 per task and backbone, the last checkpoint's success over the seeds with 95 % intervals, DP3's best-5, and
 DP3's published image Diffusion Policy beside them as a reference.
 
@@ -109,7 +109,7 @@ def markdown(rows: list[dict], tasks: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="+", type=Path, help="metaworld_suite.py result JSONs, one per seed")
+    ap.add_argument("results", nargs="+", type=Path, help="metaworld_suite.py result JSONs, one per call")
     ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
     last, best5, tasks, left_out = collect(args.results)
