@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -229,6 +229,14 @@ class PolicyRuntime:
             self.policy.engine.reset()
             self.sync.reset()
             self.episode_steps = 0
+
+    def set_task(self, task: str) -> None:
+        """Ask the running multi-task checkpoint for ``task`` (its goal, `task_goal`) from the next observation
+        on; with `reset_episode`, between episodes. A task it was not trained on is a CheckpointError and
+        changes nothing. The replay asks each recorded episode's task; the policy node's is fixed at load."""
+        goal = task_goal(self.spec, task)
+        with self._lock:
+            self.policy = replace(self.policy, task=task if goal is not None else "", goal=goal)
 
     # ---- inputs (called from subscription callbacks) ---------------------------------------------
     def _stamp_ok(self, stamp: float) -> float | None:

@@ -254,6 +254,19 @@ def test_runtime_refuses_a_multi_task_checkpoint_without_its_task_and_feeds_the_
         assert rt.status()["task"] == task and rt.chunks == 2 and not rt.drops, rt.status()
     # the goal reaches the output: the same observations, another task, another chunk
     assert not np.allclose(chunks["reach"].actions, chunks["push"].actions)
+    # asked for another task between episodes (the replay's per-episode task): that task's goal from then on;
+    # an unknown task is refused and changes nothing
+    with pytest.raises(CheckpointError, match="'pick_place' is not one"):
+        rt.set_task("pick_place")
+    assert rt.status()["task"] == "push" and rt.policy.goal.tolist() == [0, 1]
+    rt.set_task("reach")
+    rt.reset_episode()
+    clock.t += 0.1
+    feed(rt, clock, 1)
+    clock.t += 0.01
+    again = rt.tick()
+    assert rt.status()["task"] == "reach" and rt.policy.goal.tolist() == [1, 0]
+    np.testing.assert_allclose(again.actions, chunks["reach"].actions, atol=1e-6)
 
 
 # ---- the goal is used ---------------------------------------------------------------------------------------
@@ -295,21 +308,46 @@ def test_a_policy_trained_on_two_tasks_with_opposite_actions_follows_the_goal(tm
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-def test_replay_asks_a_multi_task_checkpoint_for_the_task_it_is_given(two_task_checkpoint, tmp_path, capsys, batch):
-    """Offline evaluation of a multi-task checkpoint on recorded bags: without --task it is refused as the
-    policy node refuses it (never run on a zero goal); with --task each task's goal gives its own chunks, one
-    bag at a time and in lockstep batches alike."""
+def test_replay_asks_a_multi_task_checkpoint_for_each_episodes_task_or_the_one_given(two_task_checkpoint, tmp_path,
+                                                                                     capsys, batch):
+    """Offline evaluation of a multi-task checkpoint on recorded bags, one bag at a time and in lockstep batches
+    alike: without --task each episode is asked for its own task, its /mail/episode start event's (as training
+    read it), so a folder of several tasks' demos replays in one go; with --task every episode is asked for that
+    one. A bag whose episodes name no task, or one the checkpoint was not trained on, is refused before anything
+    is replayed, naming the bag and the checkpoint's tasks: the policy never runs on a zero or a wrong goal."""
     from mail_policy_node.commands import replay as replay_cmd
 
     folder, _ = two_task_checkpoint
-    bags = folder.parent.parent / "demos" / "push"
-    args = [str(bags), "--checkpoint", str(folder), "--max-plots", "0", "--batch", str(batch)]
-    assert replay_cmd.main([*args, "--out", str(tmp_path / "none")]) == 1
-    assert "multi-task checkpoint" in capsys.readouterr().err
+    demos = folder.parent.parent / "demos"
+    args = [str(demos / "reach"), str(demos / "push"), "--checkpoint", str(folder), "--max-plots", "0",
+            "--batch", str(batch)]
+
+    def replayed(out: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        data = np.load(next((out / "chunks").glob("*.npz")))
+        report = json.loads((out / "replay.json").read_text())["checkpoints"][0]
+        return data["actions"], data["episode"], [e["info"]["task"] for e in report["episodes"]]
+
     chunks = {}
     for task in ("reach", "push"):
         assert replay_cmd.main([*args, "--task", task, "--out", str(tmp_path / task)]) == 0
-        data = np.load(next((tmp_path / task / "chunks").glob("*.npz")))
-        chunks[task] = np.concatenate([data[k] for k in sorted(data.files) if "actions" in k])
+        chunks[task], episode, tasks = replayed(tmp_path / task)
         assert chunks[task].size and np.isfinite(chunks[task]).all()
+    assert tasks == ["push", "push", "reach", "reach"]  # the bags in path order
     assert not np.allclose(chunks["reach"], chunks["push"])
+    assert replay_cmd.main([*args, "--out", str(tmp_path / "own")]) == 0
+    own, own_episode, own_tasks = replayed(tmp_path / "own")
+    assert own_tasks == tasks and np.array_equal(own_episode, episode)
+    for k, task in enumerate(tasks):  # each episode's chunks are those of its own task's goal
+        np.testing.assert_allclose(own[episode == k], chunks[task][episode == k], atol=1e-6)
+    capsys.readouterr()
+    for name, task, why in (("untold", None, "names no task"), ("sideways", "sideways", "task 'sideways'")):
+        bag = write_task_bag(tmp_path / "bags" / name, task)
+        assert replay_cmd.main([str(bag), *args[2:], "--out", str(tmp_path / f"no_{name}")]) == 1
+        err = capsys.readouterr().err
+        assert why in err and name in err and "['reach', 'push']" in err and "--task" in err, err
+        assert not (tmp_path / f"no_{name}").exists()
+        assert replay_cmd.main([str(bag), *args[2:], "--task", "push", "--out", str(tmp_path / name)]) == 0
+    bag = write_bag(tmp_path / "bags" / "no_events", events=False)  # a bag without /mail/episode events at all
+    assert replay_cmd.main([str(bag), *args[2:], "--out", str(tmp_path / "no_events")]) == 1
+    err = capsys.readouterr().err
+    assert "no_events has no /mail/episode start event" in err and "--task" in err, err

@@ -45,8 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="DDPM sampler override")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--task", default="",
-                        help="the task a multi-task checkpoint is asked for (its goal), as the policy node's task "
-                             "parameter; the bags' episodes should be of that task")
+                        help="the task a multi-task checkpoint is asked for (its goal) in every episode, as the "
+                             "policy node's task parameter; default: each episode's own, the one its /mail/episode "
+                             "start event names (a bag whose episodes name none, or one the checkpoint does not "
+                             "know, is refused)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (0: torch's default; 1 is fastest for small models on a busy CPU)")
     parser.add_argument("--max-plots", type=int, default=10, help="episodes plotted (predicted vs recorded)")

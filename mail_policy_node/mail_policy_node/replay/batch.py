@@ -150,7 +150,7 @@ def replay_group(paths: Sequence[str | Path], lanes: Sequence[Lane], engines: di
         runs = [_Run(Lane(lane.label, lane.path, LoadedPolicy(EngineRow(engines[lane.label], i, config.seed),
                                                               lane.loaded.name, lane.loaded.path,
                                                               lane.loaded.policy_id, lane.loaded.task,
-                                                              lane.loaded.goal)), config, clock)
+                                                              lane.loaded.goal), lane.episode_tasks), config, clock)
                 for lane in lanes]
         plays[i] = play_bag(path, runs, clock, topics, config, progress)
     due: dict[int, _Run] = {}

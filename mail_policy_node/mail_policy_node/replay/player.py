@@ -38,6 +38,7 @@ from ..data.bags import (COMPRESSED_IMAGE, IMAGE, BagReader, EpisodeEventRecord,
 from ..data.images import ImageDecodeError
 from .frames import CompressedFrame
 from ..engine.engine import EngineConfig
+from ..model.checkpoint import read_config
 from ..runtime import LoadedPolicy, PolicyRuntime, RuntimeConfig, joint_state_vector, load_policy
 from .topics import TopicMap
 
@@ -68,7 +69,8 @@ class ReplayConfig:
     sampler: str | None = None  # DDPM sampler override
     device: str = "cpu"
     seed: int = 0  # DDPM noise: every bag starts from it, so a bag's figures do not depend on the bags before it
-    task: str = ""  # what a multi-task checkpoint is asked for, as the policy node's task parameter ('' refuses one)
+    task: str = ""  # what a multi-task checkpoint is asked for, as the policy node's task parameter; '': each
+    #                 episode's own, its /mail/episode start event's "task" (what training read)
 
     def __post_init__(self):
         if self.execution_horizon < 0:
@@ -136,6 +138,7 @@ class Lane:
     label: str
     path: str
     loaded: LoadedPolicy
+    episode_tasks: bool = False  # a multi-task checkpoint asked for each episode's own task (ReplayConfig.task '')
 
     @property
     def spec(self):
@@ -148,13 +151,16 @@ def load_lanes(checkpoints: Sequence[str | Path], config: ReplayConfig) -> list[
     lanes, used = [], set()
     for ck in checkpoints:
         folder = Path(ck).resolve()
-        loaded = load_policy(str(folder.parent), folder.name, config.engine_config(), task=config.task)
+        tasks = () if config.task else read_config(folder)[0].spec.task_names
+        # asked per episode: loaded (and warmed up) with its first task, each episode's asked at its start
+        loaded = load_policy(str(folder.parent), folder.name, config.engine_config(),
+                             task=config.task or (tasks[0] if tasks else ""))
         label = folder.name if folder.name not in ("final", "checkpoint") else f"{folder.parent.name}/{folder.name}"
         base, n = label, 2
         while label in used:
             label, n = f"{base}#{n}", n + 1
         used.add(label)
-        lanes.append(Lane(label, str(folder), loaded))
+        lanes.append(Lane(label, str(folder), loaded, episode_tasks=bool(tasks)))
     return lanes
 
 
@@ -201,6 +207,20 @@ def check_bag(bag: BagReader, lanes: Sequence[Lane], topics: TopicMap) -> list[s
                 joint_state_vector(SimpleNamespace(name=first_joint.names, position=first_joint.position), lane.spec)
             except ValueError as e:
                 raise IncompatibleCheckpointError(f"checkpoint {lane.label!r}: {topics.joint_states}: {e}") from None
+    asked = [lane for lane in lanes if lane.episode_tasks]
+    if asked:
+        starts = _start_events(bag, topics.episode)
+        for lane in asked:
+            known = list(lane.spec.task_names)
+            ask = f"multi-task checkpoint {lane.label!r} (tasks {known}) is asked for each episode's own: pass --task"
+            if not starts:
+                raise IncompatibleCheckpointError(f"bag {bag.path} has no {topics.episode} start event to name its "
+                                                  f"episodes' task, and {ask}")
+            for k, ev in enumerate(starts):
+                if ev.get("task") not in known:
+                    what = "names no task" if ev.get("task") is None else f"names task {ev.get('task')!r}"
+                    raise IncompatibleCheckpointError(f"bag {bag.path}, episode {k}: its {topics.episode} start "
+                                                      f"event {what}, and {ask}")
     return list(wanted) + ([topics.episode] if topics.episode in bag.topics else [])
 
 
@@ -228,7 +248,11 @@ class _Run:
         c.update({f"sync_{k}": v for k, v in self.runtime.sync.counts.items()})
         return c
 
-    def open(self, t_ns: int) -> None:
+    def open(self, t_ns: int, info: dict) -> None:
+        """A new episode at ``t_ns``; ``info`` its start event (check_bag made sure it names a task where the
+        checkpoint is asked for each episode's own)."""
+        if self.lane.episode_tasks:
+            self.runtime.set_task(info["task"])
         self.runtime.reset_episode()
         self.next_tick_ns = t_ns + self.phase_ns if self.period_ns else None
         self.chunks, self.ticks, self.tick_s = [], 0, 0.0
@@ -256,11 +280,12 @@ class _Run:
                     drops=drops)
 
 
-def _first_start(bag: BagReader, topic: str) -> bool:
+def _start_events(bag: BagReader, topic: str) -> list[dict]:
+    """The bag's /mail/episode "start" events, in order."""
     if topic not in bag.topics:
-        return False
-    return any(isinstance(r, EpisodeEventRecord) and r.event.get("event") == "start"
-               for r in bag.records([topic], episode_topic=topic))
+        return []
+    return [r.event for r in bag.records([topic], episode_topic=topic)
+            if isinstance(r, EpisodeEventRecord) and r.event.get("event") == "start"]
 
 
 def replay_bag(path: str | Path, lanes: Sequence[Lane], topics: TopicMap = TopicMap(),
@@ -288,7 +313,7 @@ def play_bag(path: str | Path, runs: list[_Run], clock: _Clock, topics: TopicMap
     with BagReader(path) as bag:
         read = check_bag(bag, lanes, topics)
         storage = "sqlite3" if any(Path(bag.path).glob("*.db3")) else "mcap"
-        has_starts = _first_start(bag, topics.episode)
+        has_starts = bool(_start_events(bag, topics.episode))
         streams = {t: StreamLog(t) for t in read if t != topics.episode}
         state = SimpleNamespace(open=False, close_at=None, info={}, start_ns=0, index=0, rec_t=[], rec=[],
                                 names=None, measured=False)
@@ -321,7 +346,7 @@ def play_bag(path: str | Path, runs: list[_Run], clock: _Clock, topics: TopicMap
             for log in streams.values():
                 log.stamps.append([])
             for r in runs:
-                r.open(t_ns)
+                r.open(t_ns, info)
 
         def close_episode(t_ns: int) -> None:
             state.open, state.close_at = False, None

@@ -63,6 +63,8 @@ def summarise(bags: Sequence[BagReplay], lanes: Sequence[Lane], topics: TopicMap
                 drops[k] = drops.get(k, 0) + v
         result["checkpoints"].append(dict(
             label=lane.label, path=lane.path, policy_id=lane.loaded.policy_id, engine=lane.loaded.engine.describe(),
+            # a multi-task checkpoint's task: the one asked for every episode, or each episode's own (its info)
+            task=None if lane.episode_tasks else lane.loaded.task or None, tasks_from_episodes=lane.episode_tasks,
             cameras=list(spec.camera_names), use_joint_state=spec.use_joint_state,
             action_names=list(spec.action_names), dt=spec.dt, J=spec.action_horizon, K=spec.obs_horizon,
             overall=dict(episodes=len(eps), observations=obs, chunks=sum(e["chunks"] for e in eps),
