@@ -9,8 +9,9 @@ sees every complete set. Time moves through the bag in log-time order:
   episode start + k * dt + ``tick_phase`` (a frame stamped on the grid is in; rate 0: a tick after every
   image, as the node's ``rate_hz: 0``);
 - /mail/episode "start" resets every runtime (engine caches and synchroniser) and starts a new tick
-  grid; "end" at t closes the episode after the ticks up to t + ``tick_phase`` (frames logged with the
-  end event still count). A bag without start events is one episode (or, with "end" events, split
+  grid; a multi-task checkpoint without ``ReplayConfig.task`` is asked for the task the event names;
+  "end" at t closes the episode after the ticks up to t + ``tick_phase`` (frames logged with the end
+  event still count). A bag without start events is one episode (or, with "end" events, split
   at them); an episode in which nothing was recorded or observed is left out;
 - /mail/action_command messages are kept per episode as the recorded actions, reordered to each
   checkpoint's action names, and scored at their due time (stamp + one dt). A topic map whose
