@@ -285,12 +285,12 @@ PLANS = {
     #   --only suite_dma_20pct_s0,suite_dtr_20pct_s0       (2 x 400 steps, ~5 min)
     #   --only suite_dma_100pct_s0    then --only suite_dtr_100pct_s0   (900 steps alone, ~7 and ~6 min)
     # 50 demos per task; the paper's 20 % = the first 10 of every task's (data.fraction applies per task).
-    # Two runs a call on an 80 GB H100: training with validation, a paper-size D-Ma holds 19-29 GB (the
+    # Two runs a call at 20 % on an 80 GB H100: training with validation, a paper-size D-Ma holds 19-29 GB (the
     # PyTorch scan), D-Tr ~20 GB; four runs, and three with two D-Ma, ran out of GPU memory (2026-12-06).
     # Side by side they share the GPU and gain nothing: D-Ma ~480-570 and D-Tr ~700 windows/s each, D-Tr 1,330
     # alone (H100). So two 900-step runs would train ~380 s of the ~425 a call leaves them (the last two
     # minutes kept for the evaluations) before the 100 % demos' larger cache and validation: at 100 % one run
-    # a call, D-Ma ~250 s alone. DP-UNet's runs are calls of their own too.
+    # a call (D-Ma ~250 s alone, estimated from D-Tr's 1.9x alone). DP-UNet's runs are calls of their own too.
     # Evaluation: 25 episodes per engine batch (--batch), 2 workers per task: one episode at a time, 12
     # evaluation processes on one GPU made D-Ma's DDPM chunk 255 ms and ran out of time.
     "suite": dict(
