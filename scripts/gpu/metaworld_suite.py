@@ -167,10 +167,11 @@ class Stages:
         print(f"[mw] {name}: {why}", flush=True)
 
 
-def rates(report: Path, episodes: int | None = None) -> dict[str, dict]:
-    """task -> successes / episodes of an evaluation's report, over its first ``episodes`` seeds (all: None)."""
+def rates(report: dict, episodes: int | None = None) -> dict[str, dict]:
+    """task -> successes / episodes of an evaluation's report (metaworld_eval.json), over its first ``episodes``
+    seeds (all: None)."""
     out = {}
-    for e in json.loads(report.read_text())["evaluations"]:
+    for e in report["evaluations"]:
         eps = [d for d in e["episodes_detail"] if episodes is None or d["seed"] < EVAL_SEED + episodes]
         ok = sum(d["success"] for d in eps)
         out[e["task"]] = dict(successes=ok, episodes=len(eps), rate=ok / max(len(eps), 1))
@@ -286,17 +287,10 @@ def main() -> int:
         stages.stop(name, "killed at the deadline")
     for key, *_ in queue:
         stages.done[key] = dict(rc="not started (deadline)")
-    steps_run = 0
-    for n in names:
-        for _, _, key, _, _ in evals[n]:
-            report = work / "eval" / key / "metaworld_eval.json"
-            if report.is_file():
-                steps_run += sum(d["steps"] for e in json.loads(report.read_text())["evaluations"]
-                                 for d in e["episodes_detail"])
-    results["evaluation"] = dict(seconds=round(time.time() - t_eval), steps=steps_run,
-                                 steps_per_second=round(steps_run / max(time.time() - t_eval, 1e-9)))
+    eval_seconds = time.time() - t_eval
 
     # 4. what each run reached
+    steps_run = 0  # scene steps of every evaluation, for their rate
     for n in names:
         entry = results["runs"][n]
         entry["train"] = stages.done.get(f"train_{n}", {})
@@ -322,10 +316,11 @@ def main() -> int:
             res = dict(step=step, checkpoint=str(folder), last=last, eval=stages.done.get(key, {}))
             if report.is_file():
                 r = json.loads(report.read_text())
+                steps_run += sum(d["steps"] for e in r["evaluations"] for d in e["episodes_detail"])
                 res["eval"].update(wall_seconds=r["wall_seconds"], steps_per_second=r["steps_per_second"],
                                    batch=r["batch"], workers=r["workers"])
-                res["tasks"] = rates(report)
-                res["early"] = rates(report, p["early_episodes"])  # best-5's share: the first seeds
+                res["tasks"] = rates(r)
+                res["early"] = rates(r, p["early_episodes"])  # best-5's share: the first seeds
             checkpoints.append(res)
         entry["checkpoints"] = checkpoints
         last = next((c for c in checkpoints if c["last"] and "tasks" in c), None)
@@ -340,6 +335,8 @@ def main() -> int:
             best5_checkpoints=len(scored), best5_episodes=p["early_episodes"], k=BEST_K)
         if entry["best5"]:
             entry["best5"]["mean"] = sum(entry["best5"]["per_task"].values()) / len(p["tasks"])
+    results["evaluation"] = dict(seconds=round(eval_seconds), steps=steps_run,
+                                 steps_per_second=round(steps_run / max(eval_seconds, 1e-9)))
     results["seconds"] = round(time.time() - t_start, 1)
     save()
 
