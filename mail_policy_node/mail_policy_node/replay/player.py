@@ -166,8 +166,9 @@ def load_lanes(checkpoints: Sequence[str | Path], config: ReplayConfig) -> list[
 
 
 # ------------------------------------------------------------------------------------------------
-def check_bag(bag: BagReader, lanes: Sequence[Lane], topics: TopicMap) -> list[str]:
-    """Raise MissingTopicError / IncompatibleCheckpointError before replaying; returns the topics to read."""
+def check_bag(bag: BagReader, lanes: Sequence[Lane], topics: TopicMap, starts: list[dict]) -> list[str]:
+    """Raise MissingTopicError / IncompatibleCheckpointError before replaying; returns the topics to read.
+    ``starts``: the bag's episode start events (`_start_events`)."""
     wanted: dict[str, str] = {}
     for lane in lanes:
         needed = topics.needed(lane.spec)
@@ -208,20 +209,17 @@ def check_bag(bag: BagReader, lanes: Sequence[Lane], topics: TopicMap) -> list[s
                 joint_state_vector(SimpleNamespace(name=first_joint.names, position=first_joint.position), lane.spec)
             except ValueError as e:
                 raise IncompatibleCheckpointError(f"checkpoint {lane.label!r}: {topics.joint_states}: {e}") from None
-    asked = [lane for lane in lanes if lane.episode_tasks]
-    if asked:
-        starts = _start_events(bag, topics.episode)
-        for lane in asked:
-            known = list(lane.spec.task_names)
-            ask = f"multi-task checkpoint {lane.label!r} (tasks {known}) is asked for each episode's own: pass --task"
-            if not starts:
-                raise IncompatibleCheckpointError(f"bag {bag.path} has no {topics.episode} start event to name its "
-                                                  f"episodes' task, and {ask}")
-            for k, ev in enumerate(starts):
-                if ev.get("task") not in known:
-                    what = "names no task" if ev.get("task") is None else f"names task {ev.get('task')!r}"
-                    raise IncompatibleCheckpointError(f"bag {bag.path}, episode {k}: its {topics.episode} start "
-                                                      f"event {what}, and {ask}")
+    for lane in [x for x in lanes if x.episode_tasks]:  # asked for each episode's own task
+        known = list(lane.spec.task_names)
+        ask = f"multi-task checkpoint {lane.label!r} (tasks {known}) is asked for each episode's own: pass --task"
+        if not starts:
+            raise IncompatibleCheckpointError(f"bag {bag.path} has no {topics.episode} start event to name its "
+                                              f"episodes' task, and {ask}")
+        for k, ev in enumerate(starts):
+            if ev.get("task") not in known:
+                what = "names no task" if ev.get("task") is None else f"names task {ev.get('task')!r}"
+                raise IncompatibleCheckpointError(f"bag {bag.path}, episode {k}: its {topics.episode} start "
+                                                  f"event {what}, and {ask}")
     return list(wanted) + ([topics.episode] if topics.episode in bag.topics else [])
 
 
@@ -312,9 +310,10 @@ def play_bag(path: str | Path, runs: list[_Run], clock: _Clock, topics: TopicMap
     cams = {topics.camera_topic(c): c for lane in lanes for c in lane.spec.camera_names}
     episodes: dict[str, list[EpisodeReplay]] = {lane.label: [] for lane in lanes}
     with BagReader(path) as bag:
-        read = check_bag(bag, lanes, topics)
+        starts = _start_events(bag, topics.episode)
+        read = check_bag(bag, lanes, topics, starts)
         storage = "sqlite3" if any(Path(bag.path).glob("*.db3")) else "mcap"
-        has_starts = bool(_start_events(bag, topics.episode))
+        has_starts = bool(starts)
         streams = {t: StreamLog(t) for t in read if t != topics.episode}
         state = SimpleNamespace(open=False, close_at=None, info={}, start_ns=0, index=0, rec_t=[], rec=[],
                                 names=None, measured=False)
