@@ -242,7 +242,6 @@ def test_through_stack_on_the_shipped_checkpoint(tmp_path):
     assert (out / "eval.json").is_file() and (out / "fidelity.md").is_file()
 
 
-
 @pytest.mark.ros
 @pytest.mark.slow
 @pytest.mark.timeout(900)
@@ -277,6 +276,7 @@ def test_a_diffusion_policy_runs_through_the_stack(tmp_path):
         assert row["stack"]["chunks"] > 0 and not row["stack"]["error"], row
     assert k["inference_p50_ms"] > 0 and k["position_violations"] == 0
     assert k["max_velocity_ratio"] <= 1.0 + 1e-9 and k["max_acceleration_ratio"] <= 1.0 + 1e-9, k
+
 
 def test_command_accelerations_skip_commands_the_observer_did_not_get():
     """A loaded machine's observer drops command messages from its queue: the velocities on either side of

@@ -105,7 +105,6 @@ def test_watchdog_trips_within_timeout_plus_one_cycle(period, timeout, fraction)
     assert t > fed + timeout - 1e-9
 
 
-
 def test_mode_since_is_when_the_mode_began():
     """StatusSnapshot.mode_since: the time of the change where the core decides it (an enable, a watchdog
     trip: that cycle), the next cycle's time for a change from outside (a hold, an error); a new reason in
@@ -133,6 +132,7 @@ def test_mode_since_is_when_the_mode_began():
     c.set_error("a reflex")
     c.step(t + 0.02)
     assert c.mode == Mode.ERROR and c.status().mode_since == t + 0.02
+
 
 def test_watchdog_unit():
     w = Watchdog(WatchdogConfig(timeout=0.1))

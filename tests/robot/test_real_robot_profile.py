@@ -395,13 +395,13 @@ def _pid(process: Process, node: str) -> int:
 
 
 def test_faults_on_the_real_robot_profile(scene, tmp_path):
-    """The fault tests of tests/nodes, on the real profile against the strict emulator (mail-il up, factor
-    0.6: at 0.3 the slowed arm lags the shipped policy's plans, chunks are refused far from the arm and the
-    watchdog trips on its own while driving, as the two tests above record in watchdog_trips_while_driving,
-    which left a fault nothing to trip): a reflex injected by the emulator, a spoofed chunk from a second
-    publisher, the policy killed and hung, a camera lost, and an e-stop across a controller restart. Each: the
-    arm holds (or errs) within the bound, control resumes only on an explicit (recover and) enable, and the
-    FR3 saw no reflex but the injected one."""
+    """The fault tests of tests/nodes, on the real profile against the strict emulator (mail-il up, factor 0.6: at
+    0.3 the shipped policy's chunks, planned from cameras replaying a still scene (MIN_ACCEPTED), are refused far
+    from the slowed arm and the watchdog trips on its own while driving, as the two tests above record in
+    watchdog_trips_while_driving, which left a fault nothing to trip): a reflex injected by the emulator, a
+    spoofed chunk from a second publisher, the policy killed and hung, a camera lost, and an e-stop across a
+    controller restart. Each: the arm holds (or errs) within the bound, control resumes only on an explicit
+    (recover and) enable, and the FR3 saw no reflex but the injected one."""
     import signal
 
     from mail_msgs.msg import ActionChunk, ControllerStatus, PolicyStatus
