@@ -79,7 +79,8 @@ def table(last: dict, best5: dict, tasks: list[str]) -> list[dict]:
         if merged and len(per_task) == len(tasks):  # the mean over the tasks, per seed that has every task
             b5 = [r["best5"] for r in per_task if r["best5"] is not None]
             rows.append(dict(backbone=backbone, task="mean", **summarize(merged),
-                             best5=sum(b5) / len(b5) if len(b5) == len(per_task) else None, best5_seeds=[],
+                             best5=sum(b5) / len(b5) if len(b5) == len(per_task) else None,
+                             best5_seeds=sorted(set.intersection(*(set(r["best5_seeds"]) for r in per_task))),
                              dp3_image_dp_v2=sum(DP3_IMAGE_DP_V2.get(t, 0) for t in tasks) / len(tasks)
                              if all(t in DP3_IMAGE_DP_V2 for t in tasks) else None))
     return rows
@@ -88,6 +89,11 @@ def table(last: dict, best5: dict, tasks: list[str]) -> list[dict]:
 def markdown(rows: list[dict], tasks: list[str]) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.0f}"
+
+    def seeds(r):  # one seed: its count; several: each seed's rate, so their spread shows beside the pooled interval
+        if len(r["seeds"]) == 1:
+            return "1 seed"
+        return "seeds " + " / ".join(pct(ok / n) for ok, n in r["per_seed"].values())
 
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
     head = "| task | " + " | ".join(f"{b}: last (95 % Wilson) | {b}: best-5" for b in backbones)
@@ -99,11 +105,12 @@ def markdown(rows: list[dict], tasks: list[str]) -> str:
             r = cell.get((b, task))
             out += ["-", "-"] if r is None else [
                 f"{pct(r['pooled_rate'])} % ({pct(r['pooled_wilson95'][0])}-{pct(r['pooled_wilson95'][1])}), "
-                f"{len(r['seeds'])} seed{'s' * (len(r['seeds']) != 1)}", f"{pct(r['best5'])} %"]
+                f"{seeds(r)}", "-" if r["best5"] is None else f"{pct(r['best5'])} %"]
         ref = DP3_IMAGE_DP_V2.get(task) if task != "mean" else next(
             (r["dp3_image_dp_v2"] for r in rows if r["task"] == "mean"), None)
         lines.append(f"| {task} | " + " | ".join(out) + f" | {pct(ref)} % |")
-    lines += ["", "Per-seed t intervals of the last checkpoints' rates are in the JSON (seed_t95)."]
+    lines += ["", "last: pooled over the seeds' episodes (Wilson), then each seed's own rate in seed order; the t "
+              "intervals of the per-seed rates are in the JSON (seed_t95)."]
     return "\n".join(lines) + "\n"
 
 

@@ -36,11 +36,14 @@ def test_pools_the_last_checkpoints_and_averages_best5(tmp_path):
     assert push["best5"] == pytest.approx(0.5) and push["dp3_image_dp_v2"] == pytest.approx(0.30)
     mean = rows[("D-Ma", "mean")]  # the two tasks' episodes of each seed together
     assert (mean["successes"], mean["episodes"]) == (84, 400) and mean["best5"] == pytest.approx(0.25)
+    assert mean["best5_seeds"] == [0, 1]
     assert mean["dp3_image_dp_v2"] == pytest.approx(0.15)
     assert rows[("D-Tr", "push")]["seeds"] == [0]  # its seed 1 did not finish: left out, said so
     assert out["left_out"] == ["D-Tr seed 1 (metaworld_s1.json): no finished last evaluation"]
     text = (tmp_path / "t.md").read_text()
     assert "| push | 40 % (" in text and "Left out" in text
+    assert "seeds 30 / 50 | 50 % |" in text  # D-Ma's push: each seed's rate beside the pooled one
+    assert "| 10 % (6-17), 1 seed | 20 % |" in text  # D-Tr's push: seed 0 alone
 
 
 def test_nothing_finished_is_an_error(tmp_path, capsys):
@@ -63,3 +66,5 @@ def test_a_best5_of_fewer_checkpoints_is_not_scored(tmp_path):
     push = {(r["backbone"], r["task"]): r for r in out["rows"]}[("DP-UNet", "push")]
     assert push["seeds"] == [0, 1] and push["best5"] == pytest.approx(0.40) and push["best5_seeds"] == [0]
     assert out["left_out"] == ["DP-UNet seed 1 (metaworld_s1.json): best-5 from 1 of 5 checkpoints, not scored"]
+    mean = {(r["backbone"], r["task"]): r for r in out["rows"]}[("DP-UNet", "mean")]
+    assert mean["best5_seeds"] == [0]  # the mean's best-5 is seed 0's alone, as each task's
