@@ -25,7 +25,7 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import String
 
-from mail_policy_node.nodes import construct, forward_python_logging, refuse_sim_time, wait_for_listeners
+from mail_policy_node.nodes import construct, forward_python_logging, refuse_sim_time, shut_down, wait_for_listeners
 from mail_policy_node.nodes.diagnostics import OK, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.ros_convert import from_time, to_time
@@ -146,7 +146,7 @@ def main(args=None):
         pass
     finally:
         node.destroy_node()
-        rclpy.try_shutdown()
+        shut_down()
 
 
 if __name__ == "__main__":

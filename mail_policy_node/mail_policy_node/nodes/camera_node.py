@@ -38,7 +38,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float64MultiArray, String
 
 from mail_policy_node.data.cameras import CameraError, camera_parameters, make_camera_source
-from mail_policy_node.nodes import refuse_sim_time, run, wait_for_listeners
+from mail_policy_node.nodes import refuse_sim_time, run, shut_down, wait_for_listeners
 from mail_policy_node.nodes.diagnostics import ERROR, OK, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.ros_convert import camera_info_msg, image_msg
@@ -256,7 +256,7 @@ class CameraNode(LifecycleNode):
 
     def _shut_down_on_failure(self) -> None:
         if self.failure is not None:
-            self.context.try_shutdown()
+            shut_down(self.context)
 
     def destroy_node(self):
         self._release()

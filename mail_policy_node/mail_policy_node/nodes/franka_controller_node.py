@@ -50,7 +50,7 @@ from mail_policy_node.control.franky_arm import ArmClockPacer, FrankyArm, run_cy
 from mail_policy_node.control.params import CONTROLLER_PARAMETERS, controller_setup, is_loopback
 from mail_policy_node.control.safety import CommandState
 from mail_policy_node.data.sync import ClockMapper
-from mail_policy_node.nodes import NodeClock, run
+from mail_policy_node.nodes import NodeClock, run, shut_down
 from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.qos import STATUS_QOS
@@ -273,7 +273,7 @@ class FrankaControllerNode(LifecycleNode):
                 pass
             self.publish_status()
             self.exit_code = 1
-            self.context.try_shutdown()
+            shut_down(self.context)
 
     def _control_loop(self) -> None:
         clock = self.clock
