@@ -71,7 +71,9 @@ POLICY_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("device", default_of(EngineConfig, "device"), "where the policy runs: cpu, cuda or cuda:N"),
     Parameter("task", "", "the task a multi-task checkpoint is asked for (one of the tasks it was trained on; its "
               "goal is that task's one-hot); '' = none, which refuses a multi-task checkpoint. A single-task "
-              "checkpoint does not use it"),
+              "checkpoint does not use it. Setting it at run time starts a new episode on that task; its chunks "
+              "drive the arm only after the controller is enabled again (another task is another policy to it)",
+              read_only=False),
     Parameter("history_mode", "", "the policy's observation history; '' = the checkpoint's own",
               choices=("",) + HISTORIES),
     Parameter("sampler", "", "the DDPM head's sampler; '' = the checkpoint's own (ddpm, as in the paper)",
@@ -224,19 +226,33 @@ class PolicyRuntime:
     def swap_pending(self) -> bool:
         return self._pending is not None
 
-    def reset_episode(self) -> None:
-        with self._lock:
-            self.policy.engine.reset()
-            self.sync.reset()
-            self.episode_steps = 0
+    @property
+    def swapping(self) -> bool:
+        """A swap is pending, or the checkpoint it installed is on probation (the one it replaced kept)."""
+        return self._pending is not None or self._previous is not None
 
     def set_task(self, task: str) -> None:
         """Ask the running multi-task checkpoint for ``task`` (its goal, `task_goal`) from the next observation
-        on; with `reset_episode`, between episodes. A task it was not trained on is a CheckpointError and
-        changes nothing. The replay asks each recorded episode's task; the policy node's is fixed at load."""
+        on. Another task than the running one opens a new episode (a history built under the old goal is not
+        carried into the new one), and its chunks say the task (ActionChunk.task): to the controller, another
+        policy. A task it was not trained on is a CheckpointError and changes nothing. The replay asks each
+        recorded episode's task; the policy node its `task` parameter's."""
         goal = task_goal(self.spec, task)
+        task = task if goal is not None else ""
         with self._lock:
-            self.policy = replace(self.policy, task=task if goal is not None else "", goal=goal)
+            changed = task != self.policy.task
+            self.policy = replace(self.policy, task=task, goal=goal)
+            if changed:
+                self._reset_episode()
+
+    def reset_episode(self) -> None:
+        with self._lock:
+            self._reset_episode()
+
+    def _reset_episode(self) -> None:
+        self.policy.engine.reset()
+        self.sync.reset()
+        self.episode_steps = 0
 
     # ---- inputs (called from subscription callbacks) ---------------------------------------------
     def _stamp_ok(self, stamp: float) -> float | None:
@@ -356,7 +372,7 @@ class PolicyRuntime:
         self._retry = False
         if not self._proven:
             self._proven, self._refused_in_a_row, self._previous, self.error = True, 0, None, None
-        chunk = out.to_action_chunk(0, policy_id=self.policy.policy_id, sequence=self.sequence)
+        chunk = out.to_action_chunk(0, policy_id=self.policy.policy_id, sequence=self.sequence, task=self.policy.task)
         chunk.execute_horizon = self.horizon
         self.sequence += 1
         self.chunks += 1

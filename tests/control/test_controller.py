@@ -30,11 +30,12 @@ def make(period=0.01, blend="replace", timeout=0.5, dry_run=False, names=NAMES, 
     return c
 
 
-def joint_chunk(stamp, rows, seq, dt=0.1, offset=0.0, policy="p", execute=0):
+def joint_chunk(stamp, rows, seq, dt=0.1, offset=0.0, policy="p", execute=0, task=""):
     rows = np.atleast_2d(np.asarray(rows, dtype=float))
     if rows.shape[1] == 7:
         rows = np.column_stack([rows, np.full(len(rows), 0.04)])
-    return ActionChunk(stamp, offset, dt, rows, NAMES, policy_id=policy, sequence=seq, execute_horizon=execute)
+    return ActionChunk(stamp, offset, dt, rows, NAMES, policy_id=policy, sequence=seq, execute_horizon=execute,
+                       task=task)
 
 
 def test_config_validates_action_names():
@@ -443,6 +444,26 @@ def test_after_enable_only_the_first_policy_drives_until_the_next_enable():
     assert c.mode == Mode.DISABLED and c.enable(0.5)[0]
     assert c.submit_chunk(joint_chunk(0.5, [READY_POSE] * 5, seq=1, policy="b"), now=0.5).ok
     assert c.status().active_policy_id == "b"
+
+
+def test_the_same_checkpoint_asked_for_another_task_drives_only_after_an_enable():
+    """A multi-task checkpoint's task set at run time (the policy node's task parameter): the chunks of the
+    new task come from the same checkpoint (policy_id) but ask for something else. They are another policy's:
+    the arm runs out the enabled task's chunk and holds, and the new task drives after an enable."""
+    c = make()
+    assert c.submit_chunk(joint_chunk(0.0, [READY_POSE] * 5, seq=0, task="reach"), now=0.0).ok
+    v = c.submit_chunk(joint_chunk(0.1, [READY_POSE] * 5, seq=1, task="push"), now=0.1)
+    assert not v.ok and v.reason == ChunkRejection.OTHER_POLICY, v
+    assert "'p' on task 'push' is not the enabled one ('p' on task 'reach')" in v.detail, v.detail
+    assert c.submit_chunk(joint_chunk(0.1, [READY_POSE] * 5, seq=2, task="reach"), now=0.1).ok  # the enabled task
+    c.disable()
+    for k in range(1, 50):
+        c.step(k * 0.01)
+    assert c.mode == Mode.DISABLED and c.enable(0.5)[0]
+    assert c.submit_chunk(joint_chunk(0.5, [READY_POSE] * 5, seq=3, task="push"), now=0.5).ok
+    v = c.submit_chunk(joint_chunk(0.6, [READY_POSE] * 5, seq=4, task="reach"), now=0.6)
+    assert not v.ok and v.reason == ChunkRejection.OTHER_POLICY, v
+    assert c.status().active_policy_id == "p"
 
 
 @pytest.mark.parametrize("rows, reason", [

@@ -44,9 +44,11 @@ def test_every_parameter_is_described_once_with_its_default_inside_what_it_takes
         p.check(p.default)
 
 
-def test_only_the_policys_checkpoint_changes_at_run_time():
+def test_only_the_policys_checkpoint_and_task_change_at_run_time():
+    """A hot swap and a multi-task checkpoint's task (`ros2 param set`); no safety limit, no robot address."""
     writable = {(m, p.name) for m, table in tables().items() for p in table if not p.read_only}
-    assert writable == {("mail_policy_node.nodes.policy_node", "checkpoint")}  # hot swap: ros2 param set
+    assert writable == {("mail_policy_node.nodes.policy_node", "checkpoint"),
+                        ("mail_policy_node.nodes.policy_node", "task")}
 
 
 @pytest.mark.parametrize("profile_name", ["real_robot", "sim", "replay"])

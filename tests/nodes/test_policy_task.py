@@ -3,7 +3,9 @@ trained (a few steps, real bags, real safetensors checkpoint) on two tasks is re
 task (an ERROR status naming the tasks, no chunk); a node given either task runs it, and the chunks for the
 same inputs differ with the task, each matching the policy run in this process on that task's goal (the
 one-hot reaches the policy through the node); a hot swap to a multi-task checkpoint that was not trained on
-the node's task is refused and the old policy keeps publishing.
+the node's task is refused and the old policy keeps publishing; the task set at run time switches a running
+node to it (a new episode, its chunks saying the task) and starts the node that had none, while a task the
+checkpoint does not know is refused.
 
 Three policy nodes run side by side on one checkpoint root (their chunk and status topics remapped apart),
 all fed the same constant camera frames and joint state by this process."""
@@ -169,6 +171,7 @@ def test_each_task_runs_and_its_goal_reaches_the_policy(graph, checkpoint_root):
         assert s.checkpoint == "two" and s.chunks_published >= 1, s
     first = {n: graph.chunks[n][0] for n in ("reach", "push")}
     assert first["reach"].policy_id == first["push"].policy_id != ""  # one checkpoint
+    assert (first["reach"].task, first["push"].task) == ("reach", "push")  # each chunk says its task
     for n in ("reach", "push"):  # deterministic: constant inputs, the same chunk every time
         assert all(np.allclose(actions(c), actions(first[n]), atol=1e-6) for c in graph.chunks[n][1:3]), n
     # the same inputs, another task: another chunk
@@ -204,8 +207,6 @@ def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
     assert not r.successful, "the swap to 'other' was accepted"
     assert "'other' refused" in r.reason and "'reach' is not one this policy was trained on" in r.reason, r.reason
     assert "['push', 'pick_place']" in r.reason, r.reason
-    r = set_param("task", "push")  # read-only: the task is chosen at start
-    assert not r.successful, "the task parameter was set at run time"
     n = len(chunks)
     wait_for(lambda: len(chunks) >= n + 3, 30, what="chunks after the refused swap")
     assert all(c.policy_id == policy_id and c.checkpoint == "two" for c in chunks)
@@ -217,7 +218,6 @@ def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
     s = wait_for(lambda: graph.status["reach"][-1] if graph.status["reach"][-1].chunks_published > n else None, 10,
                  what="a newer status")
     assert s.state == PolicyStatus.STATE_RUNNING and s.checkpoint == "two" and s.policy_id == policy_id, s
-
 
 
 def test_a_policy_no_fr3_executes_is_refused_at_start(graph, checkpoint_root):
@@ -247,3 +247,54 @@ def test_a_policy_no_fr3_executes_is_refused_at_start(graph, checkpoint_root):
         assert proc.poll() is None  # up, for a checkpoint it can run
     finally:
         stop_process(proc)
+
+
+def set_parameter(graph, node: str, name: str, value):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(graph.p.node, f"policy_{node}")
+    assert client.wait_for_services(timeout_sec=30)
+    future = client.set_parameters([Parameter(name, value=value)])
+    wait_for(future.done, 60, what=f"set {name} on {node}")
+    return future.result().results[0]
+
+
+def test_the_task_set_at_run_time_switches_the_policy_and_starts_a_node_that_had_none(graph):
+    """Run last: it changes the push node's task and starts the node without one."""
+    from mail_msgs.msg import PolicyStatus
+
+    for n in ("reach", "push"):
+        graph.wait_chunks(n, 3)
+    reach = actions(graph.chunks["reach"][-1])
+    chunks = graph.chunks["push"]
+    r = set_parameter(graph, "push", "task", "pick_place")  # not a task of the checkpoint: refused
+    assert not r.successful and "'pick_place' is not one this policy was trained on" in r.reason, r.reason
+    n = len(chunks)
+    graph.wait_chunks("push", n + 3)
+    assert all(c.task == "push" for c in chunks)  # it runs on as it was
+
+    r = set_parameter(graph, "push", "task", "reach")
+    assert r.successful, r.reason
+    n = len(chunks)
+    graph.wait_chunks("push", n + 5)
+    switched = [c for c in chunks[n:] if c.task == "reach"]
+    assert switched and all(c.task == "reach" for c in chunks[chunks.index(switched[0]):]), [c.task for c in chunks]
+    assert all(c.policy_id == chunks[0].policy_id for c in switched)  # the same checkpoint, another task
+    for c in switched:  # the reach policy's chunk now: the same inputs, the reach goal
+        np.testing.assert_allclose(actions(c), reach, atol=1e-4)
+    s = wait_for(lambda: graph.status["push"][-1] if graph.status["push"][-1].task == "reach" else None, 10,
+                 what="the push node's status on the reach task")
+    assert s.state == PolicyStatus.STATE_RUNNING, s
+
+    # the node that had no task (its checkpoint refused): the task set, it loads the checkpoint and runs it
+    assert graph.chunks["none"] == []
+    r = set_parameter(graph, "none", "task", "push")
+    assert r.successful, r.reason
+    graph.wait_chunks("none", 3)
+    assert all(c.task == "push" and c.checkpoint == "two" for c in graph.chunks["none"])
+    push = actions(graph.chunks["push"][0])  # the push node's chunks before it switched
+    np.testing.assert_allclose(actions(graph.chunks["none"][-1]), push, atol=1e-4)
+    s = wait_for(lambda: graph.status["none"][-1] if graph.status["none"][-1].state == PolicyStatus.STATE_RUNNING
+                 else None, 10, what="the node without a task running")
+    assert s.task == "push" and s.checkpoint == "two", s

@@ -46,13 +46,13 @@ class Rig:
         self.pacer = ArmClockPacer(period, ARM_CLOCK_WAIT_CYCLES * period) if paced else None  # as the node
         run_cycle(self.ctrl, self.arm)  # the first joint state
 
-    def chunk(self, offset, gripper=0.08, horizon=8):
+    def chunk(self, offset, gripper=0.08, horizon=8, task=""):
         """A 10 Hz policy's chunk: from the arm's command to START + offset in ``horizon`` steps of 0.1 s."""
         here = self.ctrl.command.q
         rows = here + np.arange(1, horizon + 1)[:, None] / horizon * (START + np.asarray(offset) - here)
         self.seq += 1
         return ActionChunk(time.time(), 0.1, 0.1, np.column_stack([rows, np.full(horizon, gripper)]), NAMES,
-                           policy_id="scenario", sequence=self.seq)
+                           policy_id="scenario", sequence=self.seq, task=task)
 
     def run(self, seconds, chunk_fn=None):
         period = self.setup.controller.safety.cycle_period
@@ -136,6 +136,32 @@ def reflex():
     out["commands_before"] = before
     out["mode_at_end"] = r.ctrl.mode.name
     out["reflexes"] = [x["errors"] for x in r.emu.reflexes]
+    return out
+
+
+def task_change():
+    """A multi-task policy drives joint 1 toward +0.15 rad on task "reach"; then its task is set to "push",
+    whose chunks head for -0.15 rad; later the operator enables again."""
+    r = Rig()
+    assert r.ctrl.enable()[0]
+    r.run(1.0, lambda: r.chunk([0.15, 0, 0, 0, 0, 0, 0], task="reach"))
+    at_switch = float(r.state()[0])
+    rejected = r.ctrl.counters.rejections.get("other_policy", 0)
+    j1 = []
+
+    def push():
+        j1.append(float(r.state()[0]))
+        return r.chunk([-0.15, 0, 0, 0, 0, 0, 0], task="push")
+
+    r.run(1.5, push)
+    out = {"moved_on_reach": at_switch - START[0], "lowest_after_switch": min(j1), "at_switch": at_switch,
+           "mode_after_switch": r.ctrl.mode.name, "reason": r.ctrl.reason,
+           "refused_other_policy": r.ctrl.counters.rejections.get("other_policy", 0) - rejected}
+    out["enable"] = list(r.ctrl.enable())
+    r.run(1.5, lambda: r.chunk([-0.15, 0, 0, 0, 0, 0, 0], task="push"))
+    out["after_enable"] = float(r.state()[0])
+    out["mode_at_end"] = r.ctrl.mode.name
+    out["reflexes"] = len(r.emu.reflexes)
     return out
 
 

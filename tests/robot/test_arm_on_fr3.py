@@ -83,6 +83,23 @@ def test_a_reflex_is_an_error_until_recovered_and_enabled_again():
     assert r["reflexes"] == [["cartesian_reflex"]]
 
 
+def test_a_task_changed_at_run_time_drives_the_arm_only_after_an_enable():
+    """The policy node's task is settable at run time: a multi-task checkpoint then sends another task's chunks
+    under the same policy_id. Bound to the policy_id alone, the controller would have steered the arm straight
+    from one task's motion into the other's. Now another task is another policy: its chunks are refused, the
+    arm runs out the enabled task's chunk and holds still, and the new task drives after an enable."""
+    r = scenario("task_change")
+    print(r)
+    assert r["moved_on_reach"] > 0.03, r  # the first task drove the arm
+    assert r["refused_other_policy"] >= 10, r  # every chunk of the new task, one per 0.1 s
+    assert r["mode_after_switch"] == "HOLDING" and r["reason"] == "chunk_timeout", r  # the watchdog held it
+    # never toward the new task's target (-0.15 rad): at most the enabled chunk's own run-out and stop
+    assert r["lowest_after_switch"] > r["at_switch"] - 0.01, r
+    assert r["enable"] == [True, "enabled"]
+    assert r["after_enable"] < r["at_switch"] - 0.05 and r["mode_at_end"] == "ENABLED", r  # now it drives
+    assert r["reflexes"] == 0
+
+
 def test_the_loop_keeps_to_an_arm_whose_clock_runs_slow():
     """franky-sim on a loaded 2-core machine runs at about a third of real time. The loop, paced by the wall
     clock alone, streamed each velocity for a third of a cycle of the arm's time: the command ran ahead of

@@ -259,14 +259,23 @@ def test_runtime_refuses_a_multi_task_checkpoint_without_its_task_and_feeds_the_
     with pytest.raises(CheckpointError, match="'pick_place' is not one"):
         rt.set_task("pick_place")
     assert rt.status()["task"] == "push" and rt.policy.goal.tolist() == [0, 1]
+    assert chunks["push"].task == "push"  # each chunk says its task: the controller's source (policy_id, task)
+    # another task opens a new episode by itself (the policy node's task set at run time: no history built
+    # under the old goal runs on): the first chunk is a fresh episode's, as that task's own runtime made it
+    clock.t += 0.1
+    feed(rt, clock, 0)
+    clock.t += 0.01
+    assert rt.tick() is not None and rt.episode_steps > 0
     rt.set_task("reach")
-    rt.reset_episode()
+    assert rt.episode_steps == 0
     clock.t += 0.1
     feed(rt, clock, 1)
     clock.t += 0.01
     again = rt.tick()
-    assert rt.status()["task"] == "reach" and rt.policy.goal.tolist() == [1, 0]
+    assert rt.status()["task"] == "reach" and rt.policy.goal.tolist() == [1, 0] and again.task == "reach"
     np.testing.assert_allclose(again.actions, chunks["reach"].actions, atol=1e-6)
+    rt.set_task("reach")  # the running task again: the episode goes on
+    assert rt.episode_steps > 0
 
 
 # ---- the goal is used ---------------------------------------------------------------------------------------

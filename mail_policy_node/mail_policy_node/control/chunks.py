@@ -64,6 +64,13 @@ class ActionChunk:
     policy_id: str = ""
     sequence: int = 0
     execute_horizon: int = 0  # actions run before the policy replans (the watchdog's deadline); 0 = not said
+    task: str = ""  # the task a multi-task checkpoint was asked for; "" for a checkpoint without tasks
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """The policy this chunk comes from: its checkpoint and the task it was asked for. Another task is
+        another policy to the controller (its chunks drive the arm only after an enable)."""
+        return self.policy_id, self.task
 
     def due_times(self) -> np.ndarray:
         return self.stamp + self.start_offset + self.dt * np.arange(len(self.actions))
@@ -76,7 +83,7 @@ class ActionChunk:
     @classmethod
     def from_flat(cls, stamp: float, start_offset: float, dt: float, horizon: int, dimension: int, actions,
                   names, action_space: str, policy_id: str = "", sequence: int = 0,
-                  execute_horizon: int = 0) -> ActionChunk:
+                  execute_horizon: int = 0, task: str = "") -> ActionChunk:
         """From mail_msgs/ActionChunk fields (times already in seconds). Never raises on inconsistent
         sizes: the chunk then carries an empty (0, D) array and is rejected as MALFORMED."""
         flat = np.asarray(actions, dtype=float).ravel()
@@ -86,7 +93,7 @@ class ActionChunk:
         else:
             rows = np.zeros((0, len(names)))
         return cls(float(stamp), float(start_offset), float(dt), rows, names, str(action_space), str(policy_id),
-                   int(sequence), int(execute_horizon))
+                   int(sequence), int(execute_horizon), str(task))
 
 
 @dataclass(frozen=True)

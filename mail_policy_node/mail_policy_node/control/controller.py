@@ -20,14 +20,14 @@ wall clock (plus ``max_clock_offset``) means the hosts' clocks disagree: refused
 ``wall_clock`` (tests), stamps are on ``clock`` already.
 
 Who drives the arm changes only with an enable: the first chunk accepted after an enable binds its
-``policy_id``; chunks of another policy (a hot swap, a second policy node) are refused until the next
-enable. Chunks are refused, before they can reach the arm, when their targets lie outside the FR3's
-joint range, when consecutive actions are further apart than the FR3 can move in ``dt``, when the
-first action to run is further than ``max_start_distance`` from the arm, and when they are in an action space
-no FR3 executes (a simulated benchmark's: Meta-World's hand steps, spec.ROBOT_ACTION_SPACES; no controller can
-be configured for one either). The watchdog expects the next
-chunk one replanning period (the chunk's ``execute_horizon`` x ``dt``) after each accepted one, and holds
-the arm ``watchdog_timeout`` after that (control/watchdog.py).
+source (``policy_id`` and, for a multi-task checkpoint, its ``task``); chunks of another policy (a hot swap,
+a second policy node, the same checkpoint asked for another task) are refused until the next enable.
+Chunks are refused, before they can reach the arm, when their targets lie outside the FR3's joint range,
+when consecutive actions are further apart than the FR3 can move in ``dt``, when the first action to run is
+further than ``max_start_distance`` from the arm, and when they are in an action space no FR3 executes (a
+simulated benchmark's: Meta-World's hand steps, spec.ROBOT_ACTION_SPACES; no controller can be configured for
+one either). The watchdog expects the next chunk one replanning period (the chunk's ``execute_horizon`` x
+``dt``) after each accepted one, and holds the arm ``watchdog_timeout`` after that (control/watchdog.py).
 
 ``ee_delta_pose`` chunks are converted to joint targets when accepted: action i's [dx dy dz] is added
 to the TCP position at the chunk's stamp and [drx dry drz] (a rotation vector in the base frame)
@@ -64,6 +64,12 @@ from .watchdog import TripReason, Watchdog, WatchdogConfig
 # targets in nearly every cycle of any motion; they are counted per name in ``Counters.limits`` only.
 OVERRIDES = (Limit.INVALID_INPUT | Limit.POSITION | Limit.VELOCITY | Limit.STEP | Limit.WORKSPACE
              | Limit.GRIPPER | Limit.TCP_SPEED)
+
+
+def describe_source(source: tuple[str, str]) -> str:
+    """An ActionChunk.source for a log line: 'policy_id', or 'policy_id' on task 'push'."""
+    policy_id, task = source
+    return f"{policy_id!r}" + (f" on task {task!r}" if task else "")
 
 
 class Mode(enum.IntEnum):
@@ -184,7 +190,7 @@ class ArmController:
         self.transitions: collections.deque = collections.deque(maxlen=100)  # (Mode, reason), newest last
         self._disable_requested = False
         self._estop_active = False
-        self._driver: str | None = None  # policy_id bound by the first chunk accepted after enable
+        self._driver: tuple[str, str] | None = None  # ActionChunk.source bound by the first chunk after enable
         self._replan_period = 0.0  # what the last chunk from the driving policy said (ActionChunk.replan_period)
         self._cmd: CommandState | None = (CommandState.at_rest(initial_q, initial_gripper)
                                           if initial_q is not None else None)
@@ -253,7 +259,7 @@ class ArmController:
             self.counters.rejections[verdict.reason.value] += 1
             return verdict
         if self._driver is None and self.mode == Mode.ENABLED:
-            self._driver = chunk.policy_id
+            self._driver = chunk.source
         self.counters.actions_dropped_stale += verdict.dropped_stale
         self.watchdog.feed(now, chunk.replan_period())
         return verdict
@@ -266,10 +272,10 @@ class ArmController:
         return Accepted(False, reason, detail=detail)
 
     def _check_source(self, chunk: ActionChunk) -> Accepted:
-        if self._driver is not None and chunk.policy_id != self._driver:
+        if self._driver is not None and chunk.source != self._driver:
             return Accepted(False, ChunkRejection.OTHER_POLICY,
-                            detail=f"policy {chunk.policy_id!r} is not the enabled one ({self._driver!r}): "
-                                   "enable again to switch")
+                            detail=f"policy {describe_source(chunk.source)} is not the enabled one "
+                                   f"({describe_source(self._driver)}): enable again to switch")
         return Accepted(True)
 
     def _check_rows(self, chunk: ActionChunk, rows: np.ndarray, now: float) -> Accepted:
@@ -482,7 +488,7 @@ class ArmController:
         ages = np.asarray(c.chunk_ages) * 1e3
         return StatusSnapshot(
             mode=self.mode, reason=self.reason, mode_since=self.mode_since, dry_run=self.config.dry_run,
-            active_policy_id=self._driver or ("" if active is None else active.policy_id),
+            active_policy_id=self._driver[0] if self._driver else ("" if active is None else active.policy_id),
             active_sequence=0 if active is None else active.sequence,
             chunks_received=c.chunks_received, chunks_rejected=c.chunks_rejected,
             actions_dropped_stale=c.actions_dropped_stale, watchdog_trips=c.watchdog_trips,

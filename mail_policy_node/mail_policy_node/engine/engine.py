@@ -125,11 +125,11 @@ class EngineChunk:
     timing: dict = field(default_factory=dict)  # observe_s, act_s
     steps: int = 0  # observations since reset (smallest over rows)
 
-    def to_action_chunk(self, row: int = 0, policy_id: str = "", sequence: int = 0) -> ActionChunk:
+    def to_action_chunk(self, row: int = 0, policy_id: str = "", sequence: int = 0, task: str = "") -> ActionChunk:
         """The controller's chunk (control.chunks.ActionChunk) for one row."""
         return ActionChunk(stamp=float(self.stamp[row]), start_offset=self.start_offset, dt=self.dt,
                            actions=self.actions[row].astype(np.float64), names=self.names,
-                           action_space=self.action_space, policy_id=policy_id, sequence=sequence)
+                           action_space=self.action_space, policy_id=policy_id, sequence=sequence, task=task)
 
 
 def sample_chunk(policy: MailPolicy, run, batch: int, noise: Tensor | None, sampler: str | None) -> Tensor:

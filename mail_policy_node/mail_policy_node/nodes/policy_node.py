@@ -176,7 +176,14 @@ class PolicyNode(Node):
             self._subscribed.add("joints")
 
     def on_set_parameters(self, params) -> SetParametersResult:
-        for p in params:
+        # the task first: a checkpoint set with it loads for that task
+        for p in sorted(params, key=lambda p: p.name != "task"):
+            if p.name == "task":
+                refused = self._set_task(p.value)
+                if refused:
+                    self.get_logger().warn(refused)
+                    return SetParametersResult(successful=False, reason=refused)
+                continue
             if p.name != "checkpoint":
                 continue
             if p.value == self._restoring:  # set back to the checkpoint that runs again: nothing to load
@@ -200,6 +207,36 @@ class PolicyNode(Node):
             self.get_logger().info(f"checkpoint {short(p.value)} ({loaded.policy_id}) swaps in at the next "
                                    "chunk boundary")
         return SetParametersResult(successful=True)
+
+    def _set_task(self, task: str) -> str | None:
+        """The `task` parameter set at run time: the running checkpoint asked for it from a new episode (its
+        chunks then say the task, and the controller waits for an enable). Where no checkpoint runs because
+        the one set needs a task, it loads for this one. Returns why it is refused (nothing changes then)."""
+        rt = self.runtime
+        if rt is None:
+            name = self.get_parameter("checkpoint").value
+            if name and self._loading is None:
+                self.task, old = task, self.task
+                try:
+                    self._start(self._load(name))
+                except Exception as exc:  # noqa: BLE001 - refused, as a checkpoint is: the node stays as it was
+                    self.task = old
+                    return f"task {task!r} refused: checkpoint {short(name)} does not load for it: {exc}"
+            self.task = task
+            return None
+        if task == rt.policy.task:
+            self.task = task
+            return None
+        if rt.swapping:
+            return f"task {task!r} refused: a checkpoint swap is under way; set the task once it runs"
+        try:
+            rt.set_task(task)
+        except CheckpointError as exc:
+            return f"task {task!r} refused: {exc}"
+        self.task = task
+        if rt.policy.task:  # a single-task checkpoint does not use it
+            self.get_logger().info(f"task {task!r}: a new episode; the controller takes its chunks after an enable")
+        return None
 
     # ---- inputs -----------------------------------------------------------------------------------
     def on_image(self, camera: str, msg: Image) -> None:
@@ -295,6 +332,7 @@ class PolicyNode(Node):
                 m.state, m.reason = PolicyStatus.STATE_LOADING, "new checkpoint swaps in at the next chunk boundary"
             m.policy_id, m.checkpoint, m.history_mode, m.device = (s["policy_id"], s["checkpoint"], s["history"],
                                                                    s["device"])
+            m.task = s["task"]
             m.observations_received, m.chunks_published, m.episode_steps = (s["observations"], s["chunks"],
                                                                             s["episode_steps"])
             for cause in set(s["drops"]) - self._logged_causes - set(TIME_EVENT_CAUSES):

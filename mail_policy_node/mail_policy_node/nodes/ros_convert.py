@@ -62,6 +62,7 @@ def chunk_to_msg(chunk, checkpoint: str = "", inference_time: float = 0.0, frame
     m.header.frame_id = frame_id
     m.policy_id = chunk.policy_id
     m.checkpoint = checkpoint
+    m.task = chunk.task
     m.sequence = int(chunk.sequence)
     m.action_space = chunk.action_space
     m.dimension_names = list(chunk.names)
@@ -83,4 +84,5 @@ def chunk_from_msg(m):
                                  dt=from_time(m.dt), horizon=int(m.horizon), dimension=int(m.dimension),
                                  actions=m.actions, names=tuple(m.dimension_names), action_space=m.action_space,
                                  policy_id=m.policy_id, sequence=int(m.sequence),
-                                 execute_horizon=int(m.execute_horizon))
+                                 execute_horizon=int(m.execute_horizon),
+                                 task=getattr(m, "task", ""))  # bags recorded before chunks said their task
