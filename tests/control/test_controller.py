@@ -455,6 +455,7 @@ def test_the_same_checkpoint_asked_for_another_task_drives_only_after_an_enable(
     v = c.submit_chunk(joint_chunk(0.1, [READY_POSE] * 5, seq=1, task="push"), now=0.1)
     assert not v.ok and v.reason == ChunkRejection.OTHER_POLICY, v
     assert "'p' on task 'push' is not the enabled one ('p' on task 'reach')" in v.detail, v.detail
+    assert c.status().active_task == "reach"
     assert c.submit_chunk(joint_chunk(0.1, [READY_POSE] * 5, seq=2, task="reach"), now=0.1).ok  # the enabled task
     c.disable()
     for k in range(1, 50):
@@ -463,7 +464,7 @@ def test_the_same_checkpoint_asked_for_another_task_drives_only_after_an_enable(
     assert c.submit_chunk(joint_chunk(0.5, [READY_POSE] * 5, seq=3, task="push"), now=0.5).ok
     v = c.submit_chunk(joint_chunk(0.6, [READY_POSE] * 5, seq=4, task="reach"), now=0.6)
     assert not v.ok and v.reason == ChunkRejection.OTHER_POLICY, v
-    assert c.status().active_policy_id == "p"
+    assert (c.status().active_policy_id, c.status().active_task) == ("p", "push")
 
 
 @pytest.mark.parametrize("rows, reason", [

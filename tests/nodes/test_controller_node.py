@@ -15,13 +15,14 @@ pytestmark = pytest.mark.ros
 START = [0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785]
 
 
-def make_chunk_msg(seq, stamp_s, targets, dt=0.1):
+def make_chunk_msg(seq, stamp_s, targets, dt=0.1, task=""):
     from mail_policy_node.control.chunks import ActionChunk
     from mail_policy_node.nodes.ros_convert import chunk_to_msg
     from mail_policy_node.spec import FR3_JOINT_NAMES, GRIPPER_NAME
 
     return chunk_to_msg(ActionChunk(stamp=stamp_s, start_offset=0.0, dt=dt, actions=np.asarray(targets, float),
-                                    names=FR3_JOINT_NAMES + (GRIPPER_NAME,), policy_id="test", sequence=seq))
+                                    names=FR3_JOINT_NAMES + (GRIPPER_NAME,), policy_id="test", sequence=seq,
+                                    task=task))
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_chunks_move_the_command_within_limits_and_watchdog_holds(controller):
         seq = 0
         while time.time() < t_feed_end:  # a policy at 10 Hz sending chunks of 5 x 0.1 s toward the goal
             now = time.time()
-            pub.publish(make_chunk_msg(seq, now, [list(goal) + [0.04]] * 5))
+            pub.publish(make_chunk_msg(seq, now, [list(goal) + [0.04]] * 5, task="reach"))
             seq += 1
             time.sleep(0.1)
         n_before_silence = len(commands)
@@ -74,6 +75,7 @@ def test_chunks_move_the_command_within_limits_and_watchdog_holds(controller):
     assert tripped_after < 0.3 + 0.1 + 0.3, f"watchdog tripped {tripped_after:.2f} s after the last chunk"
     s = status[-1]
     assert s.watchdog_trips >= 1 and s.dry_run and s.chunks_received >= 20
+    assert (s.active_policy_id, s.active_task) == ("test", "reach")  # who drove: the checkpoint and its task
     # a loaded machine may deliver a chunk after its last action was due (rejected as all-stale: correct)
     assert s.chunks_rejected < s.chunks_received / 2, (s.chunks_rejected, s.chunks_received)
     # cycles per limit: the 0.3 rad step asks for nothing the limits forbid, so the filter only smoothed

@@ -158,6 +158,7 @@ class StatusSnapshot:
     dry_run: bool
     active_policy_id: str
     active_sequence: int
+    active_task: str  # the task of the policy the last enable bound ("" for none, or a checkpoint without tasks)
     chunks_received: int
     chunks_rejected: int
     actions_dropped_stale: int
@@ -490,6 +491,7 @@ class ArmController:
             mode=self.mode, reason=self.reason, mode_since=self.mode_since, dry_run=self.config.dry_run,
             active_policy_id=self._driver[0] if self._driver else ("" if active is None else active.policy_id),
             active_sequence=0 if active is None else active.sequence,
+            active_task=self._driver[1] if self._driver else "",
             chunks_received=c.chunks_received, chunks_rejected=c.chunks_rejected,
             actions_dropped_stale=c.actions_dropped_stale, watchdog_trips=c.watchdog_trips,
             limit_hits=c.limit_hits, commanded_position=cmd, measured_position=meas,

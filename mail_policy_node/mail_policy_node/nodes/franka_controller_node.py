@@ -371,7 +371,7 @@ class FrankaControllerNode(LifecycleNode):
         now = stamp.nanoseconds * 1e-9
         since = None if not self._loop_alive or stalled else s.mode_since
         m.mode_since = to_time(now if since is None else now - (self.clock.monotonic() - since))
-        m.active_policy_id, m.active_sequence = s.active_policy_id, s.active_sequence
+        m.active_policy_id, m.active_sequence, m.active_task = s.active_policy_id, s.active_sequence, s.active_task
         m.chunks_received, m.chunks_rejected = s.chunks_received, s.chunks_rejected
         m.actions_dropped_stale, m.watchdog_trips, m.limit_hits = \
             s.actions_dropped_stale, s.watchdog_trips, s.limit_hits
