@@ -212,30 +212,25 @@ class PolicyNode(Node):
         """The `task` parameter set at run time: the running checkpoint asked for it from a new episode (its
         chunks then say the task, and the controller waits for an enable). Where no checkpoint runs because
         the one set needs a task, it loads for this one. Returns why it is refused (nothing changes then)."""
-        rt = self.runtime
-        if rt is None:
-            name = self.get_parameter("checkpoint").value
-            if name and self._loading is None:
-                self.task, old = task, self.task
-                try:
-                    self._start(self._load(name))
-                except Exception as exc:  # noqa: BLE001 - refused, as a checkpoint is: the node stays as it was
-                    self.task = old
-                    return f"task {task!r} refused: checkpoint {short(name)} does not load for it: {exc}"
-            self.task = task
-            return None
-        if task == rt.policy.task:
-            self.task = task
-            return None
-        if rt.swapping:
-            return f"task {task!r} refused: a checkpoint swap is under way; set the task once it runs"
-        try:
-            rt.set_task(task)
-        except CheckpointError as exc:
-            return f"task {task!r} refused: {exc}"
+        rt, name = self.runtime, self.get_parameter("checkpoint").value
+        if rt is None and name:
+            old, self.task = self.task, task  # _load reads it
+            try:
+                self._start(self._load(name))
+            except Exception as exc:  # noqa: BLE001 - refused, as a checkpoint is: the node stays as it was
+                self.task = old
+                return f"task {task!r} refused: checkpoint {short(name)} does not load for it: {exc}"
+        elif rt is not None and task != rt.policy.task:
+            if rt.swapping:
+                return f"task {task!r} refused: a checkpoint swap is under way; set the task once it runs"
+            try:
+                rt.set_task(task)
+            except CheckpointError as exc:
+                return f"task {task!r} refused: {exc}"
+            if rt.policy.task:  # a single-task checkpoint does not use it
+                self.get_logger().info(f"task {task!r}: a new episode; the controller takes its chunks after an "
+                                       "enable")
         self.task = task
-        if rt.policy.task:  # a single-task checkpoint does not use it
-            self.get_logger().info(f"task {task!r}: a new episode; the controller takes its chunks after an enable")
         return None
 
     # ---- inputs -----------------------------------------------------------------------------------
