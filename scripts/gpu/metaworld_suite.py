@@ -43,13 +43,14 @@ run one after the other. Seed 0's four calls (H100, 2026-12-06): ~25 s demos (on
 start), then 184,000-194,000 evaluation steps (7 tasks x (100 + 4 x 20) episodes x 146-154 steps, a failure
 runs 200) at 960-1,100/s after a ~30 s start: 206-223 s. PLAN's estimate of the evaluations is set from those.
 
-What travels (scripts/gpu/metaworld_env.sh installs it): the git-ignored folder .mwwheels/ (52.6 MiB; with the
-tracked tree 59.2 MiB of the 64 MiB a call carries): the cp312 manylinux wheels of metaworld 3.1.1, mujoco
-3.3.0 (Meta-World's pin), gymnasium 1.4.0 (+ cloudpickle, farama-notifications), glfw (gymnasium's MuJoCo
-renderer imports it), pyopengl, imageio, packaging, rosbags (+ ruamel.yaml, lz4, backports.zstd, apsw, which
-it imports), safetensors, pyyaml, tqdm, typing_extensions, and gl/ with the Debian packages libegl1,
-libglvnd0, libopengl0. Not carried: scipy (35 MB, Meta-World's rotations), numpy, pillow, absl-py, etils,
-torch: the image's own (device KINDS.md lists them). No mamba-ssm: the small Mamba runs the PyTorch scan.
+What travels (`bash scripts/gpu/pack_carry.sh metaworld` builds it, scripts/gpu/metaworld_env.sh installs it):
+the git-ignored folder .mwwheels/ (52.6 MiB; with the tracked tree 59.2 MiB of the 64 MiB a call carries): the
+cp312 manylinux wheels of metaworld 3.1.1, mujoco 3.3.0 (Meta-World's pin), gymnasium 1.4.0 (+ cloudpickle,
+farama-notifications), glfw (gymnasium's MuJoCo renderer imports it), pyopengl, imageio, packaging, rosbags (+
+ruamel.yaml, lz4, backports.zstd, apsw, which it imports), safetensors, pyyaml, tqdm, typing_extensions, and gl/
+with the Debian packages libegl1, libglvnd0, libopengl0. Not carried: scipy (35 MB, Meta-World's rotations),
+numpy, pillow, absl-py, etils, torch: the image's own (device KINDS.md lists them). No mamba-ssm: the small Mamba
+runs the PyTorch scan.
 """
 
 from __future__ import annotations
