@@ -8,12 +8,13 @@ DP3's published image Diffusion Policy beside them as a reference.
 "last": each seed's last checkpoint on the benchmark's 100 starts per task; pooled over the seeds with a Wilson
 interval, and the t interval of the per-seed rates (suite_table.summarize, as the suite's table). best-5: DP3's
 metric, the mean of each run's 5 best checkpoint evaluations (20 starts each), then averaged over the seeds;
-optimistic by construction, so it is reported beside "last", never instead of it. A run whose last evaluation did
-not finish is listed as missing, not scored; so is a best-5 from fewer checkpoints' evaluations than it takes
-(its earlier evaluations ran out of time): the mean of fewer would be another metric. The reference column is
-DP3's (Ze et al., RSS 2024, arXiv 2403.03954, Table: image Diffusion Policy, Meta-World v2, 10 demos, 3 seeds,
-best-5): another version of the benchmark under the optimistic metric, so a reference, not a baseline. Writes
-OUT.json and OUT.md.
+optimistic by construction, so it is reported beside "last", never instead of it. Between backbones: the difference
+of their seed means over the tasks, with Welch's t interval (suite_table.difference). A run whose last evaluation
+did not finish is listed as missing, not scored; so is a best-5 from fewer checkpoints' evaluations than it takes
+(its earlier evaluations ran out of time): the mean of fewer would be another metric. The reference column is DP3's
+(Ze et al., RSS 2024, arXiv 2403.03954, Table: image Diffusion Policy, Meta-World v2, 10 demos, 3 seeds, best-5):
+another version of the benchmark under the optimistic metric, so a reference, not a baseline. Writes OUT.json and
+OUT.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from suite_table import across_tasks, summarize, write_table
+from suite_table import across_tasks, difference_lines, differences, summarize, write_table
 
 DP3_IMAGE_DP_V2 = {"assembly": 0.15, "disassemble": 0.43, "stick-push": 0.63, "hammer": 0.15, "peg-insert-side": 0.34,
                    "push": 0.30, "pick-place": 0.00}  # percent / 100, as the issue quotes DP3's table
@@ -124,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         print("metaworld_table: no finished run in " + ", ".join(map(str, args.results)), file=sys.stderr)
         return 2
     rows = table(last, best5, tasks)
-    write_table(args.out, args.results, rows, left_out, markdown(rows, tasks))
+    diffs = differences([r for r in rows if r["task"] == "mean"])
+    text = markdown(rows, tasks) + "\n".join(difference_lines(diffs, "the last checkpoints, the mean over the tasks"))
+    write_table(args.out, args.results, rows, left_out, text + "\n", diffs)
     return 0
 
 

@@ -9,7 +9,8 @@ the suite (eval.exec_horizon_<h>_<task>). A run is counted only when its trainin
 its evaluations ran to the end (a run stopped by a call's deadline is listed as missing, not scored). Two
 intervals, because they answer different questions: the Wilson interval of all episodes pooled over the seeds
 (how well these policies do, given these trainings) and the t interval of the per-seed rates (how much
-another training seed could move the mean; with 3 seeds it is wide). Writes OUT.json and OUT.md.
+another training seed could move the mean; with 3 seeds it is wide). Between backbones, over the runs' tasks
+together: the difference of their seed means with Welch's t interval (`difference`). Writes OUT.json and OUT.md.
 """
 
 from __future__ import annotations
@@ -60,19 +61,66 @@ def collect(files: list[Path]) -> tuple[dict, list[str]]:
     return cells, left_out
 
 
+def t975(df: float) -> float:
+    """The two-sided 95 % quantile of Student's t; a fractional df (Welch's) and one over 9 take the table's
+    next lower entry: the interval errs wide."""
+    return T975[min(max(1, int(df + 1e-9)), max(T975))]  # + 1e-9: a df of 4 computed as 3.9999999999999996 is 4
+
+
+def seed_rates(row: dict) -> list[float]:
+    return [s / e for s, e in row["per_seed"].values()]
+
+
+def mean_and_variance(values: list[float]) -> tuple[float, float]:
+    """The mean and the sample variance (n - 1)."""
+    mean = sum(values) / len(values)
+    return mean, sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
 def summarize(per_seed: dict[int, tuple[int, int]]) -> dict:
     ok = sum(s for s, _ in per_seed.values())
     n = sum(e for _, e in per_seed.values())
-    rates = [s / e for s, e in per_seed.values()]
-    mean = sum(rates) / len(rates)
+    rates = [s / e for _, (s, e) in sorted(per_seed.items())]
     row = dict(seeds=sorted(per_seed), per_seed={str(k): list(v) for k, v in sorted(per_seed.items())},
                successes=ok, episodes=n, pooled_rate=ok / n, pooled_wilson95=list(wilson_interval(ok, n)),
-               seed_mean=mean, seed_t95=None)
+               seed_mean=sum(rates) / len(rates), seed_t95=None)
     if len(rates) > 1:
-        sd = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1))
-        half = T975.get(len(rates) - 1, 1.96) * sd / math.sqrt(len(rates))
+        mean, var = mean_and_variance(rates)
+        half = t975(len(rates) - 1) * math.sqrt(var / len(rates))
         row["seed_t95"] = [max(0.0, mean - half), min(1.0, mean + half)]
     return row
+
+
+def difference(a: dict, b: dict) -> dict | None:
+    """Row ``a``'s seed mean minus row ``b``'s, with Welch's 95 % t interval (within -1..1, as rates differ); None
+    unless both have two seeds or more. Not paired by seed: a seed is one training of one backbone (the demos and
+    the evaluation starts are the same for every seed), so seed 0 of two backbones share nothing the difference
+    could cancel."""
+    ra, rb = seed_rates(a), seed_rates(b)
+    if len(ra) < 2 or len(rb) < 2:
+        return None
+    (ma, va), (mb, vb) = mean_and_variance(ra), mean_and_variance(rb)
+    wa, wb = va / len(ra), vb / len(rb)  # the squared standard errors of the two means
+    df = (wa + wb) ** 2 / (wa ** 2 / (len(ra) - 1) + wb ** 2 / (len(rb) - 1)) if wa + wb > 0 else len(ra) + len(rb) - 2
+    half = t975(df) * math.sqrt(wa + wb)
+    return dict(a=a["backbone"], b=b["backbone"], seeds_a=a["seeds"], seeds_b=b["seeds"], difference=ma - mb,
+                welch_t95=[max(-1.0, ma - mb - half), min(1.0, ma - mb + half)], df=df)
+
+
+def differences(rows: list[dict]) -> list[dict]:
+    """``difference`` of every pair of ``rows`` (each backbone against those after it), where both have seeds."""
+    return [d for i, a in enumerate(rows) for b in rows[i + 1:] if (d := difference(a, b))]
+
+
+def difference_lines(diffs: list[dict], what: str) -> list[str]:
+    """Markdown lines for ``differences``' results (each with its share of the demos where it has one)."""
+    lines = []
+    for d in diffs:
+        at = f" at {d['pct']} %" if "pct" in d else ""
+        low, high = (100 * x for x in d["welch_t95"])
+        lines.append(f"- {d['a']} - {d['b']}{at}: {100 * d['difference']:+.0f} ({low:+.0f} to {high:+.0f}; "
+                     f"{len(d['seeds_a'])} and {len(d['seeds_b'])} seeds)")
+    return ["", f"Differences of the seed means ({what}; Welch's 95 % t interval, in points):", *lines] if lines else []
 
 
 def across_tasks(rows: list[dict]) -> dict[int, tuple[int, int]]:
@@ -83,11 +131,13 @@ def across_tasks(rows: list[dict]) -> dict[int, tuple[int, int]]:
             for s in seeds}
 
 
-def write_table(out: Path, sources: list[Path], rows: list[dict], left_out: list[str], text: str) -> None:
-    """OUT.json (the rows, their sources, what was left out) and OUT.md (``text``, and what was left out)."""
+def write_table(out: Path, sources: list[Path], rows: list[dict], left_out: list[str], text: str,
+                diffs: list[dict]) -> None:
+    """OUT.json (the rows, the differences between backbones, their sources, what was left out) and OUT.md
+    (``text``, and what was left out)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(dict(sources=[p.name for p in sources], rows=rows,
-                                                        left_out=left_out), indent=1))
+                                                        differences=diffs, left_out=left_out), indent=1))
     if left_out:
         text += "\n".join(["", "Left out (not scored):", *(f"- {x}" for x in left_out)]) + "\n"
     out.with_suffix(".md").write_text(text)
@@ -131,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         print("suite_table: no complete suite run in " + ", ".join(map(str, args.results)), file=sys.stderr)
         return 2
     rows = table(cells)
-    write_table(args.out, args.results, rows, left_out, markdown(rows))
+    diffs = [dict(d, pct=pct) for pct in sorted({r["pct"] for r in rows})
+             for d in differences([r for r in rows if r["pct"] == pct and r["task"] == "all"])]
+    text = markdown(rows) + "\n".join(difference_lines(diffs, "all tasks")) + "\n"
+    write_table(args.out, args.results, rows, left_out, text, diffs)
     return 0
 
 

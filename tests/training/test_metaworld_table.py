@@ -44,6 +44,22 @@ def test_pools_the_last_checkpoints_and_averages_best5(tmp_path):
     assert "| push | 40 % (" in text and "Left out" in text
     assert "seeds 30 / 50 | 50 % |" in text  # D-Ma's push: each seed's rate beside the pooled one
     assert "| 10 % (6-17), 1 seed | 20 % |" in text  # D-Tr's push: seed 0 alone
+    assert out["differences"] == [] and "Differences" not in text  # D-Tr's one seed has no spread
+
+
+def test_differences_between_backbones_over_the_tasks(tmp_path):
+    """D-Ma's seed mean over the tasks minus D-Tr's, with Welch's interval (suite_table.difference)."""
+    mt = load_script(SCRIPT)
+    files = []
+    for seed, runs in ((0, {"D-Ma": (30, 10, 0.4), "D-Tr": (10, 10, 0.2)}),
+                       (1, {"D-Ma": (50, 10, 0.6), "D-Tr": (20, 10, 0.3)})):
+        files.append(tmp_path / f"metaworld_s{seed}.json")
+        files[-1].write_text(json.dumps(_seed(seed, runs)))
+    assert mt.main([str(f) for f in files] + ["--out", str(tmp_path / "t")]) == 0
+    (d,) = json.loads((tmp_path / "t.json").read_text())["differences"]
+    assert (d["a"], d["b"]) == ("D-Ma", "D-Tr")
+    assert d["difference"] == pytest.approx((0.2 + 0.3) / 2 - (0.1 + 0.15) / 2)  # per seed: both tasks' episodes
+    assert "- D-Ma - D-Tr: +12 (" in (tmp_path / "t.md").read_text()
 
 
 def test_nothing_finished_is_an_error(tmp_path, capsys):

@@ -53,3 +53,42 @@ def test_nothing_complete_is_an_error(tmp_path, capsys):
     f.write_text(json.dumps(dict(runs={"suite_dtr_20pct_s0": _run(dict(reach=1, push=1), complete=False)})))
     assert st.main([str(f), "--out", str(tmp_path / "t")]) == 2
     assert "no complete suite run" in capsys.readouterr().err
+
+
+def _row(backbone: str, rates: list[float]) -> dict:
+    st = load_script(SCRIPT)
+    return dict(backbone=backbone, **st.summarize({seed: (round(100 * r), 100) for seed, r in enumerate(rates)}))
+
+
+def test_difference_of_seed_means_is_welchs():
+    """A backbone's seed mean minus another's, with Welch's t interval: the degrees of freedom from both
+    variances (2 where one backbone's seeds agree exactly, 4 for two equal variances of 3 seeds each)."""
+    st = load_script(SCRIPT)
+    a = _row("D-Ma", [0.3, 0.5, 0.4])  # mean 0.4, variance 0.01
+    d = st.difference(a, _row("D-Tr", [0.2, 0.2, 0.2]))
+    assert d["difference"] == pytest.approx(0.2) and d["df"] == pytest.approx(2)
+    half = 4.303 * math.sqrt(0.01 / 3)
+    assert d["welch_t95"] == pytest.approx([0.2 - half, 0.2 + half])
+    d = st.difference(a, _row("D-Tr", [0.1, 0.3, 0.2]))
+    half = 2.776 * math.sqrt(2 * 0.01 / 3)
+    assert d["df"] == pytest.approx(4) and d["welch_t95"] == pytest.approx([0.2 - half, 0.2 + half])
+    assert (d["a"], d["b"], d["seeds_a"]) == ("D-Ma", "D-Tr", [0, 1, 2])
+    assert st.difference(a, _row("DP-UNet", [0.9])) is None  # one seed: no spread to measure
+    wide = st.difference(_row("D-Ma", [0.0, 1.0]), _row("D-Tr", [0.0, 0.2]))
+    assert wide["welch_t95"] == [-1.0, 1.0]  # clipped to what a difference of rates can be
+    assert st.t975(3.75) == 3.182 and st.t975(40) == 2.262  # fractional and large df: the wider quantile
+
+
+def test_the_table_says_the_differences(tmp_path):
+    st = load_script(SCRIPT)
+    runs = {}
+    for seed, (ma, tr) in enumerate(((10, 5), (20, 5), (15, 10))):
+        runs[f"suite_dma_20pct_s{seed}"] = _run(dict(reach=ma, push=0))
+        runs[f"suite_dtr_20pct_s{seed}"] = _run(dict(reach=tr, push=0))
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps(dict(runs=runs)))
+    assert st.main([str(f), "--out", str(tmp_path / "t")]) == 0
+    (d,) = json.loads((tmp_path / "t.json").read_text())["differences"]
+    assert (d["a"], d["b"], d["pct"]) == ("D-Ma", "D-Tr", 20)
+    assert d["difference"] == pytest.approx((45 - 20) / 300)  # of 100 episodes a seed (reach and push)
+    assert "- D-Ma - D-Tr at 20 %: +8 (" in (tmp_path / "t.md").read_text()
