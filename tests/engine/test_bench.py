@@ -50,3 +50,24 @@ def test_cache_bytes_and_advance_stream_on_a_kv_cache():
     window = InferenceEngine(tiny_dtr_policy("ddpm", spec=spec), EngineConfig(history="window"))
     got = cache_bytes(window)
     assert got["state"] == got["held"] == spec.obs_horizon * per_pos + 8 and got["ring"] == spec.obs_horizon * 16 * 4
+
+
+def test_versus_dtr_times_dp_unet_beside_the_backbones(tmp_path, capsys):
+    """`mail-il bench engine --versus-dtr` at paper depths, cut to one K, one stream position and one timed
+    step on 32x32 frames: each runner on its path, DP-UNet (the Diffusion Policy baseline) recomputing its
+    chunk beside D-Ma's cached one, and both ratios in the JSON (values not asserted: no timing in tests)."""
+    import json
+
+    from mail_policy_node.cli import main
+
+    out = tmp_path / "versus.json"
+    assert main(["bench", "engine", "--versus-dtr", "--heads", "ddpm", "--ks", "1", "--lengths", "2", "--steps", "1",
+                 "--warmup", "1", "--image-size", "32", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    paths = {(r["history"], r["runner"]): r["path"] for r in result["rows"]}
+    assert paths == {("window", "d_ma"): "cached", ("window", "d_tr_kv"): "cached",
+                     ("window", "d_tr_recompute"): "recompute", ("window", "dp_unet"): "recompute",
+                     ("stream", "d_ma"): "cached", ("stream", "d_tr_kv"): "cached"}
+    window, stream = result["ratios"]
+    assert window["dp_unet_over_dma_p50"] > 0 and "dp_unet_over_dma_p50" not in stream  # no stream for a UNet
+    assert "DP-UNet p50 x" in capsys.readouterr().out

@@ -19,7 +19,8 @@ Run: ``mail-il bench engine [--device cpu|cuda] [--quick] [--out engine_bench.js
 
 ``--versus-dtr`` instead: D-Ma against D-Tr with a KV cache (`run_versus_dtr`), both on the engine's
 cached path of their streaming layouts, timed round-robin in one run: history window at each K (and
-D-Tr's paper layout by full recompute, what the KV cache replaces), and history stream at each episode
+D-Tr's paper layout by full recompute, what the KV cache replaces, and the Diffusion Policy users would
+otherwise pick, DP-UNet, which recomputes its chunk from the window), and history stream at each episode
 position. Memory: the bytes of the backbone's observation cache (`cache_bytes`), and on CUDA the
 allocator peak as above.
 """
@@ -284,8 +285,9 @@ def run_versus_dtr(device: str = "cpu", batch: int = 1, head: str = "ddpm", ks=(
                    channels_last: bool = True, size: int = 128, log=None) -> dict:
     """D-Ma against D-Tr with a KV cache, paper depths, one control step (observe + act), round-robin.
 
-    window, per K: ``d_ma`` and ``d_tr_kv`` (streaming layouts, cached path) and ``d_tr_recompute`` (D-Tr's
-    paper layout, the full sequence per denoising step); stream, per episode position (K = the middle
+    window, per K: ``d_ma`` and ``d_tr_kv`` (streaming layouts, cached path), ``d_tr_recompute`` (D-Tr's
+    paper layout, the full sequence per denoising step) and ``dp_unet`` (Chi et al.'s 1-D UNet at its paper
+    depths, 72 M parameters, conditioned on the window's frames); stream, per episode position (K = the middle
     one): ``d_ma`` and ``d_tr_kv``, all positions of both in one round-robin. D-Tr's stream cache is
     preallocated for the longest position (EngineConfig.max_stream_steps)."""
     log = log or (lambda line: print(line, flush=True))
@@ -316,7 +318,8 @@ def run_versus_dtr(device: str = "cpu", batch: int = 1, head: str = "ddpm", ks=(
     for k in ks:
         stats, extra = measure({"d_ma": ("d_ma", "streaming", "window", k),
                                 "d_tr_kv": ("d_tr", "streaming", "window", k),
-                                "d_tr_recompute": ("d_tr", "paper", "window", k)}, {})
+                                "d_tr_recompute": ("d_tr", "paper", "window", k),
+                                "dp_unet": ("dp_unet", "paper", "window", k)}, {})
         for name, st in stats.items():
             rows.append(dict(history="window", K=k, runner=name, **extra[name], **st))
             log(f"window K={k:<3d} {name:15s} p50 {st['p50_ms']:9.2f} ms  p99 {st['p99_ms']:9.2f} ms  "
@@ -343,13 +346,18 @@ def run_versus_dtr(device: str = "cpu", batch: int = 1, head: str = "ddpm", ks=(
             ratios.append(dict(history=r["history"], K=r["K"], episode_step=r.get("episode_step"),
                                dtr_kv_over_dma_p50=dtr["p50_ms"] / r["p50_ms"],
                                dtr_kv_over_dma_p99=dtr["p99_ms"] / r["p99_ms"]))
+            unet = by.get((key(r), "dp_unet"))
+            if unet:
+                ratios[-1].update(dp_unet_over_dma_p50=unet["p50_ms"] / r["p50_ms"],
+                                  dp_unet_over_dma_p99=unet["p99_ms"] / r["p99_ms"])
     return dict(device=str(dev), device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else
                 platform.processor() or platform.machine(), torch=torch.__version__, threads=torch.get_num_threads(),
                 batch=batch, head=head, weights=weights, image_size=size, steps=steps, warmup=warmup,
                 cuda_graphs=cuda_graphs, fused=fused,
-                note="paper depths (D-Ma 16 layers, D-Tr 8, d_model 128), DDPM-16, J 5, two cameras; step = observe "
-                     "+ act; runners timed round-robin; stream positions reached by random tokens "
-                     "(advance_stream); dtr_kv_over_dma < 1: D-Tr with the KV cache is faster",
+                note="paper depths (D-Ma 16 layers, D-Tr 8, d_model 128; DP-UNet 256/512/1024), DDPM-16, J 5, two "
+                     "cameras; step = observe + act; runners timed round-robin; stream positions reached by random "
+                     "tokens (advance_stream); dtr_kv_over_dma < 1: D-Tr with the KV cache is faster; "
+                     "dp_unet_over_dma likewise",
                 rows=rows, ratios=ratios)
 
 
@@ -400,7 +408,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", default="engine_bench.json", help="JSON output path")
     p.add_argument("--versus-dtr", action="store_true",
-                   help="D-Ma against D-Tr with a KV cache (run_versus_dtr; --heads' first head, --ks, --lengths)")
+                   help="D-Ma against D-Tr with a KV cache, and DP-UNet (run_versus_dtr; --heads' first head, --ks, "
+                        "--lengths)")
     p.add_argument("--image-size", type=int, default=128, help="camera frame size (both cameras)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per runner (default 5, quick 1)")
 
@@ -417,11 +426,13 @@ def run(args: argparse.Namespace) -> int:
                                 cuda_graphs=not args.no_cuda_graphs, fused=not args.no_fused,
                                 fused_encoder=args.fused_encoder, channels_last=not args.no_channels_last,
                                 size=args.image_size)
-        print("\nD-Tr (KV cache) / D-Ma, p50 and p99 (< 1: D-Tr faster):")
+        print("\nD-Tr (KV cache) / D-Ma, p50 and p99 (< 1: D-Tr faster); DP-UNet / D-Ma with a window:")
         for r in result["ratios"]:
             where = f"K={r['K']}" if r["history"] == "window" else f"step {r['episode_step']}"
+            unet = (f"  DP-UNet p50 x{r['dp_unet_over_dma_p50']:.2f}  p99 x{r['dp_unet_over_dma_p99']:.2f}"
+                    if "dp_unet_over_dma_p50" in r else "")
             print(f"  {r['history']:6s} {where:10s} p50 x{r['dtr_kv_over_dma_p50']:.2f}  "
-                  f"p99 x{r['dtr_kv_over_dma_p99']:.2f}")
+                  f"p99 x{r['dtr_kv_over_dma_p99']:.2f}{unet}")
         with open(args.out, "w") as fh:
             json.dump(result, fh, indent=2)
         print(f"wrote {args.out}")
