@@ -5,12 +5,14 @@
 #
 #   bash scripts/gpu/pack_carry.sh metaworld   # .mwwheels/  for metaworld_env.sh (needs make metaworld-env)
 #   bash scripts/gpu/pack_carry.sh suite       # .gpuwheels/ for h200_env.sh      (needs make env)
+#   bash scripts/gpu/pack_carry.sh engine      # .whl/       for h200_env.sh: ../shared/gpu's mamba-ssm and
+#                                              #             causal-conv1d wheels alone (engine benchmarks)
 #
 # What each holds and why: metaworld_suite.py's and train_suite.py's docstrings. Both: cp312 manylinux
 # wheels (the GPU image runs Python 3.12, its own torch, numpy and scipy) and gl/, the Debian packages of the
 # EGL loader (the image has the NVIDIA driver's EGL, not libglvnd). suite adds mamba-ssm from ../shared/gpu
 # and fr3_assets.tar.xz: franky_sim's fr3.xml with the meshes it names. The folder is built anew each time.
-# Then: echo /.mwwheels/ >> .git/info/exclude (or /.gpuwheels/), and the call carries it.
+# The folder is added to .git/info/exclude (git must not see it), and the call carries it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -24,20 +26,27 @@ case "${1:-}" in
     DEST=.gpuwheels PY=.venv/bin/python
     PACKAGES="mujoco mujoco-core pyopengl rosbags ruamel.yaml lz4 backports.zstd apsw safetensors pyyaml tqdm
               typing_extensions" ;;
-  *) echo "usage: $0 metaworld|suite" >&2; exit 2 ;;
+  engine)
+    DEST=.whl PY=.venv/bin/python PACKAGES="" ;;
+  *) echo "usage: $0 metaworld|suite|engine" >&2; exit 2 ;;
 esac
 [ -x "$PY" ] || { echo "pack_carry: $PY missing (make env / make metaworld-env first)" >&2; exit 1; }
+mkdir -p .git/info && { grep -qx "/$DEST/" .git/info/exclude 2>/dev/null || echo "/$DEST/" >> .git/info/exclude; }
 
-rm -rf "$DEST" && mkdir -p "$DEST/gl"
-pins=()
-for p in $PACKAGES; do
-  pins+=("$p==$("$PY" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$p")")
-done
-echo "pack_carry: ${pins[*]}"
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-  --platform any -d "$DEST" "${pins[@]}"
-(cd "$DEST/gl" && apt-get download libegl1 libglvnd0 libopengl0 2>/dev/null)
+rm -rf "$DEST" && mkdir -p "$DEST"
+if [ "$1" = engine ]; then
+  cp ../shared/gpu/wheels/*.whl "$DEST/"
+else
+  pins=()
+  for p in $PACKAGES; do
+    pins+=("$p==$("$PY" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$p")")
+  done
+  echo "pack_carry: ${pins[*]}"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+    --platform any -d "$DEST" "${pins[@]}"
+  mkdir -p "$DEST/gl" && (cd "$DEST/gl" && apt-get download libegl1 libglvnd0 libopengl0 2>/dev/null)
+fi
 
 if [ "$1" = suite ]; then
   cp ../shared/gpu/wheels/mamba_ssm-*.whl "$DEST/"
@@ -58,9 +67,10 @@ for e in ET.parse(sys.argv[1]).iter():
 fi
 tracked=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
 total=$(( $(du -sb "$DEST" | cut -f1) + tracked ))
-echo "pack_carry: $DEST with the tracked tree: $(( total / 1048576 )) MiB of the 64 MiB a call carries"
+tenths=$(( total * 10 / 1048576 ))
+echo "pack_carry: $DEST with the tracked tree: $(( tenths / 10 )).$(( tenths % 10 )) MiB of the 64 MiB a call carries"
 if [ "$total" -gt $(( 64 * 1048576 )) ]; then
-  # suite: mamba-ssm alone is 36 MiB. The runs read neither the shipped checkpoint nor the replay example.
+  # mamba-ssm alone is 36 MiB. The GPU runs read neither the shipped checkpoint nor the replay example.
   echo "pack_carry: over by $(( (total - 64 * 1048576) / 1024 )) KiB: move the shipped checkpoint's weights" \
        "(mail_bringup/checkpoints/reach_dma_small/model.safetensors) and docs/results/replay_example/ (3.5 MiB)" \
        "out of the tree for the call, back after it"
