@@ -3,7 +3,8 @@
 #   .whl/        mamba-ssm (+ causal-conv1d) wheels from ../shared/gpu: enough for the engine scripts
 #   .gpuwheels/  the same mamba-ssm plus MuJoCo, rosbags, safetensors ... wheels, the FR3 model tarball and
 #                the EGL loader .debs: enough to record demonstrations, train and evaluate there
-# Either folder alone fits the 64 MiB carry beside the tracked tree; both together do not.
+# `bash scripts/gpu/pack_carry.sh engine` (or `suite`) builds the folder here and says whether it fits the 64 MiB
+# carry beside the tracked tree; both folders together never do.
 SITE=/tmp/site
 for dir in .whl .gpuwheels; do
   ls "$dir"/*.whl >/dev/null 2>&1 || continue
