@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from suite_table import across_tasks, difference_lines, differences, summarize, write_table
+from suite_table import across_tasks, differences, summarize, write_table
 
 DP3_IMAGE_DP_V2 = {"assembly": 0.15, "disassemble": 0.43, "stick-push": 0.63, "hammer": 0.15, "peg-insert-side": 0.34,
                    "push": 0.30, "pick-place": 0.00}  # percent / 100, as the issue quotes DP3's table
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = table(last, best5, tasks)
     diffs = differences([r for r in rows if r["task"] == "mean"])
-    text = markdown(rows, tasks) + "\n".join(difference_lines(diffs, "the last checkpoints, the mean over the tasks"))
-    write_table(args.out, args.results, rows, left_out, text + "\n", diffs)
+    write_table(args.out, args.results, rows, left_out, markdown(rows, tasks), diffs,
+                "the last checkpoints, the mean over the tasks")
     return 0
 
 

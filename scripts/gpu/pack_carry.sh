@@ -27,10 +27,10 @@ case "${1:-}" in
     PACKAGES="mujoco mujoco-core pyopengl rosbags ruamel.yaml lz4 backports.zstd apsw safetensors pyyaml tqdm
               typing_extensions" ;;
   engine)
-    DEST=.whl PY=.venv/bin/python PACKAGES="" ;;
+    DEST=.whl PY="" ;;  # copies ../shared's wheels: no venv asked
   *) echo "usage: $0 metaworld|suite|engine" >&2; exit 2 ;;
 esac
-[ -x "$PY" ] || { echo "pack_carry: $PY missing (make env / make metaworld-env first)" >&2; exit 1; }
+[ -z "$PY" ] || [ -x "$PY" ] || { echo "pack_carry: $PY missing (make env / make metaworld-env first)" >&2; exit 1; }
 mkdir -p .git/info && { grep -qx "/$DEST/" .git/info/exclude 2>/dev/null || echo "/$DEST/" >> .git/info/exclude; }
 
 rm -rf "$DEST" && mkdir -p "$DEST"

@@ -80,13 +80,13 @@ def mean_and_variance(values: list[float]) -> tuple[float, float]:
 def summarize(per_seed: dict[int, tuple[int, int]]) -> dict:
     ok = sum(s for s, _ in per_seed.values())
     n = sum(e for _, e in per_seed.values())
-    rates = [s / e for _, (s, e) in sorted(per_seed.items())]
     row = dict(seeds=sorted(per_seed), per_seed={str(k): list(v) for k, v in sorted(per_seed.items())},
                successes=ok, episodes=n, pooled_rate=ok / n, pooled_wilson95=list(wilson_interval(ok, n)),
-               seed_mean=sum(rates) / len(rates), seed_t95=None)
+               seed_mean=0.0, seed_t95=None)
+    rates = seed_rates(row)
+    row["seed_mean"] = mean = sum(rates) / len(rates)
     if len(rates) > 1:
-        mean, var = mean_and_variance(rates)
-        half = t975(len(rates) - 1) * math.sqrt(var / len(rates))
+        half = t975(len(rates) - 1) * math.sqrt(mean_and_variance(rates)[1] / len(rates))
         row["seed_t95"] = [max(0.0, mean - half), min(1.0, mean + half)]
     return row
 
@@ -132,9 +132,10 @@ def across_tasks(rows: list[dict]) -> dict[int, tuple[int, int]]:
 
 
 def write_table(out: Path, sources: list[Path], rows: list[dict], left_out: list[str], text: str,
-                diffs: list[dict]) -> None:
+                diffs: list[dict], diffs_over: str) -> None:
     """OUT.json (the rows, the differences between backbones, their sources, what was left out) and OUT.md
-    (``text``, and what was left out)."""
+    (``text``, the differences, over ``diffs_over``, and what was left out)."""
+    text += "\n".join(difference_lines(diffs, diffs_over)) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(dict(sources=[p.name for p in sources], rows=rows,
                                                         differences=diffs, left_out=left_out), indent=1))
@@ -183,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = table(cells)
     diffs = [dict(d, pct=pct) for pct in sorted({r["pct"] for r in rows})
              for d in differences([r for r in rows if r["pct"] == pct and r["task"] == "all"])]
-    text = markdown(rows) + "\n".join(difference_lines(diffs, "all tasks")) + "\n"
-    write_table(args.out, args.results, rows, left_out, text, diffs)
+    write_table(args.out, args.results, rows, left_out, markdown(rows), diffs, "all tasks")
     return 0
 
 
