@@ -186,8 +186,19 @@ def test_each_task_runs_and_its_goal_reaches_the_policy(graph, checkpoint_root):
         np.testing.assert_allclose(actions(first[task]), out.actions[0], atol=1e-4, err_msg=task)
 
 
-def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
+def set_parameter(graph, node: str, name: str, value):
+    """Set one parameter of a policy node over its parameter service; the service's result."""
     from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(graph.p.node, f"policy_{node}")
+    assert client.wait_for_services(timeout_sec=30)
+    future = client.set_parameters([Parameter(name, value=value)])
+    wait_for(future.done, 60, what=f"set {name} on {node}")
+    return future.result().results[0]
+
+
+def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
     from rclpy.parameter_client import AsyncParameterClient
 
     from mail_msgs.msg import PolicyStatus
@@ -195,15 +206,7 @@ def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
     graph.wait_chunks("reach", 3)
     chunks = graph.chunks["reach"]
     policy_id = chunks[0].policy_id
-    client = AsyncParameterClient(graph.p.node, "policy_reach")
-    assert client.wait_for_services(timeout_sec=30)
-
-    def set_param(name, value):
-        future = client.set_parameters([Parameter(name, value=value)])
-        wait_for(future.done, 60, what=f"set {name}")
-        return future.result().results[0]
-
-    r = set_param("checkpoint", "other")  # trained on push and pick_place: not on reach
+    r = set_parameter(graph, "reach", "checkpoint", "other")  # trained on push and pick_place: not on reach
     assert not r.successful, "the swap to 'other' was accepted"
     assert "'other' refused" in r.reason and "'reach' is not one this policy was trained on" in r.reason, r.reason
     assert "['push', 'pick_place']" in r.reason, r.reason
@@ -212,6 +215,8 @@ def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
     assert all(c.policy_id == policy_id and c.checkpoint == "two" for c in chunks)
     seqs = [c.sequence for c in chunks]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"missed or repeated chunks: {seqs}"
+    client = AsyncParameterClient(graph.p.node, "policy_reach")
+    assert client.wait_for_services(timeout_sec=30)
     future = client.get_parameters(["checkpoint", "task"])
     wait_for(future.done, 10, what="the parameters")
     assert [v.string_value for v in future.result().values] == ["two", "reach"]
@@ -247,17 +252,6 @@ def test_a_policy_no_fr3_executes_is_refused_at_start(graph, checkpoint_root):
         assert proc.poll() is None  # up, for a checkpoint it can run
     finally:
         stop_process(proc)
-
-
-def set_parameter(graph, node: str, name: str, value):
-    from rclpy.parameter import Parameter
-    from rclpy.parameter_client import AsyncParameterClient
-
-    client = AsyncParameterClient(graph.p.node, f"policy_{node}")
-    assert client.wait_for_services(timeout_sec=30)
-    future = client.set_parameters([Parameter(name, value=value)])
-    wait_for(future.done, 60, what=f"set {name} on {node}")
-    return future.result().results[0]
 
 
 def test_the_task_set_at_run_time_switches_the_policy_and_starts_a_node_that_had_none(graph):
