@@ -1,8 +1,8 @@
 # Source this on the GPU machine, from the repository root, to make the project importable there.
 # It installs what is carried in the git-ignored folders (see train_suite.py's docstring for the list):
 #   .whl/        mamba-ssm (+ causal-conv1d) wheels from ../shared/gpu: enough for the engine scripts
-#   .gpuwheels/  the same mamba-ssm plus MuJoCo, rosbags, safetensors ... wheels, the FR3 model tarball and
-#                the EGL loader .debs: enough to record demonstrations, train and evaluate there
+#   .gpuwheels/  MuJoCo, rosbags, safetensors ... wheels, the FR3 model tarball and the EGL loader .debs:
+#                enough to record demonstrations, train and evaluate there (Mamba on the PyTorch path)
 # `bash scripts/gpu/pack_carry.sh engine` (or `suite`) builds the folder here and says whether it fits the 64 MiB
 # carry beside the tracked tree; both folders together never do.
 SITE=/tmp/site

@@ -10,8 +10,10 @@
 #
 # What each holds and why: metaworld_suite.py's and train_suite.py's docstrings. Both: cp312 manylinux
 # wheels (the GPU image runs Python 3.12, its own torch, numpy and scipy) and gl/, the Debian packages of the
-# EGL loader (the image has the NVIDIA driver's EGL, not libglvnd). suite adds mamba-ssm from ../shared/gpu
-# and fr3_assets.tar.xz: franky_sim's fr3.xml with the meshes it names. The folder is built anew each time.
+# EGL loader (the image has the NVIDIA driver's EGL, not libglvnd). suite adds fr3_assets.tar.xz: franky_sim's
+# fr3.xml with the meshes it names. No mamba-ssm in suite: its kernels run only beside causal-conv1d's (model/
+# kernels.py), and the two wheels (59 MiB) do not fit beside the others; the suite's D-Ma trains on the PyTorch
+# scan (every run's summary says mamba_kernels false). The folder is built anew each time.
 # The folder is added to .git/info/exclude (git must not see it), and the call carries it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,7 +51,6 @@ else
 fi
 
 if [ "$1" = suite ]; then
-  cp ../shared/gpu/wheels/mamba_ssm-*.whl "$DEST/"
   ASSETS=$("$PY" -c 'import franky_sim, pathlib; print(pathlib.Path(franky_sim.__file__).parent / "assets")')
   STAGE=$(mktemp -d)
   mkdir -p "$STAGE/fr3_assets/meshes"
@@ -70,7 +71,7 @@ total=$(( $(du -sb "$DEST" | cut -f1) + tracked ))
 tenths=$(( total * 10 / 1048576 ))
 echo "pack_carry: $DEST with the tracked tree: $(( tenths / 10 )).$(( tenths % 10 )) MiB of the 64 MiB a call carries"
 if [ "$total" -gt $(( 64 * 1048576 )) ]; then
-  # mamba-ssm alone is 36 MiB. The GPU runs read neither the shipped checkpoint nor the replay example.
+  # the GPU runs read neither the shipped checkpoint nor the replay example
   echo "pack_carry: over by $(( (total - 64 * 1048576) / 1024 )) KiB: move the shipped checkpoint's weights" \
        "(mail_bringup/checkpoints/reach_dma_small/model.safetensors) and docs/results/replay_example/ (3.5 MiB)" \
        "out of the tree for the call, back after it"

@@ -23,9 +23,10 @@ in its own process; a stage that fails or runs out of time is recorded and the o
 in runs/gpu_demos and reused by later calls on the same machine.
 
 The H200 image (Python 3.12, torch, no ROS, no OpenCV, no franky_sim, no libEGL loader) needs, in one
-git-ignored folder carried to it (about 60 MB): the cp312 wheels of mamba-ssm, mujoco + mujoco-core,
-pyopengl, rosbags (+ ruamel.yaml, lz4, backports.zstd, apsw), safetensors, pyyaml, tqdm,
-typing_extensions (`bash scripts/gpu/pack_carry.sh suite` builds it, at the project's pinned versions); the FR3
+git-ignored folder carried to it (about 24 MB): the cp312 wheels of mujoco + mujoco-core, pyopengl,
+rosbags (+ ruamel.yaml, lz4, backports.zstd, apsw), safetensors, pyyaml, tqdm, typing_extensions (no
+mamba-ssm: without causal-conv1d, which does not fit beside it, no kernel path runs; Mamba trains on the
+PyTorch scan) (`bash scripts/gpu/pack_carry.sh suite` builds it, at the project's pinned versions); the FR3
 model as a tarball of franky_sim's assets/ (fr3.xml and the meshes it names, 3.3 MB); and the Debian
 packages libegl1, libglvnd0, libopengl0. Then, there: `dpkg -x` each .deb to /, `ldconfig`,
 `pip install --no-deps --target /tmp/site *.whl`, and set PYTHONPATH=/tmp/site:mail_policy_node,
