@@ -436,7 +436,7 @@ def test_after_enable_only_the_first_policy_drives_until_the_next_enable():
     c = make()
     assert c.submit_chunk(joint_chunk(0.0, [READY_POSE] * 5, seq=0, policy="a"), now=0.0).ok
     v = c.submit_chunk(joint_chunk(0.0, [READY_POSE] * 5, seq=0, policy="b"), now=0.0)
-    assert not v.ok and v.reason == ChunkRejection.OTHER_POLICY and "enable again" in v.detail
+    assert not v.ok and v.reason == ChunkRejection.OTHER_POLICY and "after an enable from rest" in v.detail
     assert c.status().active_policy_id == "a"
     c.disable()
     for k in range(1, 50):
@@ -465,6 +465,33 @@ def test_the_same_checkpoint_asked_for_another_task_drives_only_after_an_enable(
     v = c.submit_chunk(joint_chunk(0.6, [READY_POSE] * 5, seq=4, task="reach"), now=0.6)
     assert not v.ok and v.reason == ChunkRejection.OTHER_POLICY, v
     assert (c.status().active_policy_id, c.status().active_task) == ("p", "push")
+
+
+def test_an_enable_while_the_enabled_policy_drives_does_not_claim_to_switch():
+    """Enabling an enabled arm answered "already enabled" (success) even when the operator meant to switch to a
+    policy whose chunks were being refused: nothing switched, and the refusal's own text said "enable again to
+    switch". Now that enable is refused with what to do, and the enable from rest after the hold binds the new
+    policy. Without a refused policy, enabling an enabled arm stays a harmless success."""
+    c = make()
+    assert c.submit_chunk(joint_chunk(0.0, [READY_POSE] * 5, seq=0, task="reach"), now=0.0).ok
+    assert c.enable(0.05) == (True, "already enabled")  # nothing refused: idempotent
+    assert not c.submit_chunk(joint_chunk(0.1, [READY_POSE] * 5, seq=1, task="push"), now=0.1).ok
+    ok, why = c.enable(0.1)
+    assert not ok and "'p' on task 'reach' drives the arm" in why and "'p' on task 'push' is refused" in why, why
+    assert c.mode == Mode.ENABLED and c.status().active_task == "reach"  # the refused enable changed nothing
+    assert not c.submit_chunk(joint_chunk(0.2, [READY_POSE] * 5, seq=2, task="push"), now=0.2).ok
+    k = 20
+    while c.mode != Mode.HOLDING and k < 500:  # the enabled task's chunks stopped: the watchdog holds
+        k += 1
+        c.step(k * 0.01)
+    assert c.mode == Mode.HOLDING, c.reason
+    while not c.command.at_standstill and k < 1000:
+        k += 1
+        c.step(k * 0.01)
+    assert c.enable(k * 0.01) == (True, "enabled")
+    assert c.submit_chunk(joint_chunk(k * 0.01, [READY_POSE] * 5, seq=3, task="push"), now=k * 0.01).ok
+    assert c.status().active_task == "push"
+    assert c.enable(k * 0.01 + 0.01) == (True, "already enabled")  # bound anew: nothing refused since
 
 
 @pytest.mark.parametrize("rows, reason", [

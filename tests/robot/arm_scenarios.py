@@ -141,7 +141,8 @@ def reflex():
 
 def task_change():
     """A multi-task policy drives joint 1 toward +0.15 rad on task "reach"; then its task is set to "push",
-    whose chunks head for -0.15 rad; later the operator enables again."""
+    whose chunks head for -0.15 rad; the operator enables at once (too early: the enabled task still drives),
+    and again once the arm holds."""
     r = Rig()
     assert r.ctrl.enable()[0]
     r.run(1.0, lambda: r.chunk([0.15, 0, 0, 0, 0, 0, 0], task="reach"))
@@ -153,8 +154,11 @@ def task_change():
         j1.append(float(r.state()[0]))
         return r.chunk([-0.15, 0, 0, 0, 0, 0, 0], task="push")
 
-    r.run(1.5, push)
+    r.run(0.2, push)
+    early = {"mode": r.ctrl.mode.name, "answer": list(r.ctrl.enable())}
+    r.run(1.3, push)
     out = {"moved_on_reach": at_switch - START[0], "lowest_after_switch": min(j1), "at_switch": at_switch,
+           "early_enable": early,
            "mode_after_switch": r.ctrl.mode.name, "reason": r.ctrl.reason,
            "refused_other_policy": r.ctrl.counters.rejections.get("other_policy", 0) - rejected}
     out["enable"] = list(r.ctrl.enable())

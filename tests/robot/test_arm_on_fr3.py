@@ -87,11 +87,16 @@ def test_a_task_changed_at_run_time_drives_the_arm_only_after_an_enable():
     """The policy node's task is settable at run time: a multi-task checkpoint then sends another task's chunks
     under the same policy_id. Bound to the policy_id alone, the controller would have steered the arm straight
     from one task's motion into the other's. Now another task is another policy: its chunks are refused, the
-    arm runs out the enabled task's chunk and holds still, and the new task drives after an enable."""
+    arm runs out the enabled task's chunk and holds still, and the new task drives after an enable from rest
+    (an enable before the hold is refused with what to do)."""
     r = scenario("task_change")
     print(r)
     assert r["moved_on_reach"] > 0.03, r  # the first task drove the arm
     assert r["refused_other_policy"] >= 10, r  # every chunk of the new task, one per 0.1 s
+    # an enable while the enabled task still drives used to answer "already enabled" and switch nothing
+    assert r["early_enable"]["mode"] == "ENABLED", r
+    ok, why = r["early_enable"]["answer"]
+    assert not ok and "on task 'reach' drives the arm" in why and "on task 'push' is refused" in why, r
     assert r["mode_after_switch"] == "HOLDING" and r["reason"] == "chunk_timeout", r  # the watchdog held it
     # never toward the new task's target (-0.15 rad): at most the enabled chunk's own run-out and stop
     assert r["lowest_after_switch"] > r["at_switch"] - 0.01, r

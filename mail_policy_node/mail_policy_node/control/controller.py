@@ -21,7 +21,10 @@ wall clock (plus ``max_clock_offset``) means the hosts' clocks disagree: refused
 
 Who drives the arm changes only with an enable: the first chunk accepted after an enable binds its
 source (``policy_id`` and, for a multi-task checkpoint, its ``task``); chunks of another policy (a hot swap,
-a second policy node, the same checkpoint asked for another task) are refused until the next enable.
+a second policy node, the same checkpoint asked for another task) are refused until the next enable. That
+enable comes from rest: while the enabled policy still drives, an enable after another policy's chunk was
+refused is refused too (it would have answered "already enabled" and switched nothing); the arm holds when
+the enabled policy's chunks stop (the watchdog) or on a disable, and the enable after that binds the new one.
 Chunks are refused, before they can reach the arm, when their targets lie outside the FR3's joint range,
 when consecutive actions are further apart than the FR3 can move in ``dt``, when the first action to run is
 further than ``max_start_distance`` from the arm, and when they are in an action space no FR3 executes (a
@@ -192,6 +195,7 @@ class ArmController:
         self._disable_requested = False
         self._estop_active = False
         self._driver: tuple[str, str] | None = None  # ActionChunk.source bound by the first chunk after enable
+        self._refused: tuple[str, str] | None = None  # the last other source refused since then (OTHER_POLICY)
         self._replan_period = 0.0  # what the last chunk from the driving policy said (ActionChunk.replan_period)
         self._cmd: CommandState | None = (CommandState.at_rest(initial_q, initial_gripper)
                                           if initial_q is not None else None)
@@ -274,9 +278,10 @@ class ArmController:
 
     def _check_source(self, chunk: ActionChunk) -> Accepted:
         if self._driver is not None and chunk.source != self._driver:
+            self._refused = chunk.source
             return Accepted(False, ChunkRejection.OTHER_POLICY,
                             detail=f"policy {describe_source(chunk.source)} is not the enabled one "
-                                   f"({describe_source(self._driver)}): enable again to switch")
+                                   f"({describe_source(self._driver)}): it drives after an enable from rest")
         return Accepted(True)
 
     def _check_rows(self, chunk: ActionChunk, rows: np.ndarray, now: float) -> Accepted:
@@ -352,6 +357,10 @@ class ArmController:
         if self.mode == Mode.ERROR:
             return False, f"in ERROR ({self.reason}); recover first"
         if self.mode == Mode.ENABLED:
+            if self._refused is not None:  # set only while a driver is bound
+                return False, (f"policy {describe_source(self._driver)} drives the arm; "
+                               f"{describe_source(self._refused)} is refused until the arm holds (when the "
+                               f"enabled policy's chunks stop, or disable): enable again once it is at rest")
             return True, "already enabled"
         if not self._cmd.at_standstill:
             return False, "still decelerating; enable again once at rest"
@@ -360,7 +369,7 @@ class ArmController:
         self.scheduler.clear()
         self.watchdog.rearm(now, self._replan_period)
         self._disable_requested = False
-        self._driver = None
+        self._driver = self._refused = None
         self._set_mode(Mode.ENABLED, "enabled", now)
         return True, "enabled"
 
