@@ -67,8 +67,9 @@ def t975(df: float) -> float:
     return T975[min(max(1, int(df + 1e-9)), max(T975))]  # + 1e-9: a df of 4 computed as 3.9999999999999996 is 4
 
 
-def seed_rates(row: dict) -> list[float]:
-    return [s / e for s, e in row["per_seed"].values()]
+def seed_rates(per_seed: dict) -> list[float]:
+    """Each seed's success rate, in ``per_seed``'s order (a row's per_seed, or summarize's (successes, episodes))."""
+    return [s / e for s, e in per_seed.values()]
 
 
 def mean_and_variance(values: list[float]) -> tuple[float, float]:
@@ -80,11 +81,12 @@ def mean_and_variance(values: list[float]) -> tuple[float, float]:
 def summarize(per_seed: dict[int, tuple[int, int]]) -> dict:
     ok = sum(s for s, _ in per_seed.values())
     n = sum(e for _, e in per_seed.values())
-    row = dict(seeds=sorted(per_seed), per_seed={str(k): list(v) for k, v in sorted(per_seed.items())},
+    ordered = dict(sorted(per_seed.items()))
+    rates = seed_rates(ordered)
+    mean = sum(rates) / len(rates)
+    row = dict(seeds=list(ordered), per_seed={str(k): list(v) for k, v in ordered.items()},
                successes=ok, episodes=n, pooled_rate=ok / n, pooled_wilson95=list(wilson_interval(ok, n)),
-               seed_mean=0.0, seed_t95=None)
-    rates = seed_rates(row)
-    row["seed_mean"] = mean = sum(rates) / len(rates)
+               seed_mean=mean, seed_t95=None)
     if len(rates) > 1:
         half = t975(len(rates) - 1) * math.sqrt(mean_and_variance(rates)[1] / len(rates))
         row["seed_t95"] = [max(0.0, mean - half), min(1.0, mean + half)]
@@ -96,7 +98,7 @@ def difference(a: dict, b: dict) -> dict | None:
     unless both have two seeds or more. Not paired by seed: a seed is one training of one backbone (the demos and
     the evaluation starts are the same for every seed), so seed 0 of two backbones share nothing the difference
     could cancel."""
-    ra, rb = seed_rates(a), seed_rates(b)
+    ra, rb = seed_rates(a["per_seed"]), seed_rates(b["per_seed"])
     if len(ra) < 2 or len(rb) < 2:
         return None
     (ma, va), (mb, vb) = mean_and_variance(ra), mean_and_variance(rb)
