@@ -186,21 +186,25 @@ def test_each_task_runs_and_its_goal_reaches_the_policy(graph, checkpoint_root):
         np.testing.assert_allclose(actions(first[task]), out.actions[0], atol=1e-4, err_msg=task)
 
 
-def set_parameter(graph, node: str, name: str, value):
-    """Set one parameter of a policy node over its parameter service; the service's result."""
-    from rclpy.parameter import Parameter
+def parameter_client(graph, node: str):
+    """A parameter client of policy node ``node``, its services up."""
     from rclpy.parameter_client import AsyncParameterClient
 
     client = AsyncParameterClient(graph.p.node, f"policy_{node}")
     assert client.wait_for_services(timeout_sec=30)
-    future = client.set_parameters([Parameter(name, value=value)])
+    return client
+
+
+def set_parameter(graph, node: str, name: str, value):
+    """Set one parameter of a policy node over its parameter service; the service's result."""
+    from rclpy.parameter import Parameter
+
+    future = parameter_client(graph, node).set_parameters([Parameter(name, value=value)])
     wait_for(future.done, 60, what=f"set {name} on {node}")
     return future.result().results[0]
 
 
 def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
-    from rclpy.parameter_client import AsyncParameterClient
-
     from mail_msgs.msg import PolicyStatus
 
     graph.wait_chunks("reach", 3)
@@ -215,9 +219,7 @@ def test_a_swap_to_a_checkpoint_without_the_nodes_task_is_refused(graph):
     assert all(c.policy_id == policy_id and c.checkpoint == "two" for c in chunks)
     seqs = [c.sequence for c in chunks]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"missed or repeated chunks: {seqs}"
-    client = AsyncParameterClient(graph.p.node, "policy_reach")
-    assert client.wait_for_services(timeout_sec=30)
-    future = client.get_parameters(["checkpoint", "task"])
+    future = parameter_client(graph, "reach").get_parameters(["checkpoint", "task"])
     wait_for(future.done, 10, what="the parameters")
     assert [v.string_value for v in future.result().values] == ["two", "reach"]
     s = wait_for(lambda: graph.status["reach"][-1] if graph.status["reach"][-1].chunks_published > n else None, 10,
