@@ -5,8 +5,10 @@ backbone, fraction of the demonstrations and task over the seeds that ran, with 
     python scripts/gpu/suite_table.py docs/results/suite_*.json --out docs/results/suite_table
 
 Each call's JSON holds some runs named suite_<backbone>_<pct>pct_s<seed>, each evaluated on every task of
-the suite (eval.exec_horizon_<h>_<task>). A run is counted only when its training finished and every one of
-its evaluations ran to the end (a run stopped by a call's deadline is listed as missing, not scored). Two
+the suite (eval.exec_horizon_<h>_<task>). A run is counted only when its training finished, at the plan's
+number of steps for its share of the demos (train_suite.SUITE_STEPS: runs of an earlier recipe are listed, not
+scored), and every one of its evaluations ran to the end (a run stopped by a call's deadline is listed as missing,
+not scored). Two
 intervals, because they answer different questions: the Wilson interval of all episodes pooled over the seeds
 (how well these policies do, given these trainings) and the t interval of the per-seed rates (how much
 another training seed could move the mean; with 3 seeds it is wide). Between backbones, over the runs' tasks
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "mail_policy_node"))
 
 from mail_policy_node.training.evaluate import wilson_interval  # noqa: E402
+from train_suite import SUITE_STEPS  # noqa: E402
 
 RUN = re.compile(r"^suite_(?P<backbone>[a-z0-9]+)_(?P<pct>\d+)pct_s(?P<seed>\d+)$")
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided 95 %
@@ -51,9 +54,15 @@ def collect(files: list[Path]) -> tuple[dict, list[str]]:
                 if not e or e.get("episodes") is None or e.get("rc") != 0:
                     break
                 scored[task] = (int(e["successes"]), int(e["episodes"]))
-            if run.get("train", {}).get("rc") != 0 or len(scored) != len(tasks):
-                left_out.append(f"{name} in {f.name}: training rc {run.get('train', {}).get('rc')}, "
+            train = run.get("train", {})
+            if train.get("rc") != 0 or len(scored) != len(tasks):
+                left_out.append(f"{name} in {f.name}: training rc {train.get('rc')}, "
                                 f"{len(scored)}/{len(tasks)} evaluations complete")
+                continue
+            planned = SUITE_STEPS.get(int(m["pct"]) / 100)
+            if train.get("steps") != planned:
+                left_out.append(f"{name} in {f.name}: trained {train.get('steps')} steps, the plan's {m['pct']} % "
+                                f"runs train {planned}")
                 continue
             key = (BACKBONES.get(m["backbone"], m["backbone"]), int(m["pct"]))
             for task, value in scored.items():

@@ -47,8 +47,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "mail_policy_node"))
 
-from mail_policy_node.training.config import ConfigError  # noqa: E402
-from mail_policy_node.training.trainer import latest_checkpoint  # noqa: E402
 CFG = ROOT / "mail_bringup" / "config" / "train"
 DEMOS = ROOT / "runs" / "gpu_demos"
 
@@ -85,7 +83,7 @@ def paper(task: str, backbone: str, fraction: float) -> dict:
 SUITE_TASKS = ("reach", "push", "pick_place")  # the multi-task suite (memory needs a stream history: not here)
 
 
-SUITE_STEPS = {0.2: 400, 1.0: 900}  # gradient steps per fraction, the same for every backbone and seed
+SUITE_STEPS = {0.2: 400, 1.0: 1500}  # gradient steps per fraction, the same for every backbone and seed
 
 
 def suite(backbone: str, fraction: float, seed: int) -> dict:
@@ -93,8 +91,11 @@ def suite(backbone: str, fraction: float, seed: int) -> dict:
     as MaIL trains over a LIBERO suite), evaluated on every task at its lowest validation loss (OUT/best:
     each task's held-out demos, validated every 50 steps). The same number of steps for every backbone:
     with 20 % (10 demos per task) both D-Ma and D-Tr reached their lowest validation loss at step 300 of 800
-    and rose from there (0.19 -> 0.33 at 800, first H100 call): 400 steps; with 100 % 900 (the single-task
-    paper runs were still falling slowly at 400). Two paper-size runs side by side share ~1300 samples/s."""
+    and rose from there (0.19 -> 0.33 at 800, first H100 call): 400 steps (44 epochs). With 100 %, 900 steps
+    (21 epochs) left both still falling at the end (best = last; 0.046 -> 0.042 over the last 150 steps, seed 0,
+    H100, docs/results/suite_100pct_900steps_h100.json): 1500 (35 epochs), where an exponential fit of those
+    curves' tails puts both within 2 % of their plateau, and D-Ma with its evaluations still fits one 10-minute
+    call. Two paper-size runs side by side share ~1300 samples/s."""
     name = f"suite_{backbone.lower().replace('-', '')}_{int(fraction * 100)}pct_s{seed}"
     return dict(name=name, config=str(CFG / "reach_dma_ddpm_gpu.yaml"), task=SUITE_TASKS[0], tasks=SUITE_TASKS,
                 evals=((0,),), checkpoint="best",
@@ -284,14 +285,13 @@ PLANS = {
         episodes=30, parallel_train=5, parallel_eval=5, eval_workers=3, eval_device="cpu", export=True),
     # issue 22, MaIL's claim on the suite, `--only` picks the runs of a call:
     #   --only suite_dma_20pct_s0,suite_dtr_20pct_s0       (2 x 400 steps, ~5 min)
-    #   --only suite_dma_100pct_s0    then --only suite_dtr_100pct_s0   (900 steps alone, ~7 and ~6 min)
+    #   --only suite_dma_100pct_s0    then --only suite_dtr_100pct_s0   (1500 steps alone, ~9 and ~7 min)
     # 50 demos per task; the paper's 20 % = the first 10 of every task's (data.fraction applies per task).
     # Two runs a call at 20 % on an 80 GB H100: training with validation, a paper-size D-Ma holds 19-29 GB (the
     # PyTorch scan), D-Tr ~20 GB; four runs, and three with two D-Ma, ran out of GPU memory (2026-12-06).
     # Side by side they share the GPU and gain nothing: D-Ma ~480-570 and D-Tr ~700 windows/s each, D-Tr 1,330
-    # alone (H100). So two 900-step runs would train ~380 s of the ~425 a call leaves them (the last two
-    # minutes kept for the evaluations) before the 100 % demos' larger cache and validation: at 100 % one run
-    # a call (D-Ma ~250 s alone, estimated from D-Tr's 1.9x alone). DP-UNet's runs are calls of their own too.
+    # alone (H100). At 100 % one run a call: alone, D-Ma trains 900 windows/s and D-Tr 1,270 (H100, 100 %
+    # demos), so 1500 steps take ~420 and ~300 s, then ~70 s of evaluation. DP-UNet's runs are calls of their own.
     # Evaluation: 25 episodes per engine batch (--batch), 2 workers per task: one episode at a time, 12
     # evaluation processes on one GPU made D-Ma's DDPM chunk 255 ms and ran out of time.
     "suite": dict(
@@ -438,6 +438,9 @@ def main() -> int:
         final = work / name / "final"
         if (final / "model.safetensors").is_file():
             return final
+        # imported here, not at the top: they pull in torch, and suite_table.py (no torch) reads SUITE_STEPS
+        from mail_policy_node.training.config import ConfigError
+        from mail_policy_node.training.trainer import latest_checkpoint
         try:
             return latest_checkpoint(work / name)
         except ConfigError:

@@ -13,11 +13,11 @@ from tests.scripts import load_script
 SCRIPT = "scripts/gpu/suite_table.py"
 
 
-def _run(successes: dict, rc=0, complete=True) -> dict:
+def _run(successes: dict, rc=0, complete=True, steps=400) -> dict:
     evals = {f"exec_horizon_0_{t}": dict(rc=0, successes=s, episodes=50) for t, s in successes.items()}
     if not complete:
         evals["exec_horizon_0_push"] = dict(rc="killed at the deadline", seconds=199.0)
-    return dict(task="reach,push", train=dict(rc=rc), eval=evals)
+    return dict(task="reach,push", train=dict(rc=rc, steps=steps), eval=evals)
 
 
 def test_pools_seeds_and_leaves_out_incomplete_runs(tmp_path):
@@ -45,6 +45,23 @@ def test_pools_seeds_and_leaves_out_incomplete_runs(tmp_path):
     assert rows[("D-Ma", 20, "all")]["successes"] == 38 and rows[("D-Ma", 20, "all")]["episodes"] == 200
     assert len(out["left_out"]) == 2 and all("D-Tr" not in k[0] for k in rows)
     assert "Left out" in (tmp_path / "t.md").read_text()
+
+
+def test_runs_of_another_step_count_are_listed_not_scored(tmp_path):
+    """The 100 % runs of the 900-step recipe (still improving at their end) sit beside the plan's own in
+    docs/results: a table of one recipe scores only runs trained at the plan's steps for their share."""
+    st = load_script(SCRIPT)
+    assert st.SUITE_STEPS[0.2] == 400 and st.SUITE_STEPS[1.0] != 900
+    runs = {"suite_dma_100pct_s0": _run(dict(reach=40, push=30), steps=900),
+            "suite_dtr_100pct_s0": _run(dict(reach=20, push=10), steps=st.SUITE_STEPS[1.0]),
+            "suite_dma_20pct_s0": _run(dict(reach=5, push=0), steps=st.SUITE_STEPS[1.0])}
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps(dict(runs=runs)))
+    assert st.main([str(f), "--out", str(tmp_path / "t")]) == 0
+    out = json.loads((tmp_path / "t.json").read_text())
+    assert {(r["backbone"], r["pct"]) for r in out["rows"]} == {("D-Tr", 100)}
+    assert sorted(x.split(" in ")[0] for x in out["left_out"]) == ["suite_dma_100pct_s0", "suite_dma_20pct_s0"]
+    assert "trained 900 steps, the plan's 100 % runs train" in out["left_out"][0]
 
 
 def test_nothing_complete_is_an_error(tmp_path, capsys):
