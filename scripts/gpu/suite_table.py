@@ -12,7 +12,9 @@ not scored). Two
 intervals, because they answer different questions: the Wilson interval of all episodes pooled over the seeds
 (how well these policies do, given these trainings) and the t interval of the per-seed rates (how much
 another training seed could move the mean; with 3 seeds it is wide). Between backbones, over the runs' tasks
-together: the difference of their seed means with Welch's t interval (`difference`). Writes OUT.json and OUT.md.
+together: the difference of their seed means with Welch's t interval (`difference`). And, since the plan asks
+for enough steps to converge, each scored run's training: the step of its lowest validation loss (the checkpoint
+evaluated) against its last, flagged where they are the same (still falling at the end). Writes OUT.json and OUT.md.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 BACKBONES = {"dma": "D-Ma", "edma": "ED-Ma", "dtr": "D-Tr", "dpunet": "DP-UNet"}
 
 
-def collect(files: list[Path]) -> tuple[dict, list[str]]:
-    """(backbone, pct, task) -> {seed: (successes, episodes)}, and why runs were left out. A run that
-    appears in several files (a call repeated) is taken from the last file given."""
+def collect(files: list[Path]) -> tuple[dict, dict, list[str]]:
+    """(backbone, pct, task) -> {seed: (successes, episodes)}, run name -> its training (`training`), and why runs
+    were left out. A run that appears in several files (a call repeated) is taken from the last file given."""
     cells: dict = {}
+    trainings: dict = {}
     left_out = []
     for f in files:
         data = json.loads(f.read_text())
@@ -67,7 +70,34 @@ def collect(files: list[Path]) -> tuple[dict, list[str]]:
             key = (BACKBONES.get(m["backbone"], m["backbone"]), int(m["pct"]))
             for task, value in scored.items():
                 cells.setdefault((*key, task), {})[int(m["seed"])] = value
-    return cells, left_out
+            trainings[name] = training(train)
+    return cells, trainings, left_out
+
+
+def training(train: dict) -> dict:
+    """A run's training as the table reports it: its steps, the step and validation loss of its best checkpoint
+    (the one evaluated), its last validation loss, and whether the loss was still falling at the end (best = last)."""
+    best = train.get("best") or {}
+    return dict(steps=train.get("steps"), best_step=best.get("step"), best_val=best.get("val_loss"),
+                final_val=train.get("final_val_loss"), still_falling=best.get("step") == train.get("steps"))
+
+
+def training_lines(trainings: dict) -> list[str]:
+    """Markdown lines for `collect`'s trainings, one per run."""
+    lines = []
+    for name, t in sorted(trainings.items()):
+        if t["best_step"] is None:
+            lines.append(f"- {name}: {t['steps']} steps, no validation recorded")
+            continue
+        end = ("still falling at the end" if t["still_falling"]
+               else f"last {t['final_val']:.4f}" if t["final_val"] is not None else "")
+        lines.append(f"- {name}: best at step {t['best_step']} of {t['steps']} (validation loss {t['best_val']:.4f}"
+                     f"{'; ' + end if end else ''})")
+    if not lines:
+        return []
+    falling = sum(t["still_falling"] for t in trainings.values())
+    return ["", "Training (each run evaluated at its lowest validation loss; still falling at the last step: "
+                f"{falling} of {len(trainings)}):", *lines]
 
 
 def t975(df: float) -> float:
@@ -143,13 +173,15 @@ def across_tasks(rows: list[dict]) -> dict[int, tuple[int, int]]:
 
 
 def write_table(out: Path, sources: list[Path], rows: list[dict], left_out: list[str], text: str,
-                diffs: list[dict], diffs_over: str) -> None:
-    """OUT.json (the rows, the differences between backbones, their sources, what was left out) and OUT.md
-    (``text``, the differences, over ``diffs_over``, and what was left out)."""
-    text += "\n".join(difference_lines(diffs, diffs_over)) + "\n"
+                diffs: list[dict], diffs_over: str, trainings: dict | None = None) -> None:
+    """OUT.json (the rows, the differences between backbones, their sources, the runs' trainings where given,
+    what was left out) and OUT.md (``text``, the differences, over ``diffs_over``, the trainings, what was left
+    out)."""
+    text += "\n".join(difference_lines(diffs, diffs_over) + training_lines(trainings or {})) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if trainings is None else dict(trainings=trainings)
     out.with_suffix(".json").write_text(json.dumps(dict(sources=[p.name for p in sources], rows=rows,
-                                                        differences=diffs, left_out=left_out), indent=1))
+                                                        differences=diffs, **extra, left_out=left_out), indent=1))
     if left_out:
         text += "\n".join(["", "Left out (not scored):", *(f"- {x}" for x in left_out)]) + "\n"
     out.with_suffix(".md").write_text(text)
@@ -188,14 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", nargs="+", type=Path, help="train_suite.py --plan suite result JSONs")
     ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
-    cells, left_out = collect(args.results)
+    cells, trainings, left_out = collect(args.results)
     if not cells:
         print("suite_table: no complete suite run in " + ", ".join(map(str, args.results)), file=sys.stderr)
         return 2
     rows = table(cells)
     diffs = [dict(d, pct=pct) for pct in sorted({r["pct"] for r in rows})
              for d in differences([r for r in rows if r["pct"] == pct and r["task"] == "all"])]
-    write_table(args.out, args.results, rows, left_out, markdown(rows), diffs, "all tasks")
+    write_table(args.out, args.results, rows, left_out, markdown(rows), diffs, "all tasks", trainings)
     return 0
 
 

@@ -13,11 +13,12 @@ from tests.scripts import load_script
 SCRIPT = "scripts/gpu/suite_table.py"
 
 
-def _run(successes: dict, rc=0, complete=True, steps=400) -> dict:
+def _run(successes: dict, rc=0, complete=True, steps=400, best_step=300) -> dict:
     evals = {f"exec_horizon_0_{t}": dict(rc=0, successes=s, episodes=50) for t, s in successes.items()}
     if not complete:
         evals["exec_horizon_0_push"] = dict(rc="killed at the deadline", seconds=199.0)
-    return dict(task="reach,push", train=dict(rc=rc, steps=steps), eval=evals)
+    train = dict(rc=rc, steps=steps, best=dict(step=best_step, val_loss=0.17), final_val_loss=0.19)
+    return dict(task="reach,push", train=train, eval=evals)
 
 
 def test_pools_seeds_and_leaves_out_incomplete_runs(tmp_path):
@@ -62,6 +63,25 @@ def test_runs_of_another_step_count_are_listed_not_scored(tmp_path):
     assert {(r["backbone"], r["pct"]) for r in out["rows"]} == {("D-Tr", 100)}
     assert sorted(x.split(" in ")[0] for x in out["left_out"]) == ["suite_dma_100pct_s0", "suite_dma_20pct_s0"]
     assert "trained 900 steps, the plan's 100 % runs train" in out["left_out"][0]
+
+
+def test_each_scored_runs_training_says_whether_it_was_still_falling(tmp_path):
+    st = load_script(SCRIPT)
+    runs = {"suite_dma_20pct_s0": _run(dict(reach=5, push=0)),
+            "suite_dtr_20pct_s0": _run(dict(reach=5, push=0), best_step=400),
+            "suite_dtr_20pct_s1": _run(dict(reach=5, push=0), complete=False, best_step=400)}  # not scored: not listed
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps(dict(runs=runs)))
+    assert st.main([str(f), "--out", str(tmp_path / "t")]) == 0
+    trainings = json.loads((tmp_path / "t.json").read_text())["trainings"]
+    assert set(trainings) == {"suite_dma_20pct_s0", "suite_dtr_20pct_s0"}
+    assert trainings["suite_dma_20pct_s0"] == dict(steps=400, best_step=300, best_val=0.17, final_val=0.19,
+                                                   still_falling=False)
+    assert trainings["suite_dtr_20pct_s0"]["still_falling"]
+    md = (tmp_path / "t.md").read_text()
+    assert "still falling at the last step: 1 of 2" in md
+    assert "- suite_dma_20pct_s0: best at step 300 of 400 (validation loss 0.1700; last 0.1900)" in md
+    assert "- suite_dtr_20pct_s0: best at step 400 of 400 (validation loss 0.1700; still falling at the end)" in md
 
 
 def test_nothing_complete_is_an_error(tmp_path, capsys):
