@@ -8,10 +8,9 @@ Each call's JSON holds some runs named suite_<backbone>_<pct>pct_s<seed>, each e
 the suite (eval.exec_horizon_<h>_<task>). A run is counted only when its training finished, at the plan's
 number of steps for its share of the demos (train_suite.SUITE_STEPS: runs of an earlier recipe are listed, not
 scored), and every one of its evaluations ran to the end (a run stopped by a call's deadline is listed as missing,
-not scored). Two
-intervals, because they answer different questions: the Wilson interval of all episodes pooled over the seeds
-(how well these policies do, given these trainings) and the t interval of the per-seed rates (how much
-another training seed could move the mean; with 3 seeds it is wide). Between backbones, over the runs' tasks
+not scored). Two intervals, because they answer different questions: the Wilson interval of all episodes pooled
+over the seeds (how well these policies do, given these trainings) and the t interval of the per-seed rates (how
+much another training seed could move the mean; with 3 seeds it is wide). Between backbones, over the runs' tasks
 together: the difference of their seed means with Welch's t interval (`difference`). And, since the plan asks
 for enough steps to converge, each scored run's training: the step of its lowest validation loss (the checkpoint
 evaluated) against its last, flagged where they are the same (still falling at the end). Writes OUT.json and OUT.md.
