@@ -82,6 +82,7 @@ def discovered(result: subprocess.CompletedProcess) -> bool:
 
 
 ROS2_ATTEMPT_S = 30.0  # one ros2 command call (a `param dump` takes 3-8 s here)
+DEAD_PARTICIPANT_GONE_S = 4.0  # the suite's lease duration (3 s, tests/udp_only.xml) and a margin
 
 
 def ros2_until(env: dict, *args: str, ok=discovered, timeout: float = 60.0):
@@ -89,7 +90,11 @@ def ros2_until(env: dict, *args: str, ok=discovered, timeout: float = 60.0):
     that started before discovery completed answers 'Node not found'). A call that hangs is ended after
     ROS2_ATTEMPT_S and tried again while ``timeout`` lasts: in a fresh-clone CI run, `ros2 param dump` of
     the policy node hung for the whole 90 s while the other nodes' dumps answered (not seen before in the
-    runs of this test; the CLI or the node, unknown)."""
+    runs of this test; the CLI or the node, unknown). Seen again in session 30 (the controller's dump, every
+    attempt for 90 s). A hung attempt is killed, and its participant dies without saying goodbye: the next
+    attempt waits until the graph has dropped it (the suite's 3 s lease, tests/udp_only.xml), since Fast DDS
+    can deadlock destroying entities while it removes a participant that just died (tests/rosutil.Probe.close),
+    which would make the next CLI hang the same way."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -97,6 +102,7 @@ def ros2_until(env: dict, *args: str, ok=discovered, timeout: float = 60.0):
         except subprocess.TimeoutExpired:
             if time.monotonic() > deadline:
                 raise
+            time.sleep(DEAD_PARTICIPANT_GONE_S)
             continue
         if ok(result) or time.monotonic() > deadline:
             return result

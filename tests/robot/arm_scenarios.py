@@ -160,7 +160,8 @@ def task_change():
     out = {"moved_on_reach": at_switch - START[0], "lowest_after_switch": min(j1), "at_switch": at_switch,
            "early_enable": early,
            "mode_after_switch": r.ctrl.mode.name, "reason": r.ctrl.reason,
-           "refused_other_policy": r.ctrl.counters.rejections.get("other_policy", 0) - rejected}
+           "refused_other_policy": r.ctrl.counters.rejections.get("other_policy", 0) - rejected,
+           "push_chunks": len(j1)}
     out["enable"] = list(r.ctrl.enable())
     r.run(1.5, lambda: r.chunk([-0.15, 0, 0, 0, 0, 0, 0], task="push"))
     out["after_enable"] = float(r.state()[0])

@@ -92,7 +92,9 @@ def test_a_task_changed_at_run_time_drives_the_arm_only_after_an_enable():
     r = scenario("task_change")
     print(r)
     assert r["moved_on_reach"] > 0.03, r  # the first task drove the arm
-    assert r["refused_other_policy"] >= 10, r  # every chunk of the new task, one per 0.1 s
+    # every chunk of the new task: one per 10 cycles, so about 15 in the 1.5 s, fewer where the arm's clock runs slow
+    # and the loop waits on it (CI once sent 9)
+    assert r["push_chunks"] >= 5 and r["refused_other_policy"] == r["push_chunks"], r
     # an enable while the enabled task still drives used to answer "already enabled" and switch nothing
     assert r["early_enable"]["mode"] == "ENABLED", r
     ok, why = r["early_enable"]["answer"]

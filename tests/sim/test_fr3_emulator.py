@@ -116,13 +116,14 @@ def _scenarios(out: Path) -> None:
         robot.relative_dynamics_factor = 1.0
         for limit in (robot.joint_velocity_limit, robot.joint_acceleration_limit, robot.joint_jerk_limit):
             limit.set(limit.max)  # franky's own maxima: the Panda's (15 rad/s^2 on joint 1)
-        n = len(emu.reflexes)
+        n, before = len(emu.reflexes), dict(emu.counters)
         exc = attempt(lambda: robot.move(JointVelocityMotion([1.5, 0, 0, 0, 0, 0, 0], duration=Duration(300))))
+        late = {k: emu.counters[k] - before[k] for k in ("commands_not_in_time", "missing_ids", "stale_commands")}
         s = robot.state
         refused = attempt(lambda: robot.move(JointVelocityMotion([0.05, 0, 0, 0, 0, 0, 0], duration=Duration(50))))
         time.sleep(0.5)
         held = emu.states()["q"][-300:]  # positions: franky-sim's joint 7 velocity reads ~0.08 rad/s at rest
-        return {"exception": exc, "reflex": emu.reflexes[n] if len(emu.reflexes) > n else None,
+        return {"exception": exc, "reflex": emu.reflexes[n] if len(emu.reflexes) > n else None, "late": late,
                 "robot_mode": str(s.robot_mode), "current_errors": str(s.current_errors),
                 "last_motion_errors": str(s.last_motion_errors), "refused": refused, "in_reflex": emu.in_reflex,
                 "moves_refused": emu.counters["moves_refused"], "held_drift": float(np.abs(held - held[0]).max())}
@@ -253,10 +254,16 @@ def test_panda_dynamics_on_an_fr3_end_in_a_reflex_named_by_franky(scenarios):
     assert reflex["errors"] in ([ACC], [JERK], [ACC, JERK]) and reflex["aborted_motion"]
     assert kind == "ControlException" and "motion aborted by reflex" in text
     assert f'[{", ".join(chr(34) + e + chr(34) for e in reflex["errors"])}]' in text  # franky names exactly these
+    # On time, the first command over the FR3's bound is within franky's (Panda) one: 11.3 rad/s^2 in every local
+    # run, loaded or not. A command that missed franky-sim's lock-step wait (or an id gap) lets libfranka's
+    # low-pass filter start the next one from a desired state one tick old, which adds up to one tick's change:
+    # CI saw 17.1 rad/s^2 once (2026-12-07, counters then unrecorded). Twice the Panda's bound still separates
+    # that from the 150-200 rad/s^2 a stream without the lock-step showed.
+    on_time = not any(r["late"].values())
     for d in reflex["detail"]:
         assert d["joint"] == 1 and d["quantity"] in ("acceleration", "jerk")
         fr3, panda = (10.0, 15.0) if d["quantity"] == "acceleration" else (5000.0, 7500.0)
-        assert fr3 < abs(d["value"]) <= 1.05 * panda, d
+        assert fr3 < abs(d["value"]) <= (1.05 if on_time else 2.0) * panda, (d, r["late"])
     assert r["robot_mode"] == "RobotMode.Reflex"
     for e in reflex["errors"]:
         assert e in r["current_errors"] and e in r["last_motion_errors"]
