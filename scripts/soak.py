@@ -5,8 +5,9 @@ Runs the whole profile (franky-sim world, two camera nodes, policy node with the
 controller) as separate processes over DDS with a world that never ends its episode, and samples every
 minute (or --period): each node's resident memory (VmRSS from /proc), the policy's latency and
 inference percentiles (PolicyStatus), chunks received, the largest interval between consecutive chunks,
-and the controller's watchdog trips and rejected chunks. Ends with the memory growth per node (last
-sample minus the first after warm-up) and the latency percentiles per period, printed and saved.
+the controller's watchdog trips and rejected chunks, and both loops' late cycles so far (the cadence).
+Ends with the memory growth per node (last sample minus the first after warm-up) and the latency
+percentiles per period, printed and saved.
 
     .venv/bin/python scripts/soak.py --minutes 30 --out docs/results/soak_30min.json
 """
@@ -31,6 +32,16 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def _per_period(samples: list[dict], key: str) -> list[int | None]:
+    """Differences of a cumulative count between consecutive samples (the first: since the node started)."""
+    out, before = [], 0
+    for s in samples:
+        now = s[key]
+        out.append(None if now is None else now - before)
+        before = before if now is None else now
+    return out
 
 
 def main() -> int:
@@ -97,6 +108,8 @@ def main() -> int:
                        watchdog_trips=int(cs.watchdog_trips) if cs else None,
                        chunks_rejected=int(cs.chunks_rejected) if cs else None,
                        cycle_jitter_p99_ms=round(cs.cycle_jitter_p99_ms, 2) if cs else None,
+                       ticks_overrun=int(ps.ticks_overrun) if ps else None,  # late, since the start
+                       cycles_overrun=int(cs.cycles_overrun) if cs else None,
                        controller_mode=int(cs.mode) if cs else None)
             samples.append(row)
             print(json.dumps(row), flush=True)
@@ -115,6 +128,10 @@ def main() -> int:
                    latency_p99_ms_per_period=[s["latency_p99_ms"] for s in samples],
                    chunks_per_period=[s["chunks"] for s in samples],
                    max_chunk_gap_s=max(gaps) if gaps else None,
+                   # late ticks / cycles in each period (the status counts them since each node started): a
+                   # burst shows as one period, a loop that falls behind for good as every one
+                   ticks_late_per_period=_per_period(samples, "ticks_overrun"),
+                   cycles_late_per_period=_per_period(samples, "cycles_overrun"),
                    watchdog_trips=samples[-1]["watchdog_trips"] if samples else None,
                    chunks_rejected=samples[-1]["chunks_rejected"] if samples else None)
     print(json.dumps(summary, indent=2))

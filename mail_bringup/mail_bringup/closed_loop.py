@@ -38,6 +38,8 @@ class EpisodeResult:
     final_distance: float | None = None  # ... when it ended
     min_distance: float | None = None  # closest the episode came
     cycle_jitter_p99_ms: float = 0.0  # controller's control-cycle period deviation from nominal
+    cycles: int = 0  # the episode's controller's control cycles (ControllerStatus.cycles) ...
+    cycles_overrun: int = 0  # ... and those that started late
     limits: dict = field(default_factory=dict)  # limit name -> cycles (ControllerStatus.limit_names/_counts)
     failed: bool = False  # the task judged the episode failed (memory: the wrong pad), not a timeout
     reason: str = ""  # the world's reason for an end without a verdict (e.g. "the arm never moved")
@@ -95,6 +97,11 @@ class ClosedLoopReport:
     latency_p99_ms: float = 0.0
     inference_p50_ms: float = 0.0
     controller_jitter_p99_ms: float = 0.0
+    # cadence: the policy node's ticks and the controller's cycles over the run, and those that started late
+    policy_ticks: int = 0
+    policy_ticks_overrun: int = 0
+    controller_cycles: int = 0
+    controller_cycles_overrun: int = 0
     # the stack ran on the world's clock (use_sim_time: /clock came): its plans kept the simulated arm's pace
     # at any sim_per_wall, and its latencies are simulated seconds
     on_world_clock: bool = False
@@ -114,6 +121,8 @@ class ClosedLoopReport:
                     latency_p50_ms=round(self.latency_p50_ms, 1), latency_p99_ms=round(self.latency_p99_ms, 1),
                     inference_p50_ms=round(self.inference_p50_ms, 1),
                     controller_jitter_p99_ms=round(self.controller_jitter_p99_ms, 2),
+                    policy_ticks=self.policy_ticks, policy_ticks_overrun=self.policy_ticks_overrun,
+                    controller_cycles=self.controller_cycles, controller_cycles_overrun=self.controller_cycles_overrun,
                     max_velocity_ratio=round(max((e.max_velocity_ratio for e in self.episodes), default=0.0), 3),
                     max_acceleration_ratio=round(max((e.max_acceleration_ratio for e in self.episodes),
                                                      default=0.0), 3),
@@ -290,6 +299,10 @@ def run_closed_loop(checkpoint_root: str, checkpoint: str, task: str = "reach", 
         report.latency_p50_ms, report.latency_p99_ms, report.inference_p50_ms = \
             s.latency_p50_ms, s.latency_p99_ms, s.inference_p50_ms
         report.controller_jitter_p99_ms = max(e.cycle_jitter_p99_ms for e in report.episodes)
+        report.policy_ticks, report.policy_ticks_overrun = int(s.ticks), int(s.ticks_overrun)
+        # each episode's world has a controller of its own
+        report.controller_cycles = sum(e.cycles for e in report.episodes)
+        report.controller_cycles_overrun = sum(e.cycles_overrun for e in report.episodes)
         report.on_world_clock = obs.world_clock is not None
     finally:
         stack.stop()
@@ -347,6 +360,7 @@ def _episode(obs, world, env, seed, limits, period_hz, log, echo, stack) -> Epis
                                start_distance=end.get("start_distance"), final_distance=end.get("final_distance"),
                                min_distance=end.get("min_distance"),
                                cycle_jitter_p99_ms=float(cs.cycle_jitter_p99_ms) if cs else 0.0,
+                               cycles=int(cs.cycles) if cs else 0, cycles_overrun=int(cs.cycles_overrun) if cs else 0,
                                limits=dict(zip(cs.limit_names, map(int, cs.limit_counts))) if cs else {},
                                failed=bool(end.get("failed", False)), reason=end.get("reason") or "",
                                sim_duration_s=end.get("sim_duration"), timeout_s=end.get("timeout"),

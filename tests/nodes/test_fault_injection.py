@@ -318,3 +318,26 @@ def test_a_burst_of_malformed_messages_is_dropped_and_counted_while_control_goes
     assert vmax <= 1.0 + 1e-9, vmax
     if trips == 0:
         assert rig.mode() == ControllerStatus.MODE_ENABLED
+
+
+def test_both_loops_count_the_cycles_that_started_late(rig):
+    """The cadence report (PolicyStatus.ticks / ticks_overrun, ControllerStatus.cycles / cycles_overrun, in
+    `make demo`'s summary and the fidelity report): a loop held up half a second (SIGSTOP, as a host that
+    does not schedule it) starts its next cycle late and counts it, then keeps its rate."""
+    rig.wait_enabled()
+    wait_for(lambda: rig.policy_status and rig.policy_status[-1].ticks > 10 and rig.status[-1].cycles > 100, 30,
+             what="ticks and cycles counted")
+    p0, c0 = rig.policy_status[-1], rig.status[-1]
+    assert p0.ticks_overrun < p0.ticks and c0.cycles_overrun < c0.cycles, (p0, c0)
+    for proc in (rig.policy, rig.controller):
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: rig.policy_status[-1].ticks_overrun > p0.ticks_overrun and
+             rig.status[-1].cycles_overrun > c0.cycles_overrun, 10, what="the late cycles counted")
+    n = len(rig.status)
+    wait_for(lambda: len(rig.status) > n + 5, 10, what="statuses after")
+    p1, c1 = rig.policy_status[-1], rig.status[-1]
+    print({"policy": (p0.ticks, p0.ticks_overrun, p1.ticks, p1.ticks_overrun),
+           "controller": (c0.cycles, c0.cycles_overrun, c1.cycles, c1.cycles_overrun)})
+    assert p1.ticks > p0.ticks and c1.cycles > c0.cycles + 50  # going on (100 Hz)

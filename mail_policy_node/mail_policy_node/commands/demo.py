@@ -158,6 +158,14 @@ def _pace(s: dict) -> str:
             "so the arm lagged plans made on the host's clocks, as a real FR3 never does")
 
 
+def _late(s: dict) -> str:
+    """The cadence: ticks and cycles that started late, of all (a report from before it was kept: '-')."""
+    if "policy_ticks" not in s:
+        return "-"
+    return (f"{s['policy_ticks_overrun']} of {s['policy_ticks']} / "
+            f"{s['controller_cycles_overrun']} of {s['controller_cycles']}")
+
+
 def print_summary(s: dict) -> None:
     rows = [
         ("task / checkpoint", f"{s['task']} / {s['checkpoint']}"),
@@ -169,6 +177,7 @@ def print_summary(s: dict) -> None:
         ("safety filter overrides", _limits(s["limit_hits"], s.get("limits", {}))),
         ("watchdog trips / chunks rejected", f"{s['watchdog_trips']} / {s['chunks_rejected']}"),
         ("controller cycle jitter p99", f"{s['controller_jitter_p99_ms']} ms"),
+        ("late: policy ticks / controller cycles", _late(s)),
         ("goal distance, median start -> end", f"{s['goal_distance_start_m']} -> {s['goal_distance_final_m']} m"),
         ("simulated s per wall s", _pace(s)),
         ("time: demos / train / closed loop", " / ".join(f"{s['timings'][k]} s" for k in

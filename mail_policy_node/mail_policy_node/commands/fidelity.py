@@ -128,6 +128,8 @@ def compare(sync_summary: dict, sync_episodes: list[dict], stack_summary: dict, 
                  chunk_age_p99_ms_max=max((e["chunk_age_p99_ms"] for e in eps if e.get("chunk_age_p99_ms") is not None),
                                           default=None),
                  controller_jitter_p99_ms=stack_summary.get("controller_jitter_p99_ms"),
+                 **{k: stack_summary.get(k) for k in ("policy_ticks", "policy_ticks_overrun", "controller_cycles",
+                                                      "controller_cycles_overrun")},
                  overrides={k: v for k, v in sorted(limits.items()) if k not in SHAPING},
                  smoothing={k: limits[k] for k in SHAPING if k in limits},
                  limit_hits=stack_summary.get("limit_hits"),
@@ -262,6 +264,8 @@ def markdown(report: dict) -> str:
         f"| chunk age at arrival, median p50 / max p99 | - | {_fmt(k['chunk_age_p50_ms_median'])} / "
         f"{_fmt(k['chunk_age_p99_ms_max'])} ms |",
         f"| controller cycle jitter p99 | - | {k['controller_jitter_p99_ms']} ms |",
+        f"| started late: policy ticks / controller cycles | - | {k['policy_ticks_overrun']} of {k['policy_ticks']} / "
+        f"{k['controller_cycles_overrun']} of {k['controller_cycles']} |",
         f"| safety filter overrides (cycles) | - | {k['limit_hits']}: {_counts(k['overrides'])} "
         f"(in failures: {_counts(k['overrides_in_failures'])}); smoothing: {smooth} |",
         f"| chunks rejected / stale actions dropped | - | {k['chunks_rejected']} ({_counts(k['rejections'])}) / "

@@ -97,6 +97,16 @@ def refuse_sim_time(node) -> None:
 SIM_TIME_POLL_S = 0.0005
 
 
+class Cadence:
+    """A periodic loop's count of its cycles and of those that overran: the work of the cycle before (or the
+    host, not scheduling the loop) ran past the cycle's due time, so it started late (the loop does not burst
+    to catch up). The cadence report a user reads beside the achieved rate: a loaded host shows here first."""
+
+    def __init__(self):
+        self.cycles = 0
+        self.overruns = 0
+
+
 class NodeClock:
     """The clock a node times itself by. On the host's clocks (``use_sim_time`` false, always on a real
     robot): ``monotonic`` for intervals (watchdog, pacing, jitter) and ``wall`` for stamps, the system clock.
@@ -141,12 +151,14 @@ class NodeClock:
             time.sleep(SIM_TIME_POLL_S)
         return True
 
-    def wait_for_cycle(self, due: float, stop, max_wall: float) -> float:
-        """A periodic loop's wait for its next cycle, due at ``due``. Returns the time that cycle counts
-        from: ``due``, or now where the loop overran (no burst of catch-up cycles) or a simulated clock did
-        not reach ``due`` within ``max_wall`` (the loop goes on)."""
+    def wait_for_cycle(self, due: float, stop, max_wall: float, cadence: Cadence) -> float:
+        """A periodic loop's wait for its next cycle, due at ``due``, counted in ``cadence``. Returns the
+        time that cycle counts from: ``due``, or now where the loop overran (no burst of catch-up cycles) or
+        a simulated clock did not reach ``due`` within ``max_wall`` (the loop goes on; not an overrun)."""
         now = self.monotonic()
+        cadence.cycles += 1
         if due <= now:
+            cadence.overruns += 1
             return now
         return due if self.sleep_until(due, stop, max_wall) else self.monotonic()
 

@@ -50,7 +50,7 @@ from mail_policy_node.control.franky_arm import ArmClockPacer, FrankyArm, run_cy
 from mail_policy_node.control.params import CONTROLLER_PARAMETERS, controller_setup, is_loopback
 from mail_policy_node.control.safety import CommandState
 from mail_policy_node.data.sync import ClockMapper
-from mail_policy_node.nodes import NodeClock, run, shut_down
+from mail_policy_node.nodes import Cadence, NodeClock, run, shut_down
 from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.qos import STATUS_QOS
@@ -73,6 +73,7 @@ class FrankaControllerNode(LifecycleNode):
         self.clock = NodeClock(self, refuse="" if p["robot_ip"] and is_loopback(p["robot_ip"]) else
                                f"the controller follows a simulated clock only for a simulated arm on loopback "
                                f"(franky-sim, the FR3 emulator), not for robot_ip {p['robot_ip']!r}")
+        self.cadence = Cadence()  # the control loop's cycles and overruns (ControllerStatus)
         setup = controller_setup(p)
         budget, config = setup.budget, setup.controller
         period = config.safety.cycle_period
@@ -309,7 +310,8 @@ class FrankaControllerNode(LifecycleNode):
             cycle += 1
             # a simulated clock that stalls holds a cycle at most ARM_CLOCK_WAIT_CYCLES periods: the loop still
             # reads the arm
-            next_t = clock.wait_for_cycle(next_t + self.period, self._stop, ARM_CLOCK_WAIT_CYCLES * self.period)
+            next_t = clock.wait_for_cycle(next_t + self.period, self._stop, ARM_CLOCK_WAIT_CYCLES * self.period,
+                                          self.cadence)
             if self.arm.robot is not None:
                 try:
                     self.pacer.wait(self.arm.arm_time)
@@ -382,6 +384,7 @@ class FrankaControllerNode(LifecycleNode):
         m.commanded_position = [float(x) for x in s.commanded_position]
         m.measured_position = [float(x) for x in s.measured_position]
         m.cycle_jitter_p99_ms = float(s.cycle_jitter_p99_ms)
+        m.cycles, m.cycles_overrun = self.cadence.cycles, self.cadence.overruns
         m.chunk_age_p50_ms, m.chunk_age_min_ms = float(s.chunk_age_p50_ms), float(s.chunk_age_min_ms)
         m.estop_active = self.ctrl.estop_active
         self.status_pub.publish(m)

@@ -37,7 +37,7 @@ from mail_msgs.msg import PolicyStatus
 from mail_policy_node.checkpoint_limits import CheckpointError, short
 from mail_policy_node.control.chunks import not_for_robot
 from mail_policy_node.engine.engine import EngineConfig
-from mail_policy_node.nodes import NodeClock, run, topic_remaps
+from mail_policy_node.nodes import Cadence, NodeClock, run, topic_remaps
 from mail_policy_node.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mail_policy_node.nodes.parameters import declare_table
 from mail_policy_node.nodes.qos import STATUS_QOS
@@ -57,6 +57,7 @@ class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
         self.clock = NodeClock(self)  # with use_sim_time: the simulated world's (stamps, staleness, the tick rate)
+        self.cadence = Cadence()  # the tick loop's ticks and overruns (PolicyStatus)
         p = declare_table(self, POLICY_PARAMETERS)
         self.root = p["checkpoint_root"]
         self.task = p["task"]  # what a multi-task checkpoint is asked for (runtime.load_policy)
@@ -249,13 +250,14 @@ class PolicyNode(Node):
             while not self._stop.is_set():
                 if self._frame_arrived.wait(0.1):
                     self._frame_arrived.clear()
+                    self.cadence.cycles += 1  # no period to overrun
                     self.tick()
             return
         period, clock = 1.0 / self.runtime_config.rate_hz, self.clock
         next_t = clock.monotonic()
         while not self._stop.is_set():
             self.tick()
-            next_t = clock.wait_for_cycle(next_t + period, self._stop, max_wall=1.0)
+            next_t = clock.wait_for_cycle(next_t + period, self._stop, max_wall=1.0, cadence=self.cadence)
 
     def tick(self) -> None:
         rt = self.runtime
@@ -340,6 +342,7 @@ class PolicyNode(Node):
             m.rate_hz = float(s["rate_hz"])
             m.latency_p50_ms, m.latency_p99_ms = float(s["latency_p50_ms"]), float(s["latency_p99_ms"])
             m.inference_p50_ms, m.inference_p99_ms = float(s["inference_p50_ms"]), float(s["inference_p99_ms"])
+        m.ticks, m.ticks_overrun = self.cadence.cycles, self.cadence.overruns
         loading = self._loading
         if loading is not None:
             m.state = PolicyStatus.STATE_LOADING
