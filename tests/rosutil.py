@@ -127,3 +127,28 @@ def private_domain():
 
 
 private_domain.count = 0
+
+
+def feed_constant_sensors(p: Probe, stop, pixel: int, size: int, arm, fingers, period: float = 0.05) -> None:
+    """Until ``stop`` (a threading.Event) is set: both cameras (agentview, wrist) every ``period`` s, the same
+    ``size`` x ``size`` grey frame of ``pixel`` every time, with a joint state (``arm`` + ``fingers``) stamped
+    with each. For a policy node fed by the test process (run it in a thread)."""
+    import numpy as np
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+
+    from mail_policy_node.nodes.ros_convert import image_msg, to_time
+
+    pubs = {c: p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
+            for c in ("agentview", "wrist")}
+    jpub = p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+    names = [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"]
+    frame = np.full((size, size, 3), pixel, np.uint8)
+    while not stop.is_set():
+        t = time.time()
+        for c, pub in pubs.items():
+            pub.publish(image_msg(frame, t, c))
+        js = JointState(name=names, position=list(arm) + list(fingers))
+        js.header.stamp = to_time(t + 0.001)
+        jpub.publish(js)
+        time.sleep(period)

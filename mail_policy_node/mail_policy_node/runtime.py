@@ -21,6 +21,7 @@ policy never acts on a mix of the two and goes on by itself once the stamps move
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .checkpoint_root import resolve_checkpoint
-from .control.chunks import ActionChunk, SchedulerConfig
+from .control.chunks import ActionChunk, SchedulerConfig, committed_actions
 from .data.images import ImageDecodeError, check_layout, msg_to_rgb
 from .data.sync import ObservationSynchronizer
 from .engine.engine import HISTORIES, EngineConfig, InferenceEngine
@@ -51,6 +52,11 @@ class RuntimeConfig:
     # a checkpoint whose first chunks are all refused (NaN / inf) this many times in a row is undone: the
     # one it replaced runs again (at start-up, with none to go back to, the status says ERROR)
     failed_chunks: int = 3
+    # real-time chunking: how long a chunk takes from the observation set to the robot [s], which decides the
+    # actions it cannot change; None: the median of the policy's last 20 computations (the node). Replay gives
+    # a number: its clock does not move while it computes, and measured times would make its figures depend
+    # on the host and its load
+    compute_time: float | None = None
 
     def __post_init__(self):
         if not (self.rate_hz == 0 or 0.5 <= self.rate_hz <= 200):
@@ -59,6 +65,8 @@ class RuntimeConfig:
             raise ValueError(f"execution_horizon must be >= 0, got {self.execution_horizon}")
         if self.failed_chunks < 1:
             raise ValueError(f"failed_chunks must be >= 1, got {self.failed_chunks}")
+        if self.compute_time is not None and not 0 <= self.compute_time < 10:
+            raise ValueError(f"compute_time must be None or in [0, 10) s, got {self.compute_time}")
 
 
 # The policy node's parameters (nodes/policy_node.py declares exactly these). "" stands for None (ROS
@@ -78,6 +86,10 @@ POLICY_PARAMETERS: tuple[Parameter, ...] = (
               choices=("",) + HISTORIES),
     Parameter("sampler", "", "the DDPM head's sampler; '' = the checkpoint's own (ddpm, as in the paper)",
               choices=("",) + SAMPLERS),
+    Parameter("real_time_chunking", default_of(EngineConfig, "real_time_chunking"), "DDPM head: each chunk keeps "
+              "the actions of the previous one that run before it can take over (due within the policy's compute "
+              "time) and bends away from the rest of their overlap smoothly (real-time chunking, by inpainting); "
+              "matters when execution_horizon is shorter than the chunk. No effect on a BC head"),
     # RuntimeConfig refuses rates in (0, 0.5)
     Parameter("rate_hz", default_of(RuntimeConfig, "rate_hz"), "[Hz] control ticks per second (1 / the policy's "
               "dt); 0: a tick per new observation set; otherwise at least 0.5", 0.0, 200.0),
@@ -196,6 +208,7 @@ class PolicyRuntime:
         self.last_revert: str | None = None  # the last swap undone: which checkpoint, why, what runs now
         self.reverts = 0
         self._revert_events: list[tuple[str, str]] = []  # (failed, restored) names, for the node
+        self._running: ActionChunk | None = None  # this episode's last chunk (real-time chunking keeps its overlap)
         self._install(loaded)
 
     # ---- policy ---------------------------------------------------------------------------------
@@ -209,6 +222,7 @@ class PolicyRuntime:
             self._epoch = self.sync.epoch
         self.horizon = self.config.execution_horizon or spec.action_horizon
         self.episode_steps = 0
+        self._running = None
 
     @property
     def spec(self) -> FeatureSpec:
@@ -253,6 +267,7 @@ class PolicyRuntime:
         self.policy.engine.reset()
         self.sync.reset()
         self.episode_steps = 0
+        self._running = None
 
     # ---- inputs (called from subscription callbacks) ---------------------------------------------
     def _stamp_ok(self, stamp: float) -> float | None:
@@ -332,7 +347,7 @@ class PolicyRuntime:
         if synced.epoch != self._epoch:
             # a new time base: what the engine holds was stamped in the old one
             self.policy.engine.reset()
-            self.episode_steps = 0
+            self.episode_steps, self._running = 0, None
             self._epoch = synced.epoch
             self.time_base_restarts += 1
         try:
@@ -353,7 +368,7 @@ class PolicyRuntime:
             self.episode_steps += 1
             if not acts:
                 return None
-            out = engine.act()
+            out = engine.act(committed=self.committed(engine))
         except EngineError as exc:
             self.drops[exc.reason] += 1
             if exc.reason != "nan_output":
@@ -374,6 +389,7 @@ class PolicyRuntime:
             self._proven, self._refused_in_a_row, self._previous, self.error = True, 0, None, None
         chunk = out.to_action_chunk(0, policy_id=self.policy.policy_id, sequence=self.sequence, task=self.policy.task)
         chunk.execute_horizon = self.horizon
+        self._running = chunk
         self.sequence += 1
         self.chunks += 1
         done = self.clock()
@@ -381,6 +397,22 @@ class PolicyRuntime:
         self.inference.append(out.latency_s)
         self.chunk_times.append(done)
         return chunk
+
+    def committed(self, engine: InferenceEngine):
+        """What the next chunk (from the observation the engine took last) keeps of the running one, for an
+        engine with real-time chunking: the overlap's actions due before it can take over (now plus the
+        compute time: `RuntimeConfig.compute_time`, or the median of the last 20 computations) frozen, the
+        rest guided (control.chunks.committed_actions); None: nothing. The batched replay asks before its
+        batch step, the runtime when it acts alone."""
+        if not engine.real_time_chunking or self._running is None:
+            return None
+        compute = self.config.compute_time
+        if compute is None:
+            recent = list(itertools.islice(reversed(self.inference), 20))
+            compute = float(np.median(recent)) if recent else 0.0
+        ready = self.clock() + compute
+        actions, weight = committed_actions(self._running, engine.due_times()[0], ready)
+        return actions[None], weight[None]
 
     def _refused_chunk(self, exc: EngineError) -> bool:
         """A chunk of a checkpoint on probation was refused (lock held): after `failed_chunks` in a row,

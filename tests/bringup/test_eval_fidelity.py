@@ -150,7 +150,7 @@ def test_the_command_gives_the_stack_the_same_seeds_and_limit(tmp_path, monkeypa
     calls = {}
 
     def fake_evaluate(checkpoint, task, episodes, seed, *rest):
-        calls["sync"] = (task, episodes, seed)
+        calls["sync"], calls["sync_rtc"] = (task, episodes, seed), rest[-1]
         return dict(sync_summary, episodes=len(sync_eps), seeds=[seed, seed + episodes - 1], successes=3,
                     success_rate=0.6, wilson95=[0.2, 0.9], step_ms=3.0), [dict(r, frames=[]) for r in sync_eps]
 
@@ -163,16 +163,19 @@ def test_the_command_gives_the_stack_the_same_seeds_and_limit(tmp_path, monkeypa
     monkeypatch.setattr(closed_loop, "run_closed_loop", fake_closed_loop)
     out = tmp_path / "out"
     assert eval_cmd.main(["--checkpoint", str(ckpt), "--task", "reach", "--episodes", "5", "--seed", "1000",
-                          "--exec-horizon", "2", "--out", str(out), "--no-progress", "--through-stack"]) == 0
+                          "--exec-horizon", "2", "--out", str(out), "--no-progress", "--through-stack",
+                          "--real-time-chunking"]) == 0
     st = calls["stack"]
     assert calls["sync"] == ("reach", 5, 1000) and st["seeds"] == (1000, 1001, 1002, 1003, 1004)
     assert st["overrides"]["policy_node"]["execution_horizon"] == 2
+    # real-time chunking in both halves: the synchronous evaluation's and the stack's policy node
+    assert calls["sync_rtc"] is True and st["overrides"]["policy_node"]["real_time_chunking"] is True
     assert st["overrides"]["sim_world"]["episode_timeout"] == pytest.approx(get_task("reach").max_steps * 0.1)
     assert st["keep_going"] and st["image_size"] == 128 and st["name"] == "ckpt"
     assert sorted(p.name for p in Path(st["root"], "ckpt").iterdir()) == ["config.json"]  # no training state
     assert (out / "eval.json").is_file()  # the synchronous output as without the option
     r = json.loads((out / "fidelity.json").read_text())
-    assert (r["settings"]["step_limit"] == get_task("reach").max_steps
+    assert (r["settings"]["step_limit"] == get_task("reach").max_steps and r["settings"]["real_time_chunking"]
             and r["comparison"]["seeds"] == [1000, 1001, 1002, 1003, 1004])
     assert "| success | 3/5 (60 %) | 2/5 (40 %) |" in capsys.readouterr().out
 

@@ -137,7 +137,8 @@ def policy_core(values: dict) -> None:
     RuntimeConfig(rate_hz=p["rate_hz"], execution_horizon=p["execution_horizon"], sync_tolerance=p["sync_tolerance"],
                   max_age=p["max_age"], failed_chunks=p["failed_chunks"])
     ObservationSynchronizer(("camera", "joint_state"), p["sync_tolerance"], p["max_age"])
-    EngineConfig(history=p["history_mode"] or None, sampler=p["sampler"] or None, device=p["device"])
+    EngineConfig(history=p["history_mode"] or None, sampler=p["sampler"] or None, device=p["device"],
+                 real_time_chunking=p["real_time_chunking"])
 
 
 POLICY_NARROWER = {

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.rosutil import node_process, probe, stop_process, wait_for
+from tests.rosutil import feed_constant_sensors, node_process, probe, stop_process, wait_for
 
 pytestmark = pytest.mark.ros
 TASKS = ("reach", "push")
@@ -98,24 +97,7 @@ class Graph:
 
     def _feed(self):
         """Both cameras at 20 Hz, the same frame every time, with a joint state stamped with each."""
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import Image, JointState
-
-        from mail_policy_node.nodes.ros_convert import image_msg, to_time
-
-        pubs = {c: self.p.node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
-                for c in ("agentview", "wrist")}
-        jpub = self.p.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
-        names = [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"]
-        frame = np.full((SIZE, SIZE, 3), PIXEL, np.uint8)
-        while not self.stop.is_set():
-            t = time.time()
-            for c, pub in pubs.items():
-                pub.publish(image_msg(frame, t, c))
-            js = JointState(name=names, position=ARM + FINGERS)
-            js.header.stamp = to_time(t + 0.001)
-            jpub.publish(js)
-            time.sleep(0.05)
+        feed_constant_sensors(self.p, self.stop, PIXEL, SIZE, ARM, FINGERS)
 
     def close(self) -> dict[str, str]:
         self.stop.set()

@@ -10,7 +10,7 @@ import pytest
 from mail_policy_node.commands import eval as eval_cmd
 from mail_policy_node.commands import train as train_cmd
 from mail_policy_node.commands.demos import record_demo
-from mail_policy_node.training.evaluate import wilson_interval
+from mail_policy_node.training.evaluate import markdown, wilson_interval
 
 from .conftest import tiny_config
 
@@ -133,6 +133,33 @@ def test_a_ddpm_episode_draws_its_own_noise_in_any_batch(ddpm_checkpoint):
             queue = list(engine.act().actions[0])
         obs, done, info = env.step(queue.pop(0))
     assert info["goal_distance"] == pytest.approx(alone[1]["final_goal_distance"], abs=1e-9)
+
+
+def test_real_time_chunking_keeps_each_rows_overlap(ddpm_checkpoint):
+    """Replanning every step (J = 3) with real-time chunking: each new chunk is pulled to the overlap of the
+    row's own last one, so the jump at chunk boundaries (the new first action against the old plan's next)
+    falls; an episode in a lockstep batch is still the episode alone (every row keeps its own last chunk);
+    the summary says whether it ran and reports the jumps, none when whole chunks run."""
+    from mail_policy_node.training.evaluate import EvalJob, evaluate, run_episode, run_episodes
+
+    def jobs(rtc):
+        return [EvalJob(ddpm_checkpoint, "reach", seed, None, 1, (64, 64), False, 10, "cpu", None, rtc)
+                for seed in (1000, 1001, 1002)]
+
+    off = [run_episode(job) for job in jobs(False)]
+    on = [run_episode(job) for job in jobs(True)]
+    for alone, row in zip(on, run_episodes(tuple(jobs(True)))):
+        assert row["final_goal_distance"] == pytest.approx(alone["final_goal_distance"], abs=1e-5)
+        assert row["boundary_jump_rad"] == pytest.approx(alone["boundary_jump_rad"], abs=1e-5)
+    jump_off = np.median([r["boundary_jump_rad"] for r in off])
+    jump_on = np.median([r["boundary_jump_rad"] for r in on])
+    assert jump_on < 0.8 * jump_off, (jump_on, jump_off)
+    summary, _ = evaluate(ddpm_checkpoint, "reach", 1, 1000, exec_horizon=1, pictures=0, progress=False, max_steps=6,
+                          real_time_chunking=True)
+    assert summary["real_time_chunking"] and summary["boundary_jump_rad"] > 0
+    assert "real-time chunking on" in markdown(summary)
+    whole, _ = evaluate(ddpm_checkpoint, "reach", 1, 1000, pictures=0, progress=False, max_steps=6)
+    assert not whole["real_time_chunking"] and whole["boundary_jump_rad"] is None
 
 
 def test_chunks_through_the_controller_are_slowed_by_its_filter():

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exec-horizon", type=int, default=0,
                         help="actions executed per chunk before replanning (default J, the paper's; with "
                              "--through-stack the sim profile's, and one its controller would refuse is refused)")
+    parser.add_argument("--real-time-chunking", action="store_true",
+                        help="DDPM head: each chunk keeps its overlap with the one it replaces (the policy node's "
+                             "real_time_chunking); matters with --exec-horizon below J")
     parser.add_argument("--max-steps", type=int, default=0, help="episode step limit (default: the task's)")
     parser.add_argument("--device", default="cpu", help="engine device: cpu, cuda or cuda:N")
     parser.add_argument("--pictures", type=int, default=3, help="rollout strips to write (first episodes)")
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary, results = evaluate(args.checkpoint, args.task, args.episodes, args.seed, args.workers,
                                     args.history_mode, args.exec_horizon, args.pictures, args.threads,
-                                    not args.no_progress, args.max_steps, args.device, controller, args.batch)
+                                    not args.no_progress, args.max_steps, args.device, controller, args.batch,
+                                    args.real_time_chunking)
     except CheckpointError as e:  # resolving, parsing, bounds, budget, weights: one line
         print(f"mail-il eval: checkpoint refused: {e}", file=sys.stderr)
         return 2

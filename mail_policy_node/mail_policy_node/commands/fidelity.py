@@ -331,7 +331,7 @@ def _sim_profile(params: dict[str, dict] | None = None) -> dict:
 # the profile parameters `mail-il eval` sets from its own options
 _EVAL_SETS = {("policy_node", "execution_horizon"): "--exec-horizon", ("policy_node", "history_mode"): "--history-mode",
               ("policy_node", "device"): "--device", ("policy_node", "checkpoint"): "--checkpoint",
-              ("policy_node", "task"): "--task",
+              ("policy_node", "task"): "--task", ("policy_node", "real_time_chunking"): "--real-time-chunking",
               ("sim_world", "task"): "--task", ("sim_world", "seed"): "--seed",
               ("sim_world", "episode_timeout"): "--max-steps"}
 
@@ -396,13 +396,14 @@ def run_stack(args, sync_summary: dict, sync_episodes: list[dict], out: Path) ->
     overrides = {node: {name: profile[node]["ros__parameters"][name] for name in values}
                  for node, values in args.profile_params.items()}
     overrides.setdefault("policy_node", {}).update(execution_horizon=args.exec_horizon,
-                                                   history_mode=args.history_mode or "", device=args.device)
+                                                   history_mode=args.history_mode or "", device=args.device,
+                                                   real_time_chunking=args.real_time_chunking)
     overrides.setdefault("sim_world", {})["episode_timeout"] = timeout
     size = int((sync_summary.get("render_size") or [128])[0])
     settings = dict(seeds=list(seeds), exec_horizon=args.exec_horizon, profile_params=args.profile_params,
-                    history_mode=args.history_mode, device=args.device, step_limit=step_limit,
-                    episode_timeout_s=timeout, image_size=size, overrides=overrides, load_before=_load(),
-                    cpus=os.cpu_count())
+                    history_mode=args.history_mode, device=args.device, real_time_chunking=args.real_time_chunking,
+                    step_limit=step_limit, episode_timeout_s=timeout, image_size=size, overrides=overrides,
+                    load_before=_load(), cpus=os.cpu_count())
     print(f"[stack] {len(seeds)} episodes of '{args.task}' through the sim profile (franky-sim, cameras, policy "
           f"node, controller over DDS), episode timeout {timeout} s ...", flush=True)
     t0 = time.monotonic()

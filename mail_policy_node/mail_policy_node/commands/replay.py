@@ -43,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-age", type=float, default=0.25, help="[s] as the policy node's parameter")
     parser.add_argument("--history", choices=("window", "stream"), default=None, help="engine history override")
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="DDPM sampler override")
+    parser.add_argument("--real-time-chunking", action="store_true",
+                        help="DDPM heads: each chunk keeps its overlap with the one it replaces, as the policy node's "
+                             "real_time_chunking parameter (the consistency column then shows how much less chunks "
+                             "disagree)")
+    parser.add_argument("--compute-time", type=float, default=0.0,
+                        help="[s] with --real-time-chunking: how long after its tick a chunk reaches the robot (its "
+                             "actions due before then are kept); the node measures it, replay assumes it so that its "
+                             "figures do not depend on this host (default 0: the bag's clock stands still meanwhile)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--task", default="",
                         help="the task a multi-task checkpoint is asked for (its goal) in every episode, as the "
@@ -79,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         topics = TopicMap.from_yaml(args.topics_map)
         config = ReplayConfig(execution_horizon=args.execution_horizon, sync_tolerance=args.sync_tolerance,
                               max_age=args.max_age, rate_hz=args.rate_hz, realtime=args.realtime,
-                              history=args.history, sampler=args.sampler, device=args.device, task=args.task)
+                              history=args.history, sampler=args.sampler, device=args.device, task=args.task,
+                              real_time_chunking=args.real_time_chunking, compute_time=args.compute_time)
         bags = _bag_folders(args.bags)
         lanes = load_lanes(args.checkpoint, config)
         results, summary = run_replay(bags, lanes, topics, config, progress=lambda m: print(m, file=sys.stderr),

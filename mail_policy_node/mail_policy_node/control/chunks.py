@@ -96,6 +96,26 @@ class ActionChunk:
                    int(sequence), int(execute_horizon), str(task))
 
 
+def committed_actions(running: ActionChunk, due: np.ndarray, ready: float) -> tuple[np.ndarray, np.ndarray]:
+    """Real-time chunking: what a new chunk whose actions are due at ``due`` (J,) keeps of ``running``, the
+    chunk the arm executes now. -> (actions (J, D): ``running`` interpolated at each due time, weight (J,)).
+    The overlap is the new chunk's actions due within running's span. Those due before ``ready`` (when the
+    new chunk can take over: now plus the policy's compute time) run from ``running`` whatever the new chunk
+    says: weight 1. The rest of the overlap is guided with weights falling to 0 towards its end (Black et al.'s
+    soft mask: c (e^c - 1) / (e - 1), c = (m - i) / (m - d + 1) for the i-th of m overlapping actions, d of
+    them frozen), so the new chunk bends away from the old plan smoothly; actions past the overlap are free."""
+    due = np.asarray(due, dtype=float)
+    times = running.due_times()
+    actions = np.stack([np.interp(due, times, running.actions[:, k]) for k in range(running.actions.shape[1])], 1)
+    inside = (due >= times[0] - 1e-9) & (due <= times[-1] + 1e-9)  # float due times on one grid
+    m = int(np.argmin(inside)) if not inside.all() else len(due)  # the overlap: the leading actions inside
+    d = int(np.sum(due[:m] < ready))
+    i = np.arange(len(due))
+    c = (m - i) / (m - d + 1)
+    weight = np.where(i < d, 1.0, np.where(i < m, c * np.expm1(c) / np.expm1(1.0), 0.0))
+    return actions, weight
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     names: tuple[str, ...]  # the robot's action dimension names, in order

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from ..control.chunks import ActionChunk
+from ..model.diffusion import CommittedActions
 from ..model.mamba_backbones import StreamState
 from ..model.policy import MailPolicy
 from .errors import EngineError
@@ -85,6 +86,9 @@ class EngineConfig:
     #                             arrive as (B, H, W, 3) already). CPU: oneDNN convolutions throughout (1.6x faster
     #                             trunks measured here, same values); CUDA: no NCHW <-> NHWC conversions in cuDNN,
     #                             only with fused_encoder (PyTorch's CUDA GroupNorm would copy it back to NCHW)
+    real_time_chunking: bool = False  # DDPM head: act(committed=...) pulls the sampled chunk to the actions of
+    #                                   the running one it overlaps (model/diffusion.py CommittedActions); without
+    #                                   the fused DDPM loop, whose one-launch head has no place for it. BC: no effect
     max_stream_steps: int = 1024  # history "stream" with a KV-cached backbone (D-Tr streaming): control steps a
     #                               row's preallocated cache holds (memory ~ steps; on CUDA each step also reads
     #                               all of it); the next observe() of a full row is refused (history_full). Mamba states
@@ -130,12 +134,6 @@ class EngineChunk:
         return ActionChunk(stamp=float(self.stamp[row]), start_offset=self.start_offset, dt=self.dt,
                            actions=self.actions[row].astype(np.float64), names=self.names,
                            action_space=self.action_space, policy_id=policy_id, sequence=sequence, task=task)
-
-
-def sample_chunk(policy: MailPolicy, run, batch: int, noise: Tensor | None, sampler: str | None) -> Tensor:
-    """The policy's head on a backbone callable ``run(embedded actions, time embedding) -> (B, J, D)``:
-    BC read-out, or the DDPM / DDIM loop over explicit noise. -> (B, J, A) in robot units, fp32."""
-    return policy.sample_with(run, batch, noise, None, sampler)
 
 
 def _prepare_policy(policy: MailPolicy, cfg: EngineConfig) -> MailPolicy:
@@ -202,8 +200,9 @@ class InferenceEngine:
         self.device = device
         self.is_ddpm = self.policy.is_ddpm
         self.sampler = cfg.sampler or pc.diffusion.sampler
+        self.real_time_chunking = cfg.real_time_chunking and self.is_ddpm
         # the cached DDPM loop through the fused kernels (CUDA + Triton), else the policy's own sampler
-        self._fused_ddpm = (FusedDDPM(self.policy, cfg.batch) if cached and cfg.fused
+        self._fused_ddpm = (FusedDDPM(self.policy, cfg.batch) if cached and cfg.fused and not self.real_time_chunking
                             and fused_ddpm_usable(self.policy, device, self.sampler) else None)
         self._zero_from_none = device.type == "cuda" and cfg.fused
         self._fused_enc = _fused_encoder_usable(self.policy, cfg)
@@ -272,6 +271,8 @@ class InferenceEngine:
         shape = (b, spec.action_horizon, spec.action_dim)
         self._noise = torch.zeros(p.ddpm.noise_shape(shape, self.sampler), device=dev) if self.is_ddpm else None
         self._out = torch.zeros(shape, device=dev)
+        self._committed = (CommittedActions(torch.zeros(shape, device=dev), torch.zeros(shape[:2] + (1,), device=dev))
+                           if self.real_time_chunking else None)
         self._gen = torch.Generator(device=dev)
         self._gen.manual_seed(self.config.seed)
         self._h2d_done = torch.cuda.Event() if pin else None  # host staging buffers free again
@@ -328,7 +329,7 @@ class InferenceEngine:
             self._out.copy_(p.unnormalize_actions(self._fused_ddpm(state, self._noise)))
             return
         if self._prefix is not None:
-            self._out.copy_(self._prefix(state, self._noise))
+            self._out.copy_(self._prefix(state, self._noise, self._committed))
             return
         if self.cached:
             def run(x, t):
@@ -338,7 +339,7 @@ class InferenceEngine:
 
             def run(x, t):
                 return p.backbone(tokens, x, t)
-        self._out.copy_(sample_chunk(p, run, b, self._noise, self.sampler))
+        self._out.copy_(p.sample_with(run, b, self._noise, None, self.sampler, self._committed))
 
     # ---- episode ----
     def reset(self, goal=None, rows=None, seed: int | None = None) -> None:
@@ -467,16 +468,19 @@ class InferenceEngine:
         self._last_stamp[idx] = c.stamps
         self._observe_s = time.perf_counter() - t0
 
-    def act(self, noise: Tensor | np.ndarray | None = None, rows=None) -> EngineChunk:
+    def act(self, noise: Tensor | np.ndarray | None = None, rows=None, committed=None) -> EngineChunk:
         """An action chunk for every row from the observations so far, or for ``rows`` only (the chunk then
         holds len(rows) rows in that order; the whole batch is computed); the caches are not changed.
         ``noise`` (DDPM): explicit draws of shape `noise_shape` (every row's); default: the engine's
-        generator."""
+        generator. ``committed`` (real_time_chunking): ``(actions (R, J, A), weight (R, J))`` for the R rows
+        acted on, in robot units at this chunk's due times, weights in [0, 1] (control.chunks.committed_actions):
+        the chunk keeps what the running one has committed to; None: nothing committed."""
         t0 = time.perf_counter()
         idx = self._row_indices(rows)
         if (self._count[idx] == 0).any():
             raise EngineError("no_observation", f"rows {idx[self._count[idx] == 0].tolist()} have no "
                                                 "observation since reset()")
+        self._set_committed(idx, committed)
         if self._noise is not None:
             if noise is None:
                 self._noise.normal_(generator=self._gen)
@@ -497,15 +501,47 @@ class InferenceEngine:
         a_idx, s_idx = self._relative
         if a_idx:  # offsets from the newest joint state -> absolute targets
             actions[..., a_idx] += self._last_state[idx][:, None, s_idx]
-        j, dt, off = self.spec.action_horizon, self.spec.dt, self.start_offset_s
-        stamp = self._last_stamp[idx].copy()
-        due = stamp[:, None] + off + dt * np.arange(j)[None]
-        chunk = EngineChunk(actions=actions, due=due, stamp=stamp, start_offset=off, dt=dt,
+        dt, off = self.spec.dt, self.start_offset_s
+        chunk = EngineChunk(actions=actions, due=self.due_times(rows), stamp=self._last_stamp[idx].copy(),
+                            start_offset=off, dt=dt,
                             names=self.spec.action_names, action_space=self.spec.action_space,
                             latency_s=self._observe_s + act_s, timing=dict(observe_s=self._observe_s, act_s=act_s),
                             steps=int(self._count[idx].min()))
         self._observe_s = 0.0
         return chunk
+
+    def due_times(self, rows=None) -> np.ndarray:
+        """(R, J) [s]: when the actions of a chunk acted now are due, for every row or ``rows`` (the newest
+        observation's stamp + start_offset_s + i * dt)."""
+        stamp = self._last_stamp[self._row_indices(rows)]
+        return stamp[:, None] + self.start_offset_s + self.spec.dt * np.arange(self.spec.action_horizon)[None]
+
+    def _set_committed(self, idx: np.ndarray, committed) -> None:
+        """The static CommittedActions the sampler reads: ``committed`` for rows ``idx`` (robot units -> the
+        policy's normalised ones, relative dimensions as offsets from the newest state), weight 0 elsewhere (the
+        other rows' actions are left as they are: a zero weight ignores them)."""
+        if committed is None:
+            if self._committed is not None:
+                self._committed.weight.zero_()
+            return
+        if self._committed is None:
+            raise EngineError("bad_committed", "committed actions given, but this engine samples without them "
+                                               "(EngineConfig.real_time_chunking, a DDPM head)")
+        actions, weight = (np.array(x, dtype=np.float32) for x in committed)
+        _, j, a = self._out.shape
+        if actions.shape != (len(idx), j, a) or weight.shape != (len(idx), j):
+            raise EngineError("bad_committed", f"committed actions must be ({len(idx)}, {j}, {a}) with weights "
+                                               f"({len(idx)}, {j}), got {actions.shape} and {weight.shape}")
+        if not (np.isfinite(actions).all() and np.isfinite(weight).all() and ((weight >= 0) & (weight <= 1)).all()):
+            raise EngineError("bad_committed", "committed actions must be finite and their weights in [0, 1]")
+        a_idx, s_idx = self._relative
+        if a_idx:  # absolute targets -> offsets from the newest joint state, as the policy predicts them
+            actions[..., a_idx] -= self._last_state[idx][:, None, s_idx]
+        rows = torch.as_tensor(idx, device=self.device)
+        self._committed.weight.zero_()
+        with torch.no_grad():
+            self._committed.actions[rows] = self.policy.normalize_actions(torch.from_numpy(actions).to(self.device))
+        self._committed.weight[rows] = torch.from_numpy(weight)[..., None].to(self.device)
 
     def step(self, obs: Observation, noise: Tensor | np.ndarray | None = None) -> EngineChunk:
         """observe(obs) then act(): one control step, frames in, chunk out."""
@@ -528,7 +564,8 @@ class InferenceEngine:
                     path="cached" if self.cached else "recompute", sampler=self.sampler if self.is_ddpm else None,
                     batch=self.config.batch, device=str(self.device), weights=self.config.weights,
                     cuda_graphs=self._act_graph.captured, fused_ddpm=self._fused_ddpm is not None,
-                    prefix_sampler=self._prefix is not None, fused_encoder=self._fused_enc,
+                    prefix_sampler=self._prefix is not None, real_time_chunking=self.real_time_chunking,
+                    fused_encoder=self._fused_enc,
                     camera_streams=bool(self._cam_streams), fused_error=self.fused_error, K=self.spec.obs_horizon,
                     max_stream_steps=self._max_steps,
                     J=self.spec.action_horizon, dt=self.spec.dt, start_offset_s=self.start_offset_s,

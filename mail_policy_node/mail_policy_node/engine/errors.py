@@ -20,6 +20,8 @@ REASONS: dict[str, str] = {
     "bad_stamp": "a time stamp not newer than the previous observation's",
     "no_observation": "act() before any observation since reset()",
     "bad_noise": "explicit noise of the wrong shape",
+    "bad_committed": "committed actions (real-time chunking) of the wrong shape, not finite, with weights outside "
+                     "[0, 1], or given to an engine that samples without them",
     "nan_output": "the produced chunk holds NaN or inf; it is dropped",
     "history_full": "a stream history with a preallocated cache (D-Tr's keys and values) is full: reset() the row",
 }

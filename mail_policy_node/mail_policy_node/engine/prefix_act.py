@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..model.diffusion import CommittedActions
 from ..model.mamba_backbones import DMamba, EDMamba, StreamState
 from ..model.transformer import DTransformer, EDTransformer
 from ..model.policy import MailPolicy
@@ -48,7 +49,7 @@ class PrefixSampler:
         slot[used] = torch.arange(len(used))
         self.row = (slot[:, None] * batch + torch.arange(batch)[None]).to(dev)  # (T, B): encoder batch row
 
-    def __call__(self, state: StreamState, noise: Tensor) -> Tensor:
+    def __call__(self, state: StreamState, noise: Tensor, committed: CommittedActions | None = None) -> Tensor:
         p, b, bb = self.p, self.b, self.p.backbone
         if self.ed:
             time = self.time_table[self.used].repeat_interleave(b, 0)  # (steps used x B, D)
@@ -66,7 +67,7 @@ class PrefixSampler:
             return p.action_out(run(p.action_in(x.to(dtype)), t)).float()
 
         shape = (b, p.cfg.spec.action_horizon, p.cfg.spec.action_dim)
-        kw = dict(low=p.action_low, high=p.action_high, noise=noise, device=p.action_mean.device)
+        kw = dict(low=p.action_low, high=p.action_high, noise=noise, device=p.action_mean.device, committed=committed)
         if self.sampler == "ddpm":
             x = p.ddpm.sample(denoise, shape, **kw)
         else:

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from ..model.policy import MailPolicy
-from .engine import sample_chunk
 from .inputs import CheckedObservation
 
 
@@ -62,7 +61,7 @@ def recompute(policy: MailPolicy, tokens: Tensor, noise: Tensor | None = None, s
     """A chunk from observation tokens (B, N, D) by a full forward per denoising step. -> (B, J, A)."""
     if noise is not None:
         noise = torch.as_tensor(noise, dtype=torch.float32, device=tokens.device)
-    return sample_chunk(policy, lambda x, t: policy.backbone(tokens, x, t), tokens.shape[0], noise, sampler)
+    return policy.sample_with(lambda x, t: policy.backbone(tokens, x, t), tokens.shape[0], noise, None, sampler)
 
 
 def _window_index(n_steps: int, k: int) -> np.ndarray:

@@ -5,6 +5,10 @@ Samplers take a ``denoise(x (B, J, A), t (B,) long) -> eps (B, J, A)`` callable,
 runs a full recompute or a cached-prefix backbone. Randomness comes only from an explicit ``noise``
 tensor (steps + 1 draws, see `noise_shape`) or ``generator``: two paths given the same noise are
 comparable draw for draw.
+
+Both samplers take an optional `CommittedActions`: actions of the chunk being sampled that are already
+committed to the robot (real-time chunking, Black et al. 2025, in its inpainting form): every step's x0
+estimate is pulled towards them by their weight, so the sampled chunk starts where the running one goes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +64,18 @@ def sinusoidal(t: Tensor, dim: int) -> Tensor:
     freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(1, half - 1))
     arg = t.float()[:, None] * freq[None]
     return torch.cat([arg.sin(), arg.cos()], dim=-1)
+
+
+class CommittedActions(NamedTuple):
+    """Actions a sampled chunk must keep, in the sampler's normalised units: ``actions`` (B, J, A) and
+    ``weight`` (B, J, 1) in [0, 1] (1: the sample equals the action; 0: free). Static tensors on CUDA (a
+    captured graph reads them); a zero weight leaves the sampler's numbers exactly as without."""
+
+    actions: Tensor
+    weight: Tensor
+
+    def pull(self, x0: Tensor) -> Tensor:
+        return torch.lerp(x0, self.actions, self.weight)
 
 
 class TimeEmbedding(nn.Module):
@@ -118,13 +135,17 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def sample(self, denoise, shape: tuple[int, ...], low: Tensor, high: Tensor, noise: Tensor | None = None,
-               generator: torch.Generator | None = None, device=None) -> Tensor:
-        """Full ancestral sampling over all steps; x0 predictions clamped to [low, high] (per action dim)."""
+               generator: torch.Generator | None = None, device=None,
+               committed: CommittedActions | None = None) -> Tensor:
+        """Full ancestral sampling over all steps; x0 predictions clamped to [low, high] (per action dim), then
+        pulled to ``committed`` (the last step's posterior is x0 itself: a weight of 1 is kept exactly)."""
         draws = self._draws(shape, noise, generator, device, self.cfg.steps + 1)
         x = draws[0]
         for i, t in enumerate(reversed(range(self.cfg.steps))):
             eps = denoise(x, torch.full((shape[0],), t, device=x.device, dtype=torch.long)).float()
             x0 = self._x0(x, eps, t, low, high)
+            if committed is not None:
+                x0 = committed.pull(x0)
             x = self.post_c0[t] * x0 + self.post_ct[t] * x
             if t > 0:
                 x = x + self.post_var[t].sqrt() * draws[i + 1]
@@ -132,14 +153,18 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def sample_ddim(self, denoise, shape: tuple[int, ...], low: Tensor, high: Tensor, steps: int | None = None,
-                    noise: Tensor | None = None, generator: torch.Generator | None = None, device=None) -> Tensor:
-        """Deterministic DDIM (eta 0) on an evenly spaced subset of the training steps."""
+                    noise: Tensor | None = None, generator: torch.Generator | None = None, device=None,
+                    committed: CommittedActions | None = None) -> Tensor:
+        """Deterministic DDIM (eta 0) on an evenly spaced subset of the training steps; ``committed`` as in
+        `sample` (the last step returns the pulled x0)."""
         steps = steps or self.cfg.ddim_steps
         x = self._draws(shape, noise, generator, device, 1)[0]
         ts = torch.linspace(self.cfg.steps - 1, 0, steps).round().long().tolist()
         for k, t in enumerate(ts):
             eps = denoise(x, torch.full((shape[0],), t, device=x.device, dtype=torch.long)).float()
             x0 = self._x0(x, eps, t, low, high)
+            if committed is not None:
+                x0 = committed.pull(x0)
             ab_next = self.alpha_bar[ts[k + 1]] if k + 1 < len(ts) else self._one  # no host copy: graph-capturable
             eps = (x - self.alpha_bar[t].sqrt() * x0) / (1 - self.alpha_bar[t]).sqrt()  # consistent with clamp
             x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..spec import FeatureSpec
 from .backbones import BackboneConfig, build_backbone
-from .diffusion import DDPM, SAMPLERS, DiffusionConfig, TimeEmbedding
+from .diffusion import DDPM, SAMPLERS, CommittedActions, DiffusionConfig, TimeEmbedding
 from .encoder import ObsEncoder, ObsEncoderConfig
 from .mamba_backbones import StreamState
 from .presets import backbone_preset
@@ -238,11 +238,14 @@ class MailPolicy(nn.Module):
         return self.sample_with(lambda x, t: self.backbone.act(state, x, t), batch, noise, generator, sampler)
 
     def sample_with(self, run, batch: int, noise: Tensor | None = None, generator: torch.Generator | None = None,
-                    sampler: str | None = None) -> Tensor:
+                    sampler: str | None = None, committed: CommittedActions | None = None) -> Tensor:
         """A chunk (B, J, A) in robot units, where ``run(embedded actions or None, time embedding or None)
         -> backbone outputs (B, J, D)`` is any backbone call (full recompute, or act() on a prefix state).
-        BC: one call. DDPM: the sampler's loop, noise from ``noise`` (see DDPM.noise_shape) or ``generator``."""
+        BC: one call. DDPM: the sampler's loop, noise from ``noise`` (see DDPM.noise_shape) or ``generator``,
+        pulled to ``committed`` (normalised units; DDPM only: a BC head has no loop to pull)."""
         if not self.is_ddpm:
+            if committed is not None:
+                raise ValueError("committed actions (real-time chunking) need a DDPM head; this policy's is BC")
             return self.unnormalize_actions(self.action_out(run(None, None)).float())
         sampler = sampler or self.cfg.diffusion.sampler
         if sampler not in SAMPLERS:
@@ -254,7 +257,7 @@ class MailPolicy(nn.Module):
             return self.action_out(run(self.action_in(x.to(dtype)), self.time_emb(t))).float()
 
         kw = dict(low=self.action_low, high=self.action_high, noise=noise, generator=generator,
-                  device=self.action_mean.device)
+                  device=self.action_mean.device, committed=committed)
         x = self.ddpm.sample(denoise, shape, **kw) if sampler == "ddpm" else self.ddpm.sample_ddim(denoise, shape, **kw)
         return self.unnormalize_actions(x)
 

@@ -71,7 +71,7 @@ class PolicyNode(Node):
 
             torch.set_num_threads(p["cpu_threads"])
         self.engine_config = EngineConfig(history=p["history_mode"] or None, device=p["device"],
-                                          sampler=p["sampler"] or None)
+                                          sampler=p["sampler"] or None, real_time_chunking=p["real_time_chunking"])
         self.state, self.reason = PolicyStatus.STATE_IDLE, "no checkpoint set"
         self.runtime: PolicyRuntime | None = None
         self._loading: str | None = None  # the checkpoint being loaded, validated and warmed up

@@ -41,7 +41,7 @@ class EngineRow:
         self._gen = torch.Generator(device=engine.device)
         self._gen.manual_seed(seed)
         self._observed: tuple[Observation, EngineError | None] | None = None
-        self._chunk: EngineChunk | None = None
+        self._chunk: tuple[EngineChunk, object] | None = None  # and the committed actions it was sampled with
         self._noise: torch.Tensor | None = None  # drawn for a batch step whose act failed: the row's retry uses it
 
     spec = property(lambda self: self.engine.spec)
@@ -59,8 +59,8 @@ class EngineRow:
     def leave_observed(self, obs: Observation) -> None:
         self._observed = (obs, None)
 
-    def leave_chunk(self, chunk: EngineChunk) -> None:
-        self._chunk = chunk
+    def leave_chunk(self, chunk: EngineChunk, committed=None) -> None:
+        self._chunk = (chunk, committed)
 
     def draw_noise(self) -> torch.Tensor | None:
         """This row's next noise draw, (S, 1, J, A) (None: the policy draws none)."""
@@ -78,19 +78,42 @@ class EngineRow:
             return
         self.engine.observe(obs, rows=[self.row])
 
-    def act(self) -> EngineChunk:
+    real_time_chunking = property(lambda self: self.engine.real_time_chunking)
+
+    def due_times(self, rows=None) -> np.ndarray:
+        return self.engine.due_times([self.row])
+
+    def act(self, committed=None) -> EngineChunk:
         left, self._chunk = self._chunk, None
-        if left is not None:
+        if left is not None and _same_committed(left[1], committed):
             self._noise = None
-            return left
+            return left[0]
         noise = self.draw_noise()
         full = None
         if noise is not None:
             full = torch.zeros(self.engine.noise_shape, device=self.engine.device)
             full[:, self.row] = noise[:, 0]
-        chunk = self.engine.act(full, rows=[self.row])  # an EngineError keeps the drawn noise for the retry
+        chunk = self.engine.act(full, rows=[self.row], committed=committed)  # an EngineError keeps the noise
         self._noise = None
         return chunk
+
+
+def _same_committed(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _stack_committed(committed: list, engine: InferenceEngine):
+    """One batch's committed actions from each acting row's (None: that row keeps nothing, weight 0)."""
+    if all(c is None for c in committed):
+        return None
+    j, a = engine.spec.action_horizon, engine.spec.action_dim
+    actions, weight = np.zeros((len(committed), j, a), np.float32), np.zeros((len(committed), j), np.float32)
+    for k, c in enumerate(committed):
+        if c is not None:
+            actions[k], weight[k] = c[0][0], c[1][0]
+    return actions, weight
 
 
 def _row_of(chunk: EngineChunk, k: int) -> EngineChunk:
@@ -127,13 +150,17 @@ def _tick_lane(engine: InferenceEngine, runs: list[_Run]) -> None:
                 noise = torch.zeros(engine.noise_shape, device=engine.device)
                 for _, row in acting:
                     noise[:, row.row] = row.draw_noise()[:, 0]
+            # real-time chunking: what each row's runtime will commit when it acts (its clock and computation
+            # times do not move before then)
+            committed = [r.runtime.committed(row) for r, row in acting]
             try:
-                chunk = engine.act(noise, rows=[row.row for _, row in acting])
+                chunk = engine.act(noise, rows=[row.row for _, row in acting],
+                                   committed=_stack_committed(committed, engine))
             except EngineError:
                 chunk = None  # each row acts alone (with the noise it drew) and the runtime counts the refusal
             if chunk is not None:
                 for k, (_, row) in enumerate(acting):
-                    row.leave_chunk(_row_of(chunk, k))
+                    row.leave_chunk(_row_of(chunk, k), committed[k])
     share = (time.perf_counter() - t0) / len(runs)
     for r, t in zip(runs, taken):
         t1 = time.perf_counter()

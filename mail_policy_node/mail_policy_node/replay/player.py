@@ -72,15 +72,22 @@ class ReplayConfig:
     seed: int = 0  # DDPM noise: every bag starts from it, so a bag's figures do not depend on the bags before it
     task: str = ""  # what a multi-task checkpoint is asked for, as the policy node's task parameter; '': each
     #                 episode's own, its /mail/episode start event's "task" (what training read)
+    real_time_chunking: bool = False  # DDPM heads: each chunk keeps its overlap with the one it replaces, as the
+    #                                   policy node's parameter (a BC head has nothing to keep: no effect)
+    compute_time: float = 0.0  # [s] real-time chunking: a chunk reaches the robot this long after its tick (the
+    #                            actions due before then are kept). The bag's clock stands still while the
+    #                            replay computes, so 0 by default; the node measures it (RuntimeConfig.compute_time)
 
     def __post_init__(self):
         if self.execution_horizon < 0:
             raise ValueError(f"execution_horizon must be >= 0, got {self.execution_horizon}")
+        RuntimeConfig(compute_time=float(self.compute_time))  # its bounds (ValueError), checked before any bag
         if self.tick_phase < 0 or self.gap_factor <= 1:
             raise ValueError(f"need tick_phase >= 0 and gap_factor > 1, got {self.tick_phase}, {self.gap_factor}")
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(history=self.history, sampler=self.sampler, device=self.device, seed=self.seed)
+        return EngineConfig(history=self.history, sampler=self.sampler, device=self.device, seed=self.seed,
+                            real_time_chunking=self.real_time_chunking)
 
 
 @dataclass
@@ -234,7 +241,7 @@ class _Run:
         self.phase_ns = int(round(config.tick_phase * NS))
         self.runtime = PolicyRuntime(lane.loaded, RuntimeConfig(
             rate_hz=rate, execution_horizon=config.execution_horizon, sync_tolerance=config.sync_tolerance,
-            max_age=config.max_age), clock=clock)
+            max_age=config.max_age, compute_time=config.compute_time), clock=clock)
         self.next_tick_ns: int | None = None
         self.chunks: list = []
         self.ticks = 0

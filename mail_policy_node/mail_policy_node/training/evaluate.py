@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..spec import FR3_JOINT_NAMES
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95 % Wilson score interval of a success rate."""
@@ -51,6 +53,7 @@ class EvalJob:
     max_steps: int = 0  # 0 = the task's limit
     device: str = "cpu"  # where the engine runs (cuda: kernels and CUDA graphs when available)
     controller: object = None  # control.controller.ControllerConfig: execute through it (None: directly)
+    real_time_chunking: bool = False  # DDPM: each chunk keeps the overlap with the one it replaces (engine)
 
 
 _WORKER: dict = {}
@@ -64,14 +67,15 @@ def _worker_init(threads: int) -> None:
 
 def _setup(job: EvalJob, batch: int):
     """This worker's engine of ``batch`` rows and its ``batch`` simulated scenes (kept for its next jobs)."""
-    key = (job.checkpoint, job.task, job.history, job.render_size, job.device, batch)
+    key = (job.checkpoint, job.task, job.history, job.render_size, job.device, batch, job.real_time_chunking)
     if _WORKER.get("key") != key:
         from ..engine import EngineConfig, InferenceEngine
         from ..model.checkpoint import load_checkpoint
         from ..sim import make_task
 
         policy = load_checkpoint(job.checkpoint, job.device)
-        engine = InferenceEngine(policy, EngineConfig(history=job.history, batch=batch, device=job.device))
+        engine = InferenceEngine(policy, EngineConfig(history=job.history, batch=batch, device=job.device,
+                                                      real_time_chunking=job.real_time_chunking))
         envs = [make_task(job.task, render=True, image_size=job.render_size, cameras=policy.cfg.spec.camera_names)
                 for _ in range(batch)]
         goal = policy.cfg.spec.task_goal(job.task)  # the task's one-hot (None: a single-task checkpoint)
@@ -103,7 +107,10 @@ def run_lockstep(engine, rows: list, seeds: list[int], goal: np.ndarray | None =
     DDPM policy's noise is drawn per row, from a generator seeded with that row's episode seed on the engine's
     device, as an engine of one row seeded with it draws it: an episode does what it does alone, whatever its
     group (up to float32 rounding of the batch), so `--batch` never changes an evaluation's numbers.
-    ``goal``: the task's goal embedding for every row (None: the policy takes none). The simulated tasks'
+    ``goal``: the task's goal embedding for every row (None: the policy takes none). With real-time chunking
+    (an engine built with it) a row's new chunk keeps its overlap with the row's last one; the simulated time
+    stands still while the policy computes, so nothing is frozen, the overlap only guided
+    (control.chunks.committed_actions). The simulated tasks'
     evaluation and the Meta-World benchmark's (benchmarks.metaworld) share this loop; a row is their episode
     object, offering
       ``running``          whether it takes another step,
@@ -114,9 +121,11 @@ def run_lockstep(engine, rows: list, seeds: list[int], goal: np.ndarray | None =
     """
     import torch
 
+    from ..control.chunks import committed_actions
     from ..engine import Observation
 
     engine.reset()
+    running_chunks: dict = {}  # row -> its last chunk (control.chunks.ActionChunk), for real-time chunking
     shape = engine.noise_shape  # (draws, B, J, A) for DDPM; None for BC
     gens = [] if shape is None else [torch.Generator(device=engine.device).manual_seed(int(s)) for s in seeds]
     noise = None if shape is None else torch.zeros(shape, device=engine.device)
@@ -133,9 +142,18 @@ def run_lockstep(engine, rows: list, seeds: list[int], goal: np.ndarray | None =
             for i in replan if noise is not None else ():  # drawn as an engine of one row draws it
                 noise[:, i:i + 1] = torch.empty(noise[:, i:i + 1].shape, device=noise.device).normal_(
                     generator=gens[i])
-            chunk = engine.act(noise, rows=replan)
+            committed = None
+            if engine.real_time_chunking:
+                due = engine.due_times(rows=replan)
+                committed = (np.zeros(due.shape + (engine.spec.action_dim,)), np.zeros(due.shape))
+                for k, i in enumerate(replan):
+                    if i in running_chunks:  # ready at its stamp: the world waited for the policy
+                        ready = due[k, 0] - engine.start_offset_s
+                        committed[0][k], committed[1][k] = committed_actions(running_chunks[i], due[k], ready)
+            chunk = engine.act(noise, rows=replan, committed=committed)
             for k, i in enumerate(replan):
                 rows[i].take(chunk, k)
+                running_chunks[i] = chunk.to_action_chunk(k)
         dt = time.perf_counter() - t0
         for i in running:
             rows[i].step(dt)
@@ -159,6 +177,8 @@ class _Episode:
         self.frames = [obs["images"]] if job.keep_frames else []
         self.queue: list[np.ndarray] = []
         self.latencies, self.step_times, self.distances = [], [], []
+        self.plan: np.ndarray | None = None  # the last chunk's actions
+        self.jumps: list[float] = []  # [rad] per replanning: largest joint change from the old plan's next action
         self.done, self.info = False, {"success": False, "steps": 0}
         self.limit = job.max_steps or env.max_steps
         self.arm = _ControllerInTheLoop(job.controller, env, obs, horizon) if job.controller is not None else None
@@ -173,7 +193,12 @@ class _Episode:
 
     def take(self, chunk, row: int) -> None:
         self.latencies.append(chunk.latency_s)
-        self.queue = list(chunk.actions[row][:self.horizon])
+        actions = chunk.actions[row]
+        if self.plan is not None and self.horizon < len(self.plan):  # what the old plan would have done next
+            joints = [k for k, n in enumerate(chunk.names) if n in FR3_JOINT_NAMES]
+            self.jumps.append(float(np.max(np.abs(actions[0, joints] - self.plan[self.horizon, joints]), initial=0.0)))
+        self.plan = actions
+        self.queue = list(actions[:self.horizon])
         if self.arm is not None:
             self.arm.submit(chunk, self.obs["time"], row)
 
@@ -195,6 +220,7 @@ class _Episode:
                       steps=int(info["steps"]), chunk_latency_ms=1e3 * float(np.mean(self.latencies)),
                       step_ms=1e3 * float(np.mean(self.step_times)), episode_s=time.perf_counter() - self.t_start,
                       final_goal_distance=d[-1] if d else None, min_goal_distance=min(d) if d else None,
+                      boundary_jump_rad=median_or_none(self.jumps), boundary_jump_max_rad=max(self.jumps, default=None),
                       frames=self.frames)
         if self.arm is not None:
             result["controller"] = self.arm.figures()
@@ -258,12 +284,15 @@ class _ControllerInTheLoop:
 def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, workers: int = 1,
              history: str | None = None, exec_horizon: int = 0, pictures: int = 3, threads_per_worker: int = 1,
              progress: bool = True, max_steps: int = 0, device: str = "cpu",
-             controller=None, batch: int = 1) -> tuple[dict, list[dict]]:
+             controller=None, batch: int = 1, real_time_chunking: bool = False) -> tuple[dict, list[dict]]:
     """Run ``episodes`` seeded episodes (seeds seed .. seed + episodes - 1). Returns (summary, episodes).
     ``controller``: a control.controller.ControllerConfig to execute the chunks through (module docstring).
     ``batch``: episodes stepped in lockstep through one engine (`run_episodes`), in groups of consecutive
     seeds of near-equal size; on a GPU shared by several evaluations this is what keeps it from being the
-    bottleneck (paper-size DDPM one episode at a time: 255 ms a chunk with 12 processes on one H100)."""
+    bottleneck (paper-size DDPM one episode at a time: 255 ms a chunk with 12 processes on one H100).
+    ``real_time_chunking``: a DDPM policy's chunks keep their overlap with the one they replace (`run_lockstep`);
+    every episode reports the jump at its chunk boundaries (the largest joint change from what the old chunk
+    would have commanded next: median and largest over its replannings, with an execution horizon below J)."""
     from ..model.checkpoint import load_checkpoint
 
     policy = load_checkpoint(checkpoint, "cpu")  # validates the checkpoint before any worker starts
@@ -275,7 +304,7 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
     native = training.get("native_image_size") or {}
     render = tuple(next(iter(native.values()))) if native else (128, 128)
     jobs = [EvalJob(str(checkpoint), task, seed + i, history, exec_horizon, render, i < pictures, max_steps, device,
-                    controller) for i in range(episodes)]
+                    controller, real_time_chunking) for i in range(episodes)]
     groups = lockstep_groups(jobs, batch)
     results = []
     t0 = time.perf_counter()
@@ -315,7 +344,10 @@ def evaluate(checkpoint: str | Path, task: str, episodes: int, seed: int, worker
         batch=max(len(g) for g in groups),  # rows per engine call: the latencies above are the batch's
         history=history or policy.cfg.history, exec_horizon=exec_horizon or policy.cfg.spec.action_horizon,
         render_size=list(render), device=device, describe=policy.describe() | {"training": None},
-        through_controller=controller is not None,
+        through_controller=controller is not None, real_time_chunking=real_time_chunking and policy.is_ddpm,
+        boundary_jump_rad=median_or_none([r["boundary_jump_rad"] for r in results]),
+        boundary_jump_max_rad=max((r["boundary_jump_max_rad"] for r in results
+                                   if r["boundary_jump_max_rad"] is not None), default=None),
         task_names=list(policy.cfg.spec.task_names),  # a multi-task checkpoint's tasks (its goal asked for task)
     )
     if controller is not None:
@@ -356,6 +388,10 @@ def markdown(summary: dict) -> str:
             f"cycles {dict(s['controller']['limits'])}; chunks rejected {s['controller']['chunks_rejected']} "
             f"{dict(s['controller']['rejections'])}; watchdog trips {s['controller']['watchdog_trips']}; "
             f"largest commanded abs(dq) / limit {s['controller']['max_velocity_ratio']}", ""]),
+        *([] if s.get("boundary_jump_rad") is None else [
+            f"execution horizon {s['exec_horizon']}, real-time chunking {'on' if s['real_time_chunking'] else 'off'}: "
+            f"joint jump at chunk boundaries (new chunk's first action against the old one's next) median "
+            f"{s['boundary_jump_rad']:.4f} rad, largest {s['boundary_jump_max_rad']:.4f} rad", ""]),
     ])
 
 
