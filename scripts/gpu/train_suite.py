@@ -95,7 +95,9 @@ def suite(backbone: str, fraction: float, seed: int) -> dict:
     (21 epochs) left both still falling at the end (best = last; 0.046 -> 0.042 over the last 150 steps, seed 0,
     H100, docs/results/suite_100pct_900steps_h100.json): 1500 (35 epochs), where an exponential fit of those
     curves' tails puts both within 2 % of their plateau, and D-Ma with its evaluations still fits one 10-minute
-    call. Two paper-size runs side by side share ~1300 samples/s."""
+    call. The 1500-step curves proved the fit optimistic for D-Ma: its loss still fell 1.4-3.2 % over the last
+    100 steps (D-Tr 0.4-1.2 %; docs/results/README.md, suite_table.md). Two paper-size runs side by side share
+    ~1300 samples/s."""
     name = f"suite_{backbone.lower().replace('-', '')}_{int(fraction * 100)}pct_s{seed}"
     return dict(name=name, config=str(CFG / "reach_dma_ddpm_gpu.yaml"), task=SUITE_TASKS[0], tasks=SUITE_TASKS,
                 evals=((0,),), checkpoint="best",
