@@ -116,6 +116,19 @@ def committed_actions(running: ActionChunk, due: np.ndarray, ready: float) -> tu
     return actions, weight
 
 
+
+def stack_committed(rows: list, horizon: int, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Several rows' committed actions as one engine batch (InferenceEngine.act's ``committed``): each row's
+    (actions (J, A), weight (J,)) from `committed_actions`, or None for a row that keeps nothing (weight 0).
+    -> (actions (R, J, A), weight (R, J)); None when no row keeps anything."""
+    if all(r is None for r in rows):
+        return None
+    actions, weight = np.zeros((len(rows), horizon, dim), np.float32), np.zeros((len(rows), horizon), np.float32)
+    for k, r in enumerate(rows):
+        if r is not None:
+            actions[k], weight[k] = r
+    return actions, weight
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     names: tuple[str, ...]  # the robot's action dimension names, in order

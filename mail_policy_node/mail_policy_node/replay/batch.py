@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..control.chunks import stack_committed
 from ..engine.engine import EngineChunk, InferenceEngine
 from ..engine.errors import EngineError
 from ..engine.inputs import Observation
@@ -104,18 +105,6 @@ def _same_committed(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def _stack_committed(committed: list, engine: InferenceEngine):
-    """One batch's committed actions from each acting row's (None: that row keeps nothing, weight 0)."""
-    if all(c is None for c in committed):
-        return None
-    j, a = engine.spec.action_horizon, engine.spec.action_dim
-    actions, weight = np.zeros((len(committed), j, a), np.float32), np.zeros((len(committed), j), np.float32)
-    for k, c in enumerate(committed):
-        if c is not None:
-            actions[k], weight[k] = c[0][0], c[1][0]
-    return actions, weight
-
-
 def _row_of(chunk: EngineChunk, k: int) -> EngineChunk:
     return dataclasses.replace(chunk, actions=chunk.actions[k:k + 1], due=chunk.due[k:k + 1],
                                stamp=chunk.stamp[k:k + 1])
@@ -152,10 +141,11 @@ def _tick_lane(engine: InferenceEngine, runs: list[_Run]) -> None:
                     noise[:, row.row] = row.draw_noise()[:, 0]
             # real-time chunking: what each row's runtime will commit when it acts (its clock and computation
             # times do not move before then)
-            committed = [r.runtime.committed(row) for r, row in acting]
+            committed = [r.runtime.committed(row) for r, row in acting]  # each a batch of one row, or None
+            stacked = stack_committed([None if c is None else (c[0][0], c[1][0]) for c in committed],
+                                      engine.spec.action_horizon, engine.spec.action_dim)
             try:
-                chunk = engine.act(noise, rows=[row.row for _, row in acting],
-                                   committed=_stack_committed(committed, engine))
+                chunk = engine.act(noise, rows=[row.row for _, row in acting], committed=stacked)
             except EngineError:
                 chunk = None  # each row acts alone (with the noise it drew) and the runtime counts the refusal
             if chunk is not None:

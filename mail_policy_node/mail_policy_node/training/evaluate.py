@@ -121,7 +121,7 @@ def run_lockstep(engine, rows: list, seeds: list[int], goal: np.ndarray | None =
     """
     import torch
 
-    from ..control.chunks import committed_actions
+    from ..control.chunks import committed_actions, stack_committed
     from ..engine import Observation
 
     engine.reset()
@@ -143,17 +143,17 @@ def run_lockstep(engine, rows: list, seeds: list[int], goal: np.ndarray | None =
                 noise[:, i:i + 1] = torch.empty(noise[:, i:i + 1].shape, device=noise.device).normal_(
                     generator=gens[i])
             committed = None
-            if engine.real_time_chunking:
+            if engine.real_time_chunking:  # each row ready at its stamp: the world waited for the policy
                 due = engine.due_times(rows=replan)
-                committed = (np.zeros(due.shape + (engine.spec.action_dim,)), np.zeros(due.shape))
-                for k, i in enumerate(replan):
-                    if i in running_chunks:  # ready at its stamp: the world waited for the policy
-                        ready = due[k, 0] - engine.start_offset_s
-                        committed[0][k], committed[1][k] = committed_actions(running_chunks[i], due[k], ready)
+                ready = due[:, 0] - engine.start_offset_s
+                committed = stack_committed([committed_actions(running_chunks[i], due[k], ready[k])
+                                             if i in running_chunks else None for k, i in enumerate(replan)],
+                                            engine.spec.action_horizon, engine.spec.action_dim)
             chunk = engine.act(noise, rows=replan, committed=committed)
             for k, i in enumerate(replan):
                 rows[i].take(chunk, k)
-                running_chunks[i] = chunk.to_action_chunk(k)
+                if engine.real_time_chunking:
+                    running_chunks[i] = chunk.to_action_chunk(k)
         dt = time.perf_counter() - t0
         for i in running:
             rows[i].step(dt)
