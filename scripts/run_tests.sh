@@ -59,15 +59,14 @@ fi
 # launched stack, the emulator, a ros2 daemon), so nothing is left running beside the rerun.
 # `timeout --foreground` keeps the file in the terminal's process group, so Ctrl-C still reaches its pytest.
 ROS_FILE_TIMEOUT="${ROS_FILE_TIMEOUT:-900}"
+pid_namespace=()
+if [ "${MAIL_NETNS:-}" = loopback ]; then
+  # bash as the namespace's first process reaps what its children leave (pytest would leave zombies)
+  # shellcheck disable=SC2016  # expanded by the inner shell
+  pid_namespace=(unshare --pid --fork --kill-child --mount-proc bash -c '"$@"; exit $?' _)
+fi
 run_ros_file() {
-  if [ "${MAIL_NETNS:-}" = loopback ]; then
-    # bash as the namespace's first process reaps what its children leave (pytest would leave zombies)
-    # shellcheck disable=SC2016  # expanded by the inner shell
-    timeout --foreground -s KILL "$ROS_FILE_TIMEOUT" unshare --pid --fork --kill-child --mount-proc \
-      bash -c '"$@"; exit $?' _ "$PY" -m pytest -m ros "$@"
-  else
-    timeout --foreground -s KILL "$ROS_FILE_TIMEOUT" "$PY" -m pytest -m ros "$@"
-  fi
+  timeout --foreground -s KILL "$ROS_FILE_TIMEOUT" "${pid_namespace[@]}" "$PY" -m pytest -m ros "$@"
 }
 mapfile -t ros_files < <(grep -rl "pytest.mark.ros" "$TESTS" --include='test_*.py' | sort)
 for f in "${ros_files[@]}"; do

@@ -52,10 +52,6 @@ def _processes_with(arg: bytes) -> list[int]:
     return found
 
 
-def _leftovers(token: str) -> list[int]:
-    return _processes_with(token.encode())  # sleep TOKEN
-
-
 @pytest.mark.slow
 def test_a_ros_file_that_hangs_is_killed_at_its_limit_and_run_once_more(tmp_path):
     tests = tmp_path / "suite"
@@ -77,9 +73,9 @@ def test_a_ros_file_that_hangs_is_killed_at_its_limit_and_run_once_more(tmp_path
         assert out.returncode == 0 and "all test runs passed" in log, log  # the rerun passed
         assert 12 <= took < 120, took
         if os.environ.get("MAIL_NETNS") == "loopback":  # a PID namespace per file: nothing it started is left
-            assert _leftovers(token) == [], log
+            assert _processes_with(token.encode()) == [], log
     finally:
-        for pid in _leftovers(token):
+        for pid in _processes_with(token.encode()):
             os.kill(pid, 9)
 
 
